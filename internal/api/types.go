@@ -1,0 +1,163 @@
+package api
+
+import (
+	"time"
+
+	"github.com/banger-dev/banger/internal/buildinfo"
+)
+
+// Method names. Part of the wire contract.
+const (
+	MethodDaemonInfo     = "daemon.info"
+	MethodDaemonShutdown = "daemon.shutdown"
+	MethodVMCreate       = "vm.create"
+	MethodVMList         = "vm.list"
+	MethodVMShow         = "vm.show"
+	MethodVMStart        = "vm.start"
+	MethodVMStop         = "vm.stop"
+	MethodVMRestart      = "vm.restart"
+	MethodVMDelete       = "vm.delete"
+	MethodVMLogs         = "vm.logs"
+	MethodImageList      = "image.list"
+	MethodImageImport    = "image.import"
+	MethodImageDelete    = "image.delete"
+)
+
+// DaemonInfo describes the running daemon.
+type DaemonInfo struct {
+	Build     buildinfo.Info `json:"build"`
+	PID       int            `json:"pid"`
+	Mode      string         `json:"mode"`
+	StartedAt time.Time      `json:"started_at"`
+	Socket    string         `json:"socket"`
+	Database  string         `json:"database"`
+	Schema    string         `json:"schema"`
+	VMM       string         `json:"vmm"`
+	Methods   []string       `json:"methods"`
+	// Orphans are live VMM processes that belong to no VM; reported, not killed.
+	Orphans []OrphanVMM `json:"orphans,omitempty"`
+}
+
+// OrphanVMM is a VMM process launched from banger's runtime dir for a VM the
+// database does not know.
+type OrphanVMM struct {
+	PID     int    `json:"pid"`
+	VMID    string `json:"vm_id"`
+	Cmdline string `json:"cmdline"`
+}
+
+// ShutdownResponse acknowledges daemon.shutdown; the daemon exits after replying.
+type ShutdownResponse struct {
+	PID int `json:"pid"`
+}
+
+// VMState is a VM's lifecycle state.
+type VMState string
+
+// VM states. A VM is only "running" once its guest agent answered.
+const (
+	VMCreating VMState = "creating"
+	VMStarting VMState = "starting"
+	VMRunning  VMState = "running"
+	VMStopping VMState = "stopping"
+	VMStopped  VMState = "stopped"
+	VMFailed   VMState = "failed"
+	VMDeleting VMState = "deleting"
+)
+
+// VM is the full VM object: what vm.create returns and the CLI and TUI render.
+type VM struct {
+	ID            string     `json:"id"`
+	Name          string     `json:"name"`
+	State         VMState    `json:"state"`
+	Image         string     `json:"image"`
+	VCPUs         int        `json:"vcpus"`
+	MemoryMiB     int        `json:"memory_mib"`
+	DiskSizeBytes int64      `json:"disk_size_bytes"`
+	Autostart     bool       `json:"autostart"`
+	IP            string     `json:"ip,omitempty"`
+	MAC           string     `json:"mac,omitempty"`
+	DNSName       string     `json:"dns_name,omitempty"`
+	VMM           string     `json:"vmm,omitempty"`
+	PID           int        `json:"pid,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     *time.Time `json:"started_at,omitempty"`
+	StoppedAt     *time.Time `json:"stopped_at,omitempty"`
+	LastError     string     `json:"last_error,omitempty"`
+	ExitStatus    string     `json:"exit_status,omitempty"`
+	SerialLog     string     `json:"serial_log,omitempty"`
+}
+
+// VMCreateRequest asks for a new VM; zero values take the configured defaults.
+type VMCreateRequest struct {
+	Name          string `json:"name"`
+	Image         string `json:"image,omitempty"`
+	VCPUs         int    `json:"vcpus,omitempty"`
+	MemoryMiB     int    `json:"memory_mib,omitempty"`
+	DiskSizeBytes int64  `json:"disk_size_bytes,omitempty"`
+	Autostart     bool   `json:"autostart,omitempty"`
+	// NoStart creates the VM stopped.
+	NoStart bool `json:"no_start,omitempty"`
+}
+
+// VMRef names one VM by name or ID.
+type VMRef struct {
+	Name string `json:"name"`
+}
+
+// VMStopRequest stops a VM; Force kills the VMM without asking the guest.
+type VMStopRequest struct {
+	Name           string `json:"name"`
+	Force          bool   `json:"force,omitempty"`
+	TimeoutSeconds int    `json:"timeout_seconds,omitempty"`
+}
+
+// VMList is the result of vm.list.
+type VMList struct {
+	VMs []VM `json:"vms"`
+}
+
+// VMLogsRequest asks for the tail of a VM's serial console log.
+type VMLogsRequest struct {
+	Name string `json:"name"`
+	// Lines is how many trailing lines to return; 0 means 200.
+	Lines int `json:"lines,omitempty"`
+}
+
+// VMLogs is the result of vm.logs.
+type VMLogs struct {
+	Path string `json:"path"`
+	Text string `json:"text"`
+}
+
+// Image is a bootable image.
+type Image struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Kernel    string    `json:"kernel"`
+	Initrd    string    `json:"initrd,omitempty"`
+	Rootfs    string    `json:"rootfs"`
+	SizeBytes int64     `json:"size_bytes"`
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ImageList is the result of image.list.
+type ImageList struct {
+	Images []Image `json:"images"`
+}
+
+// ImageImportRequest registers an existing kernel, optional initrd and ext4
+// root filesystem as an image. Paths are read by the daemon, so they must be
+// absolute and readable by the owner.
+type ImageImportRequest struct {
+	Name   string `json:"name"`
+	Kernel string `json:"kernel"`
+	Rootfs string `json:"rootfs"`
+	Initrd string `json:"initrd,omitempty"`
+}
+
+// ImageRef names one image.
+type ImageRef struct {
+	Name string `json:"name"`
+}

@@ -1,0 +1,127 @@
+// Package cli is the banger command line. Cobra commands here only parse
+// flags and print; the work happens in the daemon behind the typed API
+// client, or in small functions that take plain option structs.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/paths"
+)
+
+// App carries everything a command touches outside itself.
+type App struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Build  buildinfo.Info
+	// Layout resolves the directory layout (user or system mode).
+	Layout func(system bool) (paths.Layout, error)
+	// DaemonBinary finds bangerd for on-demand starts.
+	DaemonBinary func() (string, error)
+	// IsTerminal reports whether stdin is a terminal (for confirmations).
+	IsTerminal func() bool
+	// StartTimeout bounds waiting for an on-demand daemon.
+	StartTimeout time.Duration
+}
+
+// DefaultApp is the App for the real process.
+func DefaultApp() *App {
+	return &App{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Build:        buildinfo.Current(),
+		Layout:       paths.Detect,
+		DaemonBinary: findDaemonBinary,
+		IsTerminal:   stdinIsTerminal,
+		StartTimeout: 15 * time.Second,
+	}
+}
+
+// exitError carries a specific exit code out of a command without printing.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// Run executes the CLI with args and returns the process exit code.
+func Run(ctx context.Context, app *App, args []string) int {
+	root := newRoot(app)
+	root.SetArgs(args)
+	root.SetIn(app.Stdin)
+	root.SetOut(app.Stdout)
+	root.SetErr(app.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	printError(app.Stderr, err)
+	return 1
+}
+
+// printError prints one line a person can act on, plus the daemon's hint.
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "banger: %s\n", err)
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Hint != "" {
+		fmt.Fprintf(w, "hint: %s\n", ae.Hint)
+	}
+}
+
+type globalFlags struct {
+	system bool
+	json   bool
+}
+
+func newRoot(app *App) *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "banger",
+		Short: "Firecracker microVMs on your workstation",
+		Long: `banger gives you real VMs (own kernel, disk, network and DNS name) in about
+a second, as persistent objects you create, start, stop and delete.
+
+  banger vm create --name dev     create and boot a VM
+  banger vm exec dev -- uname -a  run a command in it
+  banger vm list                  see your VMs
+  banger doctor                   check the host and the installation`,
+		Version:       app.Build.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	// One line, no "banger version" prefix: the formatter owns the wording.
+	root.SetVersionTemplate(app.Build.Line("banger") + "\n")
+	root.PersistentFlags().BoolVar(&g.system, "system", false, "use the system-wide installation (/etc/banger, /var/lib/banger, /run/banger)")
+	root.AddCommand(
+		newVersionCmd(app),
+		newDaemonCmd(app, g),
+		newDoctorCmd(app, g),
+		newConfigCmd(app, g),
+		newVMCmd(app, g),
+		newImageCmd(app, g),
+	)
+	return root
+}
+
+// addJSONFlag adds --json to cmd, bound to g.json.
+func addJSONFlag(cmd *cobra.Command, g *globalFlags) {
+	cmd.Flags().BoolVar(&g.json, "json", false, "print machine-readable JSON on stdout")
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

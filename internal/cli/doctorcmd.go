@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/doctor"
+)
+
+func newDoctorCmd(app *App, g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check the installation, the state database, the daemon and the host",
+		Long: `doctor runs every health check and prints PASS, WARN or FAIL for each, with
+details saying what to do. It exits non-zero when any check fails. It never
+starts the daemon or changes anything.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			layout, err := app.Layout(g.system)
+			if err != nil {
+				return err
+			}
+			c := api.NewClient(layout.SocketPath())
+			defer c.Close()
+			daemonInfo := func(ctx context.Context) (buildinfo.Info, int, error) {
+				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				info, err := c.DaemonInfo(ctx)
+				if errors.Is(err, api.ErrDaemonUnreachable) {
+					err = errors.New("nothing answers on the socket")
+				}
+				return info.Build, info.PID, err
+			}
+			report := doctor.Run(cmd.Context(), []doctor.Check{
+				doctor.VersionCheck(app.Build, layout.InstallMetaPath()),
+				doctor.SchemaCheck(layout.DBPath()),
+				doctor.DaemonCheck(app.Build, layout.SocketPath(), daemonInfo),
+			})
+			if g.json {
+				if err := writeJSON(app.Stdout, report); err != nil {
+					return err
+				}
+			} else if err := report.Render(app.Stdout); err != nil {
+				return err
+			}
+			if report.Failed() {
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	addJSONFlag(cmd, g)
+	return cmd
+}

@@ -1,0 +1,374 @@
+package cli
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
+)
+
+// vmNamePattern is checked here too so a typo fails before the daemon starts.
+var vmNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+func validateVMName(name string) error {
+	if !vmNamePattern.MatchString(name) {
+		return fmt.Errorf("invalid VM name %q: use 1-63 lowercase letters, digits and dashes, starting with a letter or digit", name)
+	}
+	return nil
+}
+
+func newVMCmd(app *App, g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "vm",
+		Aliases: []string{"vms"},
+		Short:   "Create, run and manage VMs",
+	}
+	cmd.AddCommand(
+		newVMCreateCmd(app, g),
+		newVMListCmd(app, g),
+		newVMShowCmd(app, g),
+		newVMLifecycleCmd(app, g, "start", "Boot a stopped VM and wait until its agent answers"),
+		newVMStopCmd(app, g),
+		newVMLifecycleCmd(app, g, "restart", "Stop a VM (if running) and boot it again"),
+		newVMDeleteCmd(app, g),
+		newVMLogsCmd(app, g),
+	)
+	return cmd
+}
+
+func newVMCreateCmd(app *App, g *globalFlags) *cobra.Command {
+	var (
+		req  api.VMCreateRequest
+		disk string
+	)
+	cmd := &cobra.Command{
+		Use:   "create --name NAME",
+		Short: "Create a VM and boot it",
+		Long: `Create a VM from an image and boot it. The VM gets its own kernel, disk,
+address and DNS name, and persists until you delete it. Unset sizes come from
+the [vm] section of the configuration (banger config defaults).`,
+		Example: `  banger vm create --name dev
+  banger vm create --name big --vcpus 4 --memory 4096 --disk 20G
+  banger vm create --name later --no-start --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := validateVMName(req.Name); err != nil {
+				return err
+			}
+			if disk != "" {
+				size, err := config.ParseSize(disk)
+				if err != nil {
+					return fmt.Errorf("--disk: %w", err)
+				}
+				req.DiskSizeBytes = int64(size)
+			}
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			vm, err := c.VMCreate(cmd.Context(), req, app.progress(g))
+			if err != nil {
+				return err
+			}
+			return app.printVM(g, vm)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Name, "name", "", "VM name: lowercase letters, digits and dashes (required)")
+	f.StringVar(&req.Image, "image", "", "image to boot (default from config)")
+	f.IntVar(&req.VCPUs, "vcpus", 0, "number of virtual CPUs (default from config)")
+	f.IntVar(&req.MemoryMiB, "memory", 0, "memory in MiB (default from config)")
+	f.StringVar(&disk, "disk", "", "root disk size, e.g. 8G (default from config)")
+	f.BoolVar(&req.Autostart, "autostart", false, "start the VM again when the daemon starts")
+	f.BoolVar(&req.NoStart, "no-start", false, "create the VM without booting it")
+	_ = cmd.MarkFlagRequired("name")
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func newVMListCmd(app *App, g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List VMs",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			vms, err := c.VMList(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return writeJSON(app.Stdout, api.VMList{VMs: vms})
+			}
+			if len(vms) == 0 {
+				fmt.Fprintln(app.Stdout, "No VMs yet. Create one with `banger vm create --name dev`.")
+				return nil
+			}
+			renderVMTable(app.Stdout, vms, time.Now())
+			return nil
+		},
+	}
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func renderVMTable(w io.Writer, vms []api.VM, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tIP\tIMAGE\tVCPUS\tMEMORY\tDISK\tAGE")
+	for _, vm := range vms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\t%s\n", vm.Name, vm.State, dash(vm.IP), dash(vm.Image),
+			vm.VCPUs, vm.MemoryMiB, config.ByteSize(vm.DiskSizeBytes), age(now.Sub(vm.CreatedAt)))
+	}
+	_ = tw.Flush()
+}
+
+func newVMShowCmd(app *App, g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one VM in detail",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			vm, err := c.VMShow(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return app.printVM(g, vm)
+		},
+	}
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func (app *App) printVM(g *globalFlags, vm api.VM) error {
+	if g.json {
+		return writeJSON(app.Stdout, vm)
+	}
+	tw := tabwriter.NewWriter(app.Stdout, 0, 0, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("name", vm.Name)
+	row("id", vm.ID)
+	row("state", string(vm.State))
+	row("image", vm.Image)
+	row("vcpus", fmt.Sprint(vm.VCPUs))
+	row("memory", fmt.Sprintf("%d MiB", vm.MemoryMiB))
+	row("disk", config.ByteSize(vm.DiskSizeBytes).String())
+	row("ip", vm.IP)
+	row("dns", vm.DNSName)
+	row("vmm", vm.VMM)
+	if vm.PID > 0 {
+		row("pid", fmt.Sprint(vm.PID))
+	}
+	row("autostart", fmt.Sprint(vm.Autostart))
+	row("created", vm.CreatedAt.Local().Format(time.DateTime))
+	if vm.StartedAt != nil {
+		row("started", vm.StartedAt.Local().Format(time.DateTime))
+	}
+	if vm.StoppedAt != nil {
+		row("stopped", vm.StoppedAt.Local().Format(time.DateTime))
+	}
+	row("exit", vm.ExitStatus)
+	row("last error", vm.LastError)
+	row("serial log", vm.SerialLog)
+	return tw.Flush()
+}
+
+func newVMLifecycleCmd(app *App, g *globalFlags, verb, short string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   verb + " NAME...",
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for _, name := range args {
+				var vm api.VM
+				if verb == "start" {
+					vm, err = c.VMStart(cmd.Context(), name, app.progress(g))
+				} else {
+					vm, err = c.VMRestart(cmd.Context(), name, app.progress(g))
+				}
+				if err != nil {
+					return err
+				}
+				if err := app.printDone(g, vm); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func newVMStopCmd(app *App, g *globalFlags) *cobra.Command {
+	var req api.VMStopRequest
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "stop NAME...",
+		Short: "Shut a VM down (Ctrl-Alt-Del, then kill after the timeout)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req.TimeoutSeconds = int(timeout.Seconds())
+			for _, name := range args {
+				req.Name = name
+				vm, err := c.VMStop(cmd.Context(), req, app.progress(g))
+				if err != nil {
+					return err
+				}
+				if err := app.printDone(g, vm); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&req.Force, "force", "f", false, "kill the VMM at once instead of asking the guest to shut down")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "how long the guest gets to shut down before it is killed (default from config)")
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func (app *App) printDone(g *globalFlags, vm api.VM) error {
+	if g.json {
+		return writeJSON(app.Stdout, vm)
+	}
+	fmt.Fprintf(app.Stdout, "%s: %s\n", vm.Name, vm.State)
+	return nil
+}
+
+func newVMDeleteCmd(app *App, g *globalFlags) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "delete NAME...",
+		Aliases: []string{"rm"},
+		Short:   "Stop and delete VMs with their disks (asks first unless --force)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, name := range args {
+				if err := validateVMName(name); err != nil {
+					return err
+				}
+			}
+			if !force {
+				if !app.IsTerminal() {
+					return fmt.Errorf("refusing to delete %s without confirmation: stdin is not a terminal; pass --force", strings.Join(args, ", "))
+				}
+				fmt.Fprintf(app.Stderr, "Delete %s and their disks? This cannot be undone. [y/N] ", strings.Join(args, ", "))
+				answer, _ := bufio.NewReader(app.Stdin).ReadString('\n')
+				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+					fmt.Fprintln(app.Stderr, "not deleted")
+					return exitError{code: 1}
+				}
+			}
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for _, name := range args {
+				if err := c.VMDelete(cmd.Context(), name, app.progress(g)); err != nil {
+					return err
+				}
+				if !g.json {
+					fmt.Fprintf(app.Stdout, "%s: deleted\n", name)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete without asking")
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func newVMLogsCmd(app *App, g *globalFlags) *cobra.Command {
+	var req api.VMLogsRequest
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print the tail of a VM's serial console",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req.Name = args[0]
+			logs, err := c.VMLogs(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return writeJSON(app.Stdout, logs)
+			}
+			_, err = io.WriteString(app.Stdout, logs.Text)
+			return err
+		},
+	}
+	cmd.Flags().IntVarP(&req.Lines, "lines", "n", 200, "how many trailing lines to print")
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+// progress prints events on stderr so stdout stays parseable.
+func (app *App) progress(g *globalFlags) func(api.Event) {
+	return func(ev api.Event) {
+		if ev.VM != "" {
+			fmt.Fprintf(app.Stderr, "%s: %s\n", ev.VM, ev.Message)
+			return
+		}
+		fmt.Fprintln(app.Stderr, ev.Message)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+}

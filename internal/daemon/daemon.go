@@ -1,0 +1,233 @@
+// Package daemon is bangerd: it owns the state database, the VMM processes
+// and the API socket, and runs every VM and image operation.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// Options configures a daemon. Everything with an outside effect is injected
+// so tests can run a daemon in-process against temporary directories.
+type Options struct {
+	Layout paths.Layout
+	Config config.Config
+	Log    *slog.Logger
+	Build  buildinfo.Info
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Driver is the VMM driver; when nil the daemon picks one from Config.
+	Driver vmm.Driver
+	// ShutdownGrace bounds how long in-flight calls may run after a stop
+	// request; 10s when zero.
+	ShutdownGrace time.Duration
+}
+
+// Daemon is one running bangerd.
+type Daemon struct {
+	opts      Options
+	log       *slog.Logger
+	now       func() time.Time
+	store     *store.Store
+	api       *api.Server
+	vms       *vmManager
+	startedAt time.Time
+
+	stopOnce sync.Once
+	stop     chan struct{}
+}
+
+// Run takes the instance lock, opens (and migrates) the database, listens on
+// the API socket and serves until ctx is canceled or a client asks the
+// daemon to shut down. ready, if non-nil, is closed once the socket accepts
+// connections.
+func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ShutdownGrace == 0 {
+		opts.ShutdownGrace = 10 * time.Second
+	}
+	if err := opts.Layout.Ensure(); err != nil {
+		return err
+	}
+	lock, err := acquireLock(opts.Layout.LockPath())
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+
+	st, err := store.Open(ctx, opts.Layout.DBPath(), store.WithClock(opts.Now))
+	if err != nil {
+		return fmt.Errorf("open state database: %w", err)
+	}
+	defer st.Close()
+
+	d := &Daemon{
+		opts:      opts,
+		log:       opts.Log,
+		now:       opts.Now,
+		store:     st,
+		startedAt: opts.Now(),
+		stop:      make(chan struct{}),
+	}
+	driver := opts.Driver
+	if driver == nil {
+		if driver, err = selectDriver(opts.Config, opts.Log); err != nil {
+			// No VMM is not fatal: images, listing and doctor still work,
+			// and VM operations say what is missing.
+			d.log.Warn("no VMM driver", "err", err)
+		}
+	}
+	d.vms = newVMManager(d, driver)
+	autostart, err := d.vms.reconcile(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile VMs: %w", err)
+	}
+	d.api = api.NewServer(d.log, d.now)
+	d.register()
+
+	ln, err := listenSocket(opts.Layout.SocketPath())
+	if err != nil {
+		return err
+	}
+	if len(autostart) > 0 {
+		go d.vms.autostartVMs(ctx, autostart)
+	}
+	return d.serve(ctx, ln, ready)
+}
+
+func (d *Daemon) serve(ctx context.Context, ln net.Listener, ready chan<- struct{}) error {
+	srv := &http.Server{
+		Handler:           d.api,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	d.log.Info("bangerd serving", "socket", d.opts.Layout.SocketPath(), "pid", os.Getpid(),
+		"version", d.opts.Build.Version, "commit", d.opts.Build.Commit, "mode", d.opts.Layout.Mode)
+	if ready != nil {
+		close(ready)
+	}
+
+	select {
+	case <-ctx.Done():
+		d.log.Info("bangerd stopping", "reason", "signal")
+	case <-d.stop:
+		d.log.Info("bangerd stopping", "reason", "daemon.shutdown")
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.opts.ShutdownGrace)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	// Remove the socket only after the listener is closed, so no client ever
+	// sees a socket file nobody listens on while we are still alive.
+	_ = os.Remove(d.opts.Layout.SocketPath())
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func (d *Daemon) requestStop() {
+	d.stopOnce.Do(func() { close(d.stop) })
+}
+
+func (d *Daemon) register() {
+	api.Handle(d.api, api.MethodDaemonInfo, d.info)
+	api.Handle(d.api, api.MethodDaemonShutdown, d.shutdown)
+	api.Handle(d.api, api.MethodImageList, d.imageList)
+	api.Handle(d.api, api.MethodImageImport, d.imageImport)
+	api.Handle(d.api, api.MethodImageDelete, d.imageDelete)
+	m := d.vms
+	api.Handle(d.api, api.MethodVMCreate, m.Create)
+	api.Handle(d.api, api.MethodVMList, func(ctx context.Context, _ struct{}, _ api.Progress) (api.VMList, error) {
+		vms, err := m.List(ctx)
+		return api.VMList{VMs: vms}, err
+	})
+	api.Handle(d.api, api.MethodVMShow, func(ctx context.Context, req api.VMRef, _ api.Progress) (api.VM, error) {
+		vm, err := m.get(ctx, req.Name)
+		if err != nil {
+			return api.VM{}, err
+		}
+		return m.view(ctx, vm.ID)
+	})
+	api.Handle(d.api, api.MethodVMStart, func(ctx context.Context, req api.VMRef, p api.Progress) (api.VM, error) {
+		return m.Start(ctx, req.Name, p)
+	})
+	api.Handle(d.api, api.MethodVMStop, m.Stop)
+	api.Handle(d.api, api.MethodVMRestart, func(ctx context.Context, req api.VMRef, p api.Progress) (api.VM, error) {
+		return m.Restart(ctx, req.Name, p)
+	})
+	api.Handle(d.api, api.MethodVMDelete, func(ctx context.Context, req api.VMRef, p api.Progress) (struct{}, error) {
+		return struct{}{}, m.Delete(ctx, req.Name, p)
+	})
+	api.Handle(d.api, api.MethodVMLogs, m.Logs)
+}
+
+func (d *Daemon) info(ctx context.Context, _ struct{}, _ api.Progress) (api.DaemonInfo, error) {
+	methods := d.api.Methods()
+	sort.Strings(methods)
+	schema := "unknown"
+	if st, err := store.InspectSchemaState(d.opts.Layout.DBPath()); err == nil {
+		schema = st.Line()
+	}
+	return api.DaemonInfo{
+		Build:     d.opts.Build,
+		PID:       os.Getpid(),
+		Mode:      string(d.opts.Layout.Mode),
+		StartedAt: d.startedAt,
+		Socket:    d.opts.Layout.SocketPath(),
+		Database:  d.opts.Layout.DBPath(),
+		Schema:    schema,
+		VMM:       d.opts.Config.VMM,
+		Methods:   methods,
+		Orphans:   d.vms.orphanList(),
+	}, nil
+}
+
+func (d *Daemon) shutdown(ctx context.Context, _ struct{}, _ api.Progress) (api.ShutdownResponse, error) {
+	// Stop after this reply has been written: Shutdown waits for in-flight
+	// handlers, including this one.
+	d.requestStop()
+	return api.ShutdownResponse{PID: os.Getpid()}, nil
+}
+
+func (d *Daemon) imageList(ctx context.Context, _ struct{}, _ api.Progress) (api.ImageList, error) {
+	imgs, err := d.store.ListImages(ctx)
+	if err != nil {
+		return api.ImageList{}, err
+	}
+	out := api.ImageList{Images: make([]api.Image, 0, len(imgs))}
+	for _, im := range imgs {
+		out.Images = append(out.Images, imageToAPI(im))
+	}
+	return out, nil
+}
+
+func imageToAPI(im store.Image) api.Image {
+	return api.Image{
+		ID: im.ID, Name: im.Name, Kernel: im.KernelPath, Initrd: im.InitrdPath,
+		Rootfs: im.RootfsPath, SizeBytes: im.RootfsSizeBytes, Source: im.Source, CreatedAt: im.CreatedAt,
+	}
+}

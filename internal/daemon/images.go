@@ -1,0 +1,156 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/store"
+)
+
+// imageImport validates the files, copies them into the image store and
+// records the image. A failed import leaves neither files nor a row.
+func (d *Daemon) imageImport(ctx context.Context, req api.ImageImportRequest, p api.Progress) (api.Image, error) {
+	if !vmNamePattern.MatchString(req.Name) {
+		return api.Image{}, api.Errorf(api.CodeInvalidArgument, "invalid image name %q: use 1-63 lowercase letters, digits and dashes", req.Name)
+	}
+	if err := checkKernel(req.Kernel); err != nil {
+		return api.Image{}, err
+	}
+	rootfsSize, err := checkExt4(req.Rootfs)
+	if err != nil {
+		return api.Image{}, err
+	}
+	if req.Initrd != "" {
+		if err := checkReadable("initrd", req.Initrd); err != nil {
+			return api.Image{}, err
+		}
+	}
+	if _, err := d.store.GetImage(ctx, req.Name); err == nil {
+		return api.Image{}, api.Errorf(api.CodeAlreadyExists, "an image named %q already exists", req.Name)
+	}
+
+	id := store.NewID()
+	dir := filepath.Join(d.opts.Layout.ImagesDir(), id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return api.Image{}, err
+	}
+	im := store.Image{ID: id, Name: req.Name, Source: "import", RootfsSizeBytes: rootfsSize,
+		KernelPath: filepath.Join(dir, "kernel"), RootfsPath: filepath.Join(dir, "rootfs.ext4")}
+	copies := [][2]string{{req.Kernel, im.KernelPath}, {req.Rootfs, im.RootfsPath}}
+	if req.Initrd != "" {
+		im.InitrdPath = filepath.Join(dir, "initrd")
+		copies = append(copies, [2]string{req.Initrd, im.InitrdPath})
+	}
+	fail := func(err error) (api.Image, error) {
+		_ = os.RemoveAll(dir)
+		return api.Image{}, fmt.Errorf("import image %q: %w", req.Name, err)
+	}
+	for _, c := range copies {
+		p(api.Event{Stage: "copy", Message: "copying " + c[0]})
+		if _, err := disk.Clone(c[0], c[1], 0); err != nil {
+			return fail(err)
+		}
+	}
+	if err := d.store.CreateImage(ctx, im); err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			_ = os.RemoveAll(dir)
+			return api.Image{}, api.Errorf(api.CodeAlreadyExists, "an image named %q already exists", req.Name)
+		}
+		return fail(err)
+	}
+	saved, err := d.store.GetImage(ctx, id)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return imageToAPI(saved), nil
+}
+
+func (d *Daemon) imageDelete(ctx context.Context, req api.ImageRef, _ api.Progress) (struct{}, error) {
+	im, err := d.store.GetImage(ctx, req.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		return struct{}{}, api.Errorf(api.CodeNotFound, "no image named %q", req.Name)
+	}
+	if err != nil {
+		return struct{}{}, err
+	}
+	if err := d.store.DeleteImage(ctx, im.ID); err != nil {
+		var inUse *store.InUseError
+		if errors.As(err, &inUse) {
+			return struct{}{}, api.Errorf(api.CodeInUse, "%s", inUse.Error()).WithHint("delete those VMs first")
+		}
+		return struct{}{}, err
+	}
+	// The files go after the row: a crash in between leaves files the next
+	// start can ignore, never a row pointing at nothing.
+	if err := os.RemoveAll(filepath.Dir(im.RootfsPath)); err != nil {
+		d.log.Warn("remove image files", "image", im.Name, "err", err)
+	}
+	return struct{}{}, nil
+}
+
+func checkReadable(what, path string) error {
+	if !filepath.IsAbs(path) {
+		return api.Errorf(api.CodeInvalidArgument, "%s path %q must be absolute", what, path)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return api.Errorf(api.CodeInvalidArgument, "%s %s: %v", what, path, errors.Unwrap(err))
+	}
+	if !st.Mode().IsRegular() {
+		return api.Errorf(api.CodeInvalidArgument, "%s %s is not a regular file", what, path)
+	}
+	return nil
+}
+
+// checkKernel accepts an ELF vmlinux or a bzImage (the "HdrS" boot header).
+func checkKernel(path string) error {
+	if err := checkReadable("kernel", path); err != nil {
+		return err
+	}
+	head, err := readAt(path, 0, 0x206)
+	if err != nil {
+		return api.Errorf(api.CodeInvalidArgument, "kernel %s: %v", path, err)
+	}
+	if bytes.HasPrefix(head, []byte("\x7fELF")) || (len(head) >= 0x206 && string(head[0x202:0x206]) == "HdrS") {
+		return nil
+	}
+	return api.Errorf(api.CodeInvalidArgument, "kernel %s is neither an ELF vmlinux nor a bzImage", path)
+}
+
+// checkExt4 checks the ext2/3/4 superblock magic and returns the file size.
+func checkExt4(path string) (int64, error) {
+	if err := checkReadable("rootfs", path); err != nil {
+		return 0, err
+	}
+	sb, err := readAt(path, 1024, 1024)
+	if err != nil || len(sb) < 58 || binary.LittleEndian.Uint16(sb[56:58]) != 0xEF53 {
+		return 0, api.Errorf(api.CodeInvalidArgument, "rootfs %s is not an ext4 file system image", path)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+func readAt(path string, off int64, n int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	k, err := f.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:k], nil
+}

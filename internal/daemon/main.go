@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/store"
+)
+
+// Main is bangerd's command line. It returns the exit code instead of
+// exiting, so tests run it in-process and check the code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var (
+		system          bool
+		checkMigrations bool
+		configPath      string
+		code            int
+	)
+	build := buildinfo.Current()
+	cmd := &cobra.Command{
+		Use:   "bangerd",
+		Short: "The banger daemon: VM and image lifecycle, state, VMM supervision",
+		Long: `bangerd owns banger's state database and VMM processes and serves the API the
+banger CLI uses. In user mode the CLI starts it on demand; in system mode
+systemd runs it as bangerd.service.`,
+		Version:       build.Version,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			layout, err := paths.Detect(system)
+			if err != nil {
+				return err
+			}
+			if checkMigrations {
+				st, err := store.InspectSchemaState(layout.DBPath())
+				if err != nil {
+					code = 2
+					return err
+				}
+				fmt.Fprintln(stdout, st.Line())
+				code = st.ExitCode()
+				return nil
+			}
+			if configPath == "" {
+				configPath = layout.ConfigFile()
+			}
+			cfg, err := config.Load(configPath)
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.Daemon.LogLevel)}))
+			return Run(cmd.Context(), Options{Layout: layout, Config: cfg, Log: log, Build: build}, nil)
+		},
+	}
+	cmd.SetVersionTemplate(build.Line("bangerd") + "\n")
+	cmd.Flags().BoolVar(&system, "system", false, "use the system-wide layout (/etc/banger, /var/lib/banger, /run/banger)")
+	cmd.Flags().BoolVar(&checkMigrations, "check-migrations", false,
+		"classify the state database without changing it and exit: 0 compatible, 1 migrations needed, 2 incompatible")
+	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (default: config.toml in the config dir)")
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(stderr, "bangerd: %s\n", err)
+		if errors.Is(err, ErrAlreadyRunning) {
+			return 1
+		}
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}

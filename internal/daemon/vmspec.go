@@ -1,0 +1,85 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// guestCID is the vsock context ID every guest gets. Firecracker's hybrid
+// vsock is per-VM (a Unix socket on the host), so guests need not differ.
+const guestCID = 3
+
+// launchSpec is the one place that turns a VM record into what a driver
+// boots.
+func (m *vmManager) launchSpec(vm store.VM, img store.Image) vmm.LaunchSpec {
+	runDir := m.d.opts.Layout.VMRunDir(vm.ID)
+	return vmm.LaunchSpec{
+		VMID:       vm.ID,
+		Name:       vm.Name,
+		KernelPath: img.KernelPath,
+		InitrdPath: img.InitrdPath,
+		BootArgs:   bootArgs(vm),
+		RootDrive:  vmm.Drive{ID: "rootfs", Path: m.diskPath(vm.ID)},
+		VCPUs:      vm.VCPUs,
+		MemoryMiB:  vm.MemoryMiB,
+		Agent: vmm.AgentChannel{
+			GuestCID: guestCID,
+			UDSPath:  filepath.Join(runDir, "vsock.sock"),
+			Port:     agentPort,
+		},
+		RunDir:        runDir,
+		SerialLogPath: m.serialLogPath(vm.ID),
+		VMMLogPath:    filepath.Join(m.d.opts.Layout.VMStateDir(vm.ID), "vmm.log"),
+	}
+}
+
+// bootArgs is the guest kernel command line. banger.* parameters are read
+// by the guest agent, so one image works for every VM and every VMM.
+func bootArgs(vm store.VM) string {
+	return strings.Join([]string{
+		"console=ttyS0", "reboot=k", "panic=1", "pci=off",
+		"banger.name=" + vm.Name,
+		fmt.Sprintf("banger.agent_port=%d", agentPort),
+	}, " ")
+}
+
+// MACFor derives a stable, locally administered unicast MAC from the VM ID,
+// so a VM keeps its MAC (and DHCP-less address) across restarts.
+func MACFor(vmID string) string {
+	h := sha256.Sum256([]byte(vmID))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
+}
+
+func (m *vmManager) diskPath(id string) string {
+	return filepath.Join(m.d.opts.Layout.VMStateDir(id), "rootfs.ext4")
+}
+
+// prepareDisk gives the VM its own root disk cloned from the image.
+func (m *vmManager) prepareDisk(ctx context.Context, vm store.VM, img store.Image) error {
+	dir := m.d.opts.Layout.VMStateDir(vm.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create vm dir: %w", err)
+	}
+	method, err := disk.Clone(img.RootfsPath, m.diskPath(vm.ID), vm.DiskSizeBytes)
+	if err != nil {
+		return fmt.Errorf("clone image %q: %w", img.Name, err)
+	}
+	m.log.Debug("disk cloned", "vm", vm.Name, "method", method)
+	return ctx.Err()
+}
+
+// apiSocketOf asks the instance for its control socket, when it has one.
+func apiSocketOf(inst vmm.Instance) string {
+	if s, ok := inst.(interface{ APISocket() string }); ok {
+		return s.APISocket()
+	}
+	return ""
+}

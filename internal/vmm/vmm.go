@@ -1,0 +1,141 @@
+// Package vmm defines what banger needs from a virtual machine monitor: a
+// narrow Driver that launches a VM from a LaunchSpec and hands back an
+// Instance to supervise. Optional abilities (pause, snapshots, agent dialing)
+// are separate small interfaces an Instance may also implement; callers check
+// with a type assertion instead of every driver stubbing "not supported".
+package vmm
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+)
+
+// ErrNotSupported is returned when a driver or instance lacks an optional ability.
+var ErrNotSupported = errors.New("not supported by this VMM driver")
+
+// Drive is one block device given to the guest.
+type Drive struct {
+	ID       string `json:"id"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"read_only"`
+}
+
+// NetInterface attaches the guest to a host tap device.
+type NetInterface struct {
+	ID      string `json:"id"`
+	TapName string `json:"tap_name"`
+	MAC     string `json:"mac"`
+}
+
+// AgentChannel is how the host reaches the guest agent. Firecracker uses a
+// hybrid vsock (a Unix socket on the host, UDSPath); QEMU uses vhost-vsock
+// (GuestCID) or a virtio-serial port exposed as a Unix socket (UDSPath).
+type AgentChannel struct {
+	GuestCID uint32 `json:"guest_cid"`
+	UDSPath  string `json:"uds_path"`
+	Port     uint32 `json:"port"`
+}
+
+// LaunchSpec is everything a driver needs to boot one VM. It is the same for
+// every driver; a driver ignores what it has no use for.
+type LaunchSpec struct {
+	VMID string `json:"vm_id"`
+	Name string `json:"name"`
+
+	KernelPath string `json:"kernel_path"`
+	InitrdPath string `json:"initrd_path,omitempty"`
+	BootArgs   string `json:"boot_args"`
+
+	RootDrive   Drive          `json:"root_drive"`
+	ExtraDrives []Drive        `json:"extra_drives,omitempty"`
+	Network     []NetInterface `json:"network,omitempty"`
+
+	VCPUs     int `json:"vcpus"`
+	MemoryMiB int `json:"memory_mib"`
+
+	Agent AgentChannel `json:"agent"`
+
+	// RunDir is a per-VM directory owned by banger for sockets (API, QMP, vsock).
+	RunDir string `json:"run_dir"`
+	// SerialLogPath receives the guest serial console.
+	SerialLogPath string `json:"serial_log_path"`
+	// VMMLogPath receives the VMM's own log.
+	VMMLogPath string `json:"vmm_log_path"`
+}
+
+// Capabilities describes what a driver can do on this host.
+type Capabilities struct {
+	Pause     bool `json:"pause"`
+	Snapshots bool `json:"snapshots"`
+	// Accel is the acceleration in use: "kvm" or "tcg".
+	Accel string `json:"accel"`
+}
+
+// ExitStatus is how a VMM process ended.
+type ExitStatus struct {
+	// Code is the exit code, or -1 when the process died from a signal or
+	// was not our child (reconciled after a daemon restart).
+	Code int `json:"code"`
+	// Signal names the signal that ended the process, if any.
+	Signal string `json:"signal,omitempty"`
+	// Err describes a supervision failure (e.g. the exit could not be observed).
+	Err string `json:"err,omitempty"`
+}
+
+func (e ExitStatus) String() string {
+	switch {
+	case e.Err != "":
+		return e.Err
+	case e.Signal != "":
+		return "killed by signal " + e.Signal
+	default:
+		return "exited with code " + strconv.Itoa(e.Code)
+	}
+}
+
+// Driver launches VMs with one VMM implementation.
+type Driver interface {
+	// Name is the config name of the driver: "firecracker" or "qemu".
+	Name() string
+	Capabilities() Capabilities
+	// Launch starts the VMM and boots the guest. It returns once the VMM has
+	// accepted the configuration and started the guest; guest readiness is
+	// the agent's business.
+	Launch(ctx context.Context, spec LaunchSpec) (Instance, error)
+	// Attach adopts a VMM process that is still running from an earlier daemon
+	// (reconcile after restart). It fails if pid is gone or is not this VM's VMM.
+	Attach(ctx context.Context, spec LaunchSpec, pid int) (Instance, error)
+}
+
+// Instance is one running VMM process.
+type Instance interface {
+	PID() int
+	// Stop asks the guest to shut down and waits up to timeout for the VMM to
+	// exit, then kills it. It returns once the process is gone.
+	Stop(ctx context.Context, timeout time.Duration) error
+	// Kill ends the VMM process immediately and waits for it to be gone.
+	Kill() error
+	// Done is closed when the VMM process has exited.
+	Done() <-chan struct{}
+	// Exit reports how the process ended; valid after Done is closed.
+	Exit() ExitStatus
+}
+
+// Pauser is an Instance that can pause and resume its vCPUs.
+type Pauser interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+}
+
+// Snapshotter is an Instance that can write a snapshot of a paused VM.
+type Snapshotter interface {
+	CreateSnapshot(ctx context.Context, statePath, memPath string) error
+}
+
+// AgentDialer is an Instance that can open a stream to the guest agent.
+type AgentDialer interface {
+	DialAgent(ctx context.Context) (net.Conn, error)
+}
