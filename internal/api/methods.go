@@ -91,3 +91,11 @@ func (c *Client) ImageImport(ctx context.Context, req ImageImportRequest, onEven
 func (c *Client) ImageDelete(ctx context.Context, name string) error {
 	return c.Call(ctx, MethodImageDelete, ImageRef{Name: name}, nil, nil)
 }
+
+// WatchEvents streams the daemon's change events (VM state changes,
+// deletions, image changes) to onEvent until ctx is canceled or the daemon
+// goes away. The first event is a "hello" with Kind "watch.started", so a
+// caller knows the subscription is live before it lists current state.
+func (c *Client) WatchEvents(ctx context.Context, onEvent func(Event)) error {
+	return c.Call(ctx, MethodEventsWatch, nil, nil, onEvent)
+}

@@ -18,6 +18,7 @@ const (
 	MethodVMRestart      = "vm.restart"
 	MethodVMDelete       = "vm.delete"
 	MethodVMLogs         = "vm.logs"
+	MethodEventsWatch    = "events.watch"
 	MethodImageList      = "image.list"
 	MethodImageImport    = "image.import"
 	MethodImageDelete    = "image.delete"

@@ -24,9 +24,15 @@ const (
 	pathPrefix    = "/v1/"
 )
 
-// Event is one progress report from a long operation.
+// Event is one progress report from a long operation, or (on the
+// events.watch stream) one change in the daemon's world.
 type Event struct {
 	Time time.Time `json:"time"`
+	// Kind classifies watch events: "vm.state" (State holds the new state),
+	// "vm.deleted", "image.changed"; empty for progress events.
+	Kind string `json:"kind,omitempty"`
+	// State is the VM's new state for "vm.state" events.
+	State VMState `json:"state,omitempty"`
 	// VM names the VM the event is about, if any.
 	VM string `json:"vm,omitempty"`
 	// Stage is a short machine-readable step name ("allocate", "boot", "ready").

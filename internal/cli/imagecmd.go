@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -47,6 +48,75 @@ func newImageCmd(app *App, g *globalFlags) *cobra.Command {
 		},
 	}
 	addJSONFlag(list, g)
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, newImageImportCmd(app, g), newImageDeleteCmd(app, g))
 	return cmd
+}
+
+func newImageImportCmd(app *App, g *globalFlags) *cobra.Command {
+	var req api.ImageImportRequest
+	cmd := &cobra.Command{
+		Use:   "import NAME --kernel FILE --rootfs FILE [--initrd FILE]",
+		Short: "Register an existing kernel, initrd and ext4 root filesystem as an image",
+		Long: `Copy a kernel (ELF vmlinux or bzImage), an optional initrd and an ext4 root
+filesystem into banger's image store under NAME. The rootfs should contain
+banger-vsock-agent started at boot; VMs clone it, so the original is never
+written.`,
+		Example: `  banger image import base --kernel ./vmlinux --rootfs ./rootfs.ext4
+  banger image import deb --kernel /boot/vmlinuz-6.1.0-28-amd64 --initrd ./initrd.img --rootfs ./deb.ext4`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			for _, p := range []*string{&req.Kernel, &req.Rootfs, &req.Initrd} {
+				if *p != "" {
+					abs, err := filepath.Abs(*p)
+					if err != nil {
+						return err
+					}
+					*p = abs
+				}
+			}
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			im, err := c.ImageImport(cmd.Context(), req, app.progress(g))
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return writeJSON(app.Stdout, im)
+			}
+			fmt.Fprintf(app.Stdout, "%s: imported (%s)\n", im.Name, config.ByteSize(im.SizeBytes))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.Kernel, "kernel", "", "kernel image: ELF vmlinux or bzImage (required)")
+	cmd.Flags().StringVar(&req.Rootfs, "rootfs", "", "ext4 root filesystem image (required)")
+	cmd.Flags().StringVar(&req.Initrd, "initrd", "", "initial ramdisk (optional)")
+	_ = cmd.MarkFlagRequired("kernel")
+	_ = cmd.MarkFlagRequired("rootfs")
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func newImageDeleteCmd(app *App, g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete NAME",
+		Aliases: []string{"rm"},
+		Short:   "Delete an image (refused while VMs use it)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.ImageDelete(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(app.Stdout, "%s: deleted\n", args[0])
+			return nil
+		},
+	}
 }

@@ -46,6 +46,7 @@ type Daemon struct {
 	store     *store.Store
 	api       *api.Server
 	vms       *vmManager
+	events    *hub
 	startedAt time.Time
 
 	stopOnce sync.Once
@@ -88,6 +89,7 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 		store:     st,
 		startedAt: opts.Now(),
 		stop:      make(chan struct{}),
+		events:    newHub(),
 	}
 	driver := opts.Driver
 	if driver == nil {
@@ -156,6 +158,7 @@ func (d *Daemon) requestStop() {
 func (d *Daemon) register() {
 	api.Handle(d.api, api.MethodDaemonInfo, d.info)
 	api.Handle(d.api, api.MethodDaemonShutdown, d.shutdown)
+	api.Handle(d.api, api.MethodEventsWatch, d.watch)
 	api.Handle(d.api, api.MethodImageList, d.imageList)
 	api.Handle(d.api, api.MethodImageImport, d.imageImport)
 	api.Handle(d.api, api.MethodImageDelete, d.imageDelete)

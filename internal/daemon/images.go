@@ -70,6 +70,7 @@ func (d *Daemon) imageImport(ctx context.Context, req api.ImageImportRequest, p 
 	if err != nil {
 		return api.Image{}, err
 	}
+	d.events.publish(api.Event{Time: d.now(), Kind: "image.changed", Stage: "imported", Message: "image " + saved.Name + " imported"})
 	return imageToAPI(saved), nil
 }
 
@@ -88,6 +89,7 @@ func (d *Daemon) imageDelete(ctx context.Context, req api.ImageRef, _ api.Progre
 		}
 		return struct{}{}, err
 	}
+	d.events.publish(api.Event{Time: d.now(), Kind: "image.changed", Stage: "deleted", Message: "image " + im.Name + " deleted"})
 	// The files go after the row: a crash in between leaves files the next
 	// start can ignore, never a row pointing at nothing.
 	if err := os.RemoveAll(filepath.Dir(im.RootfsPath)); err != nil {

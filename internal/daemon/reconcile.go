@@ -45,7 +45,7 @@ func (m *vmManager) reconcile(ctx context.Context) ([]string, error) {
 				}
 			}
 			_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(vm.ID))
-			if err := m.d.store.UpdateVMState(ctx, vm.ID, upd); err != nil {
+			if err := m.update(ctx, vm, upd); err != nil {
 				return nil, err
 			}
 			m.log.Warn("reconciled vm without a VMM", "vm", vm.Name, "was", vm.State, "now", upd.State)
@@ -57,7 +57,7 @@ func (m *vmManager) reconcile(ctx context.Context) ([]string, error) {
 			if err := m.removeFiles(vm.ID); err != nil {
 				return nil, err
 			}
-			if err := m.d.store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := m.deleteRow(ctx, vm); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return nil, err
 			}
 			m.log.Info("finished interrupted delete", "vm", vm.Name)
@@ -98,7 +98,7 @@ func (m *vmManager) adopt(ctx context.Context, vm store.VM) bool {
 	}
 	upd := vm.Observed()
 	upd.State = store.VMRunning
-	if err := m.d.store.UpdateVMState(ctx, vm.ID, upd); err != nil {
+	if err := m.update(ctx, vm, upd); err != nil {
 		_ = inst.Kill()
 		return false
 	}

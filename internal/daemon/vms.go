@@ -19,7 +19,10 @@ import (
 
 // vmNamePattern is the one rule for VM names: it must be a DNS label, since
 // every VM gets <name>.<domain>.
-var vmNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+var (
+	vmNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	vmIDPattern   = regexp.MustCompile(`^[0-9a-f]{16}$`)
+)
 
 // agentPort is the vsock port the guest agent listens on.
 const agentPort = 1024
@@ -105,6 +108,10 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 	if !vmNamePattern.MatchString(req.Name) {
 		return api.VM{}, api.Errorf(api.CodeInvalidArgument, "invalid VM name %q: use 1-63 lowercase letters, digits and dashes, starting with a letter or digit", req.Name)
 	}
+	if vmIDPattern.MatchString(req.Name) {
+		// Lookups accept a name or an ID; a name shaped like an ID would be ambiguous.
+		return api.VM{}, api.Errorf(api.CodeInvalidArgument, "invalid VM name %q: 16 hex digits look like a VM ID; pick another name", req.Name)
+	}
 	spec := store.VM{
 		ID: store.NewID(), Name: req.Name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB,
 		DiskSizeBytes: req.DiskSizeBytes, Autostart: req.Autostart, State: store.VMCreating,
@@ -154,6 +161,7 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 		}
 		return api.VM{}, fmt.Errorf("record vm %q: %w", req.Name, err)
 	}
+	m.d.events.publish(api.Event{Time: m.d.now(), Kind: "vm.state", VM: spec.Name, State: api.VMCreating, Stage: "creating", Message: "vm " + spec.Name + " is creating"})
 	p(api.Event{VM: spec.Name, Stage: "disk", Message: fmt.Sprintf("cloning image %s into a %s disk", img.Name, humanBytes(spec.DiskSizeBytes))})
 	if err := m.prepareDisk(ctx, spec, img); err != nil {
 		m.undoCreate(spec)
@@ -167,7 +175,7 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 	if req.NoStart {
 		upd := vm.Observed()
 		upd.State = store.VMStopped
-		if err := m.d.store.UpdateVMState(ctx, vm.ID, upd); err != nil {
+		if err := m.update(ctx, vm, upd); err != nil {
 			m.undoCreate(spec)
 			return api.VM{}, err
 		}
@@ -200,7 +208,7 @@ func (m *vmManager) undoCreate(vm store.VM) {
 	defer cancel()
 	_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(vm.ID))
 	_ = os.RemoveAll(m.d.opts.Layout.VMStateDir(vm.ID))
-	if err := m.d.store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := m.deleteRow(ctx, vm); err != nil && !errors.Is(err, store.ErrNotFound) {
 		m.log.Error("undo create: delete row", "vm", vm.Name, "err", err)
 	}
 }
@@ -216,7 +224,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	upd := vm.Observed()
 	upd.State, upd.VMM, upd.RunDir, upd.LastError, upd.ExitStatus = store.VMStarting, driver.Name(), spec.RunDir, "", ""
 	upd.PID, upd.APISocket = 0, ""
-	if err := m.d.store.UpdateVMState(ctx, vm.ID, upd); err != nil {
+	if err := m.update(ctx, vm, upd); err != nil {
 		return err
 	}
 	// The boot continues even if the client hangs up: a half-started VM is
@@ -230,11 +238,11 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	}
 	inst, err := driver.Launch(bctx, spec)
 	if err != nil {
-		return m.bootFailed(vm, fmt.Errorf("launch %s: %w", driver.Name(), err), nil)
+		return m.bootFailed(vm, err, nil)
 	}
 	upd.PID = inst.PID()
 	upd.APISocket = apiSocketOf(inst)
-	if err := m.d.store.UpdateVMState(bctx, vm.ID, upd); err != nil {
+	if err := m.update(bctx, vm, upd); err != nil {
 		return m.bootFailed(vm, err, inst)
 	}
 	p(api.Event{VM: vm.Name, Stage: "agent", Message: fmt.Sprintf("waiting for the guest agent (pid %d)", inst.PID())})
@@ -243,7 +251,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 		return m.bootFailed(vm, err, inst)
 	}
 	upd.State, upd.StartedAt = store.VMRunning, m.d.now()
-	if err := m.d.store.UpdateVMState(bctx, vm.ID, upd); err != nil {
+	if err := m.update(bctx, vm, upd); err != nil {
 		return m.bootFailed(vm, err, inst)
 	}
 	m.setInstance(vm.ID, inst)
@@ -305,14 +313,15 @@ func (m *vmManager) bootFailed(vm store.VM, cause error, inst vmm.Instance) erro
 	}
 	_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(vm.ID))
 	msg := cause.Error()
-	if tail := tailFile(m.serialLogPath(vm.ID), 10); tail != "" {
+	// Add the console tail unless the driver's error already quotes it.
+	if tail := tailFile(m.serialLogPath(vm.ID), 10); tail != "" && !strings.Contains(msg, lastLine(tail)) {
 		msg += "; serial console ends with:\n" + tail
 	}
 	cur, err := m.d.store.GetVM(ctx, vm.ID)
 	if err == nil {
 		upd := cur.Observed()
 		upd.State, upd.PID, upd.APISocket, upd.LastError, upd.ExitStatus, upd.StoppedAt = store.VMFailed, 0, "", cause.Error(), exit, m.d.now()
-		if err := m.d.store.UpdateVMState(ctx, vm.ID, upd); err != nil {
+		if err := m.update(ctx, vm, upd); err != nil {
 			m.log.Error("record failed boot", "vm", vm.Name, "err", err)
 		}
 	}
@@ -359,7 +368,7 @@ func (m *vmManager) watch(id, name string, inst vmm.Instance) {
 			upd.LastError = "the VMM exited unexpectedly: " + exit.String()
 		}
 		_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(id))
-		if err := m.d.store.UpdateVMState(ctx, id, upd); err != nil {
+		if err := m.update(ctx, vm, upd); err != nil {
 			m.log.Error("record vmm exit", "vm", name, "err", err)
 		}
 		m.log.Warn("vmm exited", "vm", name, "exit", exit.String(), "state", upd.State)
@@ -420,7 +429,7 @@ func (m *vmManager) stopLocked(ctx context.Context, id string, force bool, timeo
 			// Recorded as running but not ours: reconcile missed it; record the truth.
 			upd := vm.Observed()
 			upd.State, upd.PID, upd.APISocket, upd.StoppedAt = store.VMStopped, 0, "", m.d.now()
-			return m.d.store.UpdateVMState(ctx, id, upd)
+			return m.update(ctx, vm, upd)
 		}
 		return nil
 	}
@@ -429,7 +438,7 @@ func (m *vmManager) stopLocked(ctx context.Context, id string, force bool, timeo
 	}
 	upd := vm.Observed()
 	upd.State = store.VMStopping
-	if err := m.d.store.UpdateVMState(ctx, id, upd); err != nil {
+	if err := m.update(ctx, vm, upd); err != nil {
 		return err
 	}
 	sctx := context.WithoutCancel(ctx)
@@ -445,13 +454,13 @@ func (m *vmManager) stopLocked(ctx context.Context, id string, force bool, timeo
 	default:
 		// The process is still there: report it, keep the VM recorded as it is.
 		upd.State = store.VMRunning
-		_ = m.d.store.UpdateVMState(sctx, id, upd)
+		_ = m.update(sctx, vm, upd)
 		return fmt.Errorf("stop vm %q: the VMM (pid %d) is still running: %v", vm.Name, inst.PID(), err)
 	}
 	m.setInstance(id, nil)
 	_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(id))
 	upd.State, upd.PID, upd.APISocket, upd.StoppedAt, upd.ExitStatus = store.VMStopped, 0, "", m.d.now(), inst.Exit().String()
-	return m.d.store.UpdateVMState(sctx, id, upd)
+	return m.update(sctx, vm, upd)
 }
 
 // Restart stops (if running) and boots the VM again.
@@ -498,14 +507,14 @@ func (m *vmManager) Delete(ctx context.Context, name string, p api.Progress) err
 	}
 	upd := vm.Observed()
 	upd.State = store.VMDeleting
-	if err := m.d.store.UpdateVMState(ctx, vm.ID, upd); err != nil {
+	if err := m.update(ctx, vm, upd); err != nil {
 		return err
 	}
 	p(api.Event{VM: vm.Name, Stage: "delete", Message: "removing disk and files"})
 	if err := m.removeFiles(vm.ID); err != nil {
 		return fmt.Errorf("delete vm %q: %w", vm.Name, err)
 	}
-	if err := m.d.store.DeleteVM(ctx, vm.ID); err != nil {
+	if err := m.deleteRow(ctx, vm); err != nil {
 		return fmt.Errorf("delete vm %q: %w", vm.Name, err)
 	}
 	m.mu.Lock()
@@ -623,4 +632,12 @@ func tailFile(path string, n int) string {
 		all = all[len(all)-n:]
 	}
 	return strings.Join(all, "\n") + "\n"
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }

@@ -49,6 +49,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("BANGER_DAEMON", bins.Bangerd)
 			env.Setenv("BANGER_FAKE_GUEST", bins.Agent)
 			env.Setenv("FAKE_FIRECRACKER", bins.FakeFirecracker)
+			env.Setenv("BANGER_FC_SPEC", testbin.SpecPath())
 			env.Setenv("TESTBIN", bins.Dir)
 			env.Setenv("STATE", filepath.Join(dir, "state", "banger"))
 			env.Setenv("CONFIG", filepath.Join(dir, "config", "banger"))

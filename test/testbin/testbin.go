@@ -80,3 +80,11 @@ func ModuleRoot() string {
 
 // Remove deletes the binaries.
 func (s Set) Remove() { os.RemoveAll(s.Dir) }
+
+// SpecPath is the official Firecracker API spec shared beside the repository.
+func SpecPath() string {
+	if p := os.Getenv("BANGER_FC_SPEC"); p != "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(ModuleRoot()), "shared", "firecracker", "firecracker-api.yaml")
+}
