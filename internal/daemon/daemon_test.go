@@ -28,6 +28,10 @@ func testLayout(t *testing.T) paths.Layout {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	return testLayoutAt(dir)
+}
+
+func testLayoutAt(dir string) paths.Layout {
 	return paths.Layout{
 		Mode:       paths.ModeUser,
 		ConfigDir:  filepath.Join(dir, "config"),

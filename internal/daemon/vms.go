@@ -268,7 +268,8 @@ func waitForAgent(ctx context.Context, inst vmm.Instance) (agent.HealthInfo, err
 	if !ok {
 		return agent.HealthInfo{}, errors.New("this VMM driver cannot reach a guest agent")
 	}
-	delay := 5 * time.Millisecond
+	// Same polling shape as the driver's API wait: tight first, then back off.
+	delay, start := 2*time.Millisecond, time.Now()
 	var lastErr error
 	for {
 		select {
@@ -295,7 +296,9 @@ func waitForAgent(ctx context.Context, inst vmm.Instance) (agent.HealthInfo, err
 		case <-inst.Done():
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 100*time.Millisecond)
+		if time.Since(start) > 250*time.Millisecond {
+			delay = min(delay*2, 100*time.Millisecond)
+		}
 	}
 }
 

@@ -1,0 +1,197 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/vmm/firecracker"
+	"github.com/banger-dev/banger/test/testbin"
+)
+
+// benchDaemon runs an in-process daemon on the fake Firecracker with the
+// real agent as its guest, and one imported image.
+func benchDaemon(b *testing.B) *api.Client {
+	b.Helper()
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		b.Skip("mkfs.ext4 (e2fsprogs) is not installed")
+	}
+	bins, err := testbin.Build()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(bins.Remove)
+	b.Setenv("BANGER_FAKE_GUEST", bins.Agent)
+	b.Setenv("BANGER_FC_SPEC", testbin.SpecPath())
+
+	dir, err := os.MkdirTemp("", "bgb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	layout := testLayoutAt(dir)
+	cfg := config.Default()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	opts := Options{Layout: layout, Config: cfg, Build: buildinfo.Current(),
+		Driver: firecracker.New(firecracker.Config{BinaryPath: bins.FakeFirecracker})}
+	go func() { done <- Run(ctx, opts, ready) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		b.Fatal(err)
+	}
+	c := api.NewClient(layout.SocketPath())
+	b.Cleanup(func() { c.Close(); cancel(); <-done })
+
+	rootfs := filepath.Join(dir, "rootfs.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", rootfs, "16M").CombinedOutput(); err != nil {
+		b.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	if _, err := c.ImageImport(context.Background(), api.ImageImportRequest{Name: "default", Kernel: bins.Agent, Rootfs: rootfs}, nil); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+func createOne(b *testing.B, c *api.Client, name string) time.Duration {
+	start := time.Now()
+	vm, err := c.VMCreate(context.Background(), api.VMCreateRequest{Name: name, VCPUs: 1, MemoryMiB: 128, DiskSizeBytes: 64 << 20}, nil)
+	d := time.Since(start)
+	if err != nil || vm.State != api.VMRunning {
+		b.Fatalf("create %s: %v (%s)", name, err, vm.State)
+	}
+	return d
+}
+
+func deleteAll(b *testing.B, c *api.Client, names []string) {
+	for _, n := range names {
+		if err := c.VMDelete(context.Background(), n, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func reportPercentiles(b *testing.B, ds []time.Duration) {
+	slices.Sort(ds)
+	p := func(q float64) float64 { return float64(ds[int(q*float64(len(ds)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(p(0.50), "p50-ms")
+	b.ReportMetric(p(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op") // wall time per op is meaningless across batch sizes
+}
+
+// BenchmarkCreateToRunning measures vm.create until the agent answers, one
+// at a time. Run with -benchtime 100x (or more) for stable percentiles.
+func BenchmarkCreateToRunning(b *testing.B) {
+	c := benchDaemon(b)
+	var ds []time.Duration
+	var names []string
+	b.ResetTimer()
+	for i := range b.N {
+		name := fmt.Sprintf("b%d", i)
+		ds = append(ds, createOne(b, c, name))
+		names = append(names, name)
+	}
+	b.StopTimer()
+	reportPercentiles(b, ds)
+	deleteAll(b, c, names)
+}
+
+// BenchmarkCreateToRunning20Parallel creates VMs in waves of 20 concurrent
+// creates and reports the per-create latency under that load.
+func BenchmarkCreateToRunning20Parallel(b *testing.B) {
+	c := benchDaemon(b)
+	var (
+		mu    sync.Mutex
+		ds    []time.Duration
+		names []string
+	)
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 20 {
+		var wg sync.WaitGroup
+		for j := i; j < min(i+20, b.N); j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("p%d", j)
+				d := createOne(b, c, name)
+				mu.Lock()
+				ds, names = append(ds, d), append(names, name)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		b.StopTimer()
+		deleteAll(b, c, names)
+		names = nil
+		b.StartTimer()
+	}
+	b.StopTimer()
+	reportPercentiles(b, ds)
+}
+
+// BenchmarkStandInStartup measures what the stand-ins themselves cost on
+// the create path: the fake Firecracker's start until its API answers
+// (it parses the OpenAPI spec at start-up, which real Firecracker does not)
+// plus the agent's start until it listens. Subtracting this from
+// BenchmarkCreateToRunning gives banger's own control-plane overhead.
+func BenchmarkStandInStartup(b *testing.B) {
+	bins, err := testbin.Build()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(bins.Remove)
+	b.Setenv("BANGER_FC_SPEC", testbin.SpecPath())
+	dir, err := os.MkdirTemp("", "bgs")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	var ds []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		api := filepath.Join(dir, fmt.Sprintf("fc%d.sock", i))
+		agentSock := filepath.Join(dir, fmt.Sprintf("ag%d.sock", i))
+		start := time.Now()
+		fc := exec.Command(bins.FakeFirecracker, "--api-sock", api)
+		ag := exec.Command(bins.Agent, "--listen", "unix:"+agentSock)
+		if err := fc.Start(); err != nil {
+			b.Fatal(err)
+		}
+		waitDial(b, api)
+		if err := ag.Start(); err != nil {
+			b.Fatal(err)
+		}
+		waitDial(b, agentSock)
+		ds = append(ds, time.Since(start))
+		for _, c := range []*exec.Cmd{fc, ag} {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+		os.Remove(api)
+		os.Remove(agentSock)
+	}
+	b.StopTimer()
+	reportPercentiles(b, ds)
+}
+
+func waitDial(b *testing.B, sock string) {
+	for range 5000 {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	b.Fatalf("%s never answered", sock)
+}

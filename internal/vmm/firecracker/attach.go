@@ -1,0 +1,163 @@
+package firecracker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// ErrNotThisVMM means the pid given to Attach is gone or is not the
+// Firecracker process of the spec's VM.
+var ErrNotThisVMM = errors.New("process is not this VM's firecracker")
+
+// Attach adopts a Firecracker process left running by an earlier daemon.
+// The process must still run and its command line must carry this VM's
+// --api-sock and --id; anything else is refused, so a recycled pid is never
+// mistaken for a VM. Since the process is not our child, its exit is
+// observed through a pidfd and its exit code is unknown (-1).
+func (d *Driver) Attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (vmm.Instance, error) {
+	inst, err := d.attach(ctx, spec, pid)
+	if err != nil {
+		return nil, fmt.Errorf("attach firecracker pid %d for vm %q: %w", pid, spec.Name, err)
+	}
+	return inst, nil
+}
+
+func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("invalid pid: %w", ErrNotThisVMM)
+	}
+	l, err := d.layoutFor(spec)
+	if err != nil {
+		return nil, err
+	}
+	// Open the pidfd first: it pins this exact process, so the command
+	// line read next cannot belong to a successor that reused the pid.
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if errors.Is(err, unix.ESRCH) {
+		return nil, fmt.Errorf("process is gone: %w", ErrNotThisVMM)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open: %w", err)
+	}
+	pf := &pidfd{fd: fd}
+	if err := checkCmdline(pid, l.apiSockArg, spec.VMID); err != nil {
+		pf.close()
+		return nil, err
+	}
+	if pf.exited() {
+		pf.close()
+		return nil, fmt.Errorf("process exited while attaching: %w", ErrNotThisVMM)
+	}
+	inst := d.newInstance(spec, l, pid)
+	inst.kill = pf.kill
+	go func() {
+		err := pf.wait()
+		pf.close()
+		st := vmm.ExitStatus{Code: -1}
+		if err != nil {
+			st.Err = fmt.Sprintf("watch adopted firecracker: %v", err)
+		}
+		inst.finish(st)
+	}()
+	return inst, nil
+}
+
+// checkCmdline verifies /proc/<pid>/cmdline names apiSock and vmID. The
+// jailer passes "--id=<id>", banger passes "--id <id>"; both are accepted.
+func checkCmdline(pid int, apiSock, vmID string) error {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("process is gone: %w", ErrNotThisVMM)
+	}
+	if err != nil {
+		return fmt.Errorf("read command line: %w", err)
+	}
+	args := strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")
+	if flagValue(args, "--api-sock") != apiSock || flagValue(args, "--id") != vmID {
+		return fmt.Errorf("command line %q does not have --api-sock %s --id %s: %w", strings.Join(args, " "), apiSock, vmID, ErrNotThisVMM)
+	}
+	return nil
+}
+
+// flagValue returns the value of name in args, written "name value" or
+// "name=value"; empty if absent.
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// pidfd watches and signals a process that is not our child. The mutex
+// keeps kill from using the descriptor after the watcher closed it.
+type pidfd struct {
+	mu     sync.Mutex
+	fd     int
+	closed bool
+}
+
+// wait blocks until the process exits: a pidfd polls readable then. It
+// holds one OS thread per adopted VM, which is fine for a workstation's
+// handful of VMs.
+func (p *pidfd) wait() error {
+	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("poll pidfd: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+}
+
+// exited reports, without blocking, whether the process has exited.
+func (p *pidfd) exited() bool {
+	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+func (p *pidfd) kill() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil // already exited
+	}
+	err := unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+func (p *pidfd) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		unix.Close(p.fd)
+		p.closed = true
+	}
+}

@@ -1,0 +1,118 @@
+package firecracker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// command builds the VMM command line. stdout and stderr go to the serial
+// log: Firecracker writes the guest's serial console to its stdout.
+func (d *Driver) command(spec vmm.LaunchSpec, l layout) (*exec.Cmd, error) {
+	var cmd *exec.Cmd
+	if j := d.cfg.Jailer; j != nil {
+		bin, err := d.firecrackerBinary()
+		if err != nil {
+			return nil, err
+		}
+		cmd = exec.Command(j.Path, jailerArgs(*j, bin, spec.VMID, []string{"--api-sock", l.apiSockArg})...)
+	} else {
+		cmd = exec.Command(d.cfg.BinaryPath, "--api-sock", l.apiSockArg, "--id", spec.VMID)
+	}
+	if len(d.cfg.ExtraEnv) > 0 {
+		cmd.Env = append(os.Environ(), d.cfg.ExtraEnv...)
+	}
+	// Its own process group keeps terminal signals aimed at the daemon
+	// (Ctrl-C in user mode) away from the VMs; they must outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, nil
+}
+
+// start runs cmd with its output appended to the serial log and begins
+// reaping it.
+func (d *Driver) start(cmd *exec.Cmd, spec vmm.LaunchSpec, l layout) (*Instance, error) {
+	serial, err := os.OpenFile(spec.SerialLogPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open serial log: %w", err)
+	}
+	defer serial.Close() // the child keeps its own copy
+	cmd.Stdout, cmd.Stderr = serial, serial
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	return newChildInstance(cmd, d.newInstance(spec, l, cmd.Process.Pid)), nil
+}
+
+func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, pid int) *Instance {
+	return &Instance{
+		pid:         pid,
+		spec:        spec,
+		layout:      l,
+		client:      NewClient(l.apiSock),
+		stopTimeout: d.cfg.StopTimeout,
+		log:         d.cfg.Logger.With("vm", spec.Name, "pid", pid),
+		done:        make(chan struct{}),
+	}
+}
+
+// waitForAPI polls GET / with backoff until Firecracker answers, the
+// process dies, APIReadyTimeout passes or ctx ends.
+func (d *Driver) waitForAPI(ctx context.Context, inst *Instance, spec vmm.LaunchSpec) error {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(parent, d.cfg.APIReadyTimeout)
+	defer cancel()
+	// Poll tightly at first: a refused connect costs microseconds, and every
+	// millisecond here is on the create-to-running path. Back off only once
+	// the VMM is clearly slow.
+	delay, start := 2*time.Millisecond, time.Now()
+	var lastErr error
+	for {
+		_, lastErr = inst.client.InstanceInfo(ctx)
+		if lastErr == nil {
+			return nil
+		}
+		select {
+		case <-inst.done:
+			return fmt.Errorf("firecracker %s before its API answered%s", inst.Exit(), serialTail(spec.SerialLogPath))
+		case <-ctx.Done():
+			if err := parent.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("%s did not answer within %v (last error: %v)%s", inst.layout.apiSock, d.cfg.APIReadyTimeout, lastErr, serialTail(spec.SerialLogPath))
+		case <-time.After(delay):
+		}
+		if time.Since(start) > 250*time.Millisecond {
+			delay = min(delay*2, 200*time.Millisecond)
+		}
+	}
+}
+
+// serialTail returns the end of the serial log, where Firecracker's own
+// startup errors land, formatted for appending to an error.
+func serialTail(path string) string {
+	const tailBytes = 512
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return ""
+	}
+	off := max(0, st.Size()-tailBytes)
+	buf := make([]byte, st.Size()-off)
+	n, _ := f.ReadAt(buf, off)
+	tail := strings.TrimSpace(string(buf[:n]))
+	if tail == "" {
+		return ""
+	}
+	return fmt.Sprintf("; end of %s: %q", filepath.Base(path), tail)
+}
