@@ -250,6 +250,9 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	if err != nil {
 		return m.bootFailed(vm, err, inst)
 	}
+	if err := m.afterAgentReady(bctx, vm, inst, p); err != nil {
+		return m.bootFailed(vm, err, inst)
+	}
 	upd.State, upd.StartedAt = store.VMRunning, m.d.now()
 	if err := m.update(bctx, vm, upd); err != nil {
 		return m.bootFailed(vm, err, inst)
