@@ -9,7 +9,7 @@ PKG := github.com/banger-dev/banger/internal/buildinfo
 LDFLAGS := -s -w -X $(PKG).version=$(VERSION) -X $(PKG).commit=$(COMMIT) -X $(PKG).builtAt=$(BUILT_AT)
 GOLANGCI_LINT_VERSION ?= v2.6.2
 
-.PHONY: help build build-test test test-short lint smoke bench clean
+.PHONY: help build build-test test test-short lint smoke bench demo clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,11 +36,14 @@ lint: ## gofmt, go vet and golangci-lint (installed on first use)
 	@command -v golangci-lint >/dev/null || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" golangci-lint run ./...
 
+demo: ## install deps, build, and walk a VM through its life (scripts/demo.sh)
+	bash scripts/demo.sh
+
 smoke: build ## end-to-end flows against a real VMM (see scripts/smoke.sh)
 	bash scripts/smoke.sh
 
 bench: ## control-plane benchmarks (see docs/performance.md)
-	$(GO) test -run '^$$' -bench . -benchtime 100x ./internal/daemon/
+	$(GO) test -run '^$$' -bench . -benchtime 100x ./internal/daemon/ ./internal/disk/
 
 clean: ## remove build output
 	rm -rf $(BIN)

@@ -260,7 +260,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	m.setInstance(vm.ID, inst)
 	m.watch(vm.ID, vm.Name, inst)
 	m.log.Info("vm running", "vm", vm.Name, "pid", inst.PID(), "agent", info.AgentVersion)
-	p(api.Event{VM: vm.Name, Stage: "ready", Message: "running"})
+	p(api.Event{VM: vm.Name, Stage: "ready", Message: "guest agent answered"})
 	return nil
 }
 

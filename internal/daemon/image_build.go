@@ -1,0 +1,194 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/store"
+)
+
+// agentBinaryName is the guest agent shipped with every release.
+const agentBinaryName = "banger-vsock-agent"
+
+// imageBuild builds an image (debootstrap rootfs, Debian kernel, initrd)
+// into the image store and records it. Like import, a failed build leaves
+// neither files nor a row, and its work dir is removed.
+func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p api.Progress) (api.Image, error) {
+	if !vmNamePattern.MatchString(req.Name) {
+		return api.Image{}, api.Errorf(api.CodeInvalidArgument, "invalid image name %q: use 1-63 lowercase letters, digits and dashes", req.Name)
+	}
+	suite := d.opts.Config.Image.Suite
+	if req.From != "" {
+		s, ok := strings.CutPrefix(req.From, "debian:")
+		if !ok || s == "" {
+			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "--from %q is not supported: use debian:SUITE, e.g. debian:bookworm", req.From)
+		}
+		suite = s
+	}
+	if req.SizeBytes != 0 && req.SizeBytes < 256<<20 {
+		return api.Image{}, api.Errorf(api.CodeInvalidArgument, "image size %d bytes is too small: use at least 256M", req.SizeBytes)
+	}
+	for _, path := range append(append([]string{}, req.Scripts...), req.Kernel) {
+		if path != "" && !filepath.IsAbs(path) {
+			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "path %q must be absolute", path)
+		}
+	}
+	if req.Kernel != "" {
+		if _, err := image.InspectKernel(req.Kernel); err != nil {
+			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "%v", err)
+		}
+	}
+	if _, err := d.store.GetImage(ctx, req.Name); err == nil {
+		return api.Image{}, api.Errorf(api.CodeAlreadyExists, "an image named %q already exists", req.Name)
+	}
+	if uid := os.Geteuid(); uid != 0 {
+		return api.Image{}, api.Errorf(api.CodeFailedPrecondition,
+			"building an image needs root (debootstrap and chroot), but bangerd runs as uid %d", uid).
+			WithHint("run the build with a root daemon, or import a prebuilt image with `banger image import`")
+	}
+	owner, ownerUID, err := d.imageUser(req.User)
+	if err != nil {
+		return api.Image{}, err
+	}
+	agent, err := d.agentBinary()
+	if err != nil {
+		return api.Image{}, err
+	}
+
+	id := store.NewID()
+	dir := filepath.Join(d.opts.Layout.ImagesDir(), id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return api.Image{}, err
+	}
+	fail := func(err error) (api.Image, error) {
+		_ = os.RemoveAll(dir)
+		return api.Image{}, fmt.Errorf("build image %q: %w", req.Name, err)
+	}
+	b := &image.Builder{
+		Runner:   disk.ExecRunner{},
+		CacheDir: filepath.Join(d.opts.Layout.StateDir, "cache"),
+		Geteuid:  os.Geteuid,
+		Now:      d.now,
+	}
+	spec := image.BuildSpec{
+		OutDir: dir,
+		// Beside the image dir, so it is on the same file system and a
+		// crashed build's leftovers are easy to recognize (".<id>.work").
+		WorkDir:   filepath.Join(d.opts.Layout.ImagesDir(), "."+id+".work"),
+		SizeBytes: req.SizeBytes,
+		Kernel:    req.Kernel,
+		Rootfs: image.RootfsSpec{
+			Mirror:      d.opts.Config.Image.DebianMirror,
+			Suite:       suite,
+			Packages:    req.Packages,
+			User:        owner,
+			UID:         ownerUID,
+			Timezone:    req.Timezone,
+			AgentBinary: agent,
+			Scripts:     req.Scripts,
+		},
+	}
+	d.log.Info("image build", "image", req.Name, "id", id, "suite", suite, "user", owner)
+	res, err := b.Build(ctx, spec, func(stage, msg string) {
+		p(api.Event{Stage: stage, Message: msg})
+	})
+	if err != nil {
+		if errors.Is(err, image.ErrNeedsRoot) {
+			_ = os.RemoveAll(dir)
+			return api.Image{}, api.Errorf(api.CodeFailedPrecondition, "%v", err)
+		}
+		return fail(err)
+	}
+	im := store.Image{ID: id, Name: req.Name, Source: store.ImageSourceBuild,
+		KernelPath: res.Kernel, InitrdPath: res.Initrd, RootfsPath: res.Rootfs,
+		RootfsSizeBytes: res.RootfsBytes, Meta: res.Recipe.JSON()}
+	if err := d.store.CreateImage(ctx, im); err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			_ = os.RemoveAll(dir)
+			return api.Image{}, api.Errorf(api.CodeAlreadyExists, "an image named %q already exists", req.Name)
+		}
+		return fail(err)
+	}
+	d.log.Info("image built", "image", req.Name, "id", id, "seconds", res.Recipe.BuildSeconds)
+	saved, err := d.store.GetImage(ctx, id)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return imageToAPI(saved), nil
+}
+
+// imageShow returns one image.
+func (d *Daemon) imageShow(ctx context.Context, req api.ImageRef, _ api.Progress) (api.Image, error) {
+	im, err := d.store.GetImage(ctx, req.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Image{}, api.Errorf(api.CodeNotFound, "no image named %q", req.Name).
+			WithHint("`banger image list` shows images")
+	}
+	if err != nil {
+		return api.Image{}, err
+	}
+	return imageToAPI(im), nil
+}
+
+// imageUser picks the image's default user: the requested one, else the
+// daemon owner (the user the VMs are for). Its uid is kept only when the
+// user is the owner, so files synced from the host keep their owner.
+func (d *Daemon) imageUser(requested string) (string, int, error) {
+	u, err := user.Current()
+	if err != nil {
+		return "", 0, fmt.Errorf("look up the daemon's user: %w", err)
+	}
+	name := requested
+	if name == "" {
+		name = u.Username
+	}
+	uid := 0
+	if name == u.Username {
+		uid, _ = strconv.Atoi(u.Uid)
+	}
+	return name, uid, nil
+}
+
+// agentBinary finds banger-vsock-agent to put into images: the canonical
+// install path first, then beside the running bangerd (development builds).
+func (d *Daemon) agentBinary() (string, error) {
+	root := d.opts.Layout.SystemRoot
+	if root == "" {
+		root = "/"
+	}
+	candidates := []string{filepath.Join(root, "usr", "local", "lib", "banger", agentBinaryName)}
+	if self, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(self), agentBinaryName))
+	}
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return c, nil
+		}
+	}
+	return "", api.Errorf(api.CodeFailedPrecondition, "cannot find %s to install into the image (looked in %s)",
+		agentBinaryName, strings.Join(candidates, " and ")).
+		WithHint("reinstall banger, or build the agent next to bangerd")
+}
+
+// cleanupImageWork removes work dirs left by builds a crash interrupted
+// (".<id>.work" in the images dir). Meant for daemon start, before any build
+// can run; mounts left inside are detached first (image.RemoveTree).
+func (d *Daemon) cleanupImageWork() {
+	dirs, _ := filepath.Glob(filepath.Join(d.opts.Layout.ImagesDir(), ".*.work"))
+	for _, w := range dirs {
+		if err := image.RemoveTree(w, ""); err != nil {
+			d.log.Warn("remove stale image build dir", "dir", w, "err", err)
+			continue
+		}
+		d.log.Info("removed stale image build dir", "dir", w)
+	}
+}
