@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/store"
 )
 
 func TestTwentyVMsConcurrently(t *testing.T) {
@@ -150,4 +154,62 @@ func TestVMMKilledBehindOurBackIsRecordedFailed(t *testing.T) {
 	if got := h.vm("victim"); got.State != api.VMRunning {
 		t.Fatalf("restart after kill: %+v", got)
 	}
+}
+
+func TestReconcileAutostartsLeftoversAndOrphans(t *testing.T) {
+	h := newHost(t)
+	h.must("vm", "create", "--name", "auto", "--autostart", "--memory", "128", "--disk", "64M")
+	h.must("vm", "create", "--name", "ghost", "--memory", "128", "--disk", "64M")
+	auto, ghost := h.vm("auto"), h.vm("ghost")
+
+	daemon := h.daemonPID()
+	if err := syscall.Kill(daemon, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "daemon to die", func() bool { return syscall.Kill(daemon, 0) != nil })
+	// The autostart VM's VMM dies while the daemon is down.
+	if err := syscall.Kill(auto.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "vmm to die", func() bool { return isZombie(auto.PID) })
+	// "ghost" vanishes from the database while its VMM keeps running, and a
+	// deleted VM's files are left behind.
+	st, err := store.Open(context.Background(), filepath.Join(h.stateDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteVM(context.Background(), ghost.ID); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	leftover := filepath.Join(h.stateDir(), "vms", "00000000deadbeef")
+	if err := os.MkdirAll(leftover, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	h.must("vm", "list")
+	eventually(t, 20*time.Second, "autostart VM to run again", func() bool { return h.vm("auto").State == api.VMRunning })
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("leftover dir of a deleted VM not cleaned: %v", err)
+	}
+	var status struct {
+		Info api.DaemonInfo `json:"info"`
+	}
+	if err := json.Unmarshal([]byte(h.must("daemon", "status", "--json")), &status); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, o := range status.Info.Orphans {
+		if o.PID == ghost.PID && o.VMID == ghost.ID {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("orphan VMM pid %d not reported: %+v", ghost.PID, status.Info.Orphans)
+	}
+	if syscall.Kill(ghost.PID, 0) != nil || isZombie(ghost.PID) {
+		t.Fatal("the orphan VMM was killed; it must only be reported")
+	}
+	_ = syscall.Kill(ghost.PID, syscall.SIGTERM)
+	h.must("vm", "delete", "--force", "auto")
 }
