@@ -100,6 +100,7 @@ a second, as persistent objects you create, start, stop and delete.
 		Version:       app.Build.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		RunE:          runRoot(app, g),
 	}
 	// One line, no "banger version" prefix: the formatter owns the wording.
 	root.SetVersionTemplate(app.Build.Line("banger") + "\n")
@@ -111,6 +112,7 @@ a second, as persistent objects you create, start, stop and delete.
 		newConfigCmd(app, g),
 		newVMCmd(app, g),
 		newImageCmd(app, g),
+		newTUICmd(app, g),
 	)
 	return root
 }

@@ -160,12 +160,18 @@ func (m *vmManager) findOrphans(known map[string]bool) {
 }
 
 // vmmProcesses maps VM IDs to live processes whose command line points into
-// runDir/<id>/ — the VMMs this layout launched.
+// runDir/<id>/ — the VMMs this layout launched. A VMM's own children (a
+// jailer's firecracker, the fake's stand-in guest) also match; the process
+// reported for an ID is the one whose parent is not itself a match.
 func vmmProcesses(runDir string) map[string]api.OrphanVMM {
-	out := map[string]api.OrphanVMM{}
+	type proc struct {
+		api.OrphanVMM
+		ppid int
+	}
+	matches := map[int]proc{}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return out
+		return nil
 	}
 	prefix := []byte(runDir + "/")
 	for _, e := range entries {
@@ -181,11 +187,34 @@ func vmmProcesses(runDir string) map[string]api.OrphanVMM {
 		if i < 0 {
 			continue
 		}
-		rest := string(cmd[i+len(prefix):])
-		id, _, _ := strings.Cut(rest, "/")
-		out[id] = api.OrphanVMM{PID: pid, VMID: id, Cmdline: strings.ReplaceAll(string(bytes.TrimRight(cmd, "\x00")), "\x00", " ")}
+		id, _, _ := strings.Cut(string(cmd[i+len(prefix):]), "/")
+		matches[pid] = proc{
+			OrphanVMM: api.OrphanVMM{PID: pid, VMID: id, Cmdline: strings.ReplaceAll(string(bytes.TrimRight(cmd, "\x00")), "\x00", " ")},
+			ppid:      parentPID(pid),
+		}
+	}
+	out := map[string]api.OrphanVMM{}
+	for _, p := range matches {
+		if _, childOfMatch := matches[p.ppid]; !childOfMatch {
+			out[p.VMID] = p.OrphanVMM
+		}
 	}
 	return out
+}
+
+// parentPID reads the PPid line of /proc/<pid>/status (0 if unreadable).
+func parentPID(pid int) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }
 
 // autostartVMs boots VMs marked autostart, one after another, in the

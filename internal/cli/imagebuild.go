@@ -1,0 +1,126 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
+)
+
+func newImageBuildCmd(app *App, g *globalFlags) *cobra.Command {
+	var (
+		req  api.ImageBuildRequest
+		size string
+	)
+	cmd := &cobra.Command{
+		Use:   "build NAME",
+		Short: "Build an image from Debian with debootstrap",
+		Long: `Build an image: a Debian root file system made with debootstrap from the
+configured mirror, with the banger guest agent, sshd, a default user named
+after you (passwordless sudo) and your --script hooks run inside it; Debian's
+kernel (or --kernel) as an ELF vmlinux; and an initrd when the kernel's
+drivers are modules. Building needs a daemon running as root.`,
+		Example: `  banger image build dev
+  banger image build tools --packages git,make,gcc --size 4G
+  banger image build custom --script ./setup.sh --from debian:trixie`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if size != "" {
+				s, err := config.ParseSize(size)
+				if err != nil {
+					return fmt.Errorf("--size: %w", err)
+				}
+				req.SizeBytes = int64(s)
+			}
+			// The daemon reads the files, possibly from another working
+			// directory: send absolute paths.
+			for i, s := range req.Scripts {
+				abs, err := filepath.Abs(s)
+				if err != nil {
+					return fmt.Errorf("--script %s: %w", s, err)
+				}
+				req.Scripts[i] = abs
+			}
+			if req.Kernel != "" {
+				abs, err := filepath.Abs(req.Kernel)
+				if err != nil {
+					return fmt.Errorf("--kernel: %w", err)
+				}
+				req.Kernel = abs
+			}
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			start := time.Now()
+			im, err := c.ImageBuild(cmd.Context(), req, app.progress(g))
+			if err != nil {
+				return err
+			}
+			if !g.json {
+				fmt.Fprintf(app.Stderr, "built image %s in %s\n", im.Name, time.Since(start).Round(time.Second))
+			}
+			return app.printImage(g, im)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.From, "from", "", "base system, debian:SUITE (default: the configured suite)")
+	f.StringSliceVar(&req.Packages, "packages", nil, "extra Debian packages, comma-separated")
+	f.StringVar(&size, "size", "", "root file system size, e.g. 4G (default 2G; sparse)")
+	f.StringArrayVar(&req.Scripts, "script", nil, "script to run inside the image after setup (repeatable)")
+	f.StringVar(&req.Kernel, "kernel", "", "kernel file (vmlinux or bzImage) instead of Debian's linux-image-amd64")
+	f.StringVar(&req.User, "user", "", "default user's name (default: yours)")
+	f.StringVar(&req.Timezone, "timezone", "", "time zone, e.g. Europe/Berlin (default Etc/UTC)")
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func newImageShowCmd(app *App, g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one image in detail",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			im, err := c.ImageShow(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return app.printImage(g, im)
+		},
+	}
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+func (app *App) printImage(g *globalFlags, im api.Image) error {
+	if g.json {
+		return writeJSON(app.Stdout, im)
+	}
+	tw := tabwriter.NewWriter(app.Stdout, 0, 0, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("name", im.Name)
+	row("id", im.ID)
+	row("source", im.Source)
+	row("size", config.ByteSize(im.SizeBytes).String())
+	row("kernel", im.Kernel)
+	row("initrd", im.Initrd)
+	row("rootfs", im.Rootfs)
+	row("created", im.CreatedAt.Local().Format(time.DateTime))
+	return tw.Flush()
+}

@@ -1,0 +1,98 @@
+package network
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"strings"
+)
+
+const (
+	// BridgePrefix starts every bridge name banger manages ("banger0").
+	BridgePrefix = "banger"
+	// TapPrefix starts every tap name banger manages ("bgt-0123abcd456").
+	TapPrefix = "bgt-"
+	// maxIfNameLen is IFNAMSIZ minus the terminating NUL.
+	maxIfNameLen = 15
+)
+
+// ValidateBridgeName accepts a bridge name banger may manage: "banger"
+// followed by up to 9 of [a-z0-9-] (the config's rule for network.bridge).
+func ValidateBridgeName(name string) error {
+	if !strings.HasPrefix(name, BridgePrefix) || !validIfName(name) {
+		return fmt.Errorf("%w: bridge name %q must start with %q and be at most %d characters of [a-z0-9-]", ErrInvalid, name, BridgePrefix, maxIfNameLen)
+	}
+	return nil
+}
+
+// ValidateTapName accepts a tap name banger may manage: "bgt-" followed by
+// 1 to 11 of [a-z0-9-].
+func ValidateTapName(name string) error {
+	if !strings.HasPrefix(name, TapPrefix) || len(name) == len(TapPrefix) || !validIfName(name) {
+		return fmt.Errorf("%w: tap name %q must start with %q and be at most %d characters of [a-z0-9-]", ErrInvalid, name, TapPrefix, maxIfNameLen)
+	}
+	return nil
+}
+
+// ValidateInterfaceName accepts any interface name banger may manage: a
+// bridge name or a tap name. The root helper calls it on every interface
+// name a caller sends, so foreign interfaces ("eth0", "docker0") are never
+// touched.
+func ValidateInterfaceName(name string) error {
+	if ValidateBridgeName(name) == nil || ValidateTapName(name) == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: interface name %q is not banger's: bridges start with %q and taps with %q, at most %d characters of [a-z0-9-]", ErrInvalid, name, BridgePrefix, TapPrefix, maxIfNameLen)
+}
+
+func validIfName(name string) bool {
+	if len(name) == 0 || len(name) > maxIfNameLen {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !nameChar(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// nameChar reports whether c may appear in a banger interface name.
+func nameChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
+}
+
+// TapName is the tap device name for a VM: "bgt-" and the first 11
+// characters of the VM ID (store IDs are 16 lowercase hex digits, so this
+// keeps 44 bits and stays recognisable next to `banger vm show`). An ID
+// that is not lowercase alphanumeric is hashed instead, so the result is
+// always a valid tap name.
+func TapName(vmID string) string {
+	const room = maxIfNameLen - len(TapPrefix)
+	id := vmID
+	if id == "" || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		sum := sha256.Sum256([]byte(vmID))
+		id = hex.EncodeToString(sum[:])
+	}
+	if len(id) > room {
+		id = id[:room]
+	}
+	return TapPrefix + id
+}
+
+// MACAddress is the VM's guest MAC address, derived from its ID so it is
+// stable across restarts: a locally administered unicast address (02:...)
+// followed by 40 bits of SHA-256 of the ID.
+func MACAddress(vmID string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("banger-vm-mac\x00" + vmID))
+	return net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+}
+
+// bridgeMAC is a fixed MAC for a bridge. Without one, Linux gives a bridge
+// the lowest MAC among its ports, so it would change as taps come and go
+// and guests' ARP entries for the gateway would go stale.
+func bridgeMAC(name string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("banger-bridge-mac\x00" + name))
+	return net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+}

@@ -1,0 +1,168 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// CreateTap makes a persistent tap device owned by ownerUID/ownerGID, so
+// an unprivileged VMM running as that user can attach to it with
+// TUNSETIFF, joins it to bridge and sets it up. It is idempotent: an
+// existing tap of that name with the same owner is re-attached and set up.
+// A missing bridge is ErrNoBridge; an existing interface of that name that
+// is not a single-queue tap with this owner is ErrInterfaceConflict.
+//
+// The tap is created single-queue and without a fixed header mode: the
+// VMM chooses IFF_NO_PI/IFF_VNET_HDR when it opens it (Firecracker and
+// QEMU both do), and only the multi-queue flag must match at open time.
+func CreateTap(ctx context.Context, name, bridge string, ownerUID, ownerGID int) error {
+	if err := createTap(ctx, name, bridge, ownerUID, ownerGID); err != nil {
+		return fmt.Errorf("create tap %s on %s: %w", name, bridge, err)
+	}
+	return nil
+}
+
+func createTap(ctx context.Context, name, bridge string, uid, gid int) error {
+	if err := ValidateTapName(name); err != nil {
+		return err
+	}
+	if err := ValidateBridgeName(bridge); err != nil {
+		return err
+	}
+	// -1 (and so MaxUint32) means "no owner" to the kernel: refuse it, or
+	// the tap would be open to root only and the VMM would fail later.
+	if uid < 0 || uid >= math.MaxUint32 || gid < 0 || gid >= math.MaxUint32 {
+		return fmt.Errorf("%w: owner %d:%d is not a valid uid:gid", ErrInvalid, uid, gid)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	br, err := bridgeByName(bridge)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return fmt.Errorf("%w: %s (ensure the bridge first)", ErrNoBridge, bridge)
+	}
+	if err != nil {
+		return err
+	}
+
+	tap, err := tapByName(name)
+	created := false
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = name
+		attrs.MasterIndex = br.Attrs().Index
+		err = netlink.LinkAdd(&netlink.Tuntap{
+			LinkAttrs: attrs,
+			Mode:      netlink.TUNTAP_MODE_TAP,
+			// A non-zero Flags keeps the library from adding its
+			// defaults; IFF_TUN_EXCL makes a concurrent create fail
+			// instead of silently sharing the device.
+			Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_TUN_EXCL,
+			Owner: uint32(uid),
+			Group: uint32(gid),
+		})
+		created = err == nil
+		if err != nil && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create: %w", err)
+		}
+		tap, err = tapByName(name)
+	}
+	if err != nil {
+		return err
+	}
+	if int64(tap.Owner) != int64(uid) || int64(tap.Group) != int64(gid) {
+		return fmt.Errorf("%w: tap %s exists owned by %d:%d, not %d:%d", ErrInterfaceConflict, name, int32(tap.Owner), int32(tap.Group), uid, gid)
+	}
+
+	undo := func(err error) error {
+		if created {
+			_ = netlink.LinkDel(tap)
+		}
+		return err
+	}
+	if tap.Attrs().MasterIndex != br.Attrs().Index {
+		if err := netlink.LinkSetMasterByIndex(tap, br.Attrs().Index); err != nil {
+			return undo(fmt.Errorf("attach to bridge: %w", err))
+		}
+	}
+	if err := netlink.LinkSetUp(tap); err != nil {
+		return undo(fmt.Errorf("set up: %w", err))
+	}
+	return nil
+}
+
+// DeleteTap removes the tap. A missing tap is not an error; an interface
+// of that name that is not a tap is refused (ErrInterfaceConflict). A VMM
+// still attached keeps its file descriptor but the interface is gone.
+func DeleteTap(ctx context.Context, name string) error {
+	if err := deleteTap(ctx, name); err != nil {
+		return fmt.Errorf("delete tap %s: %w", name, err)
+	}
+	return nil
+}
+
+func deleteTap(ctx context.Context, name string) error {
+	if err := ValidateTapName(name); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tap, err := tapByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkDel(tap); err != nil && !errors.Is(err, unix.ENODEV) {
+		return err
+	}
+	return nil
+}
+
+// ListTaps returns the names of the banger taps (TapPrefix, tuntap in tap
+// mode) in the current namespace, sorted, so the daemon can remove taps
+// whose VMs no longer exist. It needs no privilege.
+func ListTaps(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list taps: %w", err)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list taps: %w", err)
+	}
+	var out []string
+	for _, l := range links {
+		t, ok := l.(*netlink.Tuntap)
+		if ok && t.Mode == netlink.TUNTAP_MODE_TAP && strings.HasPrefix(t.Name, TapPrefix) {
+			out = append(out, t.Name)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// tapByName returns the named link if it is a single-queue tap, a
+// netlink.LinkNotFoundError if absent, or ErrInterfaceConflict.
+func tapByName(name string) (*netlink.Tuntap, error) {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	t, ok := link.(*netlink.Tuntap)
+	if !ok || t.Mode != netlink.TUNTAP_MODE_TAP {
+		return nil, fmt.Errorf("%w: interface %s exists and is a %s, not a tap", ErrInterfaceConflict, name, link.Type())
+	}
+	if t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0 {
+		return nil, fmt.Errorf("%w: tap %s is multi-queue, which banger's VMMs cannot open", ErrInterfaceConflict, name)
+	}
+	return t, nil
+}
