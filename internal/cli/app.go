@@ -113,6 +113,7 @@ a second, as persistent objects you create, start, stop and delete.
 		newVMCmd(app, g),
 		newImageCmd(app, g),
 		newTUICmd(app, g),
+		newSystemCmd(app, g),
 	)
 	return root
 }

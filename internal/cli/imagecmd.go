@@ -48,7 +48,7 @@ func newImageCmd(app *App, g *globalFlags) *cobra.Command {
 		},
 	}
 	addJSONFlag(list, g)
-	cmd.AddCommand(list, newImageImportCmd(app, g), newImageDeleteCmd(app, g))
+	cmd.AddCommand(list, newImageImportCmd(app, g), newImageDeleteCmd(app, g), newImageBuildCmd(app, g), newImageShowCmd(app, g))
 	return cmd
 }
 

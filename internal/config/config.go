@@ -59,9 +59,13 @@ type QEMU struct {
 
 // Network configures the bridge, the VM subnet and DNS names.
 type Network struct {
-	Bridge string `toml:"bridge"`
-	Subnet string `toml:"subnet"`
-	Domain string `toml:"domain"`
+	// Enabled is "auto" (network VMs when privileged operations are
+	// available: the daemon is root or the root helper is installed),
+	// "on" (refuse to run VMs without a network) or "off".
+	Enabled string `toml:"enabled"`
+	Bridge  string `toml:"bridge"`
+	Subnet  string `toml:"subnet"`
+	Domain  string `toml:"domain"`
 }
 
 // Image configures image builds.
@@ -85,7 +89,7 @@ func Default() Config {
 		},
 		Firecracker: Firecracker{Binary: "firecracker"},
 		QEMU:        QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
-		Network:     Network{Bridge: "banger0", Subnet: "172.30.0.0/24", Domain: "banger"},
+		Network:     Network{Enabled: "auto", Bridge: "banger0", Subnet: "172.30.0.0/24", Domain: "banger"},
 		Image:       Image{DebianMirror: "http://deb.debian.org/debian", Suite: "bookworm"},
 	}
 }
@@ -210,6 +214,11 @@ func (c Config) Validate() error {
 	case "auto", "kvm", "tcg":
 	default:
 		return bad("qemu.accel", quote(c.QEMU.Accel), `must be "auto", "kvm" or "tcg"`)
+	}
+	switch c.Network.Enabled {
+	case "auto", "on", "off":
+	default:
+		return bad("network.enabled", quote(c.Network.Enabled), `must be "auto", "on" or "off"`)
 	}
 	if !bridgeName.MatchString(c.Network.Bridge) {
 		return bad("network.bridge", quote(c.Network.Bridge), "must start with \"banger\" and be at most 15 characters of [a-z0-9-]")

@@ -99,6 +99,7 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 			d.log.Warn("no VMM driver", "err", err)
 		}
 	}
+	d.cleanupImageWork()
 	d.vms = newVMManager(d, driver)
 	autostart, err := d.vms.reconcile(ctx)
 	if err != nil {
@@ -162,6 +163,8 @@ func (d *Daemon) register() {
 	api.Handle(d.api, api.MethodImageList, d.imageList)
 	api.Handle(d.api, api.MethodImageImport, d.imageImport)
 	api.Handle(d.api, api.MethodImageDelete, d.imageDelete)
+	api.Handle(d.api, api.MethodImageBuild, d.imageBuild)
+	api.Handle(d.api, api.MethodImageShow, d.imageShow)
 	m := d.vms
 	api.Handle(d.api, api.MethodVMCreate, m.Create)
 	api.Handle(d.api, api.MethodVMList, func(ctx context.Context, _ struct{}, _ api.Progress) (api.VMList, error) {

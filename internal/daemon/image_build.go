@@ -123,6 +123,7 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 	if err != nil {
 		return api.Image{}, err
 	}
+	d.events.publish(api.Event{Time: d.now(), Kind: "image.changed", Stage: "built", Message: "image " + saved.Name + " built"})
 	return imageToAPI(saved), nil
 }
 

@@ -1,17 +1,15 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -112,47 +110,30 @@ func checkReadable(what, path string) error {
 	return nil
 }
 
-// checkKernel accepts an ELF vmlinux or a bzImage (the "HdrS" boot header).
+// checkKernel accepts an ELF vmlinux or a bzImage, checked by the image
+// package (magic, boot protocol, payload).
 func checkKernel(path string) error {
 	if err := checkReadable("kernel", path); err != nil {
 		return err
 	}
-	head, err := readAt(path, 0, 0x206)
-	if err != nil {
-		return api.Errorf(api.CodeInvalidArgument, "kernel %s: %v", path, err)
+	if _, err := image.InspectKernel(path); err != nil {
+		return api.Errorf(api.CodeInvalidArgument, "%v", err) // already names the file
 	}
-	if bytes.HasPrefix(head, []byte("\x7fELF")) || (len(head) >= 0x206 && string(head[0x202:0x206]) == "HdrS") {
-		return nil
-	}
-	return api.Errorf(api.CodeInvalidArgument, "kernel %s is neither an ELF vmlinux nor a bzImage", path)
+	return nil
 }
 
-// checkExt4 checks the ext2/3/4 superblock magic and returns the file size.
+// checkExt4 checks the ext4 superblock (and that the file is not truncated)
+// and returns the file size.
 func checkExt4(path string) (int64, error) {
 	if err := checkReadable("rootfs", path); err != nil {
 		return 0, err
 	}
-	sb, err := readAt(path, 1024, 1024)
-	if err != nil || len(sb) < 58 || binary.LittleEndian.Uint16(sb[56:58]) != 0xEF53 {
-		return 0, api.Errorf(api.CodeInvalidArgument, "rootfs %s is not an ext4 file system image", path)
+	if _, err := disk.ReadExt4(path); err != nil {
+		return 0, api.Errorf(api.CodeInvalidArgument, "%v", err) // already names the file
 	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return 0, err
 	}
 	return st.Size(), nil
-}
-
-func readAt(path string, off int64, n int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, n)
-	k, err := f.ReadAt(buf, off)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return buf[:k], nil
 }

@@ -68,12 +68,13 @@ func (m *vmManager) prepareDisk(ctx context.Context, vm store.VM, img store.Imag
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create vm dir: %w", err)
 	}
-	method, err := disk.Clone(img.RootfsPath, m.diskPath(vm.ID), vm.DiskSizeBytes)
+	// The clone grows to the VM's disk size, file system included.
+	method, err := disk.CloneResized(ctx, disk.ExecRunner{}, img.RootfsPath, m.diskPath(vm.ID), vm.DiskSizeBytes)
 	if err != nil {
 		return fmt.Errorf("clone image %q: %w", img.Name, err)
 	}
 	m.log.Debug("disk cloned", "vm", vm.Name, "method", method)
-	return ctx.Err()
+	return nil
 }
 
 // apiSocketOf asks the instance for its control socket, when it has one.

@@ -4,10 +4,12 @@
 // block with the image until the VM writes; failing that, a sparse copy
 // copies only the data extents (SEEK_DATA/SEEK_HOLE + copy_file_range), so
 // a mostly-empty 4G image costs only what it holds. Device-mapper snapshots
-// over loop devices need root and are provided elsewhere.
+// over loop devices (Overlays) are faster still but need root and dm; Probe
+// says which methods this host offers.
 package disk
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,9 +23,96 @@ type Method string
 
 // Clone methods, fastest first.
 const (
+	DMSnapshot Method = "dm-snapshot"
 	Reflink    Method = "reflink"
 	SparseCopy Method = "sparse-copy"
 )
+
+// ProbeSpec says where and how to probe.
+type ProbeSpec struct {
+	// Dir is where VM disks will live; reflink support is a property of
+	// its file system.
+	Dir string
+	// Privileged says loop and dm operations can be performed (root, or the
+	// root helper is installed). Without it DMSnapshot is never offered.
+	Privileged bool
+	DM         DMRunner
+	Loops      interface{ Available() error }
+}
+
+// Probe returns the clone methods this host offers, fastest first; the last
+// is always SparseCopy. Reasons for missing methods are returned for doctor
+// and logs, keyed by method.
+func Probe(s ProbeSpec) (methods []Method, missing map[Method]string) {
+	missing = map[Method]string{}
+	switch {
+	case !s.Privileged:
+		missing[DMSnapshot] = "loop and device-mapper operations need root or the root helper"
+	case s.DM == nil || s.Loops == nil:
+		missing[DMSnapshot] = "no device-mapper runner configured"
+	default:
+		if err := s.Loops.Available(); err != nil {
+			missing[DMSnapshot] = err.Error()
+		} else if err := s.DM.Available(); err != nil {
+			missing[DMSnapshot] = err.Error()
+		} else {
+			methods = append(methods, DMSnapshot)
+		}
+	}
+	if err := ProbeReflink(s.Dir); err != nil {
+		missing[Reflink] = err.Error()
+	} else {
+		methods = append(methods, Reflink)
+	}
+	return append(methods, SparseCopy), missing
+}
+
+// ProbeReflink tries FICLONE between two scratch files in dir and says why
+// it failed, or nil when dir's file system shares blocks.
+func ProbeReflink(dir string) error {
+	src, err := os.CreateTemp(dir, ".banger-probe-*")
+	if err != nil {
+		return fmt.Errorf("probe reflink in %s: %w", dir, err)
+	}
+	defer os.Remove(src.Name())
+	defer src.Close()
+	if _, err := src.Write(make([]byte, 4096)); err != nil {
+		return fmt.Errorf("probe reflink in %s: %w", dir, err)
+	}
+	dst, err := os.CreateTemp(dir, ".banger-probe-*")
+	if err != nil {
+		return fmt.Errorf("probe reflink in %s: %w", dir, err)
+	}
+	defer os.Remove(dst.Name())
+	defer dst.Close()
+	if err := unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())); err != nil {
+		return fmt.Errorf("the file system of %s cannot reflink (FICLONE: %v)", dir, err)
+	}
+	return nil
+}
+
+// CloneResized clones the ext4 image src into dst (reflink, else sparse
+// copy) and grows the clone's file system to size bytes with resize2fs. A
+// size smaller than the image's file system is refused; on any error dst
+// is removed.
+func CloneResized(ctx context.Context, r Runner, src, dst string, size int64) (Method, error) {
+	info, err := ReadExt4(src)
+	if err != nil {
+		return "", err
+	}
+	if size < info.FSBytes {
+		return "", fmt.Errorf("disk size %d bytes is smaller than the image's file system (%d bytes)", size, info.FSBytes)
+	}
+	m, err := Clone(src, dst, 0)
+	if err != nil {
+		return "", err
+	}
+	if err := Resize(ctx, r, dst, size); err != nil {
+		_ = os.Remove(dst)
+		return "", err
+	}
+	return m, nil
+}
 
 // Clone copies src to a new file dst (which must not exist) and grows it to
 // size bytes when size is larger than src. On error dst is removed.

@@ -1,0 +1,234 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/network"
+	"github.com/banger-dev/banger/internal/network/dns"
+	"github.com/banger-dev/banger/internal/privileged"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// netOps is what VM networking needs from the privileged side: the port the
+// daemon declares; privileged.Ops (in-process or the root helper) fills it.
+type netOps interface {
+	EnsureBridge(ctx context.Context, spec privileged.BridgeSpec) error
+	CreateTap(ctx context.Context, spec privileged.TapSpec) error
+	DeleteTap(ctx context.Context, name string) error
+	EnsureNAT(ctx context.Context, spec privileged.NATSpec) error
+	EnableIPForward(ctx context.Context) error
+}
+
+// vmNetwork gives VMs a tap on banger's bridge, an address from the
+// subnet (leases in SQLite), NAT to the outside and a DNS name.
+type vmNetwork struct {
+	log    *slog.Logger
+	ops    netOps
+	store  *store.Store
+	bridge network.Bridge
+	domain string
+	uid    int
+	gid    int
+
+	mu  sync.Mutex
+	dns *dns.Server
+}
+
+// setupNetwork prepares the bridge, forwarding, NAT and the resolver. It
+// returns nil (and logs why) when networking is off, or "auto" and no
+// privileged operations are available; with "on" that is an error.
+func setupNetwork(ctx context.Context, d *Daemon, ops netOps, how string) (*vmNetwork, error) {
+	cfg := d.opts.Config.Network
+	if cfg.Enabled == "off" {
+		d.log.Info("vm networking off (network.enabled = \"off\")")
+		return nil, nil
+	}
+	if ops == nil {
+		if cfg.Enabled == "on" {
+			return nil, fmt.Errorf("network.enabled is \"on\" but privileged operations are %s; run `sudo banger system install` or run bangerd as root", how)
+		}
+		d.log.Warn("vm networking unavailable; VMs get no network", "privileged", how)
+		return nil, nil
+	}
+	subnet, err := network.ParseSubnet(cfg.Subnet)
+	if err != nil {
+		return nil, fmt.Errorf("network.subnet: %w", err)
+	}
+	routes, err := network.HostRoutes(ctx, cfg.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("read host routes: %w", err)
+	}
+	if err := network.CheckSubnet(subnet, routes); err != nil {
+		return nil, fmt.Errorf("network.subnet %s: %w; choose another subnet in the config", subnet, err)
+	}
+	n := &vmNetwork{
+		log: d.log.With("component", "network"), ops: ops, store: d.store,
+		bridge: network.Bridge{Name: cfg.Bridge, Subnet: subnet}, domain: cfg.Domain,
+		uid: os.Getuid(), gid: os.Getgid(),
+	}
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"create bridge " + cfg.Bridge, func() error {
+			return ops.EnsureBridge(ctx, privileged.BridgeSpec{Name: cfg.Bridge, Subnet: subnet})
+		}},
+		{"enable IPv4 forwarding", func() error { return ops.EnableIPForward(ctx) }},
+		{"set up NAT", func() error { return ops.EnsureNAT(ctx, privileged.NATSpec{Subnet: subnet, Bridge: cfg.Bridge}) }},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			return nil, fmt.Errorf("vm networking: %s: %w", s.what, err)
+		}
+	}
+	if err := n.startDNS(ctx); err != nil {
+		// Names are a convenience; VMs still work by address.
+		n.log.Warn("DNS resolver not started; VMs resolve no .banger names", "err", err)
+	}
+	n.log.Info("vm networking ready", "bridge", cfg.Bridge, "subnet", subnet, "gateway", n.bridge.Gateway())
+	return n, nil
+}
+
+func (n *vmNetwork) startDNS(ctx context.Context) error {
+	gw := n.bridge.Gateway()
+	srv, err := dns.NewServer(dns.Config{
+		Domain: n.domain, Subnet: n.bridge.Subnet,
+		Upstreams: &dns.ResolvConf{Exclude: []netip.Addr{gw}, Logger: n.log},
+		Logger:    n.log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(netip.AddrPortFrom(gw, 53)); err != nil {
+		return fmt.Errorf("listen on %s:53: %w", gw, err)
+	}
+	n.mu.Lock()
+	n.dns = srv
+	n.mu.Unlock()
+	return n.syncRecords(ctx)
+}
+
+// syncRecords loads every leased VM's name into the resolver.
+func (n *vmNetwork) syncRecords(ctx context.Context) error {
+	srv := n.resolver()
+	if srv == nil {
+		return nil
+	}
+	vms, err := n.store.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	leases, err := n.store.ListLeases(ctx)
+	if err != nil {
+		return err
+	}
+	byID := map[string]netip.Addr{}
+	for _, l := range leases {
+		byID[l.VMID] = l.IP
+	}
+	records := map[string]netip.Addr{}
+	for _, vm := range vms {
+		if ip, ok := byID[vm.ID]; ok {
+			records[vm.Name] = ip
+		}
+	}
+	return srv.SetRecords(records)
+}
+
+func (n *vmNetwork) resolver() *dns.Server {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dns
+}
+
+// lease gives the VM its address (stable for the VM's life) and its name.
+func (n *vmNetwork) lease(ctx context.Context, vm store.VM) (store.Lease, error) {
+	if l, err := n.store.GetLease(ctx, vm.ID); err == nil {
+		return l, nil
+	}
+	l, err := n.store.AllocateLease(ctx, vm.ID, network.MACAddress(vm.ID).String(), network.Candidates(n.bridge.Subnet))
+	if errors.Is(err, store.ErrExhausted) {
+		return l, api.Errorf(api.CodeFailedPrecondition, "subnet %s has no free address", n.bridge.Subnet).
+			WithHint("delete unused VMs or configure a larger network.subnet")
+	}
+	if err != nil {
+		return l, err
+	}
+	if srv := n.resolver(); srv != nil {
+		if err := srv.Set(vm.Name, l.IP); err != nil {
+			n.log.Warn("dns record", "vm", vm.Name, "err", err)
+		}
+	}
+	return l, nil
+}
+
+// attach creates the VM's tap and returns the interface for the launch spec
+// and the guest's network boot parameters.
+func (n *vmNetwork) attach(ctx context.Context, vm store.VM) (vmm.NetInterface, []string, error) {
+	l, err := n.lease(ctx, vm)
+	if err != nil {
+		return vmm.NetInterface{}, nil, err
+	}
+	tap := network.TapName(vm.ID)
+	if err := n.ops.CreateTap(ctx, privileged.TapSpec{Name: tap, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}); err != nil {
+		return vmm.NetInterface{}, nil, fmt.Errorf("create tap %s: %w", tap, err)
+	}
+	gw := n.bridge.Gateway()
+	args := []string{
+		fmt.Sprintf("banger.ip=%s/%d", l.IP, n.bridge.Subnet.Bits()),
+		"banger.gw=" + gw.String(),
+		"banger.dns=" + gw.String(),
+		"banger.domain=" + n.domain,
+	}
+	return vmm.NetInterface{ID: "eth0", TapName: tap, MAC: l.MAC}, args, nil
+}
+
+// detach removes the VM's tap; the lease and DNS name stay with the VM.
+func (n *vmNetwork) detach(ctx context.Context, vmID string) {
+	tap := network.TapName(vmID)
+	if err := n.ops.DeleteTap(ctx, tap); err != nil {
+		n.log.Warn("delete tap", "tap", tap, "err", err)
+	}
+}
+
+// forget drops a deleted VM's name (its lease goes with its row).
+func (n *vmNetwork) forget(name string) {
+	if srv := n.resolver(); srv != nil {
+		srv.Delete(name)
+	}
+}
+
+// removeStaleTaps deletes banger taps of VMs that are not running.
+func (n *vmNetwork) removeStaleTaps(ctx context.Context, running map[string]bool) {
+	taps, err := network.ListTaps(ctx)
+	if err != nil {
+		return
+	}
+	for _, tap := range taps {
+		keep := false
+		for id := range running {
+			if network.TapName(id) == tap {
+				keep = true
+			}
+		}
+		if !keep && strings.HasPrefix(tap, network.TapPrefix) {
+			n.log.Info("removing stale tap", "tap", tap)
+			_ = n.ops.DeleteTap(ctx, tap)
+		}
+	}
+}
+
+func (n *vmNetwork) close() {
+	if srv := n.resolver(); srv != nil {
+		_ = srv.Close()
+	}
+}
