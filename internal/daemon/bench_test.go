@@ -14,7 +14,6 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/buildinfo"
-	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
 	"github.com/banger-dev/banger/test/testbin"
 )
@@ -40,7 +39,7 @@ func benchDaemon(b *testing.B) *api.Client {
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
 	layout := testLayoutAt(dir)
-	cfg := config.Default()
+	cfg := testConfig()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan error, 1)
 	opts := Options{Layout: layout, Config: cfg, Build: buildinfo.Current(),

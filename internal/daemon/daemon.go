@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/buildinfo"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -33,6 +34,9 @@ type Options struct {
 	Now func() time.Time
 	// Driver is the VMM driver; when nil the daemon picks one from Config.
 	Driver vmm.Driver
+	// Privileged performs root-only operations; when nil the daemon picks
+	// in-process (root), the root helper (system install) or none.
+	Privileged privileged.Ops
 	// ShutdownGrace bounds how long in-flight calls may run after a stop
 	// request; 10s when zero.
 	ShutdownGrace time.Duration
@@ -46,6 +50,7 @@ type Daemon struct {
 	store     *store.Store
 	api       *api.Server
 	vms       *vmManager
+	net       *vmNetwork // nil: VMs get no network
 	events    *hub
 	startedAt time.Time
 
@@ -100,6 +105,12 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 		}
 	}
 	d.cleanupImageWork()
+	if d.net, err = d.startNetwork(ctx); err != nil {
+		return err
+	}
+	if d.net != nil {
+		defer d.net.close()
+	}
 	d.vms = newVMManager(d, driver)
 	autostart, err := d.vms.reconcile(ctx)
 	if err != nil {
@@ -236,4 +247,28 @@ func imageToAPI(im store.Image) api.Image {
 		ID: im.ID, Name: im.Name, Kernel: im.KernelPath, Initrd: im.InitrdPath,
 		Rootfs: im.RootfsPath, SizeBytes: im.RootfsSizeBytes, Source: im.Source, CreatedAt: im.CreatedAt,
 	}
+}
+
+// startNetwork picks how privileged operations are reached and sets up VM
+// networking with them.
+func (d *Daemon) startNetwork(ctx context.Context) (*vmNetwork, error) {
+	ops, how := d.opts.Privileged, "injected"
+	if ops == nil {
+		var err error
+		ops, how, err = privileged.ForDaemon(d.opts.Layout, privileged.Identity{UID: os.Getuid(), GID: os.Getgid()}, privileged.HostBackend())
+		if err != nil {
+			return nil, fmt.Errorf("privileged operations: %w", err)
+		}
+	}
+	d.log.Info("privileged operations", "via", how)
+	var port netOps = ops
+	if ops == privileged.Unavailable() {
+		port = nil
+	}
+	n, err := setupNetwork(ctx, d, port, how)
+	if err != nil && d.opts.Config.Network.Enabled == "auto" {
+		d.log.Warn("vm networking disabled", "err", err)
+		return nil, nil
+	}
+	return n, err
 }

@@ -31,6 +31,14 @@ func testLayout(t *testing.T) paths.Layout {
 	return testLayoutAt(dir)
 }
 
+// testConfig is the default config with VM networking off: tests that do
+// not make their own network namespace must never touch the host's.
+func testConfig() config.Config {
+	cfg := config.Default()
+	cfg.Network.Enabled = "off"
+	return cfg
+}
+
 func testLayoutAt(dir string) paths.Layout {
 	return paths.Layout{
 		Mode:       paths.ModeUser,
@@ -53,7 +61,7 @@ func startDaemon(t *testing.T, layout paths.Layout) *runningDaemon {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	opts := Options{Layout: layout, Config: config.Default(), Build: buildinfo.Info{Version: "v0.0.1", Commit: "c0ffee", BuiltAt: "now"}}
+	opts := Options{Layout: layout, Config: testConfig(), Build: buildinfo.Info{Version: "v0.0.1", Commit: "c0ffee", BuiltAt: "now"}}
 	go func() { done <- Run(ctx, opts, ready) }()
 	select {
 	case <-ready:
@@ -171,7 +179,7 @@ func TestDaemonSurvivesMalformedRequests(t *testing.T) {
 func TestSecondDaemonRefused(t *testing.T) {
 	layout := testLayout(t)
 	startDaemon(t, layout)
-	err := Run(context.Background(), Options{Layout: layout, Config: config.Default()}, nil)
+	err := Run(context.Background(), Options{Layout: layout, Config: testConfig()}, nil)
 	if !errors.Is(err, ErrAlreadyRunning) {
 		t.Fatalf("second daemon: %v, want ErrAlreadyRunning", err)
 	}

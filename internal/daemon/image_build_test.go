@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -27,7 +26,7 @@ func imageTestDaemon(t *testing.T) *Daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &Daemon{opts: Options{Layout: layout, Config: config.Default()}, log: slog.New(slog.DiscardHandler),
+	return &Daemon{opts: Options{Layout: layout, Config: testConfig()}, log: slog.New(slog.DiscardHandler),
 		now: time.Now, store: st, events: newHub()}
 }
 

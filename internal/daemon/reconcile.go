@@ -44,7 +44,7 @@ func (m *vmManager) reconcile(ctx context.Context) ([]string, error) {
 					upd.LastError = "the VMM was gone when the daemon restarted"
 				}
 			}
-			_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(vm.ID))
+			_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(vm.ID)) // taps: removeStaleTaps below
 			if err := m.update(ctx, vm, upd); err != nil {
 				return nil, err
 			}
@@ -69,6 +69,15 @@ func (m *vmManager) reconcile(ctx context.Context) ([]string, error) {
 	}
 	m.cleanLeftovers(known)
 	m.findOrphans(known)
+	if m.d.net != nil {
+		running := map[string]bool{}
+		m.mu.Lock()
+		for id := range m.instances {
+			running[id] = true
+		}
+		m.mu.Unlock()
+		m.d.net.removeStaleTaps(ctx, running)
+	}
 	return autostart, nil
 }
 

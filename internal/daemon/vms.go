@@ -236,6 +236,15 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
 		return m.bootFailed(vm, fmt.Errorf("create run dir: %w", err), nil)
 	}
+	if net := m.d.net; net != nil {
+		p(api.Event{VM: vm.Name, Stage: "network", Message: "attaching to " + net.bridge.Name})
+		iface, args, err := net.attach(bctx, vm)
+		if err != nil {
+			return m.bootFailed(vm, err, nil)
+		}
+		spec.Network = []vmm.NetInterface{iface}
+		spec.BootArgs += " " + strings.Join(args, " ")
+	}
 	inst, err := driver.Launch(bctx, spec)
 	if err != nil {
 		return m.bootFailed(vm, err, nil)
@@ -317,7 +326,7 @@ func (m *vmManager) bootFailed(vm store.VM, cause error, inst vmm.Instance) erro
 		}
 		exit = inst.Exit().String()
 	}
-	_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(vm.ID))
+	m.releaseRuntime(ctx, vm.ID)
 	msg := cause.Error()
 	// Add the console tail unless the driver's error already quotes it.
 	if tail := tailFile(m.serialLogPath(vm.ID), 10); tail != "" && !strings.Contains(msg, lastLine(tail)) {
@@ -373,7 +382,7 @@ func (m *vmManager) watch(id, name string, inst vmm.Instance) {
 			upd.State = store.VMFailed
 			upd.LastError = "the VMM exited unexpectedly: " + exit.String()
 		}
-		_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(id))
+		m.releaseRuntime(ctx, id)
 		if err := m.update(ctx, vm, upd); err != nil {
 			m.log.Error("record vmm exit", "vm", name, "err", err)
 		}
@@ -464,7 +473,7 @@ func (m *vmManager) stopLocked(ctx context.Context, id string, force bool, timeo
 		return fmt.Errorf("stop vm %q: the VMM (pid %d) is still running: %v", vm.Name, inst.PID(), err)
 	}
 	m.setInstance(id, nil)
-	_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(id))
+	m.releaseRuntime(sctx, id)
 	upd.State, upd.PID, upd.APISocket, upd.StoppedAt, upd.ExitStatus = store.VMStopped, 0, "", m.d.now(), inst.Exit().String()
 	return m.update(sctx, vm, upd)
 }
@@ -522,6 +531,9 @@ func (m *vmManager) Delete(ctx context.Context, name string, p api.Progress) err
 	}
 	if err := m.deleteRow(ctx, vm); err != nil {
 		return fmt.Errorf("delete vm %q: %w", vm.Name, err)
+	}
+	if m.d.net != nil {
+		m.d.net.forget(vm.Name)
 	}
 	m.mu.Lock()
 	delete(m.locks, vm.ID)
@@ -646,4 +658,13 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+// releaseRuntime frees what a VM holds only while it runs: its tap and its
+// run dir (sockets). Its disk, lease and name stay.
+func (m *vmManager) releaseRuntime(ctx context.Context, id string) {
+	if m.d.net != nil {
+		m.d.net.detach(ctx, id)
+	}
+	_ = os.RemoveAll(m.d.opts.Layout.VMRunDir(id))
 }

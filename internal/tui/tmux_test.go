@@ -73,7 +73,8 @@ func TestTUIInTmux(t *testing.T) {
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf("vmm = \"firecracker\"\n[firecracker]\nbinary = %q\n", bins.FakeFirecracker)
+	// Networking off: this test runs in the host's network namespace.
+	conf := fmt.Sprintf("vmm = \"firecracker\"\n[firecracker]\nbinary = %q\n[network]\nenabled = \"off\"\n", bins.FakeFirecracker)
 	if err := os.WriteFile(filepath.Join(confDir, "config.toml"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

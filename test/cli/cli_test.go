@@ -54,6 +54,15 @@ func TestScripts(t *testing.T) {
 			env.Setenv("STATE", filepath.Join(dir, "state", "banger"))
 			env.Setenv("CONFIG", filepath.Join(dir, "config", "banger"))
 			env.Setenv("ROOT", filepath.Join(dir, "root"))
+			// VM networking off by default: scripts run in the host's
+			// network namespace, which tests must never change.
+			cfgDir := filepath.Join(dir, "config", "banger")
+			if err := os.MkdirAll(cfgDir, 0o700); err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte("[network]\nenabled = \"off\"\n"), 0o600); err != nil {
+				return err
+			}
 			env.Defer(func() { stopDaemon(env) })
 			// Custom commands run binaries with the script's environment.
 			env.Values["env"] = append([]string(nil), env.Vars...)

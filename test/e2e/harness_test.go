@@ -65,7 +65,7 @@ func newHost(t *testing.T, extraEnv ...string) *host {
 	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf("vmm = \"firecracker\"\n[firecracker]\nbinary = %q\n[vm]\nboot_timeout = \"20s\"\nstop_timeout = \"5s\"\n", bins.FakeFirecracker)
+	cfg := fmt.Sprintf("vmm = \"firecracker\"\n[firecracker]\nbinary = %q\n[vm]\nboot_timeout = \"20s\"\nstop_timeout = \"5s\"\n[network]\nenabled = \"off\"\n", bins.FakeFirecracker)
 	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,11 @@ func (h *host) must(args ...string) string {
 	h.t.Helper()
 	out, errOut, code := h.run(args...)
 	if code != 0 {
-		h.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+		log, _ := os.ReadFile(filepath.Join(h.stateDir(), "bangerd.log"))
+		if len(log) > 3000 {
+			log = log[len(log)-3000:]
+		}
+		h.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log tail:\n%s", strings.Join(args, " "), code, out, errOut, log)
 	}
 	return out
 }

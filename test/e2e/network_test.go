@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/vishvananda/netns"
+
+	"github.com/banger-dev/banger/internal/network"
+)
+
+// netnsHost is a host whose daemon runs inside a network namespace the test
+// made, so bridge, taps, NAT and DNS never touch the host's own namespace.
+func netnsHost(t *testing.T) (*host, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace for the daemon")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2 (ip) to create a network namespace")
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	ns := "bge2e-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v %s", err, out)
+	}
+	wrapper := filepath.Join(t.TempDir(), "bangerd-in-ns")
+	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", ns, bins.Bangerd)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := newHost(t, "BANGER_DAEMON="+wrapper)
+	cfg := fmt.Sprintf("vmm = \"firecracker\"\n[firecracker]\nbinary = %q\n[network]\nenabled = \"on\"\nsubnet = \"172.31.7.0/24\"\n", bins.FakeFirecracker)
+	if err := os.WriteFile(filepath.Join(h.dir, "config", "banger", "config.toml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.must("daemon", "stop") // newHost's image import started a daemon with the old config
+	return h, ns
+}
+
+func linkExists(ns, name string) bool {
+	return exec.Command("ip", "-n", ns, "link", "show", name).Run() == nil
+}
+
+// lookupIn asks the resolver at server for name, from inside namespace ns.
+func lookupIn(t *testing.T, ns, server, name string) (string, int) {
+	t.Helper()
+	type result struct {
+		addr  string
+		rcode int
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The thread enters the namespace and dies with it (never unlocked),
+		// so no other goroutine ever runs in the test's namespace by accident.
+		runtime.LockOSThread()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			done <- result{err: err}
+			return
+		}
+		c := &mdns.Client{Timeout: 3 * time.Second}
+		m := new(mdns.Msg)
+		m.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
+		r, _, err := c.Exchange(m, server+":53")
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		res := result{rcode: r.Rcode}
+		for _, rr := range r.Answer {
+			if a, ok := rr.(*mdns.A); ok {
+				res.addr = a.A.String()
+			}
+		}
+		done <- res
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("DNS query for %s in %s: %v", name, ns, r.err)
+	}
+	return r.addr, r.rcode
+}
+
+func TestVMNetworkingInsideNamespace(t *testing.T) {
+	h, ns := netnsHost(t)
+	h.must("vm", "create", "--name", "web", "--memory", "128", "--disk", "64M")
+	vm := h.vm("web")
+	if !strings.HasPrefix(vm.IP, "172.31.7.") || vm.MAC == "" || vm.DNSName != "web.banger" {
+		t.Fatalf("vm has no network identity: %+v", vm)
+	}
+	tap := network.TapName(vm.ID)
+	if !linkExists(ns, "banger0") || !linkExists(ns, tap) {
+		t.Fatalf("bridge or tap %s missing in %s", tap, ns)
+	}
+	if linkExists("", tap) {
+		t.Fatal("tap created in the host namespace")
+	}
+	out, _ := exec.Command("ip", "-n", ns, "-o", "link", "show", tap).CombinedOutput()
+	if !strings.Contains(string(out), "master banger0") {
+		t.Fatalf("tap not on the bridge: %s", out)
+	}
+	out, _ = exec.Command("ip", "netns", "exec", ns, "nft", "list", "tables").CombinedOutput()
+	if !strings.Contains(string(out), "banger") {
+		t.Fatalf("banger's nftables table missing: %s", out)
+	}
+	if addr, rcode := lookupIn(t, ns, "172.31.7.1", "web.banger"); addr != vm.IP {
+		t.Fatalf("web.banger resolved to %q (rcode %d), want %s", addr, rcode, vm.IP)
+	}
+
+	// Stop releases the tap; the address and name stay with the VM.
+	h.must("vm", "stop", "web")
+	if linkExists(ns, tap) {
+		t.Fatal("tap left after stop")
+	}
+	h.must("vm", "start", "web")
+	if got := h.vm("web"); got.IP != vm.IP || got.MAC != vm.MAC {
+		t.Fatalf("address changed across restart: %s/%s -> %s/%s", vm.IP, vm.MAC, got.IP, got.MAC)
+	}
+	if !linkExists(ns, tap) {
+		t.Fatal("tap not recreated on start")
+	}
+
+	// A second VM gets another address.
+	h.must("vm", "create", "--name", "db", "--memory", "128", "--disk", "64M")
+	if db := h.vm("db"); db.IP == vm.IP || db.IP == "" {
+		t.Fatalf("second VM address %q (first %s)", db.IP, vm.IP)
+	}
+
+	h.must("vm", "delete", "--force", "web", "db")
+	if linkExists(ns, tap) {
+		t.Fatal("tap left after delete")
+	}
+	if _, rcode := lookupIn(t, ns, "172.31.7.1", "web.banger"); rcode != mdns.RcodeNameError {
+		t.Fatalf("deleted VM still resolves (rcode %d)", rcode)
+	}
+}
