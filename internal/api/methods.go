@@ -99,3 +99,10 @@ func (c *Client) ImageDelete(ctx context.Context, name string) error {
 func (c *Client) WatchEvents(ctx context.Context, onEvent func(Event)) error {
 	return c.Call(ctx, MethodEventsWatch, nil, nil, onEvent)
 }
+
+// VMPortForward adds or removes a persistent port forward.
+func (c *Client) VMPortForward(ctx context.Context, req VMPortForwardRequest) (VM, error) {
+	var out VM
+	err := c.Call(ctx, MethodVMPortForward, req, &out, nil)
+	return out, err
+}

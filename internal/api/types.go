@@ -18,6 +18,7 @@ const (
 	MethodVMRestart      = "vm.restart"
 	MethodVMDelete       = "vm.delete"
 	MethodVMLogs         = "vm.logs"
+	MethodVMPortForward  = "vm.port_forward"
 	MethodEventsWatch    = "events.watch"
 	MethodImageList      = "image.list"
 	MethodImageImport    = "image.import"
@@ -87,6 +88,8 @@ type VM struct {
 	LastError     string     `json:"last_error,omitempty"`
 	ExitStatus    string     `json:"exit_status,omitempty"`
 	SerialLog     string     `json:"serial_log,omitempty"`
+	// Forwards are host→guest TCP forwards, "HOSTADDR:HOSTPORT:GUESTPORT".
+	Forwards []string `json:"forwards,omitempty"`
 }
 
 // VMCreateRequest asks for a new VM; zero values take the configured defaults.
@@ -99,6 +102,17 @@ type VMCreateRequest struct {
 	Autostart     bool   `json:"autostart,omitempty"`
 	// NoStart creates the VM stopped.
 	NoStart bool `json:"no_start,omitempty"`
+	// Publish are port forwards, "[HOSTADDR:]HOSTPORT:GUESTPORT".
+	Publish []string `json:"publish,omitempty"`
+}
+
+// VMPortForwardRequest adds (or removes) a persistent TCP forward from the
+// host to a VM.
+type VMPortForwardRequest struct {
+	Name string `json:"name"`
+	// Spec is "[HOSTADDR:]HOSTPORT:GUESTPORT"; HOSTADDR defaults to 127.0.0.1.
+	Spec   string `json:"spec"`
+	Remove bool   `json:"remove,omitempty"`
 }
 
 // VMRef names one VM by name or ID.

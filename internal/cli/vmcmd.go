@@ -40,6 +40,7 @@ func newVMCmd(app *App, g *globalFlags) *cobra.Command {
 		newVMLifecycleCmd(app, g, "restart", "Stop a VM (if running) and boot it again"),
 		newVMDeleteCmd(app, g),
 		newVMLogsCmd(app, g),
+		newVMPortForwardCmd(app, g),
 	)
 	return cmd
 }
@@ -90,6 +91,7 @@ the [vm] section of the configuration (banger config defaults).`,
 	f.StringVar(&disk, "disk", "", "root disk size, e.g. 8G (default from config)")
 	f.BoolVar(&req.Autostart, "autostart", false, "start the VM again when the daemon starts")
 	f.BoolVar(&req.NoStart, "no-start", false, "create the VM without booting it")
+	f.StringArrayVarP(&req.Publish, "publish", "p", nil, "forward a host TCP port to the VM, [HOSTADDR:]HOSTPORT:GUESTPORT (repeatable; host address defaults to 127.0.0.1)")
 	_ = cmd.MarkFlagRequired("name")
 	addJSONFlag(cmd, g)
 	return cmd
@@ -191,6 +193,9 @@ func (app *App) printVM(g *globalFlags, vm api.VM) error {
 	}
 	row("exit", vm.ExitStatus)
 	row("last error", vm.LastError)
+	for _, f := range vm.Forwards {
+		row("forward", f)
+	}
 	row("serial log", vm.SerialLog)
 	return tw.Flush()
 }
@@ -371,4 +376,43 @@ func age(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dd", int(d.Hours()/24))
 	}
+}
+
+func newVMPortForwardCmd(app *App, g *globalFlags) *cobra.Command {
+	var remove bool
+	cmd := &cobra.Command{
+		Use:   "port-forward NAME [HOSTADDR:]HOSTPORT:GUESTPORT",
+		Short: "Forward a host TCP port to a VM (persistent; --remove drops it)",
+		Long: `Forward connections to a host port to a port in the VM. The forward is part
+of the VM: it is active whenever the VM runs and is removed with the VM. The
+host address defaults to 127.0.0.1, so only this machine can connect.`,
+		Example: `  banger vm port-forward dev 8080:80
+  banger vm port-forward dev 0.0.0.0:2222:22
+  banger vm port-forward dev 8080:80 --remove`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := app.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			vm, err := c.VMPortForward(cmd.Context(), api.VMPortForwardRequest{Name: args[0], Spec: args[1], Remove: remove})
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return writeJSON(app.Stdout, vm)
+			}
+			if len(vm.Forwards) == 0 {
+				fmt.Fprintf(app.Stdout, "%s: no forwards\n", vm.Name)
+			}
+			for _, f := range vm.Forwards {
+				fmt.Fprintf(app.Stdout, "%s: forward %s\n", vm.Name, f)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&remove, "remove", false, "remove the forward instead of adding it")
+	addJSONFlag(cmd, g)
+	return cmd
 }

@@ -200,6 +200,7 @@ func (d *Daemon) register() {
 		return struct{}{}, m.Delete(ctx, req.Name, p)
 	})
 	api.Handle(d.api, api.MethodVMLogs, m.Logs)
+	api.Handle(d.api, api.MethodVMPortForward, m.PortForward)
 }
 
 func (d *Daemon) info(ctx context.Context, _ struct{}, _ api.Progress) (api.DaemonInfo, error) {

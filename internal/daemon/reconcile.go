@@ -113,6 +113,7 @@ func (m *vmManager) adopt(ctx context.Context, vm store.VM) bool {
 	}
 	m.setInstance(vm.ID, inst)
 	m.watch(vm.ID, vm.Name, inst)
+	m.startForwards(ctx, vm)
 	m.log.Info("adopted running vm", "vm", vm.Name, "pid", vm.PID)
 	return true
 }

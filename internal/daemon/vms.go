@@ -13,6 +13,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/network/portforward"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -39,6 +40,7 @@ type vmManager struct {
 	instances map[string]vmm.Instance // VM ID → running VMM
 	watching  map[vmm.Instance]bool
 	orphans   []api.OrphanVMM
+	forwards  map[string][]*portforward.Forwarder // VM ID → live forwards
 }
 
 func newVMManager(d *Daemon, driver vmm.Driver) *vmManager {
@@ -47,6 +49,7 @@ func newVMManager(d *Daemon, driver vmm.Driver) *vmManager {
 		locks:     map[string]*sync.Mutex{},
 		instances: map[string]vmm.Instance{},
 		watching:  map[vmm.Instance]bool{},
+		forwards:  map[string][]*portforward.Forwarder{},
 	}
 }
 
@@ -127,6 +130,17 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 	}
 	if err := validateSizes(spec); err != nil {
 		return api.VM{}, err
+	}
+	if len(req.Publish) > 0 {
+		if m.d.net == nil {
+			return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "--publish needs VM networking, which is off on this daemon").
+				WithHint("see network.enabled in `banger config defaults`")
+		}
+		fwd, err := parseForwards(req.Publish)
+		if err != nil {
+			return api.VM{}, err
+		}
+		spec.Network = netSettings{Forwards: fwd}.json()
 	}
 	imageName := req.Image
 	if imageName == "" {
@@ -268,6 +282,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	}
 	m.setInstance(vm.ID, inst)
 	m.watch(vm.ID, vm.Name, inst)
+	m.startForwards(bctx, vm)
 	m.log.Info("vm running", "vm", vm.Name, "pid", inst.PID(), "agent", info.AgentVersion)
 	p(api.Event{VM: vm.Name, Stage: "ready", Message: "guest agent answered"})
 	return nil
@@ -582,6 +597,7 @@ func (m *vmManager) toAPI(vm store.VM, lease *store.Lease) api.VM {
 		VMM: vm.VMM, PID: vm.PID, CreatedAt: vm.CreatedAt, LastError: vm.LastError, ExitStatus: vm.ExitStatus,
 		SerialLog: m.serialLogPath(vm.ID),
 		DNSName:   vm.Name + "." + m.d.opts.Config.Network.Domain,
+		Forwards:  forwardsOf(vm),
 	}
 	if lease != nil {
 		out.IP, out.MAC = lease.IP.String(), lease.MAC
@@ -663,6 +679,7 @@ func lastLine(s string) string {
 // releaseRuntime frees what a VM holds only while it runs: its tap and its
 // run dir (sockets). Its disk, lease and name stay.
 func (m *vmManager) releaseRuntime(ctx context.Context, id string) {
+	m.stopForwards(id)
 	if m.d.net != nil {
 		m.d.net.detach(ctx, id)
 	}

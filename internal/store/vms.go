@@ -309,3 +309,26 @@ func (s *Store) DeleteVM(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// UpdateVMNetwork replaces a VM's network settings JSON (forwards,
+// isolation), which the daemon owns. Unknown ID gives ErrNotFound.
+func (s *Store) UpdateVMNetwork(ctx context.Context, id string, network json.RawMessage) error {
+	text, err := jsonText("network", network)
+	if err != nil {
+		return fmt.Errorf("store: update network of vm %q: %w", id, err)
+	}
+	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE vms SET network = ?, updated_at = ? WHERE id = ?`, text, formatTime(s.nowUTC()), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: update network of vm %q: %w", id, err)
+	}
+	return nil
+}

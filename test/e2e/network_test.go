@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,49 +59,28 @@ func linkExists(ns, name string) bool {
 }
 
 // lookupIn asks the resolver at server for name, from inside namespace ns.
-func lookupIn(t *testing.T, ns, server, name string) (string, int) {
+func lookupIn(t *testing.T, ns, server, name string) (addr string, rcode int) {
 	t.Helper()
-	type result struct {
-		addr  string
-		rcode int
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// The thread enters the namespace and dies with it (never unlocked),
-		// so no other goroutine ever runs in the test's namespace by accident.
-		runtime.LockOSThread()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			done <- result{err: err}
-			return
-		}
+	err := inNS(ns, func() error {
 		c := &mdns.Client{Timeout: 3 * time.Second}
 		m := new(mdns.Msg)
 		m.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
 		r, _, err := c.Exchange(m, server+":53")
 		if err != nil {
-			done <- result{err: err}
-			return
+			return err
 		}
-		res := result{rcode: r.Rcode}
+		rcode = r.Rcode
 		for _, rr := range r.Answer {
 			if a, ok := rr.(*mdns.A); ok {
-				res.addr = a.A.String()
+				addr = a.A.String()
 			}
 		}
-		done <- res
-	}()
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("DNS query for %s in %s: %v", name, ns, r.err)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("DNS query for %s in %s: %v", name, ns, err)
 	}
-	return r.addr, r.rcode
+	return addr, rcode
 }
 
 func TestVMNetworkingInsideNamespace(t *testing.T) {
@@ -141,6 +122,29 @@ func TestVMNetworkingInsideNamespace(t *testing.T) {
 		t.Fatal("tap not recreated on start")
 	}
 
+	// A port forward (added live, persistent) reaches the guest address. No
+	// guest NIC exists under the fake VMM, so a listener bound to the VM's
+	// address inside the namespace stands in for the guest's server.
+	serveAt(t, ns, vm.IP+":8000", "hello from the guest")
+	h.must("vm", "port-forward", "web", "18080:8000")
+	if got := dialIn(t, ns, "127.0.0.1:18080"); got != "hello from the guest" {
+		t.Fatalf("forward answered %q", got)
+	}
+	h.must("vm", "restart", "web")
+	if got := dialIn(t, ns, "127.0.0.1:18080"); got != "hello from the guest" {
+		t.Fatalf("forward after restart answered %q", got)
+	}
+	if !strings.Contains(h.must("vm", "show", "web"), "127.0.0.1:18080:8000") {
+		t.Fatal("vm show does not list the forward")
+	}
+	if _, errOut, code := h.run("vm", "port-forward", "web", "99999:80"); code == 0 || !strings.Contains(errOut, "1 to 65535") {
+		t.Fatalf("bad port accepted: %s", errOut)
+	}
+	h.must("vm", "port-forward", "web", "18080:8000", "--remove")
+	if err := tryDialIn(ns, "127.0.0.1:18080"); err == nil {
+		t.Fatal("removed forward still listens")
+	}
+
 	// A second VM gets another address.
 	h.must("vm", "create", "--name", "db", "--memory", "128", "--disk", "64M")
 	if db := h.vm("db"); db.IP == vm.IP || db.IP == "" {
@@ -154,4 +158,79 @@ func TestVMNetworkingInsideNamespace(t *testing.T) {
 	if _, rcode := lookupIn(t, ns, "172.31.7.1", "web.banger"); rcode != mdns.RcodeNameError {
 		t.Fatalf("deleted VM still resolves (rcode %d)", rcode)
 	}
+}
+
+// inNS runs fn on a thread inside namespace ns. The thread is never
+// unlocked, so it dies with the goroutine instead of returning to the pool.
+func inNS(ns string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			done <- err
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
+}
+
+// serveAt adds addr's IP to the namespace's loopback and answers every
+// connection with msg, until the test ends.
+func serveAt(t *testing.T, ns, addr, msg string) {
+	t.Helper()
+	ip, _, _ := strings.Cut(addr, ":")
+	if out, err := exec.Command("ip", "-n", ns, "addr", "add", ip+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("add %s: %v %s", ip, err, out)
+	}
+	var ln net.Listener
+	if err := inNS(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte(msg))
+			c.Close()
+		}
+	}()
+}
+
+func tryDialIn(ns, addr string) error {
+	return inNS(ns, func() error {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+func dialIn(t *testing.T, ns, addr string) string {
+	t.Helper()
+	var got []byte
+	err := inNS(ns, func() error {
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		got, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial %s in %s: %v", addr, ns, err)
+	}
+	return string(got)
 }

@@ -1,0 +1,156 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"slices"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/network/portforward"
+	"github.com/banger-dev/banger/internal/store"
+)
+
+// netSettings is the daemon's JSON in a VM's network column.
+type netSettings struct {
+	// Forwards are "HOSTADDR:HOSTPORT:GUESTPORT" specs, normalized.
+	Forwards []string `json:"forwards,omitempty"`
+}
+
+func settingsOf(vm store.VM) netSettings {
+	var s netSettings
+	_ = json.Unmarshal(vm.Network, &s) // the store only holds valid JSON; unknown shapes mean "none"
+	return s
+}
+
+func (s netSettings) json() json.RawMessage {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// parseForwards validates and normalizes user forward specs.
+func parseForwards(specs []string) ([]string, error) {
+	var out []string
+	seen := map[uint16]string{}
+	for _, raw := range specs {
+		sp, err := portforward.ParseSpec(raw)
+		if err != nil {
+			return nil, api.Errorf(api.CodeInvalidArgument, "%v", err)
+		}
+		if prev, dup := seen[sp.HostPort]; dup {
+			return nil, api.Errorf(api.CodeInvalidArgument, "host port %d is forwarded twice (%s and %s)", sp.HostPort, prev, raw)
+		}
+		seen[sp.HostPort] = raw
+		out = append(out, sp.String())
+	}
+	return out, nil
+}
+
+// startForwards opens the VM's forwards; one that cannot listen (port taken)
+// is logged and skipped rather than failing the VM.
+func (m *vmManager) startForwards(ctx context.Context, vm store.VM) {
+	if m.d.net == nil {
+		return
+	}
+	specs := settingsOf(vm).Forwards
+	if len(specs) == 0 {
+		return
+	}
+	lease, err := m.d.store.GetLease(ctx, vm.ID)
+	if err != nil {
+		m.log.Warn("port forwards need an address", "vm", vm.Name, "err", err)
+		return
+	}
+	for _, raw := range specs {
+		if err := m.startForward(vm, lease.IP, raw); err != nil {
+			m.log.Warn("port forward not started", "vm", vm.Name, "forward", raw, "err", err)
+		}
+	}
+}
+
+func (m *vmManager) startForward(vm store.VM, guest netip.Addr, raw string) error {
+	sp, err := portforward.ParseSpec(raw)
+	if err != nil {
+		return err
+	}
+	f, err := portforward.Start(netip.AddrPortFrom(sp.HostAddr, sp.HostPort), netip.AddrPortFrom(guest, sp.GuestPort), m.log.With("vm", vm.Name))
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.forwards[vm.ID] = append(m.forwards[vm.ID], f)
+	m.mu.Unlock()
+	return nil
+}
+
+// stopForwards closes every forward of the VM.
+func (m *vmManager) stopForwards(id string) {
+	m.mu.Lock()
+	fs := m.forwards[id]
+	delete(m.forwards, id)
+	m.mu.Unlock()
+	for _, f := range fs {
+		f.Stop()
+	}
+}
+
+// PortForward adds (or with Remove, drops) a forward on a VM. It is
+// persistent: it comes back whenever the VM runs.
+func (m *vmManager) PortForward(ctx context.Context, req api.VMPortForwardRequest, _ api.Progress) (api.VM, error) {
+	vm, err := m.get(ctx, req.Name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if m.d.net == nil {
+		return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "VM networking is off, so there is nothing to forward to").
+			WithHint("see network.enabled in `banger config defaults`")
+	}
+	norm, err := parseForwards([]string{req.Spec})
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	if vm, err = m.d.store.GetVM(ctx, vm.ID); err != nil {
+		return api.VM{}, err
+	}
+	s := settingsOf(vm)
+	spec := norm[0]
+	has := slices.Contains(s.Forwards, spec)
+	switch {
+	case req.Remove && !has:
+		return api.VM{}, api.Errorf(api.CodeNotFound, "vm %q has no forward %s", vm.Name, spec)
+	case req.Remove:
+		s.Forwards = slices.DeleteFunc(s.Forwards, func(f string) bool { return f == spec })
+	case has:
+		return m.view(ctx, vm.ID)
+	default:
+		all, err := parseForwards(append(slices.Clone(s.Forwards), spec))
+		if err != nil {
+			return api.VM{}, err
+		}
+		s.Forwards = all
+	}
+	if err := m.d.store.UpdateVMNetwork(ctx, vm.ID, s.json()); err != nil {
+		return api.VM{}, err
+	}
+	vm.Network = s.json()
+	if m.instance(vm.ID) != nil {
+		// Apply now: restart this VM's forwards from the new list.
+		m.stopForwards(vm.ID)
+		lease, err := m.d.store.GetLease(ctx, vm.ID)
+		if err == nil {
+			for _, raw := range s.Forwards {
+				if err := m.startForward(vm, lease.IP, raw); err != nil && raw == spec && !req.Remove {
+					return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "forward %s: %v", spec, err)
+				}
+			}
+		}
+	}
+	return m.view(ctx, vm.ID)
+}
+
+// forwardsOf lists a VM's forwards for display.
+func forwardsOf(vm store.VM) []string {
+	return settingsOf(vm).Forwards
+}
