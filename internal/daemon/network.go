@@ -26,6 +26,7 @@ type netOps interface {
 	DeleteTap(ctx context.Context, name string) error
 	EnsureNAT(ctx context.Context, spec privileged.NATSpec) error
 	EnableIPForward(ctx context.Context) error
+	ConfigureResolver(ctx context.Context, spec privileged.ResolverSpec) error
 }
 
 // vmNetwork gives VMs a tap on banger's bridge, an address from the
@@ -93,6 +94,14 @@ func setupNetwork(ctx context.Context, d *Daemon, ops netOps, how string) (*vmNe
 	if err := n.startDNS(ctx); err != nil {
 		// Names are a convenience; VMs still work by address.
 		n.log.Warn("DNS resolver not started; VMs resolve no .banger names", "err", err)
+	} else {
+		// Host integration: systemd-resolved sends *.<domain> to our resolver
+		// on the bridge. Hosts without resolved simply don't get host-side
+		// names; guests resolve either way.
+		spec := privileged.ResolverSpec{Link: cfg.Bridge, Server: netip.AddrPortFrom(n.bridge.Gateway(), 53), Domain: cfg.Domain}
+		if err := ops.ConfigureResolver(ctx, spec); err != nil {
+			n.log.Info("host resolver not configured for ."+cfg.Domain+" names", "err", err)
+		}
 	}
 	n.log.Info("vm networking ready", "bridge", cfg.Bridge, "subnet", subnet, "gateway", n.bridge.Gateway())
 	return n, nil
