@@ -98,7 +98,7 @@ func setupNetwork(ctx context.Context, d *Daemon, ops netOps, how string) (*vmNe
 		// Host integration: systemd-resolved sends *.<domain> to our resolver
 		// on the bridge. Hosts without resolved simply don't get host-side
 		// names; guests resolve either way.
-		spec := privileged.ResolverSpec{Link: cfg.Bridge, Server: netip.AddrPortFrom(n.bridge.Gateway(), 53), Domain: cfg.Domain}
+		spec := privileged.ResolverSpec{Link: cfg.Bridge, Server: n.bridge.Gateway(), Domain: cfg.Domain}
 		if err := ops.ConfigureResolver(ctx, spec); err != nil {
 			n.log.Info("host resolver not configured for ."+cfg.Domain+" names", "err", err)
 		}
