@@ -90,6 +90,8 @@ type VM struct {
 	SerialLog     string     `json:"serial_log,omitempty"`
 	// Forwards are host→guest TCP forwards, "HOSTADDR:HOSTPORT:GUESTPORT".
 	Forwards []string `json:"forwards,omitempty"`
+	// Isolated VMs cannot reach other VMs.
+	Isolated bool `json:"isolated,omitempty"`
 }
 
 // VMCreateRequest asks for a new VM; zero values take the configured defaults.
@@ -104,6 +106,8 @@ type VMCreateRequest struct {
 	NoStart bool `json:"no_start,omitempty"`
 	// Publish are port forwards, "[HOSTADDR:]HOSTPORT:GUESTPORT".
 	Publish []string `json:"publish,omitempty"`
+	// Isolated cuts the VM off from other VMs (host and NAT still work).
+	Isolated bool `json:"isolated,omitempty"`
 }
 
 // VMPortForwardRequest adds (or removes) a persistent TCP forward from the

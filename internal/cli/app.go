@@ -114,6 +114,7 @@ a second, as persistent objects you create, start, stop and delete.
 		newImageCmd(app, g),
 		newTUICmd(app, g),
 		newSystemCmd(app, g),
+		newUpdateCmd(app, g),
 	)
 	return root
 }

@@ -3,13 +3,18 @@ package cli
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/doctor"
+	"github.com/banger-dev/banger/internal/install"
+	"github.com/banger-dev/banger/internal/network/firewall"
+	"github.com/banger-dev/banger/internal/privileged"
 )
 
 func newDoctorCmd(app *App, g *globalFlags) *cobra.Command {
@@ -36,10 +41,26 @@ starts the daemon or changes anything.`,
 				}
 				return info.Build, info.PID, err
 			}
+			cfg, err := config.Load(layout.ConfigFile())
+			if err != nil {
+				return err
+			}
+			h := doctor.RealHost()
+			helperInfo := func(ctx context.Context) (privileged.HelperInfo, error) {
+				ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				return privileged.NewClient(layout.HelperSocketPath()).Info(ctx)
+			}
 			report := doctor.Run(cmd.Context(), []doctor.Check{
 				doctor.VersionCheck(app.Build, layout.InstallMetaPath()),
 				doctor.SchemaCheck(layout.DBPath()),
 				doctor.DaemonCheck(app.Build, layout.SocketPath(), daemonInfo),
+				doctor.KVMCheck(h),
+				doctor.VMMCheck(h, cfg.Firecracker.Binary, cfg.QEMU.Binary),
+				doctor.HelperCheck(layout.InstallMetaPath(), os.Getuid(), helperInfo),
+				doctor.UnitsCheck(h, layout.InstallMetaPath(), []string{install.HelperUnit, install.DaemonUnit}),
+				doctor.NetworkCheck(h, cfg.Network.Bridge, doctor.NetworkProbe{Name: "NAT", Present: firewall.Present}),
+				doctor.DiskSpaceCheck(h, layout.StateDir),
 			})
 			if g.json {
 				if err := writeJSON(app.Stdout, report); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/banger-dev/banger/internal/api"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/install"
+	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/system"
@@ -279,6 +281,9 @@ and NAT. VMs, images and the database in /var/lib/banger and your
 				}
 			}
 			opts := install.UninstallOptions{Root: root, Purge: purge}
+			// VMMs outlive the daemon (KillMode=process), so stop the VMs
+			// through the daemon while it still runs.
+			stopAllVMs(cmd.Context(), app, layout)
 			if realRoot(root) {
 				// A host without systemd may still hold files from an
 				// install; remove them anyway.
@@ -311,8 +316,10 @@ and NAT. VMs, images and the database in /var/lib/banger and your
 	return cmd
 }
 
-// teardownNetwork removes the configured bridge and its NAT in-process
-// (uninstall runs as root, and the helper is already stopped).
+// teardownNetwork undoes what the daemon set up on the host network, in
+// the order docs/networking.md gives: resolver settings, banger's nftables
+// tables, leftover taps, the bridge. It runs in-process (uninstall runs as
+// root, and the helper is already stopped); ip_forward is left alone.
 func teardownNetwork(ctx context.Context, layout paths.Layout) error {
 	cfg, err := config.Load(layout.ConfigFile())
 	if err != nil {
@@ -328,6 +335,37 @@ func teardownNetwork(ctx context.Context, layout paths.Layout) error {
 	if err != nil {
 		return err
 	}
-	natErr := ops.RemoveNAT(ctx, privileged.NATSpec{Subnet: subnet, Bridge: cfg.Network.Bridge})
-	return errors.Join(natErr, ops.DeleteBridge(ctx, cfg.Network.Bridge))
+	bridge := cfg.Network.Bridge
+	var errs []error
+	if err := ops.RevertResolver(ctx, bridge); err != nil && !errors.Is(err, privileged.ErrNotAvailable) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, ops.RemoveNAT(ctx, privileged.NATSpec{Subnet: subnet, Bridge: bridge}))
+	taps, err := network.ListTaps(ctx)
+	errs = append(errs, err)
+	for _, tap := range taps {
+		errs = append(errs, ops.DeleteTap(ctx, tap))
+	}
+	errs = append(errs, ops.DeleteBridge(ctx, bridge))
+	return errors.Join(errs...)
+}
+
+// stopAllVMs asks a running daemon to stop every running VM; best effort,
+// since uninstall must proceed even when the daemon is already gone.
+func stopAllVMs(ctx context.Context, app *App, layout paths.Layout) {
+	c := api.NewClient(layout.SocketPath())
+	defer c.Close()
+	vms, err := c.VMList(ctx)
+	if err != nil {
+		return
+	}
+	for _, vm := range vms {
+		if vm.State != api.VMRunning && vm.State != api.VMStarting {
+			continue
+		}
+		fmt.Fprintf(app.Stderr, "stopping vm %s\n", vm.Name)
+		if _, err := c.VMStop(ctx, api.VMStopRequest{Name: vm.Name}, nil); err != nil {
+			fmt.Fprintf(app.Stderr, "banger: stop vm %s: %v\n", vm.Name, err)
+		}
+	}
 }

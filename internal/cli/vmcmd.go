@@ -91,6 +91,7 @@ the [vm] section of the configuration (banger config defaults).`,
 	f.StringVar(&disk, "disk", "", "root disk size, e.g. 8G (default from config)")
 	f.BoolVar(&req.Autostart, "autostart", false, "start the VM again when the daemon starts")
 	f.BoolVar(&req.NoStart, "no-start", false, "create the VM without booting it")
+	f.BoolVar(&req.Isolated, "isolated", false, "no traffic to or from other VMs (the host and the internet still work)")
 	f.StringArrayVarP(&req.Publish, "publish", "p", nil, "forward a host TCP port to the VM, [HOSTADDR:]HOSTPORT:GUESTPORT (repeatable; host address defaults to 127.0.0.1)")
 	_ = cmd.MarkFlagRequired("name")
 	addJSONFlag(cmd, g)
@@ -184,6 +185,9 @@ func (app *App) printVM(g *globalFlags, vm api.VM) error {
 		row("pid", fmt.Sprint(vm.PID))
 	}
 	row("autostart", fmt.Sprint(vm.Autostart))
+	if vm.Isolated {
+		row("isolated", "yes (no traffic with other VMs)")
+	}
 	row("created", vm.CreatedAt.Local().Format(time.DateTime))
 	if vm.StartedAt != nil {
 		row("started", vm.StartedAt.Local().Format(time.DateTime))

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/banger-dev/banger/internal/privileged"
 )
 
 // Config is the whole configuration file.
@@ -227,8 +229,8 @@ func (c Config) Validate() error {
 	if err != nil || !p.Addr().Is4() || p.Bits() > 29 || p.Bits() < 16 || p.Masked() != p {
 		return bad("network.subnet", quote(c.Network.Subnet), "must be an IPv4 network between /16 and /29 such as \"172.30.0.0/24\"")
 	}
-	if !domainName.MatchString(c.Network.Domain) {
-		return bad("network.domain", quote(c.Network.Domain), "must be a DNS label such as \"banger\"")
+	if err := privileged.ValidRoutingDomain(c.Network.Domain); err != nil {
+		return fmt.Errorf("key %q: %s", "network.domain", strings.TrimPrefix(err.Error(), "invalid argument: "))
 	}
 	if !strings.HasPrefix(c.Image.DebianMirror, "http://") && !strings.HasPrefix(c.Image.DebianMirror, "https://") {
 		return bad("image.debian_mirror", quote(c.Image.DebianMirror), "must be an http:// or https:// URL")
@@ -238,7 +240,6 @@ func (c Config) Validate() error {
 
 var (
 	bridgeName = regexp.MustCompile(`^banger[a-z0-9-]{0,9}$`)
-	domainName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 )
 
 func quote(s string) string { return fmt.Sprintf("%q", s) }

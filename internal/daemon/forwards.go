@@ -15,6 +15,8 @@ import (
 type netSettings struct {
 	// Forwards are "HOSTADDR:HOSTPORT:GUESTPORT" specs, normalized.
 	Forwards []string `json:"forwards,omitempty"`
+	// Isolated VMs cannot reach other VMs (the host and NAT still work).
+	Isolated bool `json:"isolated,omitempty"`
 }
 
 func settingsOf(vm store.VM) netSettings {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -21,6 +22,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var (
 		system          bool
 		checkMigrations bool
+		rootHelper      bool
 		configPath      string
 		code            int
 	)
@@ -36,6 +38,11 @@ systemd runs it as bangerd.service.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if rootHelper {
+				// The helper only exists in system mode; the flag implies it.
+				log := slog.New(slog.NewTextHandler(stderr, nil))
+				return RootHelperMain(cmd.Context(), paths.System(os.Getenv("BANGER_SYSTEM_ROOT")), log)
+			}
 			layout, err := paths.Detect(system)
 			if err != nil {
 				return err
@@ -65,6 +72,8 @@ systemd runs it as bangerd.service.`,
 	cmd.Flags().BoolVar(&system, "system", false, "use the system-wide layout (/etc/banger, /var/lib/banger, /run/banger)")
 	cmd.Flags().BoolVar(&checkMigrations, "check-migrations", false,
 		"classify the state database without changing it and exit: 0 compatible, 1 migrations needed, 2 incompatible")
+	cmd.Flags().BoolVar(&rootHelper, "root-helper", false,
+		"serve privileged operations for the install owner (run as root by banger-root-helper.service)")
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (default: config.toml in the config dir)")
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)

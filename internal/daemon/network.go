@@ -27,6 +27,8 @@ type netOps interface {
 	EnsureNAT(ctx context.Context, spec privileged.NATSpec) error
 	EnableIPForward(ctx context.Context) error
 	ConfigureResolver(ctx context.Context, spec privileged.ResolverSpec) error
+	Isolate(ctx context.Context, spec privileged.IsolationSpec) error
+	Unisolate(ctx context.Context, spec privileged.IsolationSpec) error
 }
 
 // vmNetwork gives VMs a tap on banger's bridge, an address from the
@@ -180,9 +182,10 @@ func (n *vmNetwork) lease(ctx context.Context, vm store.VM) (store.Lease, error)
 	return l, nil
 }
 
-// attach creates the VM's tap and returns the interface for the launch spec
-// and the guest's network boot parameters.
-func (n *vmNetwork) attach(ctx context.Context, vm store.VM) (vmm.NetInterface, []string, error) {
+// attach creates the VM's tap (cut off from other VMs when isolated) and
+// returns the interface for the launch spec and the guest's network boot
+// parameters.
+func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm.NetInterface, []string, error) {
 	l, err := n.lease(ctx, vm)
 	if err != nil {
 		return vmm.NetInterface{}, nil, err
@@ -190,6 +193,12 @@ func (n *vmNetwork) attach(ctx context.Context, vm store.VM) (vmm.NetInterface, 
 	tap := network.TapName(vm.ID)
 	if err := n.ops.CreateTap(ctx, privileged.TapSpec{Name: tap, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}); err != nil {
 		return vmm.NetInterface{}, nil, fmt.Errorf("create tap %s: %w", tap, err)
+	}
+	if isolated {
+		if err := n.ops.Isolate(ctx, privileged.IsolationSpec{Tap: tap, Addr: l.IP}); err != nil {
+			_ = n.ops.DeleteTap(ctx, tap)
+			return vmm.NetInterface{}, nil, fmt.Errorf("isolate %s: %w", tap, err)
+		}
 	}
 	gw := n.bridge.Gateway()
 	args := []string{
@@ -201,9 +210,14 @@ func (n *vmNetwork) attach(ctx context.Context, vm store.VM) (vmm.NetInterface, 
 	return vmm.NetInterface{ID: "eth0", TapName: tap, MAC: l.MAC}, args, nil
 }
 
-// detach removes the VM's tap; the lease and DNS name stay with the VM.
+// detach removes the VM's tap and isolation rules; the lease and DNS name
+// stay with the VM.
 func (n *vmNetwork) detach(ctx context.Context, vmID string) {
 	tap := network.TapName(vmID)
+	if l, err := n.store.GetLease(ctx, vmID); err == nil {
+		// Idempotent: harmless for VMs that were never isolated.
+		_ = n.ops.Unisolate(ctx, privileged.IsolationSpec{Tap: tap, Addr: l.IP})
+	}
 	if err := n.ops.DeleteTap(ctx, tap); err != nil {
 		n.log.Warn("delete tap", "tap", tap, "err", err)
 	}

@@ -131,16 +131,16 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 	if err := validateSizes(spec); err != nil {
 		return api.VM{}, err
 	}
-	if len(req.Publish) > 0 {
+	if len(req.Publish) > 0 || req.Isolated {
 		if m.d.net == nil {
-			return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "--publish needs VM networking, which is off on this daemon").
+			return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "--publish and --isolated need VM networking, which is off on this daemon").
 				WithHint("see network.enabled in `banger config defaults`")
 		}
 		fwd, err := parseForwards(req.Publish)
 		if err != nil {
 			return api.VM{}, err
 		}
-		spec.Network = netSettings{Forwards: fwd}.json()
+		spec.Network = netSettings{Forwards: fwd, Isolated: req.Isolated}.json()
 	}
 	imageName := req.Image
 	if imageName == "" {
@@ -252,7 +252,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	}
 	if net := m.d.net; net != nil {
 		p(api.Event{VM: vm.Name, Stage: "network", Message: "attaching to " + net.bridge.Name})
-		iface, args, err := net.attach(bctx, vm)
+		iface, args, err := net.attach(bctx, vm, settingsOf(vm).Isolated)
 		if err != nil {
 			return m.bootFailed(vm, err, nil)
 		}
@@ -598,6 +598,7 @@ func (m *vmManager) toAPI(vm store.VM, lease *store.Lease) api.VM {
 		SerialLog: m.serialLogPath(vm.ID),
 		DNSName:   vm.Name + "." + m.d.opts.Config.Network.Domain,
 		Forwards:  forwardsOf(vm),
+		Isolated:  settingsOf(vm).Isolated,
 	}
 	if lease != nil {
 		out.IP, out.MAC = lease.IP.String(), lease.MAC

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,9 +14,13 @@ import (
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
-// guestCID is the vsock context ID every guest gets. Firecracker's hybrid
-// vsock is per-VM (a Unix socket on the host), so guests need not differ.
-const guestCID = 3
+// guestCID is the VM's vsock context ID. Firecracker's hybrid vsock is
+// per-VM, but vhost-vsock (QEMU) CIDs are host-wide, so each VM gets its own,
+// derived from its ID so it is stable across restarts. 0-2 are reserved.
+func guestCID(vmID string) uint32 {
+	h := sha256.Sum256([]byte("cid:" + vmID))
+	return 3 + binary.BigEndian.Uint32(h[:4])%(1<<31)
+}
 
 // launchSpec is the one place that turns a VM record into what a driver
 // boots.
@@ -31,7 +36,7 @@ func (m *vmManager) launchSpec(vm store.VM, img store.Image) vmm.LaunchSpec {
 		VCPUs:      vm.VCPUs,
 		MemoryMiB:  vm.MemoryMiB,
 		Agent: vmm.AgentChannel{
-			GuestCID: guestCID,
+			GuestCID: guestCID(vm.ID),
 			UDSPath:  filepath.Join(runDir, "vsock.sock"),
 			Port:     agentPort,
 		},
@@ -49,13 +54,6 @@ func bootArgs(vm store.VM) string {
 		"banger.name=" + vm.Name,
 		fmt.Sprintf("banger.agent_port=%d", agentPort),
 	}, " ")
-}
-
-// MACFor derives a stable, locally administered unicast MAC from the VM ID,
-// so a VM keeps its MAC (and DHCP-less address) across restarts.
-func MACFor(vmID string) string {
-	h := sha256.Sum256([]byte(vmID))
-	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
 }
 
 func (m *vmManager) diskPath(id string) string {

@@ -1,0 +1,418 @@
+package privileged
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Backend performs already-validated operations on the machine. The real one
+// (SystemBackend) delegates to internal/network and internal/disk; tests use
+// a fake. Local never calls it with an argument the policy refused.
+type Backend interface {
+	EnsureBridge(ctx context.Context, spec BridgeSpec) error
+	DeleteBridge(ctx context.Context, name string) error
+	CreateTap(ctx context.Context, spec TapSpec) error
+	DeleteTap(ctx context.Context, name string) error
+	EnsureNAT(ctx context.Context, spec NATSpec) error
+	RemoveNAT(ctx context.Context, spec NATSpec) error
+	Isolate(ctx context.Context, spec IsolationSpec) error
+	Unisolate(ctx context.Context, spec IsolationSpec) error
+	EnableIPForward(ctx context.Context) error
+	ConfigureResolver(ctx context.Context, spec ResolverSpec) error
+	RevertResolver(ctx context.Context, link string) error
+	// AttachLoop attaches spec.Backing (opened read-write unless ReadOnly).
+	AttachLoop(ctx context.Context, spec LoopAttach) (string, error)
+	// LoopBackingFile returns the path of the file behind device, "" when
+	// the device is not attached.
+	LoopBackingFile(ctx context.Context, device string) (string, error)
+	DetachLoop(ctx context.Context, device string) error
+	// CreateSnapshot creates the snapshot and makes its device node usable by
+	// owner (the VMM opens it unprivileged).
+	CreateSnapshot(ctx context.Context, spec SnapshotSpec, owner Owner) (string, error)
+	RemoveSnapshot(ctx context.Context, name string) error
+	// Chown and Chmod act on an O_PATH descriptor already resolved beneath
+	// the runtime dir and checked.
+	Chown(ctx context.Context, target *os.File, uid, gid int) error
+	Chmod(ctx context.Context, target *os.File, mode uint32) error
+}
+
+// Policy is what Local enforces beyond each request's shape.
+type Policy struct {
+	// Owner is the only uid/gid taps and files are handed to, and the owner
+	// loop backing files must have.
+	Owner Owner
+	// StateDir holds the only files loop devices may be backed by.
+	StateDir string
+	// RuntimeDir holds the only sockets and devices Chown/Chmod may touch.
+	RuntimeDir string
+	// Protected are paths beneath RuntimeDir that are never targets, such as
+	// the helper's own socket.
+	Protected []string
+	// DeviceMapperMajor is device-mapper's block major (from /proc/devices);
+	// 0 when the kernel has no device-mapper.
+	DeviceMapperMajor uint32
+	// ProcSelfFD is /proc/self/fd, where Local reads which file a descriptor
+	// names; tests never need to change it, but it keeps /proc out of the
+	// logic.
+	ProcSelfFD string
+}
+
+// Local performs Ops in this process after validating them against its
+// Policy. It is what a root daemon uses directly and what the helper serves.
+type Local struct {
+	policy  Policy
+	backend Backend
+	resolve resolver
+	// mu serializes operations so check-then-act sequences in the backends
+	// (ensure bridge, ensure NAT, find a free loop device) never interleave.
+	mu sync.Mutex
+}
+
+var _ Ops = (*Local)(nil)
+
+// NewLocal returns Local enforcing p on top of b.
+func NewLocal(p Policy, b Backend) (*Local, error) {
+	for _, d := range []struct{ name, path string }{{"state dir", p.StateDir}, {"runtime dir", p.RuntimeDir}} {
+		if !filepath.IsAbs(d.path) || filepath.Clean(d.path) != d.path || d.path == "/" {
+			return nil, fmt.Errorf("privileged policy: %s %q must be an absolute, clean directory other than /", d.name, d.path)
+		}
+	}
+	if p.Owner.UID < 0 || p.Owner.GID < 0 {
+		return nil, fmt.Errorf("privileged policy: owner uid %d / gid %d invalid", p.Owner.UID, p.Owner.GID)
+	}
+	if p.ProcSelfFD == "" {
+		p.ProcSelfFD = "/proc/self/fd"
+	}
+	return &Local{policy: p, backend: b}, nil
+}
+
+// EnsureBridge implements Ops.
+func (l *Local) EnsureBridge(ctx context.Context, spec BridgeSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.EnsureBridge(ctx, spec) })
+}
+
+// DeleteBridge implements Ops.
+func (l *Local) DeleteBridge(ctx context.Context, name string) error {
+	if err := ValidBridgeName(name); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.DeleteBridge(ctx, name) })
+}
+
+// CreateTap implements Ops.
+func (l *Local) CreateTap(ctx context.Context, spec TapSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if err := l.ownerIDs(spec.UID, spec.GID); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.CreateTap(ctx, spec) })
+}
+
+// DeleteTap implements Ops.
+func (l *Local) DeleteTap(ctx context.Context, name string) error {
+	if err := ValidTapName(name); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.DeleteTap(ctx, name) })
+}
+
+// EnsureNAT implements Ops.
+func (l *Local) EnsureNAT(ctx context.Context, spec NATSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.EnsureNAT(ctx, spec) })
+}
+
+// RemoveNAT implements Ops.
+func (l *Local) RemoveNAT(ctx context.Context, spec NATSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.RemoveNAT(ctx, spec) })
+}
+
+// Isolate implements Ops.
+func (l *Local) Isolate(ctx context.Context, spec IsolationSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.Isolate(ctx, spec) })
+}
+
+// Unisolate implements Ops.
+func (l *Local) Unisolate(ctx context.Context, spec IsolationSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.Unisolate(ctx, spec) })
+}
+
+// EnableIPForward implements Ops.
+func (l *Local) EnableIPForward(ctx context.Context) error {
+	return l.locked(func() error { return l.backend.EnableIPForward(ctx) })
+}
+
+// ConfigureResolver implements Ops.
+func (l *Local) ConfigureResolver(ctx context.Context, spec ResolverSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.ConfigureResolver(ctx, spec) })
+}
+
+// RevertResolver implements Ops.
+func (l *Local) RevertResolver(ctx context.Context, link string) error {
+	if err := ValidBridgeName(link); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.RevertResolver(ctx, link) })
+}
+
+// AttachLoop implements Ops. The backing file must be a regular file owned
+// by the owner, singly linked, inside the state dir, and opened read-write
+// unless ReadOnly: the descriptor is the caller's proof of access, so the
+// loop device grants nothing the caller did not already have.
+func (l *Local) AttachLoop(ctx context.Context, spec LoopAttach) (string, error) {
+	if err := spec.Validate(); err != nil {
+		return "", err
+	}
+	if err := l.checkBacking(spec.Backing, spec.ReadOnly); err != nil {
+		return "", err
+	}
+	var dev string
+	err := l.locked(func() error {
+		var err error
+		dev, err = l.backend.AttachLoop(ctx, spec)
+		return err
+	})
+	return dev, err
+}
+
+// DetachLoop implements Ops.
+func (l *Local) DetachLoop(ctx context.Context, device string) error {
+	if err := ValidLoopDevice(device); err != nil {
+		return err
+	}
+	return l.locked(func() error {
+		if err := l.checkLoopInState(ctx, device); err != nil {
+			return err
+		}
+		return l.backend.DetachLoop(ctx, device)
+	})
+}
+
+// CreateSnapshot implements Ops.
+func (l *Local) CreateSnapshot(ctx context.Context, spec SnapshotSpec) (string, error) {
+	if err := spec.Validate(); err != nil {
+		return "", err
+	}
+	var dev string
+	err := l.locked(func() error {
+		for _, d := range []string{spec.Origin, spec.COW} {
+			if err := l.checkLoopInState(ctx, d); err != nil {
+				return err
+			}
+		}
+		var err error
+		dev, err = l.backend.CreateSnapshot(ctx, spec, l.policy.Owner)
+		return err
+	})
+	return dev, err
+}
+
+// RemoveSnapshot implements Ops.
+func (l *Local) RemoveSnapshot(ctx context.Context, name string) error {
+	if err := ValidSnapshotName(name); err != nil {
+		return err
+	}
+	return l.locked(func() error { return l.backend.RemoveSnapshot(ctx, name) })
+}
+
+// Chown implements Ops.
+func (l *Local) Chown(ctx context.Context, spec ChownSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if err := l.ownerIDs(spec.UID, spec.GID); err != nil {
+		return err
+	}
+	return l.withTarget(spec.Path, func(f *os.File) error { return l.backend.Chown(ctx, f, spec.UID, spec.GID) })
+}
+
+// Chmod implements Ops.
+func (l *Local) Chmod(ctx context.Context, spec ChmodSpec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return l.withTarget(spec.Path, func(f *os.File) error { return l.backend.Chmod(ctx, f, spec.Mode) })
+}
+
+func (l *Local) locked(f func() error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return f()
+}
+
+func (l *Local) ownerIDs(uid, gid int) error {
+	if uid != l.policy.Owner.UID || gid != l.policy.Owner.GID {
+		return invalid("uid %d / gid %d is not the owner's (%d/%d): banger hands things only to its owner",
+			uid, gid, l.policy.Owner.UID, l.policy.Owner.GID)
+	}
+	return nil
+}
+
+// withTarget resolves path beneath the runtime dir, checks what it is, and
+// runs f on the O_PATH descriptor.
+func (l *Local) withTarget(path string, f func(*os.File) error) error {
+	for _, p := range l.policy.Protected {
+		if path == filepath.Clean(p) {
+			return invalid("%s is banger's own control socket and cannot be changed", path)
+		}
+	}
+	return l.locked(func() error {
+		t, err := l.resolve.openBeneath(l.policy.RuntimeDir, path)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = t.Close() }()
+		if err := l.checkTarget(t); err != nil {
+			return err
+		}
+		return f(t)
+	})
+}
+
+// Char devices a VMM may need handed over: kvm, tun, vhost-vsock, vhost-net.
+func allowedCharDevice(major, minor uint32) bool {
+	if major != 10 {
+		return false
+	}
+	switch minor {
+	case 232, 200, 241, 238:
+		return true
+	}
+	return false
+}
+
+const loopMajor = 7
+
+func (l *Local) checkTarget(t *os.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(t.Fd()), &st); err != nil {
+		return fmt.Errorf("stat %s: %w", t.Name(), err)
+	}
+	major, minor := unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFSOCK:
+	case unix.S_IFCHR:
+		if !allowedCharDevice(major, minor) {
+			return invalid("%s is character device %d:%d, not one a VMM uses (kvm, tun, vhost)", t.Name(), major, minor)
+		}
+	case unix.S_IFBLK:
+		if major != loopMajor && (l.policy.DeviceMapperMajor == 0 || major != l.policy.DeviceMapperMajor) {
+			return invalid("%s is block device %d:%d, not a loop or device-mapper device", t.Name(), major, minor)
+		}
+	default:
+		return invalid("%s is %s: only sockets and VM device nodes may be changed", t.Name(), fileKind(st.Mode))
+	}
+	// A second name could live outside the runtime dir; banger never makes
+	// hard links, so refuse rather than reason about where the other is.
+	if st.Nlink != 1 {
+		return invalid("%s has %d links; only singly-linked files may be changed", t.Name(), st.Nlink)
+	}
+	return nil
+}
+
+func (l *Local) checkBacking(f *os.File, readOnly bool) error {
+	fd := int(f.Fd())
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return fmt.Errorf("inspect backing file: %w", err)
+	}
+	if flags&unix.O_PATH != 0 {
+		return invalid("loop backing file was opened with O_PATH; open it for reading (and writing)")
+	}
+	switch flags & unix.O_ACCMODE {
+	case unix.O_RDWR:
+	case unix.O_RDONLY:
+		if !readOnly {
+			return invalid("loop backing file is open read-only but a writable loop device was asked for")
+		}
+	default:
+		return invalid("loop backing file is open write-only")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat backing file: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return invalid("loop backing file is %s, not a regular file", fileKind(st.Mode))
+	}
+	if int(st.Uid) != l.policy.Owner.UID {
+		return invalid("loop backing file belongs to uid %d, not the owner (%d)", st.Uid, l.policy.Owner.UID)
+	}
+	if st.Nlink != 1 {
+		return invalid("loop backing file has %d links; banger's disk files have one", st.Nlink)
+	}
+	name, err := os.Readlink(filepath.Join(l.policy.ProcSelfFD, strconv.Itoa(fd)))
+	if err != nil {
+		return fmt.Errorf("locate backing file: %w", err)
+	}
+	if strings.HasSuffix(name, " (deleted)") {
+		return invalid("loop backing file %s has been deleted", name)
+	}
+	if _, err := relBeneath(l.policy.StateDir, name); err != nil {
+		return invalid("loop backing file %s is not inside banger's state dir %s", name, l.policy.StateDir)
+	}
+	return nil
+}
+
+// checkLoopInState refuses loop devices that are not banger's, so the owner
+// cannot detach or build on someone else's (a snap's, a container's).
+func (l *Local) checkLoopInState(ctx context.Context, device string) error {
+	backing, err := l.backend.LoopBackingFile(ctx, device)
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", device, err)
+	}
+	if backing == "" {
+		return invalid("%s is not attached", device)
+	}
+	backing = strings.TrimSuffix(backing, " (deleted)")
+	if _, err := relBeneath(l.policy.StateDir, backing); err != nil {
+		return invalid("%s is backed by %s, which is not inside banger's state dir %s", device, backing, l.policy.StateDir)
+	}
+	return nil
+}
+
+func fileKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symlink"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	}
+	return "of unknown type"
+}

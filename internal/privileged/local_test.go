@@ -1,0 +1,405 @@
+package privileged
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// testTree is a state dir and a runtime dir with a Local over a fake backend.
+type testTree struct {
+	root, state, run string
+	owner            Owner
+	fake             *fakeBackend
+	local            *Local
+}
+
+func newTree(t *testing.T, noOpenat2 bool) *testTree {
+	t.Helper()
+	root := t.TempDir()
+	tr := &testTree{
+		root:  root,
+		state: filepath.Join(root, "state"),
+		run:   filepath.Join(root, "run"),
+		owner: Owner{UID: os.Getuid(), GID: os.Getgid()},
+		fake:  &fakeBackend{loops: map[string]string{}},
+	}
+	for _, d := range []string{tr.state, tr.run, filepath.Join(tr.run, "vms", "abc"), filepath.Join(tr.state, "vms", "abc")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := NewLocal(Policy{
+		Owner:             tr.owner,
+		StateDir:          tr.state,
+		RuntimeDir:        tr.run,
+		Protected:         []string{filepath.Join(tr.run, "root-helper.sock")},
+		DeviceMapperMajor: 254,
+	}, tr.fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.resolve.noOpenat2 = noOpenat2
+	tr.local = l
+	return tr
+}
+
+// socketAt creates a Unix socket file at path.
+func socketAt(t *testing.T, path string) {
+	t.Helper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	_ = ln.Close()
+}
+
+func forEachResolver(t *testing.T, f func(t *testing.T, tr *testTree)) {
+	for _, walk := range []bool{false, true} {
+		name := "openat2"
+		if walk {
+			name = "walk"
+		}
+		t.Run(name, func(t *testing.T) { f(t, newTree(t, walk)) })
+	}
+}
+
+func TestChownResolvesBeneathRuntimeDir(t *testing.T) {
+	forEachResolver(t, func(t *testing.T, tr *testTree) {
+		ctx := context.Background()
+		sock := filepath.Join(tr.run, "vms", "abc", "fc.sock")
+		socketAt(t, sock)
+		if err := tr.local.Chown(ctx, ChownSpec{Path: sock, UID: tr.owner.UID, GID: tr.owner.GID}); err != nil {
+			t.Fatalf("chown of a socket in the runtime dir: %v", err)
+		}
+		if err := tr.local.Chmod(ctx, ChmodSpec{Path: sock, Mode: 0o660}); err != nil {
+			t.Fatalf("chmod of a socket in the runtime dir: %v", err)
+		}
+		want := inodeAt(t, sock)
+		if len(tr.fake.Touched()) != 2 || tr.fake.Touched()[0] != want || tr.fake.Touched()[1] != want {
+			t.Fatalf("backend acted on %v, want the socket %v twice", tr.fake.Touched(), want)
+		}
+	})
+}
+
+func TestChownHostileFileSystem(t *testing.T) {
+	forEachResolver(t, func(t *testing.T, tr *testTree) {
+		ctx := context.Background()
+		outside := filepath.Join(tr.root, "outside")
+		if err := os.MkdirAll(outside, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		socketAt(t, filepath.Join(outside, "victim.sock"))
+		if err := os.WriteFile(filepath.Join(outside, "shadow"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vm := filepath.Join(tr.run, "vms", "abc")
+		// Symlink escapes: final component, middle component, absolute and
+		// relative, and a symlink that stays inside (still refused: banger's
+		// paths never contain one, so any symlink is someone's trick).
+		must(t, os.Symlink(filepath.Join(outside, "victim.sock"), filepath.Join(vm, "final-link.sock")))
+		must(t, os.Symlink(outside, filepath.Join(vm, "dirlink")))
+		must(t, os.Symlink("../../../outside", filepath.Join(vm, "rel")))
+		must(t, os.Symlink("/etc", filepath.Join(vm, "etc")))
+		socketAt(t, filepath.Join(vm, "real.sock"))
+		must(t, os.Symlink("real.sock", filepath.Join(vm, "inside-link.sock")))
+		// Things that are not sockets or VM devices.
+		must(t, os.WriteFile(filepath.Join(vm, "file"), []byte("x"), 0o600))
+		must(t, unix.Mkfifo(filepath.Join(vm, "fifo"), 0o600))
+		// A second name for a socket.
+		socketAt(t, filepath.Join(vm, "one.sock"))
+		must(t, os.Link(filepath.Join(vm, "one.sock"), filepath.Join(vm, "two.sock")))
+		// The helper's own socket.
+		socketAt(t, filepath.Join(tr.run, "root-helper.sock"))
+
+		hostile := []string{
+			filepath.Join(vm, "final-link.sock"),
+			filepath.Join(vm, "dirlink", "victim.sock"),
+			filepath.Join(vm, "rel", "victim.sock"),
+			filepath.Join(vm, "etc", "shadow"),
+			filepath.Join(vm, "inside-link.sock"),
+			filepath.Join(vm, "file"),
+			filepath.Join(vm, "fifo"),
+			vm,
+			filepath.Join(vm, "one.sock"),
+			filepath.Join(vm, "missing.sock"),
+			filepath.Join(vm, "file", "x"),
+			filepath.Join(tr.run, "root-helper.sock"),
+			filepath.Join(outside, "victim.sock"),
+			filepath.Join(tr.run, "..", "outside", "victim.sock"),
+			tr.run,
+			tr.run + "x/victim.sock", // shares the prefix but is not beneath
+			"/etc/shadow",
+			"/proc/self/root/etc/shadow",
+		}
+		for _, p := range hostile {
+			err := tr.local.Chown(ctx, ChownSpec{Path: p, UID: tr.owner.UID, GID: tr.owner.GID})
+			assertInvalid(t, err, "chown %s", p)
+			err = tr.local.Chmod(ctx, ChmodSpec{Path: p, Mode: 0o600})
+			assertInvalid(t, err, "chmod %s", p)
+		}
+		if calls := tr.fake.Calls(); len(calls) != 0 {
+			t.Fatalf("backend was called for hostile paths: %v", calls)
+		}
+	})
+}
+
+func TestChownOnlyToOwner(t *testing.T) {
+	tr := newTree(t, false)
+	sock := filepath.Join(tr.run, "vms", "abc", "fc.sock")
+	socketAt(t, sock)
+	for _, id := range [][2]int{{0, 0}, {tr.owner.UID + 1, tr.owner.GID}, {tr.owner.UID, tr.owner.GID + 1}} {
+		if id[0] == tr.owner.UID && id[1] == tr.owner.GID {
+			continue
+		}
+		assertInvalid(t, tr.local.Chown(context.Background(), ChownSpec{Path: sock, UID: id[0], GID: id[1]}), "ids %v", id)
+	}
+}
+
+func TestChownRefusesMountCrossing(t *testing.T) {
+	requireRoot(t)
+	forEachResolver(t, func(t *testing.T, tr *testTree) {
+		mnt := filepath.Join(tr.run, "vms", "abc", "mnt")
+		must(t, os.Mkdir(mnt, 0o755))
+		if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+			t.Skipf("cannot mount tmpfs here: %v", err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+		socketAt(t, filepath.Join(mnt, "x.sock"))
+		assertInvalid(t, tr.local.Chmod(context.Background(), ChmodSpec{Path: filepath.Join(mnt, "x.sock"), Mode: 0o600}), "across a mount")
+	})
+}
+
+func TestChownDeviceAllowList(t *testing.T) {
+	requireRoot(t)
+	tr := newTree(t, false)
+	dir := filepath.Join(tr.run, "vms", "abc")
+	cases := []struct {
+		name    string
+		mode    uint32
+		dev     uint64
+		allowed bool
+	}{
+		{"kvm", unix.S_IFCHR, unix.Mkdev(10, 232), true},
+		{"tun", unix.S_IFCHR, unix.Mkdev(10, 200), true},
+		{"vhost-vsock", unix.S_IFCHR, unix.Mkdev(10, 241), true},
+		{"loop3", unix.S_IFBLK, unix.Mkdev(7, 3), true},
+		{"dm-0", unix.S_IFBLK, unix.Mkdev(254, 0), true},
+		{"null", unix.S_IFCHR, unix.Mkdev(1, 3), false},
+		{"mem", unix.S_IFCHR, unix.Mkdev(1, 1), false},
+		{"tty", unix.S_IFCHR, unix.Mkdev(5, 0), false},
+		{"sda", unix.S_IFBLK, unix.Mkdev(8, 0), false},
+		{"nvme", unix.S_IFBLK, unix.Mkdev(259, 0), false},
+		{"char-7-3", unix.S_IFCHR, unix.Mkdev(7, 3), false},
+		{"block-10-232", unix.S_IFBLK, unix.Mkdev(10, 232), false},
+	}
+	for _, c := range cases {
+		p := filepath.Join(dir, c.name)
+		if err := unix.Mknod(p, c.mode|0o600, int(c.dev)); err != nil {
+			t.Fatalf("mknod %s: %v", p, err)
+		}
+		err := tr.local.Chmod(context.Background(), ChmodSpec{Path: p, Mode: 0o660})
+		if c.allowed && err != nil {
+			t.Errorf("%s refused: %v", c.name, err)
+		}
+		if !c.allowed {
+			assertInvalid(t, err, "device %s", c.name)
+		}
+	}
+}
+
+// ownedFile makes a file in dir owned by the owner and opens it with flag.
+func ownedFile(t *testing.T, dir, name string, flag int) *os.File {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	must(t, os.WriteFile(p, make([]byte, 4096), 0o600))
+	f, err := os.OpenFile(p, flag, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+func TestAttachLoop(t *testing.T) {
+	tr := newTree(t, false)
+	ctx := context.Background()
+	vmDir := filepath.Join(tr.state, "vms", "abc")
+	rw := ownedFile(t, vmDir, "rootfs.ext4", os.O_RDWR)
+	dev, err := tr.local.AttachLoop(ctx, LoopAttach{Backing: rw, Name: "banger-abc-cow"})
+	if err != nil || dev != "/dev/loop7" {
+		t.Fatalf("attach of the owner's state file: %q, %v", dev, err)
+	}
+	if tr.fake.Attached()[0] != inodeOf(t, rw) {
+		t.Fatal("backend got a different file than the caller opened")
+	}
+	ro := ownedFile(t, vmDir, "base.ext4", os.O_RDONLY)
+	if _, err := tr.local.AttachLoop(ctx, LoopAttach{Backing: ro, Name: "banger-abc-base", ReadOnly: true}); err != nil {
+		t.Fatalf("read-only attach: %v", err)
+	}
+
+	outside := ownedFile(t, tr.root, "elsewhere.img", os.O_RDWR)
+	linked := ownedFile(t, vmDir, "linked.img", os.O_RDWR)
+	must(t, os.Link(filepath.Join(vmDir, "linked.img"), filepath.Join(tr.root, "second-name.img")))
+	deleted := ownedFile(t, vmDir, "deleted.img", os.O_RDWR)
+	must(t, os.Remove(filepath.Join(vmDir, "deleted.img")))
+	dir, err := os.Open(vmDir)
+	must(t, err)
+	defer func() { _ = dir.Close() }()
+	opath, err := os.OpenFile(filepath.Join(vmDir, "rootfs.ext4"), unix.O_PATH, 0)
+	must(t, err)
+	defer func() { _ = opath.Close() }()
+	wo, err := os.OpenFile(filepath.Join(vmDir, "rootfs.ext4"), os.O_WRONLY, 0)
+	must(t, err)
+	defer func() { _ = wo.Close() }()
+
+	hostile := []struct {
+		name string
+		spec LoopAttach
+	}{
+		{"read-only fd, writable loop", LoopAttach{Backing: ro, Name: "banger-abc-base"}},
+		{"file outside the state dir", LoopAttach{Backing: outside, Name: "banger-abc-cow"}},
+		{"hard-linked file", LoopAttach{Backing: linked, Name: "banger-abc-cow"}},
+		{"deleted file", LoopAttach{Backing: deleted, Name: "banger-abc-cow"}},
+		{"directory", LoopAttach{Backing: dir, Name: "banger-abc-cow", ReadOnly: true}},
+		{"O_PATH descriptor", LoopAttach{Backing: opath, Name: "banger-abc-cow", ReadOnly: true}},
+		{"write-only descriptor", LoopAttach{Backing: wo, Name: "banger-abc-cow"}},
+		{"foreign loop name", LoopAttach{Backing: rw, Name: "snap-core"}},
+		{"no file", LoopAttach{Name: "banger-abc-cow"}},
+	}
+	for _, h := range hostile {
+		_, err := tr.local.AttachLoop(ctx, h.spec)
+		assertInvalid(t, err, "%s", h.name)
+	}
+	if n := len(tr.fake.Calls()); n != 2 {
+		t.Fatalf("backend called %d times, want 2: %v", n, tr.fake.Calls())
+	}
+}
+
+func TestAttachLoopRefusesOtherOwnersFile(t *testing.T) {
+	requireRoot(t)
+	tr := newTree(t, false)
+	f := ownedFile(t, filepath.Join(tr.state, "vms", "abc"), "root-owned.img", os.O_RDWR)
+	must(t, f.Chown(65534, 65534))
+	_, err := tr.local.AttachLoop(context.Background(), LoopAttach{Backing: f, Name: "banger-abc-cow"})
+	assertInvalid(t, err, "file of uid 65534")
+}
+
+func TestDetachAndSnapshotOnlyBangerLoops(t *testing.T) {
+	tr := newTree(t, false)
+	ctx := context.Background()
+	tr.fake.setLoop("/dev/loop1", filepath.Join(tr.state, "images", "x", "rootfs.ext4"))
+	tr.fake.setLoop("/dev/loop2", filepath.Join(tr.state, "vms", "abc", "banger-abc.cow")+" (deleted)")
+	tr.fake.setLoop("/dev/loop3", "/var/lib/snapd/snaps/core22_1380.snap")
+	tr.fake.setLoop("/dev/loop4", "")
+	tr.fake.setLoop("/dev/loop5", tr.state+"-other/x.img")
+	tr.fake.setLoop("/dev/loop6", filepath.Join(tr.state, "..", "escape.img"))
+
+	if err := tr.local.DetachLoop(ctx, "/dev/loop1"); err != nil {
+		t.Fatalf("detach banger loop: %v", err)
+	}
+	if err := tr.local.DetachLoop(ctx, "/dev/loop2"); err != nil {
+		t.Fatalf("detach banger loop whose file was deleted: %v", err)
+	}
+	for _, d := range []string{"/dev/loop3", "/dev/loop4", "/dev/loop5", "/dev/loop6", "/dev/sda"} {
+		if err := tr.local.DetachLoop(ctx, d); err == nil {
+			t.Errorf("detach of %s (backing %q) allowed", d, tr.fake.loops[d])
+		}
+	}
+	if _, err := tr.local.CreateSnapshot(ctx, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2"}); err != nil {
+		t.Fatalf("snapshot over banger loops: %v", err)
+	}
+	for _, o := range []string{"/dev/loop3", "/dev/loop4", "/dev/loop5", "/dev/loop9"} {
+		if _, err := tr.local.CreateSnapshot(ctx, SnapshotSpec{Name: "banger-abc", Origin: o, COW: "/dev/loop2"}); err == nil {
+			t.Errorf("snapshot over %s allowed", o)
+		}
+	}
+	want := []string{"DetachLoop /dev/loop1", "DetachLoop /dev/loop2", "CreateSnapshot banger-abc /dev/loop1 /dev/loop2 0 owner=" + strconv.Itoa(tr.owner.UID)}
+	if got := tr.fake.Calls(); !slices.Equal(got, want) {
+		t.Fatalf("backend calls:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestNetworkOpsReachBackendOnlyWhenValid(t *testing.T) {
+	tr := newTree(t, false)
+	ctx := context.Background()
+	subnet := netip.MustParsePrefix("172.30.0.0/24")
+	o := tr.owner
+	ok := []error{
+		tr.local.EnsureBridge(ctx, BridgeSpec{Name: "banger0", Subnet: subnet}),
+		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID, GID: o.GID}),
+		tr.local.EnsureNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger0"}),
+		tr.local.Isolate(ctx, IsolationSpec{Tap: "bgt-abc", Addr: netip.MustParseAddr("172.30.0.2")}),
+		tr.local.Unisolate(ctx, IsolationSpec{Tap: "bgt-abc", Addr: netip.MustParseAddr("172.30.0.2")}),
+		tr.local.EnableIPForward(ctx),
+		tr.local.ConfigureResolver(ctx, ResolverSpec{Link: "banger0", Server: netip.MustParseAddr("172.30.0.1"), Domain: "banger"}),
+		tr.local.RevertResolver(ctx, "banger0"),
+		tr.local.RemoveNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger0"}),
+		tr.local.DeleteTap(ctx, "bgt-abc"),
+		tr.local.DeleteBridge(ctx, "banger0"),
+		tr.local.RemoveSnapshot(ctx, "banger-abc"),
+	}
+	for i, err := range ok {
+		if err != nil {
+			t.Errorf("valid op %d: %v", i, err)
+		}
+	}
+	bad := []error{
+		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID + 1, GID: o.GID}),
+		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID, GID: o.GID + 1}),
+		tr.local.DeleteTap(ctx, "eth0"),
+		tr.local.DeleteTap(ctx, "banger0"),
+		tr.local.DeleteBridge(ctx, "docker0"),
+		tr.local.DeleteBridge(ctx, "bgt-abc"),
+		tr.local.RevertResolver(ctx, "eth0"),
+		tr.local.RemoveSnapshot(ctx, "vg0-root"),
+		tr.local.Isolate(ctx, IsolationSpec{Tap: "eth0", Addr: netip.MustParseAddr("172.30.0.2")}),
+		tr.local.Unisolate(ctx, IsolationSpec{Tap: "bgt-abc", Addr: netip.MustParseAddr("8.8.8.8")}),
+		tr.local.EnsureBridge(ctx, BridgeSpec{Name: "banger0", Subnet: netip.MustParsePrefix("0.0.0.0/0")}),
+	}
+	for i, err := range bad {
+		assertInvalid(t, err, "bad op %d", i)
+	}
+	if n := len(tr.fake.Calls()); n != len(ok) {
+		t.Fatalf("backend called %d times, want %d: %v", n, len(ok), tr.fake.Calls())
+	}
+}
+
+func TestNewLocalRefusesBadPolicy(t *testing.T) {
+	for _, p := range []Policy{
+		{StateDir: "", RuntimeDir: "/run/banger"},
+		{StateDir: "/var/lib/banger", RuntimeDir: "run/banger"},
+		{StateDir: "/", RuntimeDir: "/run/banger"},
+		{StateDir: "/var/lib/banger/", RuntimeDir: "/run/banger"},
+		{StateDir: "/var/lib/banger", RuntimeDir: "/run/banger", Owner: Owner{UID: -1}},
+	} {
+		if _, err := NewLocal(p, &fakeBackend{}); err == nil {
+			t.Errorf("policy %+v accepted", p)
+		}
+	}
+}
+
+func TestBackendErrorsPassThrough(t *testing.T) {
+	tr := newTree(t, false)
+	boom := errors.New("netlink: boom")
+	tr.fake.fail = boom
+	if err := tr.local.EnsureBridge(context.Background(), BridgeSpec{Name: "banger0", Subnet: netip.MustParsePrefix("172.30.0.0/24")}); !errors.Is(err, boom) {
+		t.Fatalf("got %v, want the backend's error", err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,373 @@
+package privileged
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ServerOptions configures the root helper's server.
+type ServerOptions struct {
+	// Ops performs the operations; in the helper a *Local.
+	Ops Ops
+	// Owner is the only uid whose requests are served (uid 0 may ask for
+	// helper.info, so `sudo banger system status` works).
+	Owner Owner
+	// Info describes this helper for helper.info; PID and OwnerUID are
+	// filled in by the server.
+	Info HelperInfo
+	Log  *slog.Logger
+	// ReadTimeout bounds how long a client may take to send its request
+	// (default 5s); OpTimeout bounds one operation (default 2m).
+	ReadTimeout time.Duration
+	OpTimeout   time.Duration
+	// MaxConcurrent bounds connections handled at once (default 16), so a
+	// misbehaving client cannot exhaust the helper.
+	MaxConcurrent int
+}
+
+// Server serves Ops on a Unix socket to the owner's uid only.
+type Server struct {
+	opts ServerOptions
+	log  *slog.Logger
+	sem  chan struct{}
+}
+
+// NewServer checks opts and returns a server.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if opts.Ops == nil {
+		return nil, errors.New("privileged server: no Ops")
+	}
+	if opts.Owner.UID < 0 {
+		return nil, fmt.Errorf("privileged server: owner uid %d invalid", opts.Owner.UID)
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = 5 * time.Second
+	}
+	if opts.OpTimeout == 0 {
+		opts.OpTimeout = 2 * time.Minute
+	}
+	if opts.MaxConcurrent == 0 {
+		opts.MaxConcurrent = 16
+	}
+	opts.Info.OwnerUID = opts.Owner.UID
+	if opts.Info.PID == 0 {
+		opts.Info.PID = os.Getpid()
+	}
+	return &Server{opts: opts, log: opts.Log, sem: make(chan struct{}, opts.MaxConcurrent)}, nil
+}
+
+// Listen creates the helper socket at path, replacing a stale socket left by
+// a crash (but nothing else), and makes it connectable by group gid only.
+// SO_PEERCRED is the real check; the mode keeps everyone else from even
+// reaching it.
+func Listen(path string, gid int) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket; remove it and restart the helper", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chown(path, -1, gid); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("chown %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Serve accepts connections until ctx is canceled, then waits for requests
+// in flight and closes ln.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	defer func() { _ = ln.Close() }()
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			s.log.Warn("accept on helper socket failed", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case s.sem <- struct{}{}:
+		case <-ctx.Done():
+			_ = conn.Close()
+			return nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-s.sem }()
+			s.handle(ctx, conn)
+		}()
+	}
+}
+
+// peer is who is on the other end, per the kernel.
+type peer struct{ uid, gid, pid int }
+
+func peerCred(conn *net.UnixConn) (peer, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return peer{}, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return peer{}, err
+	}
+	if cerr != nil {
+		return peer{}, cerr
+	}
+	return peer{uid: int(cred.Uid), gid: int(cred.Gid), pid: int(cred.Pid)}, nil
+}
+
+func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
+	defer func() { _ = conn.Close() }()
+	// A bug in one request's handling must not take the helper (and every
+	// VM operation with it) down.
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("root helper request panicked", "panic", p)
+		}
+	}()
+	// On shutdown, unblock a client that is slow to send or read.
+	stopDeadline := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stopDeadline()
+	start := time.Now()
+	p, err := peerCred(conn)
+	if err != nil {
+		s.log.Warn("helper connection without peer credentials", "err", err)
+		return
+	}
+	allowed := p.uid == s.opts.Owner.UID || p.uid == 0
+	readTimeout := s.opts.ReadTimeout
+	if !allowed {
+		// Enough to drain a well-behaved request, too little for a stranger
+		// to hold connection slots.
+		readTimeout = min(readTimeout, 250*time.Millisecond)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+	// Read the request even from callers about to be refused: closing a
+	// Unix socket with unread data makes the peer's read fail with
+	// ECONNRESET, and a refusal should arrive as a clear answer.
+	data, files, rerr := readRequest(conn)
+	defer closeFiles(files)
+
+	if !allowed {
+		s.log.Warn("refused root helper request", "uid", p.uid, "gid", p.gid, "pid", p.pid, "owner_uid", s.opts.Owner.UID)
+		s.reply(conn, nil, fmt.Errorf("%w: uid %d may not use the root helper; it serves only banger's install owner (uid %d)",
+			ErrRefused, p.uid, s.opts.Owner.UID))
+		return
+	}
+	if rerr != nil {
+		s.log.Warn("unreadable root helper request", "uid", p.uid, "pid", p.pid, "err", rerr)
+		s.reply(conn, nil, rerr)
+		return
+	}
+	req, err := DecodeRequest(data)
+	if err != nil {
+		s.log.Warn("malformed root helper request", "uid", p.uid, "pid", p.pid, "err", err)
+		s.reply(conn, nil, err)
+		return
+	}
+	if p.uid != s.opts.Owner.UID && req.Op != OpInfo {
+		s.log.Warn("refused root helper request", "op", req.Op, "uid", p.uid, "pid", p.pid, "owner_uid", s.opts.Owner.UID)
+		s.reply(conn, nil, fmt.Errorf("%w: uid %d may only ask the root helper for %s; operations are for the install owner (uid %d)",
+			ErrRefused, p.uid, OpInfo, s.opts.Owner.UID))
+		return
+	}
+	if want := filesFor(req.Op); len(files) != want {
+		err := malformed("%s takes %d file descriptors, got %d", req.Op, want, len(files))
+		s.log.Warn("malformed root helper request", "op", req.Op, "uid", p.uid, "pid", p.pid, "err", err)
+		s.reply(conn, nil, err)
+		return
+	}
+	opCtx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
+	defer cancel()
+	result, err := s.dispatch(opCtx, req, files)
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelWarn
+	}
+	s.log.Log(ctx, level, "root helper request", "op", req.Op, "args", req.Args, "uid", p.uid, "pid", p.pid,
+		"duration", time.Since(start).Round(time.Microsecond), "err", err)
+	s.reply(conn, result, err)
+}
+
+func (s *Server) dispatch(ctx context.Context, req Request, files []*os.File) (any, error) {
+	ops := s.opts.Ops
+	switch a := req.Args.(type) {
+	case nil:
+		switch req.Op {
+		case OpInfo:
+			return s.opts.Info, nil
+		case OpEnableIPForward:
+			return nil, ops.EnableIPForward(ctx)
+		}
+	case *BridgeSpec:
+		return nil, ops.EnsureBridge(ctx, *a)
+	case *TapSpec:
+		return nil, ops.CreateTap(ctx, *a)
+	case *NATSpec:
+		if req.Op == OpEnsureNAT {
+			return nil, ops.EnsureNAT(ctx, *a)
+		}
+		return nil, ops.RemoveNAT(ctx, *a)
+	case *IsolationSpec:
+		if req.Op == OpIsolate {
+			return nil, ops.Isolate(ctx, *a)
+		}
+		return nil, ops.Unisolate(ctx, *a)
+	case *ResolverSpec:
+		return nil, ops.ConfigureResolver(ctx, *a)
+	case *linkArgs:
+		return nil, ops.RevertResolver(ctx, a.Link)
+	case *nameArgs:
+		switch req.Op {
+		case OpDeleteBridge:
+			return nil, ops.DeleteBridge(ctx, a.Name)
+		case OpDeleteTap:
+			return nil, ops.DeleteTap(ctx, a.Name)
+		case OpRemoveSnapshot:
+			return nil, ops.RemoveSnapshot(ctx, a.Name)
+		}
+	case *LoopAttach:
+		spec := *a
+		spec.Backing = files[0]
+		dev, err := ops.AttachLoop(ctx, spec)
+		return deviceResult{Device: dev}, err
+	case *deviceArgs:
+		return nil, ops.DetachLoop(ctx, a.Device)
+	case *SnapshotSpec:
+		dev, err := ops.CreateSnapshot(ctx, *a)
+		return deviceResult{Device: dev}, err
+	case *ChownSpec:
+		return nil, ops.Chown(ctx, *a)
+	case *ChmodSpec:
+		return nil, ops.Chmod(ctx, *a)
+	}
+	// Unreachable while newArgs and this switch agree; a test checks they do.
+	return nil, fmt.Errorf("operation %s is not wired in this helper", req.Op)
+}
+
+func (s *Server) reply(conn *net.UnixConn, result any, err error) {
+	resp := Response{OK: err == nil}
+	if err != nil {
+		resp.Error = &WireError{Code: codeOf(err), Message: err.Error()}
+	} else if result != nil {
+		b, merr := json.Marshal(result)
+		if merr != nil {
+			resp = Response{Error: &WireError{Code: CodeFailed, Message: merr.Error()}}
+		} else {
+			resp.Result = b
+		}
+	}
+	b, _ := json.Marshal(resp)
+	_ = conn.SetWriteDeadline(time.Now().Add(s.opts.ReadTimeout))
+	if _, werr := conn.Write(b); werr != nil {
+		s.log.Warn("write root helper reply", "err", werr)
+	}
+}
+
+// maxPassedFiles bounds descriptors accepted with one request; extra ones are
+// closed and the request refused.
+const maxPassedFiles = 4
+
+// readRequest reads until EOF, collecting descriptors passed as SCM_RIGHTS.
+func readRequest(conn *net.UnixConn) ([]byte, []*os.File, error) {
+	var (
+		data  []byte
+		files []*os.File
+		buf   = make([]byte, 4096)
+		oob   = make([]byte, unix.CmsgSpace(4*maxPassedFiles))
+	)
+	for {
+		n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
+		// On error the counts may be -1; nothing was received then.
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, files, fmt.Errorf("read request: %w", err)
+		}
+		if oobn > 0 {
+			fs, perr := parseRights(oob[:oobn])
+			files = append(files, fs...)
+			if perr != nil {
+				return nil, files, perr
+			}
+		}
+		if flags&unix.MSG_CTRUNC != 0 {
+			return nil, files, malformed("too many file descriptors")
+		}
+		if n > 0 {
+			data = append(data, buf[:n]...)
+		}
+		if len(data) > MaxRequestSize {
+			return nil, files, malformed("request exceeds %d bytes", MaxRequestSize)
+		}
+		if err != nil || (n <= 0 && oobn <= 0) {
+			return data, files, nil // EOF: the client shut down its side
+		}
+	}
+}
+
+func parseRights(oob []byte) ([]*os.File, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, malformed("control message: %v", err)
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue // credentials or other ancillary data: ignored
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "passed-fd"))
+		}
+	}
+	return files, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
+}

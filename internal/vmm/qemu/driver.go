@@ -1,0 +1,324 @@
+// Package qemu is banger's second VMM driver: qemu-system-x86_64 with the
+// microvm machine (virtio-mmio devices, no PCI, no firmware to speak of).
+// It boots the same LaunchSpec as Firecracker, runs on KVM when the host
+// has usable KVM and under TCG software emulation when it does not, and is
+// controlled over QMP. The guest agent is reached over vhost-vsock when the
+// host has /dev/vhost-vsock, else over one virtio-serial port.
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// Socket file names inside LaunchSpec.RunDir.
+const (
+	qmpSocketName   = "qmp.sock"
+	agentSocketName = "agent.sock"
+)
+
+// maxSocketPath is the longest path a Unix socket address holds
+// (sun_path is 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
+// Defaults for Config's zero values.
+const (
+	DefaultBinary          = "qemu-system-x86_64"
+	DefaultQMPReadyTimeout = 10 * time.Second
+	DefaultStopTimeout     = 10 * time.Second
+)
+
+// Owner is a uid/gid that sockets and log files are handed to, so an
+// unprivileged owner can use a VM whose VMM was started by root.
+type Owner struct {
+	UID, GID int
+}
+
+// Config configures the QEMU driver. The zero value runs
+// qemu-system-x86_64 from $PATH with acceleration and agent transport
+// detected from the host.
+type Config struct {
+	// BinaryPath is the QEMU binary; default qemu-system-x86_64.
+	BinaryPath string
+	// Accel forces an acceleration; empty detects it (Host.DetectAccel).
+	Accel Accel
+	// Transport forces the agent transport; empty detects it
+	// (Host.DetectTransport).
+	Transport Transport
+	// TSCKHz overrides the host TSC frequency given to TCG guests; zero
+	// reads it from the host (Host.TSCKHz).
+	TSCKHz int
+	// Owner, when set, receives the run dir, sockets and log files.
+	Owner *Owner
+	// QMPReadyTimeout bounds the wait for QMP to answer after the process
+	// starts; default 10 s.
+	QMPReadyTimeout time.Duration
+	// StopTimeout is how long Stop waits for a clean guest shutdown when
+	// the caller passes no timeout; default 10 s.
+	StopTimeout time.Duration
+	// Host is where detection looks; the zero value is the real host.
+	Host Host
+	// Logger receives driver progress; default discards.
+	Logger *slog.Logger
+}
+
+// Driver launches and adopts QEMU microvm VMMs. It implements vmm.Driver.
+type Driver struct {
+	cfg Config
+	// chown is os.Lchown; tests replace it to observe ownership hand-over
+	// without root.
+	chown func(path string, uid, gid int) error
+}
+
+var (
+	_ vmm.Driver      = (*Driver)(nil)
+	_ vmm.Instance    = (*Instance)(nil)
+	_ vmm.Pauser      = (*Instance)(nil)
+	_ vmm.AgentDialer = (*Instance)(nil)
+)
+
+// New returns a driver with cfg's zero values replaced by defaults.
+func New(cfg Config) *Driver {
+	if cfg.BinaryPath == "" {
+		cfg.BinaryPath = DefaultBinary
+	}
+	if cfg.QMPReadyTimeout <= 0 {
+		cfg.QMPReadyTimeout = DefaultQMPReadyTimeout
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = DefaultStopTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{cfg: cfg, chown: os.Lchown}
+}
+
+// Name is the driver's config name.
+func (d *Driver) Name() string { return "qemu" }
+
+// Capabilities reports pause support and the acceleration a launch would
+// use now. Snapshots are not offered: QEMU's migration-based snapshots do
+// not match the Snapshotter contract of two plain files.
+func (d *Driver) Capabilities() vmm.Capabilities {
+	accel, _ := d.accel()
+	return vmm.Capabilities{Pause: true, Accel: string(accel)}
+}
+
+func (d *Driver) accel() (Accel, string) {
+	if d.cfg.Accel != "" {
+		return d.cfg.Accel, "set in the configuration"
+	}
+	return d.cfg.Host.DetectAccel()
+}
+
+func (d *Driver) transport() (Transport, string) {
+	if d.cfg.Transport != "" {
+		return d.cfg.Transport, "set in the configuration"
+	}
+	return d.cfg.Host.DetectTransport()
+}
+
+// layout is where one VM's sockets are.
+type layout struct {
+	qmpSock   string
+	agentSock string // empty unless the transport is virtio-serial
+}
+
+// plan is everything Launch decided before starting QEMU.
+type plan struct {
+	layout
+	opts Options
+}
+
+// Launch starts QEMU for spec and returns once QMP reports the guest
+// running. On any failure the process is killed and reaped and its sockets
+// removed before the error, naming the failed step, is returned. QEMU runs
+// in its own process group and outlives ctx and the daemon.
+func (d *Driver) Launch(ctx context.Context, spec vmm.LaunchSpec) (vmm.Instance, error) {
+	inst, err := d.launch(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("launch qemu for vm %q: %w", spec.Name, err)
+	}
+	return inst, nil
+}
+
+func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, error) {
+	p, err := d.plan(spec)
+	if err != nil {
+		return nil, err
+	}
+	args, err := Args(spec, p.opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.prepareFiles(spec, p.layout); err != nil {
+		return nil, err
+	}
+	inst, err := d.start(spec, p, args)
+	if err != nil {
+		return nil, err
+	}
+	log := inst.log
+	log.Debug("qemu started", "accel", p.opts.Accel, "transport", p.opts.Transport, "qmp_sock", p.qmpSock)
+
+	fail := func(step string, err error) (*Instance, error) {
+		// Kill waits for the reaper, which removes the sockets.
+		if kerr := inst.Kill(); kerr != nil {
+			log.Warn("kill qemu after failed launch", "err", kerr)
+		}
+		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	if err := d.waitForQMP(ctx, inst, spec); err != nil {
+		return fail("wait for QMP", err)
+	}
+	for _, s := range []string{p.qmpSock, p.agentSock} {
+		if s == "" {
+			continue
+		}
+		if err := d.handOver(s); err != nil {
+			return fail("hand over sockets", err)
+		}
+	}
+	log.Info("qemu guest started", "accel", p.opts.Accel, "transport", p.opts.Transport)
+	return inst, nil
+}
+
+// plan validates spec and decides acceleration, agent transport and
+// socket paths.
+func (d *Driver) plan(spec vmm.LaunchSpec) (plan, error) {
+	if err := validate(spec); err != nil {
+		return plan{}, err
+	}
+	accel, why := d.accel()
+	tr, _ := d.transport()
+	p := plan{
+		layout: layoutFor(spec, tr),
+		opts:   Options{Accel: accel, Transport: tr},
+	}
+	p.opts.QMPSocket, p.opts.AgentSocket = p.qmpSock, p.agentSock
+	for _, s := range []string{p.qmpSock, p.agentSock} {
+		if len(s) > maxSocketPath {
+			return plan{}, fmt.Errorf("socket path %s is longer than the %d bytes a Unix socket allows; use a shorter run dir", s, maxSocketPath)
+		}
+	}
+	if accel == AccelTCG {
+		p.opts.TSCKHz = d.cfg.TSCKHz
+		if p.opts.TSCKHz <= 0 {
+			khz, err := d.cfg.Host.TSCKHz()
+			if err != nil {
+				// The guest usually calibrates on its own; it only
+				// sometimes hangs without the hint.
+				d.cfg.Logger.Warn("no host TSC frequency for the TCG guest; it may hang calibrating", "vm", spec.Name, "err", err)
+			}
+			p.opts.TSCKHz = khz
+		}
+		d.cfg.Logger.Debug("using TCG", "vm", spec.Name, "reason", why)
+	}
+	return p, nil
+}
+
+func layoutFor(spec vmm.LaunchSpec, tr Transport) layout {
+	l := layout{qmpSock: filepath.Join(spec.RunDir, qmpSocketName)}
+	if tr == TransportSerial {
+		l.agentSock = spec.Agent.UDSPath
+		if l.agentSock == "" {
+			l.agentSock = filepath.Join(spec.RunDir, agentSocketName)
+		}
+	}
+	return l
+}
+
+func validate(spec vmm.LaunchSpec) error {
+	var missing []string
+	for _, f := range [][2]string{
+		{"vm_id", spec.VMID}, {"run_dir", spec.RunDir}, {"kernel_path", spec.KernelPath},
+		{"root_drive.path", spec.RootDrive.Path}, {"serial_log_path", spec.SerialLogPath},
+	} {
+		if f[1] == "" {
+			missing = append(missing, f[0])
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("launch spec is missing %s", strings.Join(missing, ", "))
+	}
+	if spec.VCPUs < 1 || spec.MemoryMiB < 1 {
+		return fmt.Errorf("launch spec needs vcpus and memory_mib of at least 1 (got %d, %d)", spec.VCPUs, spec.MemoryMiB)
+	}
+	// The id is QEMU's guest name and how Attach recognizes the process.
+	if !validVMID(spec.VMID) {
+		return fmt.Errorf("vm id %q must be at most 64 letters, digits, '-' and '_'", spec.VMID)
+	}
+	return nil
+}
+
+func validVMID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !isLetter(c) && !isDigit(c) && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// prepareFiles creates the run dir and log files and frees the socket
+// paths QEMU will bind.
+func (d *Driver) prepareFiles(spec vmm.LaunchSpec, l layout) error {
+	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
+		return fmt.Errorf("create run dir: %w", err)
+	}
+	if err := d.handOver(spec.RunDir); err != nil {
+		return err
+	}
+	for _, s := range []string{l.qmpSock, l.agentSock} {
+		if s == "" {
+			continue
+		}
+		if err := reclaimSocket(s); err != nil {
+			if errors.Is(err, ErrSocketInUse) {
+				return fmt.Errorf("another qemu is using %s: %w", s, ErrSocketInUse)
+			}
+			return fmt.Errorf("reclaim socket: %w", err)
+		}
+	}
+	// Created here (QEMU would create them too) so they can be handed to
+	// the owner before QEMU writes a line.
+	for _, p := range []string{spec.SerialLogPath, spec.VMMLogPath} {
+		if p == "" {
+			continue
+		}
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("create log file: %w", err)
+		}
+		f.Close()
+		if err := d.handOver(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handOver gives path to Config.Owner, if one is set.
+func (d *Driver) handOver(path string) error {
+	o := d.cfg.Owner
+	if o == nil {
+		return nil
+	}
+	if err := d.chown(path, o.UID, o.GID); err != nil {
+		return fmt.Errorf("chown %s to %d:%d: %w", path, o.UID, o.GID, err)
+	}
+	return nil
+}

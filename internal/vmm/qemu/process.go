@@ -1,0 +1,150 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// ErrSocketInUse means a socket path is bound by a live process, most
+// likely another QEMU for the same VM.
+var ErrSocketInUse = errors.New("socket is in use by a running process")
+
+// start runs QEMU with its stdout and stderr appended to the VMM log (the
+// serial log when the spec has none) and begins reaping it.
+func (d *Driver) start(spec vmm.LaunchSpec, p plan, args []string) (*Instance, error) {
+	cmd := exec.Command(d.cfg.BinaryPath, args...)
+	// Its own process group keeps terminal signals aimed at the daemon
+	// (Ctrl-C in user mode) away from the VMs; they must outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logPath := vmmLogPath(spec)
+	out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open vmm log: %w", err)
+	}
+	defer out.Close() // the child keeps its own copy
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	return newChildInstance(cmd, d.newInstance(spec, p.layout, p.opts.Transport, cmd.Process.Pid)), nil
+}
+
+func vmmLogPath(spec vmm.LaunchSpec) string {
+	if spec.VMMLogPath != "" {
+		return spec.VMMLogPath
+	}
+	return spec.SerialLogPath
+}
+
+func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, tr Transport, pid int) *Instance {
+	var serial *serialChannel
+	if tr == TransportSerial && l.agentSock != "" {
+		serial = newSerialChannel(l.agentSock)
+	}
+	return &Instance{
+		pid:         pid,
+		spec:        spec,
+		layout:      l,
+		transport:   tr,
+		stopTimeout: d.cfg.StopTimeout,
+		log:         d.cfg.Logger.With("vm", spec.Name, "pid", pid),
+		done:        make(chan struct{}),
+		serial:      serial,
+	}
+}
+
+// waitForQMP polls the QMP socket until QEMU answers query-status with a
+// running guest, the process dies, QMPReadyTimeout passes or ctx ends.
+func (d *Driver) waitForQMP(ctx context.Context, inst *Instance, spec vmm.LaunchSpec) error {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(parent, d.cfg.QMPReadyTimeout)
+	defer cancel()
+	// Tight polling first: a refused connect costs microseconds, and QEMU
+	// usually listens within a few tens of milliseconds.
+	delay, start := 2*time.Millisecond, time.Now()
+	var lastErr error
+	for {
+		var st Status
+		st, lastErr = inst.Status(ctx)
+		if lastErr == nil {
+			if st.Running {
+				return nil
+			}
+			lastErr = fmt.Errorf("guest is %s, not running", st.Status)
+		}
+		select {
+		case <-inst.done:
+			return fmt.Errorf("qemu %s before QMP answered%s", inst.Exit(), logTail(vmmLogPath(spec)))
+		case <-ctx.Done():
+			if err := parent.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("%s did not answer within %v (last error: %v)%s", inst.layout.qmpSock, d.cfg.QMPReadyTimeout, lastErr, logTail(vmmLogPath(spec)))
+		case <-time.After(delay):
+		}
+		if time.Since(start) > 250*time.Millisecond {
+			delay = min(delay*2, 200*time.Millisecond)
+		}
+	}
+}
+
+// logTail returns the end of a log file, where QEMU's own startup errors
+// land, formatted for appending to an error.
+func logTail(path string) string {
+	const tailBytes = 512
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return ""
+	}
+	off := max(0, st.Size()-tailBytes)
+	buf := make([]byte, st.Size()-off)
+	n, _ := f.ReadAt(buf, off)
+	tail := strings.TrimSpace(string(buf[:n]))
+	if tail == "" {
+		return ""
+	}
+	return fmt.Sprintf("; end of %s: %q", filepath.Base(path), tail)
+}
+
+// reclaimSocket makes path free for bind: absent is fine; a socket nobody
+// listens on (left by a crashed QEMU) is removed; a live one is
+// ErrSocketInUse; anything that is not a socket is refused.
+func reclaimSocket(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket; refusing to remove it", path)
+	}
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("%s: %w", path, ErrSocketInUse)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("probe stale socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}
