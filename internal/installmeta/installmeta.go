@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // ErrNotInstalled means there is no install metadata: banger runs in user mode.
@@ -20,13 +22,21 @@ var ErrNotInstalled = errors.New("banger is not installed system-wide")
 
 // Meta is the content of install.toml.
 type Meta struct {
-	Version     string    `toml:"version"`
-	Commit      string    `toml:"commit"`
-	BuiltAt     string    `toml:"built_at"`
-	OwnerUser   string    `toml:"owner_user"`
-	OwnerUID    int       `toml:"owner_uid"`
-	OwnerGID    int       `toml:"owner_gid"`
+	Version   string `toml:"version"`
+	Commit    string `toml:"commit"`
+	BuiltAt   string `toml:"built_at"`
+	OwnerUser string `toml:"owner_user"`
+	OwnerUID  int    `toml:"owner_uid"`
+	OwnerGID  int    `toml:"owner_gid"`
+	// Home is the owner's home directory. Empty in files written before it
+	// existed; omitted when empty so such files round-trip unchanged.
+	Home        string    `toml:"home,omitempty"`
 	InstalledAt time.Time `toml:"installed_at"`
+}
+
+// Build returns the build stamp recorded in m.
+func (m Meta) Build() buildinfo.Info {
+	return buildinfo.Info{Version: m.Version, Commit: m.Commit, BuiltAt: m.BuiltAt}
 }
 
 // Read loads path; a missing file is ErrNotInstalled.
@@ -48,18 +58,27 @@ func Read(path string) (Meta, error) {
 }
 
 // Write stores m at path (0644: not secret, and doctor reads it as the owner),
-// replacing any previous file atomically.
+// replacing any previous file atomically and durably.
 func Write(path string, m Meta) error {
 	data, err := toml.Marshal(m)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode install metadata: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+	return system.WriteFileAtomic(path, data, 0o644)
+}
+
+// UpdateBuildInfo records that the installed binaries are now build b,
+// keeping everything else (owner, home, InstalledAt) as `banger system
+// install` wrote it. `banger update` calls it after swapping binaries.
+// A missing file is ErrNotInstalled: there is no install to update.
+func UpdateBuildInfo(path string, b buildinfo.Info) (Meta, error) {
+	m, err := Read(path)
+	if err != nil {
+		return m, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
+	m.Version, m.Commit, m.BuiltAt = b.Version, b.Commit, b.BuiltAt
+	if err := Write(path, m); err != nil {
+		return m, fmt.Errorf("update install metadata: %w", err)
 	}
-	return os.Rename(tmp, path)
+	return m, nil
 }
