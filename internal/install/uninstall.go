@@ -99,6 +99,9 @@ func Uninstall(ctx context.Context, opts UninstallOptions) (Result, error) {
 	remove(l.InstallMetaPath())
 	// Runtime only: sockets (the helper's among them) and per-VM run dirs.
 	removeAll(l.RuntimeDir)
+	// `banger update`'s root-only staging area (updater.DefaultStagingDir):
+	// nothing in it outlives an update.
+	removeAll(t.at("/var/cache/banger-update"))
 	if opts.Systemctl != nil {
 		if err := systemctl(ctx, opts.Systemctl, "daemon-reload"); err != nil {
 			warn("reloading systemd: %v", err)
