@@ -3,6 +3,7 @@ package tui
 import (
 	"errors"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -292,7 +293,7 @@ func TestCreateFormSendsRequest(t *testing.T) {
 	h.typeText("10G")
 	h.keys("enter")
 	want := api.VMCreateRequest{Name: "web", Image: "alpine", VCPUs: 2, MemoryMiB: 2048, DiskSizeBytes: 10 << 30}
-	if len(f.created) != 1 || f.created[0] != want {
+	if len(f.created) != 1 || !reflect.DeepEqual(f.created[0], want) {
 		t.Fatalf("created %+v, want %+v", f.created, want)
 	}
 	if h.m.mode != modeNormal || h.m.selVM != "web" {
