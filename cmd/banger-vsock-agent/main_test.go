@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/elf"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -45,7 +46,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestBadArguments(t *testing.T) {
-	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--listen", "tcp:1"}} {
+	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--listen", "tcp:1"}, {"--setup", "maybe"}} {
 		var stdout, stderr bytes.Buffer
 		if code := run(args, &stdout, &stderr); code == 0 {
 			t.Errorf("run(%q) exited 0, want failure", args)
@@ -53,35 +54,31 @@ func TestBadArguments(t *testing.T) {
 	}
 }
 
-func TestDefaultListenAddr(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
+// startAgent runs the static binary as a stand-in guest on a unix socket.
+func startAgent(t *testing.T, bin string, env ...string) (sock string, cmd *exec.Cmd, exited chan error, stderr *bytes.Buffer) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "vsock_1024.sock")
+	cmd = exec.Command(bin, "--listen", "unix:"+sock)
+	cmd.Env = append(os.Environ(), env...)
+	stderr = &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
 		}
-		return path
-	}
-	tests := []struct {
-		path, want string
-		wantErr    bool
-	}{
-		{write("set", "console=ttyS0 banger.agent_port=2048\n"), "vsock:2048", false},
-		{write("unset", "console=ttyS0\n"), "vsock:1024", false},
-		{write("bad", "banger.agent_port=x\n"), "", true},
-		{filepath.Join(dir, "missing"), "vsock:1024", false},
-	}
-	for _, tt := range tests {
-		got, err := defaultListenAddr(tt.path)
-		if got != tt.want || (err != nil) != tt.wantErr {
-			t.Errorf("defaultListenAddr(%s) = %q, %v; want %q, err=%v", filepath.Base(tt.path), got, err, tt.want, tt.wantErr)
-		}
-	}
+	})
+	return sock, cmd, exited, stderr
 }
 
 // TestBinaryServesAndStopsOnSIGTERM runs the static binary as a real process:
-// it answers health on a unix socket and exits 0 on SIGTERM, removing the
-// socket it created.
+// it answers health and exec on a unix socket and exits 0 on SIGTERM,
+// removing the socket it created.
 func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	bin := buildAgent(t)
 	if f, err := elf.Open(bin); err == nil {
@@ -92,25 +89,10 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 		}
 		f.Close()
 	}
-
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	cmd := exec.Command(bin, "--listen", "unix:"+sock)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	sock, cmd, exited, stderr := startAgent(t, bin)
 
 	conn := dialWithRetry(t, sock, 10*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	info, err := agent.Health(ctx, conn)
 	conn.Close()
@@ -119,6 +101,16 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	}
 	if info.AgentVersion != "dev" || info.Hostname == "" {
 		t.Fatalf("health = %+v, want version dev and a hostname", info)
+	}
+	c, err := agent.NewClient(ctx, dialWithRetry(t, sock, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	st, err := c.Run(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", "echo hi; exit 5"}}, nil, &out, &out)
+	c.Close()
+	if err != nil || st.Code != 5 || out.String() != "hi\n" {
+		t.Fatalf("exec: %+v %v %q", st, err, out.String())
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -134,6 +126,70 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket %s left behind after exit (stat: %v)", sock, err)
+	}
+}
+
+// TestStandInGuest: a unix-socket agent keeps guest files in a scratch root
+// beside its socket, applies the fake's boot args there only, derives a
+// stable host key from the VM's vsock path, and powers off by exiting.
+func TestStandInGuest(t *testing.T) {
+	bin := buildAgent(t)
+	env := []string{"BANGER_FAKE_BOOT_ARGS=console=ttyS0 banger.name=standin banger.dns=10.0.0.1", "BANGER_FAKE_VSOCK_HOST=/run/x/vms/abc/vsock.sock"}
+	sock, _, exited, stderr := startAgent(t, bin, env...)
+	root := filepath.Join(filepath.Dir(sock), "root")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := agent.NewClient(ctx, dialWithRetry(t, sock, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	info, err := c.GuestInfo(ctx)
+	if err != nil || len(info.HostKeys) != 1 {
+		t.Fatalf("guest info: %+v %v (stderr %s)", info, err, stderr.String())
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "etc", "hostname")); err != nil || string(b) != "standin\n" {
+		t.Fatalf("stand-in hostname file: %q %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc", "ssh", "ssh_host_ed25519_key.pub")); err != nil {
+		t.Fatalf("host key not under the stand-in root: %v", err)
+	}
+	if err := c.Power(ctx, agent.PowerOff); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("poweroff exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stand-in did not exit on poweroff")
+	}
+
+	// The same VM identity gives the same key after a "reboot".
+	sock2, _, _, _ := startAgent(t, bin, env...)
+	c2, err := agent.NewClient(ctx, dialWithRetry(t, sock2, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	info2, err := c2.GuestInfo(ctx)
+	if err != nil || info2.HostKeys[0] != info.HostKeys[0] {
+		t.Fatalf("host key changed across stand-in boots: %v vs %v (%v)", info2.HostKeys, info.HostKeys, err)
+	}
+}
+
+func TestSeedReaderIsDeterministic(t *testing.T) {
+	read := func(id string) []byte {
+		t.Setenv("BANGER_FAKE_VSOCK_HOST", id)
+		b := make([]byte, 100)
+		if _, err := io.ReadFull(standInEntropy("x"), b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if !bytes.Equal(read("a"), read("a")) || bytes.Equal(read("a"), read("b")) {
+		t.Fatal("stand-in entropy must depend on the VM identity and only on it")
 	}
 }
 

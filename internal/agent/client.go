@@ -1,110 +1,306 @@
 package agent
 
 import (
-	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
-// Health asks the agent on conn whether it is up. conn must be a fresh
+// Client is the host half: one session with one agent over one transport
+// connection. It is safe for concurrent use; every call runs on its own
+// stream.
+type Client struct {
+	sess *yamux.Session
+}
+
+// NewClient says hello on conn (a fresh connection to the agent, or the
+// serial channel) and starts a session over it. ctx bounds the hello only.
+// Closing the Client closes conn.
+func NewClient(ctx context.Context, conn net.Conn) (*Client, error) {
+	r, err := clientHello(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("agent hello: %w", err)
+	}
+	sess, err := yamux.Client(readWriteCloser{Reader: r, Writer: conn, Closer: conn}, yamuxConfig(nil))
+	if err != nil {
+		return nil, err
+	}
+	return &Client{sess: sess}, nil
+}
+
+// Close ends the session and closes the connection; streams in flight fail.
+func (c *Client) Close() error { return c.sess.Close() }
+
+// Done is closed when the session has ended (closed, or the transport
+// failed), after which every call fails and a new Client is needed.
+func (c *Client) Done() <-chan struct{} { return c.sess.CloseChan() }
+
+// Health asks the agent on conn whether it is up: hello, one health call,
+// then the session is closed (and with it conn). conn must be a fresh
 // connection to the agent (for Firecracker, one that already passed the
-// hybrid-vsock CONNECT handshake); it carries this one request, and the caller
-// still closes it. Cancelling ctx aborts a blocked read or write.
+// hybrid-vsock CONNECT handshake). Cancelling ctx aborts it.
 func Health(ctx context.Context, conn net.Conn) (HealthInfo, error) {
-	resp, err := roundTrip(ctx, conn, Request{Op: OpHealth})
+	c, err := NewClient(ctx, conn)
 	if err != nil {
 		return HealthInfo{}, fmt.Errorf("agent health check: %w", err)
 	}
-	return HealthInfo{AgentVersion: resp.AgentVersion, Hostname: resp.Hostname}, nil
+	defer c.Close()
+	info, err := c.Health(ctx)
+	if err != nil {
+		return HealthInfo{}, fmt.Errorf("agent health check: %w", err)
+	}
+	return info, nil
 }
 
-// roundTrip sends req as one line and reads one response line. A response
-// with ok=false comes back as a *RemoteError.
-func roundTrip(ctx context.Context, conn net.Conn, req Request) (Response, error) {
+// Health reports the agent's version and the guest's hostname.
+func (c *Client) Health(ctx context.Context) (HealthInfo, error) {
+	reply, err := c.call(ctx, Request{Op: OpHealth})
+	if err != nil {
+		return HealthInfo{}, err
+	}
+	if reply.Health == nil {
+		return HealthInfo{}, errors.New("health reply without health information")
+	}
+	return *reply.Health, nil
+}
+
+// GuestInfo describes the guest, including its SSH host keys (created on
+// first request if the guest has none yet).
+func (c *Client) GuestInfo(ctx context.Context) (GuestInfo, error) {
+	reply, err := c.call(ctx, Request{Op: OpGuestInfo})
+	if err != nil {
+		return GuestInfo{}, err
+	}
+	if reply.Guest == nil {
+		return GuestInfo{}, errors.New("guest_info reply without guest information")
+	}
+	return *reply.Guest, nil
+}
+
+// AuthorizeKey installs an SSH public key in a guest user's
+// authorized_keys, replacing an earlier banger key.
+func (c *Client) AuthorizeKey(ctx context.Context, req AuthorizeKeyRequest) (AuthorizeKeyResult, error) {
+	reply, err := c.call(ctx, Request{Op: OpAuthorizeKey, AuthorizeKey: &req})
+	if err != nil {
+		return AuthorizeKeyResult{}, err
+	}
+	if reply.AuthorizeKey == nil {
+		return AuthorizeKeyResult{}, errors.New("authorize_key reply without a result")
+	}
+	return *reply.AuthorizeKey, nil
+}
+
+// Power asks the guest to power off or reboot; it returns once the agent
+// has accepted, before the guest goes down.
+func (c *Client) Power(ctx context.Context, action string) error {
+	_, err := c.call(ctx, Request{Op: OpPower, Power: &PowerRequest{Action: action}})
+	return err
+}
+
+// call runs a unary op on a new stream.
+func (c *Client) call(ctx context.Context, req Request) (Reply, error) {
+	stream, reply, err := c.open(ctx, req)
+	if err != nil {
+		return Reply{}, err
+	}
+	stream.Close()
+	return reply, nil
+}
+
+// Open starts op req on a new stream and returns the stream once the agent
+// accepted it, positioned just after the reply: what follows is the op's
+// own frames (exec I/O, copy entries). The daemon relays such a stream to
+// the CLI byte for byte. ctx bounds the opening only.
+func (c *Client) Open(ctx context.Context, req Request) (net.Conn, error) {
+	stream, _, err := c.open(ctx, req)
+	return stream, err
+}
+
+func (c *Client) open(ctx context.Context, req Request) (net.Conn, Reply, error) {
 	if err := ctx.Err(); err != nil {
-		return Response{}, err
+		return nil, Reply{}, err
 	}
-	if deadline, ok := ctx.Deadline(); ok {
-		if err := conn.SetDeadline(deadline); err != nil {
-			return Response{}, err
+	stream, err := c.sess.OpenStream()
+	if err != nil {
+		return nil, Reply{}, fmt.Errorf("open agent stream: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = stream.SetDeadline(time.Unix(1, 0)) })
+	reply, err := exchange(stream, req)
+	if !stop() {
+		stream.Close()
+		return nil, Reply{}, context.Cause(ctx)
+	}
+	if err != nil {
+		stream.Close()
+		return nil, Reply{}, err
+	}
+	if !reply.OK {
+		stream.Close()
+		return nil, Reply{}, &RemoteError{Op: req.Op, Code: reply.Code, Message: reply.Error}
+	}
+	return stream, reply, nil
+}
+
+// exchange writes the request frame and reads the reply frame without
+// buffering past it, so the caller can hand the stream on intact.
+func exchange(rw io.ReadWriter, req Request) (Reply, error) {
+	if err := newFrameWriter(rw).writeJSON(frameRequest, req); err != nil {
+		return Reply{}, fmt.Errorf("send %s request: %w", req.Op, err)
+	}
+	var reply Reply
+	if err := readFrameUnbuffered(rw, frameReply, &reply); err != nil {
+		return Reply{}, fmt.Errorf("read %s reply: %w", req.Op, err)
+	}
+	return reply, nil
+}
+
+// readFrameUnbuffered reads one frame of type want straight from r (no
+// read-ahead) and decodes it into v.
+func readFrameUnbuffered(r io.Reader, want byte, v any) error {
+	var hdr [frameHeader]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return io.ErrUnexpectedEOF
 		}
+		return err
 	}
-	// A deadline in the past wakes any read or write blocked on conn, which is
-	// the only portable way to interrupt net.Conn I/O.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if hdr[0] != want {
+		return fmt.Errorf("unexpected frame type %d, want %d", hdr[0], want)
+	}
+	if n > MaxFrame {
+		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(payload, v); err != nil {
+		return fmt.Errorf("malformed reply %q: %w", truncate(payload), err)
+	}
+	return nil
+}
+
+// Exec starts a process. ctx bounds the start only: the process runs until
+// it exits or the Process is closed.
+func (c *Client) Exec(ctx context.Context, req ExecRequest) (*Process, error) {
+	stream, err := c.Open(ctx, Request{Op: OpExec, Exec: &req})
+	if err != nil {
+		return nil, err
+	}
+	return NewProcess(stream), nil
+}
+
+// Run runs a process to completion with the given stdio (stdin may be nil)
+// and returns how it ended. Cancelling ctx kills it.
+func (c *Client) Run(ctx context.Context, req ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (ExitStatus, error) {
+	p, err := c.Exec(ctx, req)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	defer p.Close()
+	stop := context.AfterFunc(ctx, func() { p.Close() })
 	defer stop()
-
-	resp, err := exchange(conn, req)
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return Response{}, ctxErr
+	go func() {
+		if stdin != nil {
+			_, _ = io.Copy(p, stdin)
 		}
-		// The conn deadline copied from ctx can fire a moment before ctx's
-		// own timer marks it done; report that as the deadline it is.
-		if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
-			return Response{}, fmt.Errorf("%w: %v", context.DeadlineExceeded, err)
-		}
-		return Response{}, err
+		_ = p.CloseStdin()
+	}()
+	st, err := p.Wait(stdout, stderr)
+	if err != nil && ctx.Err() != nil {
+		return st, context.Cause(ctx)
 	}
-	if !resp.OK {
-		return Response{}, &RemoteError{Op: req.Op, Message: resp.Error}
-	}
-	return resp, nil
+	return st, err
 }
 
-func exchange(conn net.Conn, req Request) (Response, error) {
-	line, err := json.Marshal(req)
+// Put copies local path src into the guest as req describes.
+func (c *Client) Put(ctx context.Context, req PutRequest, src string, ts TreeSender) (CopyResult, error) {
+	stream, err := c.Open(ctx, Request{Op: OpPut, Put: &req})
 	if err != nil {
-		return Response{}, err
+		return CopyResult{}, err
 	}
-	if _, err := conn.Write(append(line, '\n')); err != nil {
-		return Response{}, fmt.Errorf("send request: %w", err)
+	defer stream.Close()
+	stop := context.AfterFunc(ctx, func() { _ = stream.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	res, err := SendPut(stream, src, ts)
+	if err != nil && ctx.Err() != nil {
+		return res, context.Cause(ctx)
 	}
-	reply, err := readLine(bufio.NewReader(conn))
-	if err != nil {
-		return Response{}, fmt.Errorf("read reply: %w", err)
-	}
-	var resp Response
-	if err := json.Unmarshal(reply, &resp); err != nil {
-		return Response{}, fmt.Errorf("decode reply %q: %w", truncate(reply), err)
-	}
-	return resp, nil
+	return res, err
 }
 
-// readLine reads one newline-terminated line of at most maxLine bytes. A final
-// line without a newline is accepted, since the peer closes right after it.
-func readLine(r *bufio.Reader) ([]byte, error) {
-	var line []byte
-	for {
-		chunk, err := r.ReadSlice('\n')
-		line = append(line, chunk...)
-		if len(line) > maxLine {
-			return nil, fmt.Errorf("line longer than %d bytes", maxLine)
-		}
-		switch {
-		case err == nil:
-			return line[:len(line)-1], nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF) && len(line) > 0:
-			return line, nil
-		case errors.Is(err, io.EOF):
-			return nil, io.ErrUnexpectedEOF
-		default:
-			return nil, err
-		}
+// Get copies guest path req.Path to local path dest (the root entry lands
+// exactly at dest).
+func (c *Client) Get(ctx context.Context, req GetRequest, dest string, tr TreeReceiver) (CopyResult, error) {
+	stream, err := c.Open(ctx, Request{Op: OpGet, Get: &req})
+	if err != nil {
+		return CopyResult{}, err
 	}
+	defer stream.Close()
+	stop := context.AfterFunc(ctx, func() { _ = stream.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	res, err := ReceiveGet(stream, dest, tr)
+	if err != nil && ctx.Err() != nil {
+		return res, context.Cause(ctx)
+	}
+	return res, err
 }
 
-func truncate(b []byte) string {
-	const max = 120
-	if len(b) > max {
-		return string(b[:max]) + "..."
+// SendPut is the host side of an accepted put on rw: it sends src and
+// returns the agent's result. It stops sending as soon as the agent refuses.
+func SendPut(rw io.ReadWriter, src string, ts TreeSender) (CopyResult, error) {
+	fr := newFrameReader(rw)
+	type result struct {
+		reply Reply
+		err   error
 	}
-	return string(b)
+	replies := make(chan result, 1)
+	var refused atomic.Bool
+	go func() {
+		var reply Reply
+		err := fr.nextJSON(frameReply, &reply)
+		if err == nil && !reply.OK {
+			refused.Store(true)
+		}
+		replies <- result{reply, err}
+	}()
+	ts.stop = func() bool { return refused.Load() }
+	_, sendErr := ts.sendTree(newFrameWriter(rw), src)
+	r := <-replies
+	switch {
+	case r.err != nil && sendErr != nil:
+		return CopyResult{}, sendErr
+	case r.err != nil:
+		return CopyResult{}, fmt.Errorf("read put result: %w", r.err)
+	case !r.reply.OK:
+		return CopyResult{}, &RemoteError{Op: OpPut, Code: r.reply.Code, Message: r.reply.Error}
+	case sendErr != nil:
+		return CopyResult{}, sendErr
+	case r.reply.Put == nil:
+		return CopyResult{}, errors.New("put reply without a result")
+	}
+	return *r.reply.Put, nil
+}
+
+// ReceiveGet is the host side of an accepted get on r: it writes the tree
+// at dest.
+func ReceiveGet(r io.Reader, dest string, tr TreeReceiver) (CopyResult, error) {
+	res, err := tr.receiveTree(newFrameReader(r), dest)
+	if err != nil {
+		var remote *RemoteError
+		if errors.As(err, &remote) {
+			remote.Op = OpGet
+		}
+		return res, err
+	}
+	return res, nil
 }

@@ -15,7 +15,8 @@ const MethodImageShow = "image.show"
 // daemon, so they must be absolute.
 type ImageBuildRequest struct {
 	Name string `json:"name"`
-	// From is "debian:SUITE"; the configured suite when empty.
+	// From is "debian:SUITE", "debian" (the configured suite, also when
+	// empty) or "busybox" (the small busybox image).
 	From string `json:"from,omitempty"`
 	// Packages are installed on top of banger's base set.
 	Packages []string `json:"packages,omitempty"`

@@ -22,6 +22,7 @@ type Progress func(Event)
 type Server struct {
 	log     *slog.Logger
 	methods map[string]handler
+	raw     map[string]http.HandlerFunc // HandleRaw; see raw.go
 	now     func() time.Time
 }
 
@@ -53,8 +54,11 @@ func Handle[Req, Resp any](s *Server, method string, fn func(ctx context.Context
 
 // Methods lists the registered method names (for daemon.info and tests).
 func (s *Server) Methods() []string {
-	out := make([]string, 0, len(s.methods))
+	out := make([]string, 0, len(s.methods)+len(s.raw))
 	for m := range s.methods {
+		out = append(out, m)
+	}
+	for m := range s.raw {
 		out = append(out, m)
 	}
 	return out
@@ -65,6 +69,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	method, ok := strings.CutPrefix(r.URL.Path, pathPrefix)
 	if !ok || method == "" {
 		writeJSON(w, http.StatusNotFound, envelope{Error: Errorf(CodeNotFound, "no such endpoint %q; API methods live under %s<method>", r.URL.Path, pathPrefix)})
+		return
+	}
+	if raw, ok := s.raw[method]; ok {
+		raw(w, r)
 		return
 	}
 	h, ok := s.methods[method]

@@ -111,6 +111,7 @@ a second, as persistent objects you create, start, stop and delete.
 		newDoctorCmd(app, g),
 		newConfigCmd(app, g),
 		newVMCmd(app, g),
+		newSSHConfigCmd(app, g),
 		newImageCmd(app, g),
 		newTUICmd(app, g),
 		newSystemCmd(app, g),

@@ -19,13 +19,18 @@ func newImageBuildCmd(app *App, g *globalFlags) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "build NAME",
-		Short: "Build an image from Debian with debootstrap",
+		Short: "Build an image from Debian with debootstrap, or a small busybox one",
 		Long: `Build an image: a Debian root file system made with debootstrap from the
 configured mirror, with the banger guest agent, sshd, a default user named
 after you (passwordless sudo) and your --script hooks run inside it; Debian's
 kernel (or --kernel) as an ELF vmlinux; and an initrd when the kernel's
-drivers are modules. Building needs a daemon running as root.`,
+drivers are modules. Building needs a daemon running as root.
+
+--from busybox builds a small image instead (seconds, no root needed): a
+static busybox, the guest agent and an init that runs it, with Debian's
+kernel and banger's initrd. It has no sshd: use banger vm exec and vm cp.`,
 		Example: `  banger image build dev
+  banger image build tiny --from busybox
   banger image build tools --packages git,make,gcc --size 4G
   banger image build custom --script ./setup.sh --from debian:trixie`,
 		Args: cobra.ExactArgs(1),
@@ -71,7 +76,7 @@ drivers are modules. Building needs a daemon running as root.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.From, "from", "", "base system, debian:SUITE (default: the configured suite)")
+	f.StringVar(&req.From, "from", "", "base system: debian, debian:SUITE or busybox (default: debian, the configured suite)")
 	f.StringSliceVar(&req.Packages, "packages", nil, "extra Debian packages, comma-separated")
 	f.StringVar(&size, "size", "", "root file system size, e.g. 4G (default 2G; sparse)")
 	f.StringArrayVar(&req.Scripts, "script", nil, "script to run inside the image after setup (repeatable)")

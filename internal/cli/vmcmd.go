@@ -42,6 +42,7 @@ func newVMCmd(app *App, g *globalFlags) *cobra.Command {
 		newVMLogsCmd(app, g),
 		newVMPortForwardCmd(app, g),
 	)
+	cmd.AddCommand(newAccessCmds(app, g)...)
 	return cmd
 }
 

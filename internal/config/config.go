@@ -28,6 +28,14 @@ type Config struct {
 	QEMU        QEMU        `toml:"qemu"`
 	Network     Network     `toml:"network"`
 	Image       Image       `toml:"image"`
+	Sync        Sync        `toml:"sync"`
+}
+
+// Sync lists files from the owner's home copied into every VM at start and
+// on `banger vm sync` (e.g. "~/.gitconfig", "~/.config/gh/"). Paths outside
+// the home directory are refused when used.
+type Sync struct {
+	Paths []string `toml:"paths"`
 }
 
 // Daemon configures bangerd itself.

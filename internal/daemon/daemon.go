@@ -201,6 +201,7 @@ func (d *Daemon) register() {
 	})
 	api.Handle(d.api, api.MethodVMLogs, m.Logs)
 	api.Handle(d.api, api.MethodVMPortForward, m.PortForward)
+	d.registerAccess(d.api)
 }
 
 func (d *Daemon) info(ctx context.Context, _ struct{}, _ api.Progress) (api.DaemonInfo, error) {

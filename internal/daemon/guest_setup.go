@@ -2,15 +2,164 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"path"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/filesync"
+	"github.com/banger-dev/banger/internal/ssh"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // afterAgentReady runs once the guest agent answers and before the VM is
 // recorded running: install the owner's SSH key, learn and pin the guest's
-// host keys, sync the owner's configured files. An error fails the boot.
+// host keys, sync the owner's configured files. A key that cannot be
+// installed or a host key that does not match its pin fails the boot; a
+// file that cannot be synced is reported and skipped.
 func (m *vmManager) afterAgentReady(ctx context.Context, vm store.VM, inst vmm.Instance, p api.Progress) error {
+	dialer, ok := inst.(vmm.AgentDialer)
+	if !ok {
+		return nil
+	}
+	conn, err := dialer.DialAgent(ctx)
+	if err != nil {
+		return fmt.Errorf("guest setup: reach the agent: %w", err)
+	}
+	c, err := agent.NewClient(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("guest setup: %w", err)
+	}
+	defer c.Close()
+	hosts := []string{vm.Name + "." + m.d.opts.Config.Network.Domain}
+	if lease, err := m.d.store.GetLease(ctx, vm.ID); err == nil && lease.IP.IsValid() {
+		hosts = append(hosts, lease.IP.String())
+	}
+	g := guestSetup{
+		client:    c,
+		vmID:      vm.ID,
+		vmName:    vm.Name,
+		hosts:     hosts,
+		owner:     currentOwner(),
+		configDir: m.d.opts.Layout.OwnerDir(),
+		syncPaths: configuredSyncPaths(m.d.opts.Config),
+		log:       m.log,
+		progress:  p,
+	}
+	return g.run(ctx)
+}
+
+// configuredSyncPaths is the [sync] paths list of the configuration.
+func configuredSyncPaths(cfg config.Config) []string {
+	return cfg.Sync.Paths
+}
+
+// owner is who runs the daemon: the person whose key, home and name the
+// VMs get.
+type owner struct {
+	Name string
+	Home string
+}
+
+func currentOwner() owner {
+	o := owner{Name: os.Getenv("USER")}
+	if u, err := user.Current(); err == nil {
+		o.Name = u.Username
+	}
+	o.Home, _ = os.UserHomeDir()
+	return o
+}
+
+// loginUser is the guest account banger uses for a VM: the owner's name
+// when the image has that account (banger's own images create it), else
+// root (an imported image).
+func loginUser(info agent.GuestInfo, ownerName string) string {
+	for _, u := range info.Users {
+		if u.Name == ownerName && ownerName != "" {
+			return u.Name
+		}
+	}
+	return "root"
+}
+
+// guestSetup is the boot-time work on a freshly answering guest, apart
+// from the vmManager so it can be tested against an agent alone.
+type guestSetup struct {
+	client    *agent.Client
+	vmID      string
+	vmName    string
+	hosts     []string // DNS name first, then the address if any
+	owner     owner
+	configDir string
+	syncPaths []string
+	log       *slog.Logger
+	progress  api.Progress
+}
+
+func (g guestSetup) run(ctx context.Context) error {
+	info, err := g.client.GuestInfo(ctx)
+	if err != nil {
+		return fmt.Errorf("guest setup: %w", err)
+	}
+	login := loginUser(info, g.owner.Name)
+	pub, err := ssh.EnsureKey(ssh.KeyPath(g.configDir), "banger:"+g.owner.Name)
+	if err != nil {
+		return fmt.Errorf("guest setup: SSH key: %w", err)
+	}
+	if _, err := g.client.AuthorizeKey(ctx, agent.AuthorizeKeyRequest{User: login, Key: pub}); err != nil {
+		return fmt.Errorf("guest setup: install SSH key for %s: %w", login, err)
+	}
+	if len(info.HostKeys) > 0 {
+		kh := ssh.KnownHosts{Path: ssh.KnownHostsPath(g.configDir)}
+		res, err := kh.Pin(g.vmID, g.hosts, info.HostKeys)
+		if errors.Is(err, ssh.ErrHostKeyMismatch) {
+			return api.Errorf(api.CodeFailedPrecondition, "vm %q: %v", g.vmName, err).
+				WithHint(fmt.Sprintf("if this VM's disk was replaced on purpose, remove the lines ending in banger-vm=%s from %s and start it again", g.vmID, kh.Path))
+		}
+		if err != nil {
+			return fmt.Errorf("guest setup: pin host keys: %w", err)
+		}
+		g.progress(api.Event{VM: g.vmName, Stage: "ssh", Message: fmt.Sprintf("SSH host key %s; key installed for %s", res, login)})
+	} else {
+		g.progress(api.Event{VM: g.vmName, Stage: "ssh", Message: "the guest has no SSH host keys (no sshd?); `banger vm exec` works, `banger vm ssh` will not"})
+	}
+	if len(g.syncPaths) > 0 {
+		res := syncFiles(ctx, g.client, login, g.owner.Home, g.syncPaths, g.vmName, g.progress)
+		for _, e := range res.Errors {
+			g.log.Warn("file sync", "vm", g.vmName, "err", e)
+		}
+	}
 	return nil
+}
+
+// syncFiles copies the paths (after the home-lock policy) into the guest
+// user's home, one put per path, and reports each to p.
+func syncFiles(ctx context.Context, c *agent.Client, login, home string, paths []string, vmName string, p api.Progress) api.VMSyncResult {
+	res := api.VMSyncResult{Synced: []api.SyncedPath{}}
+	entries, refused := filesync.Plan(home, paths)
+	for _, err := range refused {
+		res.Errors = append(res.Errors, err.Error())
+		p(api.Event{VM: vmName, Stage: "sync", Message: "skipped: " + err.Error()})
+	}
+	for _, e := range entries {
+		dest := path.Join("~", e.Rel)
+		put := agent.PutRequest{Path: dest, User: login, MakeParents: true}
+		out, err := c.Put(ctx, put, e.Source, agent.TreeSender{FollowRoot: true})
+		if err != nil {
+			msg := fmt.Sprintf("sync %s: %v", e.Config, err)
+			res.Errors = append(res.Errors, msg)
+			p(api.Event{VM: vmName, Stage: "sync", Message: "failed: " + msg})
+			continue
+		}
+		res.Synced = append(res.Synced, api.SyncedPath{Path: e.Config, Dest: out.Path, Files: out.Files, Bytes: out.Bytes})
+		p(api.Event{VM: vmName, Stage: "sync", Message: fmt.Sprintf("synced %s to %s", e.Config, out.Path), Done: out.Bytes})
+	}
+	return res
 }

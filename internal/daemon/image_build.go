@@ -26,11 +26,14 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 	if !vmNamePattern.MatchString(req.Name) {
 		return api.Image{}, api.Errorf(api.CodeInvalidArgument, "invalid image name %q: use 1-63 lowercase letters, digits and dashes", req.Name)
 	}
+	if req.From == image.FromBusybox {
+		return d.imageBuildBusybox(ctx, req, p)
+	}
 	suite := d.opts.Config.Image.Suite
-	if req.From != "" {
+	if req.From != "" && req.From != "debian" {
 		s, ok := strings.CutPrefix(req.From, "debian:")
 		if !ok || s == "" {
-			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "--from %q is not supported: use debian:SUITE, e.g. debian:bookworm", req.From)
+			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "--from %q is not supported: use busybox, debian or debian:SUITE, e.g. debian:bookworm", req.From)
 		}
 		suite = s
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/network/portforward"
+	"github.com/banger-dev/banger/internal/ssh"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -273,6 +274,8 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	if err != nil {
 		return m.bootFailed(vm, err, inst)
 	}
+	// Its time splits a boot into the VMM and guest's part and banger's.
+	p(api.Event{VM: vm.Name, Stage: "agent-ready", Message: "guest agent " + info.AgentVersion + " is up; setting up the guest"})
 	if err := m.afterAgentReady(bctx, vm, inst, p); err != nil {
 		return m.bootFailed(vm, err, inst)
 	}
@@ -550,6 +553,8 @@ func (m *vmManager) Delete(ctx context.Context, name string, p api.Progress) err
 	if m.d.net != nil {
 		m.d.net.forget(vm.Name)
 	}
+	// The VM's pinned host keys go with it (a recreate would replace them anyway).
+	_ = ssh.KnownHosts{Path: ssh.KnownHostsPath(m.d.opts.Layout.OwnerDir())}.Forget(vm.ID)
 	m.mu.Lock()
 	delete(m.locks, vm.ID)
 	m.mu.Unlock()

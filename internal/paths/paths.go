@@ -112,6 +112,16 @@ func (l Layout) LockPath() string { return filepath.Join(l.RuntimeDir, "bangerd.
 // DaemonLogPath is where a daemon started on demand by the CLI writes its log.
 func (l Layout) DaemonLogPath() string { return filepath.Join(l.StateDir, "bangerd.log") }
 
+// OwnerDir holds the owner's banger SSH key and the managed known_hosts.
+// It must be writable by the daemon, which runs as the owner: the config dir
+// in user mode, the state dir in system mode (/etc/banger is root's).
+func (l Layout) OwnerDir() string {
+	if l.Mode == ModeSystem {
+		return l.StateDir
+	}
+	return l.ConfigDir
+}
+
 // ImagesDir holds image kernels, initrds and rootfs files.
 func (l Layout) ImagesDir() string { return filepath.Join(l.StateDir, "images") }
 
