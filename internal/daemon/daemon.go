@@ -98,7 +98,7 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 	}
 	driver := opts.Driver
 	if driver == nil {
-		if driver, err = selectDriver(ctx, opts.Config, opts.Log); err != nil {
+		if driver, err = selectDriver(ctx, opts.Config, opts.Layout, opts.Log); err != nil {
 			// No VMM is not fatal: images, listing and doctor still work,
 			// and VM operations say what is missing.
 			d.log.Warn("no VMM driver", "err", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,10 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Ins
 	l, err := d.layoutFor(spec)
 	if err != nil {
 		return nil, err
+	}
+	if l.jailRoot != "" && spec.Agent.UDSPath != "" {
+		// Launch placed the vsock socket inside the jail (stageIntoJail).
+		spec.Agent.UDSPath = filepath.Join(l.jailRoot, "vsock.sock")
 	}
 	// Open the pidfd first: it pins this exact process, so the command
 	// line read next cannot belong to a successor that reused the pid.

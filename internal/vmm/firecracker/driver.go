@@ -112,6 +112,9 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 	if err != nil {
 		return nil, err
 	}
+	if spec, err = stageIntoJail(spec, l); err != nil {
+		return nil, err
+	}
 	if err := d.prepareFiles(spec, l); err != nil {
 		return nil, err
 	}
