@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -565,6 +566,13 @@ func (m *vmManager) Delete(ctx context.Context, name string, p api.Progress) err
 func (m *vmManager) removeFiles(id string) error {
 	if err := os.RemoveAll(m.d.opts.Layout.VMRunDir(id)); err != nil {
 		return err
+	}
+	// A jailed VM's chroot (<state>/jail/<vmm binary>/<id>) holds links to its disk.
+	jails, _ := filepath.Glob(filepath.Join(m.d.opts.Layout.StateDir, "jail", "*", id))
+	for _, j := range jails {
+		if err := os.RemoveAll(j); err != nil {
+			return err
+		}
 	}
 	return os.RemoveAll(m.d.opts.Layout.VMStateDir(id))
 }
