@@ -108,7 +108,7 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	}
 	var out bytes.Buffer
 	st, err := c.Run(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", "echo hi; exit 5"}}, nil, &out, &out)
-	c.Close()
+	_ = c.Close()
 	if err != nil || st.Code != 5 || out.String() != "hi\n" {
 		t.Fatalf("exec: %+v %v %q", st, err, out.String())
 	}
@@ -143,7 +143,7 @@ func TestStandInGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	info, err := c.GuestInfo(ctx)
 	if err != nil || len(info.HostKeys) != 1 {
 		t.Fatalf("guest info: %+v %v (stderr %s)", info, err, stderr.String())
@@ -172,7 +172,7 @@ func TestStandInGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c2.Close()
+	defer func() { _ = c2.Close() }()
 	info2, err := c2.GuestInfo(ctx)
 	if err != nil || info2.HostKeys[0] != info.HostKeys[0] {
 		t.Fatalf("host key changed across stand-in boots: %v vs %v (%v)", info2.HostKeys, info.HostKeys, err)

@@ -50,7 +50,7 @@ func benchDir(b *testing.B) string {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { os.RemoveAll(dir) })
+		b.Cleanup(func() { _ = os.RemoveAll(dir) })
 		return dir
 	}
 	return b.TempDir()

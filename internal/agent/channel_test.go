@@ -71,13 +71,13 @@ func TestChannelOverPtyServesSessions(t *testing.T) {
 
 	// A new host takes the port over without the old one closing anything
 	// (the daemon restarted): the agent drops the old session and answers.
-	first.Close()
+	_ = first.Close()
 	start = time.Now()
 	c2, err := NewClient(testCtx(t), fileConn{host, nil})
 	if err != nil {
 		t.Fatalf("second host: %v", err)
 	}
-	defer c2.Close()
+	defer func() { _ = c2.Close() }()
 	t.Logf("takeover hello after %s", time.Since(start))
 	if _, err := c2.Health(testCtx(t)); err != nil {
 		t.Fatalf("health for the second host: %v", err)

@@ -52,7 +52,7 @@ func Health(ctx context.Context, conn net.Conn) (HealthInfo, error) {
 	if err != nil {
 		return HealthInfo{}, fmt.Errorf("agent health check: %w", err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	info, err := c.Health(ctx)
 	if err != nil {
 		return HealthInfo{}, fmt.Errorf("agent health check: %w", err)
@@ -206,8 +206,8 @@ func (c *Client) Run(ctx context.Context, req ExecRequest, stdin io.Reader, stdo
 	if err != nil {
 		return ExitStatus{}, err
 	}
-	defer p.Close()
-	stop := context.AfterFunc(ctx, func() { p.Close() })
+	defer func() { _ = p.Close() }()
+	stop := context.AfterFunc(ctx, func() { _ = p.Close() })
 	defer stop()
 	go func() {
 		if stdin != nil {

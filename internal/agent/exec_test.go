@@ -214,7 +214,7 @@ func TestExecSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer func() { _ = p.Close() }()
 	if err := p.Signal("SIGBOGUS"); err == nil {
 		t.Fatal("unknown signal accepted")
 	}
@@ -314,7 +314,7 @@ func TestExecClientGoneKillsProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Close()
+	_ = p.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for syscall.Kill(pid, 0) == nil && !isZombie(pid) {
 		if time.Now().After(deadline) {

@@ -414,7 +414,7 @@ func (tr TreeReceiver) writeFile(fr *frameReader, target string, e Entry) (int64
 	defer func() {
 		if !committed {
 			f.Close()
-			os.Remove(tmp)
+			_ = os.Remove(tmp)
 		}
 	}()
 	var n int64
@@ -480,12 +480,12 @@ func (tr TreeReceiver) makeSymlink(target string, e Entry) error {
 	}
 	if uid, gid := tr.owner(e); uid >= 0 || gid >= 0 {
 		if err := os.Lchown(tmp, uid, gid); err != nil {
-			os.Remove(tmp)
+			_ = os.Remove(tmp)
 			return fmt.Errorf("chown %s: %w", target, err)
 		}
 	}
 	if err := os.Rename(tmp, target); err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp)
 		return err
 	}
 	return nil

@@ -308,7 +308,7 @@ func newNetns(t *testing.T) netns.NsHandle {
 	if err != nil {
 		t.Skipf("skipping: %v", err)
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }()
 	ns, err := netns.New()
 	if err != nil {
 		t.Skipf("skipping: cannot create a network namespace: %v", err)
@@ -316,7 +316,7 @@ func newNetns(t *testing.T) netns.NsHandle {
 	if err := netns.Set(orig); err != nil {
 		t.Fatalf("return to the original namespace: %v", err)
 	}
-	t.Cleanup(func() { ns.Close() })
+	t.Cleanup(func() { _ = ns.Close() })
 	return ns
 }
 

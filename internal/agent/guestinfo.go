@@ -248,7 +248,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode, uid, gid int) e
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	defer func() { _ = os.Remove(tmp) }() // fails harmlessly once renamed
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(mode)

@@ -68,7 +68,7 @@ func (p *Process) Resize(rows, cols uint16) error {
 // to discard) until it exits, and returns how it ended. The stream is
 // closed afterwards.
 func (p *Process) Wait(stdout, stderr io.Writer) (ExitStatus, error) {
-	defer p.Close()
+	defer func() { _ = p.Close() }()
 	fr := newFrameReader(p.rw)
 	for {
 		typ, payload, err := fr.next()

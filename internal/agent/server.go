@@ -151,10 +151,10 @@ func (s *Server) ServeChannel(ctx context.Context, ch Channel) error {
 			return fmt.Errorf("agent: channel: %w", err)
 		}
 		cc := &channelConn{ch: ch, r: r}
-		stop := context.AfterFunc(ctx, func() { cc.Close() })
+		stop := context.AfterFunc(ctx, func() { _ = cc.Close() })
 		s.serveSession(cc, "channel")
 		stop()
-		cc.Close()
+		_ = cc.Close()
 		if ctx.Err() != nil {
 			return nil
 		}

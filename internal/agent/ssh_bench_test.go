@@ -36,7 +36,7 @@ func sshTarget(b *testing.B, shared bool) []string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
+	b.Cleanup(func() { _ = os.RemoveAll(dir) })
 	for _, k := range []string{"host", "user"} {
 		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
 			b.Fatalf("ssh-keygen: %v %s", err, out)

@@ -51,7 +51,7 @@ func serve(t *testing.T) *Client {
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	c := NewClient(sock)
-	t.Cleanup(func() { c.Close(); hs.Close(); os.RemoveAll(dir) })
+	t.Cleanup(func() { c.Close(); _ = hs.Close(); _ = os.RemoveAll(dir) })
 	return c
 }
 

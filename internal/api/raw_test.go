@@ -46,7 +46,7 @@ func serveUpgrade(t *testing.T) (*Client, string) {
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	c := NewClient(sock)
-	t.Cleanup(func() { c.Close(); hs.Close(); os.RemoveAll(dir) })
+	t.Cleanup(func() { c.Close(); _ = hs.Close(); _ = os.RemoveAll(dir) })
 	if got := srv.Methods(); len(got) != 1 || got[0] != "test.shout" {
 		t.Errorf("Methods() = %v, want the raw method listed", got)
 	}

@@ -96,17 +96,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	start := s.now()
 	streaming := strings.Contains(r.Header.Get("Accept"), contentNDJSON)
-	var result any
 	if streaming {
-		result, err = s.serveStreaming(w, r, h, body)
+		err = s.serveStreaming(w, r, h, body)
 	} else {
+		var result any
 		result, err = h(r.Context(), body, func(Event) {})
 		s.writeFinal(w, result, err)
 	}
 	s.logCall(method, start, err)
 }
 
-func (s *Server) serveStreaming(w http.ResponseWriter, r *http.Request, h handler, body []byte) (any, error) {
+// serveStreaming runs h, sending its events and then its result as NDJSON
+// lines. It returns h's error for the call log; the client got it already.
+func (s *Server) serveStreaming(w http.ResponseWriter, r *http.Request, h handler, body []byte) error {
 	w.Header().Set("Content-Type", contentNDJSON)
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
@@ -127,7 +129,7 @@ func (s *Server) serveStreaming(w http.ResponseWriter, r *http.Request, h handle
 		send(envelope{Event: &ev})
 	})
 	send(finalEnvelope(result, err))
-	return result, err
+	return err
 }
 
 func (s *Server) writeFinal(w http.ResponseWriter, result any, err error) {

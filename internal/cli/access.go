@@ -121,7 +121,7 @@ func (app *App) runExec(ctx context.Context, g *globalFlags, o execOptions) (int
 		}
 		return 0, err
 	}
-	defer p.Close()
+	defer func() { _ = p.Close() }()
 
 	sigs := make(chan os.Signal, 8)
 	if o.TTY && stdinTTY {

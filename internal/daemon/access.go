@@ -243,7 +243,7 @@ func (p *agentPool) session(ctx context.Context, id string, inst vmm.Instance) (
 		}
 	}
 	if e.client != nil {
-		e.client.Close()
+		_ = e.client.Close()
 		e.client = nil
 	}
 	dialer, ok := inst.(vmm.AgentDialer)
@@ -261,7 +261,7 @@ func (p *agentPool) session(ctx context.Context, id string, inst vmm.Instance) (
 	}
 	info, err := c.GuestInfo(ctx)
 	if err != nil {
-		c.Close()
+		_ = c.Close()
 		return session{}, err
 	}
 	e.inst, e.client, e.login = inst, c, loginUser(info, currentOwner().Name)
@@ -276,7 +276,7 @@ func (p *agentPool) watch(id string, e *pooled, inst vmm.Instance, c *agent.Clie
 	case <-inst.Done():
 	case <-c.Done():
 	}
-	c.Close()
+	_ = c.Close()
 	p.mu.Lock()
 	e.mu.Lock()
 	if e.client == c {

@@ -27,7 +27,7 @@ func testGuest(t *testing.T) (sock, root string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	sock = filepath.Join(dir, "a.sock")
 	ln, err := agent.Listen("unix:" + sock)
 	if err != nil {
@@ -50,7 +50,7 @@ func dialGuest(t *testing.T, sock string) *agent.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 

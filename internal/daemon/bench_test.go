@@ -37,7 +37,7 @@ func benchDaemon(b *testing.B) *api.Client {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
+	b.Cleanup(func() { _ = os.RemoveAll(dir) })
 	layout := testLayoutAt(dir)
 	cfg := testConfig()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -193,7 +193,7 @@ func BenchmarkStandInStartup(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
+	b.Cleanup(func() { _ = os.RemoveAll(dir) })
 	var ds []time.Duration
 	b.ResetTimer()
 	for i := range b.N {
@@ -215,8 +215,9 @@ func BenchmarkStandInStartup(b *testing.B) {
 			_ = c.Process.Kill()
 			_ = c.Wait()
 		}
-		os.Remove(api)
-		os.Remove(agentSock)
+		// Best effort: a socket left behind fails the next Listen loudly.
+		_ = os.Remove(api)
+		_ = os.Remove(agentSock)
 	}
 	b.StopTimer()
 	reportPercentiles(b, ds)

@@ -85,7 +85,11 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 	if err != nil {
 		return fmt.Errorf("open state database: %w", err)
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			opts.Log.Warn("close state database", "err", err)
+		}
+	}()
 
 	d := &Daemon{
 		opts:      opts,

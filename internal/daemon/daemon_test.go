@@ -27,7 +27,7 @@ func testLayout(t *testing.T) paths.Layout {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return testLayoutAt(dir)
 }
 

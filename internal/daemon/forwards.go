@@ -92,7 +92,9 @@ func (m *vmManager) stopForwards(id string) {
 	delete(m.forwards, id)
 	m.mu.Unlock()
 	for _, f := range fs {
-		f.Stop()
+		if err := f.Stop(); err != nil {
+			m.log.Warn("port forward not stopped cleanly", "vm_id", id, "err", err)
+		}
 	}
 }
 

@@ -37,7 +37,7 @@ func (m *vmManager) afterAgentReady(ctx context.Context, vm store.VM, inst vmm.I
 		conn.Close()
 		return fmt.Errorf("guest setup: %w", err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	hosts := []string{vm.Name + "." + m.d.opts.Config.Network.Domain}
 	if lease, err := m.d.store.GetLease(ctx, vm.ID); err == nil && lease.IP.IsValid() {
 		hosts = append(hosts, lease.IP.String())

@@ -18,7 +18,9 @@ func TestImageBuildBusyboxRejectsDebianOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := filepath.Join(t.TempDir(), "notakernel")
-	os.WriteFile(text, []byte("hello"), 0o644)
+	if err := os.WriteFile(text, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		req  api.ImageBuildRequest
 		code api.Code

@@ -25,7 +25,7 @@ func imageTestDaemon(t *testing.T) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { _ = st.Close() })
 	return &Daemon{opts: Options{Layout: layout, Config: testConfig()}, log: slog.New(slog.DiscardHandler),
 		now: time.Now, store: st, events: newHub()}
 }
@@ -39,7 +39,9 @@ func TestImageBuildRejectsBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := filepath.Join(t.TempDir(), "notakernel")
-	os.WriteFile(text, []byte("hello"), 0o644)
+	if err := os.WriteFile(text, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		req  api.ImageBuildRequest
 		code api.Code
@@ -71,8 +73,12 @@ func TestImageBuildFailureLeavesNothing(t *testing.T) {
 	d.opts.Config.Image.DebianMirror = "http://127.0.0.1:9/debian"
 	// The agent is found at its canonical path under the layout's root.
 	agent := filepath.Join(d.opts.Layout.SystemRoot, "usr", "local", "lib", "banger", agentBinaryName)
-	os.MkdirAll(filepath.Dir(agent), 0o755)
-	os.WriteFile(agent, []byte("agent"), 0o755)
+	if err := os.MkdirAll(filepath.Dir(agent), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// Any ELF will do as a kernel for a build that fails before booting.
 	self, err := os.Executable()
 	if err != nil {
@@ -121,7 +127,9 @@ func TestImageShow(t *testing.T) {
 	if _, err := d.imageShow(ctx, api.ImageRef{Name: "nope"}, noProgress); !api.IsCode(err, api.CodeNotFound) {
 		t.Fatalf("missing image: %v", err)
 	}
-	d.store.CreateImage(ctx, store.Image{ID: store.NewID(), Name: "one", KernelPath: "/k", RootfsPath: "/r", Source: store.ImageSourceBuild})
+	if err := d.store.CreateImage(ctx, store.Image{ID: store.NewID(), Name: "one", KernelPath: "/k", RootfsPath: "/r", Source: store.ImageSourceBuild}); err != nil {
+		t.Fatal(err)
+	}
 	im, err := d.imageShow(ctx, api.ImageRef{Name: "one"}, noProgress)
 	if err != nil || im.Name != "one" || im.Source != store.ImageSourceBuild {
 		t.Fatalf("show: %+v, %v", im, err)
@@ -131,9 +139,13 @@ func TestImageShow(t *testing.T) {
 func TestCleanupImageWork(t *testing.T) {
 	d := imageTestDaemon(t)
 	stale := filepath.Join(d.opts.Layout.ImagesDir(), ".0123abcd.work", "rootfs", "etc")
-	os.MkdirAll(stale, 0o755)
+	if err := os.MkdirAll(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	keep := filepath.Join(d.opts.Layout.ImagesDir(), "0123abcd")
-	os.MkdirAll(keep, 0o755)
+	if err := os.MkdirAll(keep, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	d.cleanupImageWork()
 	if _, err := os.Stat(filepath.Dir(filepath.Dir(stale))); !os.IsNotExist(err) {
 		t.Error("stale work dir kept")

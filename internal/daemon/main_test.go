@@ -39,7 +39,9 @@ func TestCheckMigrationsClassesAndExitCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.Close()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
 	line, code = checkMigrations(t, dir)
 	if code != 0 || !strings.HasPrefix(line, "compatible") {
 		t.Fatalf("fully migrated: %q exit %d", line, code)
@@ -49,7 +51,7 @@ func TestCheckMigrationsClassesAndExitCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close()
+	defer func() { _ = raw.Close() }()
 	if _, err := raw.Exec(`DELETE FROM schema_migrations WHERE id > 1`); err != nil {
 		t.Fatal(err)
 	}

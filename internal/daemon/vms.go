@@ -583,9 +583,17 @@ func (m *vmManager) List(ctx context.Context) ([]api.VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	leases, err := m.d.store.ListLeases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byVM := map[string]*store.Lease{}
+	for i := range leases {
+		byVM[leases[i].VMID] = &leases[i]
+	}
 	out := make([]api.VM, 0, len(vms))
 	for _, vm := range vms {
-		out = append(out, m.toAPI(vm, nil))
+		out = append(out, m.toAPI(vm, byVM[vm.ID]))
 	}
 	return out, nil
 }

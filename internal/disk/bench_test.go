@@ -83,7 +83,9 @@ func BenchmarkClone(b *testing.B) {
 					if err := ov.Remove(ctx, id); err != nil {
 						b.Fatal(err)
 					}
-					os.Remove(filepath.Join(dir, COWFileName(id)))
+					if err := os.Remove(filepath.Join(dir, COWFileName(id))); err != nil {
+						b.Fatal(err)
+					}
 					b.StartTimer()
 				}
 			})
@@ -102,7 +104,9 @@ func benchClone(b *testing.B, img, dir string, want Method) {
 			b.Fatalf("cloned by %s, want %s", m, want)
 		}
 		b.StopTimer()
-		os.Remove(dst)
+		if err := os.Remove(dst); err != nil {
+			b.Fatal(err)
+		}
 		b.StartTimer()
 	}
 }

@@ -74,7 +74,7 @@ func ProbeReflink(dir string) error {
 	if err != nil {
 		return fmt.Errorf("probe reflink in %s: %w", dir, err)
 	}
-	defer os.Remove(src.Name())
+	defer func() { _ = os.Remove(src.Name()) }()
 	defer src.Close()
 	if _, err := src.Write(make([]byte, 4096)); err != nil {
 		return fmt.Errorf("probe reflink in %s: %w", dir, err)
@@ -83,7 +83,7 @@ func ProbeReflink(dir string) error {
 	if err != nil {
 		return fmt.Errorf("probe reflink in %s: %w", dir, err)
 	}
-	defer os.Remove(dst.Name())
+	defer func() { _ = os.Remove(dst.Name()) }()
 	defer dst.Close()
 	if err := unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())); err != nil {
 		return fmt.Errorf("the file system of %s cannot reflink (FICLONE: %v)", dir, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 )
 
@@ -178,5 +177,3 @@ func sectors(n int64) (int64, error) {
 	}
 	return n / 512, nil
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -95,9 +95,12 @@ func TestDMSetupCommands(t *testing.T) {
 func overlayFixture(t *testing.T, baseSize int64) (Overlays, *fakeLoops, *fakeDM, OverlaySpec) {
 	dir := t.TempDir()
 	base := filepath.Join(dir, "rootfs.ext4")
-	f, _ := os.Create(base)
-	f.Truncate(baseSize)
-	f.Close()
+	if err := os.WriteFile(base, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(base, baseSize); err != nil {
+		t.Fatal(err)
+	}
 	loops, dm := newFakeLoops(), newFakeDM()
 	return Overlays{Loops: loops, DM: dm}, loops, dm, OverlaySpec{ID: "0a1b2c", Base: base, COW: filepath.Join(dir, COWFileName("0a1b2c")), SizeBytes: 4 << 30}
 }

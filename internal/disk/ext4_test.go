@@ -23,12 +23,18 @@ func TestReadExt4(t *testing.T) {
 
 	dir := t.TempDir()
 	notExt4 := filepath.Join(dir, "zeros")
-	os.WriteFile(notExt4, make([]byte, 8192), 0o644)
+	if err := os.WriteFile(notExt4, make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tiny := filepath.Join(dir, "tiny")
-	os.WriteFile(tiny, []byte("x"), 0o644)
+	if err := os.WriteFile(tiny, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	data, _ := os.ReadFile(img)
 	truncated := filepath.Join(dir, "truncated.ext4")
-	os.WriteFile(truncated, data[:32<<20], 0o644)
+	if err := os.WriteFile(truncated, data[:32<<20], 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	for path, want := range map[string]string{
 		filepath.Join(dir, "missing"): "does not exist",
@@ -47,7 +53,9 @@ func TestMakeExt4Errors(t *testing.T) {
 	ctx := context.Background()
 	r := &recordingRunner{}
 	existing := filepath.Join(t.TempDir(), "img")
-	os.WriteFile(existing, nil, 0o644)
+	if err := os.WriteFile(existing, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		spec Ext4Spec
 		want string
@@ -65,7 +73,9 @@ func TestMakeExt4Errors(t *testing.T) {
 	}
 	// A failing mkfs removes what it may have started.
 	failing := &recordingRunner{reply: func(c Command) ([]byte, error) {
-		os.WriteFile(c.Args[len(c.Args)-2], []byte("partial"), 0o644)
+		if err := os.WriteFile(c.Args[len(c.Args)-2], []byte("partial"), 0o644); err != nil {
+			return nil, err
+		}
 		return nil, &CommandError{Command: c.String(), ExitCode: 1, Output: "mkfs.ext4: Could not allocate block in ext2 filesystem"}
 	}}
 	out := filepath.Join(t.TempDir(), "new.ext4")
@@ -146,7 +156,9 @@ func TestCloneResizedSparse(t *testing.T) {
 		t.Fatalf("clone: %+v, %v", info, err)
 	}
 	var st syscall.Stat_t
-	syscall.Stat(dst, &st)
+	if err := syscall.Stat(dst, &st); err != nil {
+		t.Fatal(err)
+	}
 	if st.Blocks*512 > 64<<20 {
 		t.Fatalf("512 MiB clone allocates %d bytes: not sparse", st.Blocks*512)
 	}
@@ -159,7 +171,9 @@ func TestCloneResizedSparse(t *testing.T) {
 		t.Fatalf("smaller disk: %v", err)
 	}
 	notImg := filepath.Join(t.TempDir(), "x")
-	os.WriteFile(notImg, make([]byte, 4096), 0o644)
+	if err := os.WriteFile(notImg, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := CloneResized(context.Background(), ExecRunner{}, notImg, filepath.Join(t.TempDir(), "y"), 1<<30); err == nil ||
 		!strings.Contains(err.Error(), "not an ext4") {
 		t.Fatalf("wrong magic: %v", err)
@@ -187,11 +201,18 @@ func TestCloneMethodsBaseUntouched(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tc.dir(t)
 			base := filepath.Join(dir, "base.img")
-			f, _ := os.Create(base)
-			f.Truncate(32 << 20)
-			f.WriteAt(bytes.Repeat([]byte{0xAB}, 1<<20), 0)
-			f.WriteAt(bytes.Repeat([]byte{0xCD}, 1<<20), 16<<20)
-			f.Close()
+			f, err := os.Create(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Truncate(32 << 20); err != nil {
+				t.Fatal(err)
+			}
+			fillAt(t, f, 0xAB, 1<<20, 0)
+			fillAt(t, f, 0xCD, 1<<20, 16<<20)
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
 			orig, _ := os.ReadFile(base)
 			dst := filepath.Join(dir, "vm.img")
 			m, err := Clone(base, dst, 64<<20)
@@ -205,14 +226,27 @@ func TestCloneMethodsBaseUntouched(t *testing.T) {
 			if !bytes.Equal(got[:len(orig)], orig) || len(got) != 64<<20 {
 				t.Fatal("clone content differs")
 			}
-			w, _ := os.OpenFile(dst, os.O_WRONLY, 0)
-			w.WriteAt(bytes.Repeat([]byte{0xEF}, 1<<20), 0)
-			w.WriteAt(bytes.Repeat([]byte{0xEF}, 4096), 16<<20+4096)
-			w.Close()
+			w, err := os.OpenFile(dst, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillAt(t, w, 0xEF, 1<<20, 0)
+			fillAt(t, w, 0xEF, 4096, 16<<20+4096)
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
 			now, _ := os.ReadFile(base)
 			if !bytes.Equal(now, orig) {
 				t.Fatal("writing the clone changed the base")
 			}
 		})
+	}
+}
+
+// fillAt writes n bytes of b into f at off.
+func fillAt(t *testing.T, f *os.File, b byte, n int, off int64) {
+	t.Helper()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{b}, n), off); err != nil {
+		t.Fatal(err)
 	}
 }

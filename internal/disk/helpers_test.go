@@ -208,7 +208,9 @@ func reflinkDir(t testing.TB, size int64) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Truncate(size)
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
 	f.Close()
 	if out, err := exec.Command("mkfs.xfs", "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
 		t.Skipf("mkfs.xfs: %v %s", err, out)
@@ -219,9 +221,11 @@ func reflinkDir(t testing.TB, size int64) string {
 		t.Fatal(err)
 	}
 	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := unix.Mount(l.Device, mnt, "xfs", 0, ""); err != nil {
-		loops.Detach(l.Device)
+		_ = loops.Detach(l.Device)
 		t.Skipf("mount xfs: %v", err)
 	}
 	t.Cleanup(func() {

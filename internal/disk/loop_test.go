@@ -53,7 +53,7 @@ func TestLoopAttachDetachForReal(t *testing.T) {
 	detached := false
 	t.Cleanup(func() {
 		if !detached {
-			loops.Detach(l.Device)
+			_ = loops.Detach(l.Device)
 		}
 	})
 	if !strings.HasPrefix(l.Device, "/dev/loop") {
@@ -133,7 +133,9 @@ func TestCleanupOrphanLoopsForReal(t *testing.T) {
 	dir := t.TempDir()
 	mk := func(n string) string {
 		p := filepath.Join(dir, n)
-		os.WriteFile(p, make([]byte, 1<<20), 0o600)
+		if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		return p
 	}
 	orphanID := fmt.Sprintf("orphan%d", os.Getpid())
@@ -146,11 +148,15 @@ func TestCleanupOrphanLoopsForReal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { loops.Detach(orphan.Device); loops.Detach(live.Device) })
+	t.Cleanup(func() { _ = loops.Detach(orphan.Device); _ = loops.Detach(live.Device) })
 	cow := filepath.Join(dir, COWFileName(orphanID))
 	liveCOW := filepath.Join(dir, COWFileName(liveID))
-	os.WriteFile(cow, nil, 0o600)
-	os.WriteFile(liveCOW, nil, 0o600)
+	if err := os.WriteFile(cow, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(liveCOW, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	// Other tests on this host may own banger loops too: only our orphan
 	// counts as dead here.

@@ -235,7 +235,7 @@ func (f *Fetcher) FetchVerified(ctx context.Context, rawURL, wantSHA256, dst str
 	defer func() {
 		if !keep {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			_ = os.Remove(tmp.Name())
 		}
 	}()
 

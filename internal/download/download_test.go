@@ -161,7 +161,9 @@ func TestFetchVerified(t *testing.T) {
 	if !strings.Contains(progress.String(), "release.tar.gz") || !strings.Contains(progress.String(), "100%") || !strings.HasSuffix(progress.String(), " done\n") {
 		t.Fatalf("progress output = %q", progress.String())
 	}
-	os.Remove(dst)
+	if err := os.Remove(dst); err != nil {
+		t.Fatal(err)
+	}
 
 	small := New(Options{Client: srv.Client(), MaxFileSize: 100})
 	for _, tc := range []struct {
@@ -194,7 +196,9 @@ func TestFetchVerified(t *testing.T) {
 		if got, _ := os.ReadFile(dst); string(got) != "previous" {
 			t.Fatalf("dst = %q", got)
 		}
-		os.Remove(dst)
+		if err := os.Remove(dst); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	for _, bad := range []string{"", "abc", strings.ToUpper(sum(payload)), sum(payload)[:62] + "zz"} {
@@ -230,10 +234,10 @@ func TestProgressUnknownLength(t *testing.T) {
 	var buf bytes.Buffer
 	clock := time.Unix(0, 0)
 	p := newProgressBar(&buf, "x.tar.gz", -1, func() time.Time { return clock })
-	p.Write(make([]byte, 10))
-	p.Write(make([]byte, 10)) // within the throttle window: no redraw
+	_, _ = p.Write(make([]byte, 10))
+	_, _ = p.Write(make([]byte, 10)) // within the throttle window: no redraw
 	clock = clock.Add(time.Second)
-	p.Write(make([]byte, 2048))
+	_, _ = p.Write(make([]byte, 2048))
 	p.finish(false)
 	want := "\rdownloading x.tar.gz  10 B\rdownloading x.tar.gz  2.0 KiB\rdownloading x.tar.gz  2.0 KiB failed\n"
 	if buf.String() != want {

@@ -108,7 +108,7 @@ func writeExclusive(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	defer func() { _ = os.Remove(tmp) }() // the key stays linked at path
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err

@@ -263,7 +263,7 @@ func (k KnownHosts) update(fn func([]khLine) ([]khLine, error)) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }() // fails harmlessly once renamed
 	if _, err := tmp.WriteString(b.String()); err != nil {
 		tmp.Close()
 		return err

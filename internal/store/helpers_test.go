@@ -71,7 +71,7 @@ func openRaw(t *testing.T, path string) *sql.DB {
 func buildDB(t *testing.T, path string, n int, extra ...string) {
 	t.Helper()
 	db := openRaw(t, path)
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	ctx := context.Background()
 	if n == 0 {
 		if _, err := db.ExecContext(ctx, `CREATE TABLE unrelated (x INTEGER)`); err != nil {

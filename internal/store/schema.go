@@ -169,7 +169,7 @@ func readAppliedReadOnly(ctx context.Context, abs string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }() // read only: nothing to lose
 	db.SetMaxOpenConns(1)
 
 	var n int

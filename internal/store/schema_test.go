@@ -256,7 +256,7 @@ func TestInspectSchemaStateRefusesWALWithoutIndex(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open of a database needing recovery: %v", err)
 	}
-	defer recovered.Close()
+	defer func() { _ = recovered.Close() }()
 	if _, err := recovered.GetVM(context.Background(), "dev"); err != nil {
 		t.Errorf("VM committed to the WAL lost in recovery: %v", err)
 	}

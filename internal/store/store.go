@@ -157,12 +157,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", abs, err)
 	}
 	if err := db.PingContext(ctx); err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", abs, err)
 	}
 	s := &Store{db: db, path: abs, now: o.now, writeSem: make(chan struct{}, 1)}
 	if err := migrate(ctx, db, migrations, s.nowUTC); err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", abs, err)
 	}
 	return s, nil

@@ -18,7 +18,7 @@ func TestOpenCreatesPrivateDirectoryAndFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 
 	for p, want := range map[string]os.FileMode{
 		dir:           os.ModeDir | 0o700,
@@ -45,7 +45,7 @@ func TestOpenSetsPragmasOnEveryConnection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		var journal string
 		var fk, busy int
 		if err := conn.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&journal); err != nil {
@@ -73,7 +73,7 @@ func TestOpenAppliesPendingMigrationsAndKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 
 	st, err := InspectSchemaState(path)
 	if err != nil {
@@ -156,7 +156,7 @@ func TestConcurrentOpenAppliesMigrationsOnce(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open %d: %v", i, err)
 		}
-		defer stores[i].Close()
+		defer func() { _ = stores[i].Close() }()
 	}
 	var n int
 	if err := stores[0].db.QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
@@ -175,7 +175,7 @@ func TestOpenRefusesNewerDatabaseAndChangesNothing(t *testing.T) {
 
 	s, err := Open(context.Background(), path)
 	if err == nil {
-		s.Close()
+		_ = s.Close()
 		t.Fatal("Open accepted a database with an unknown migration")
 	}
 	if !errors.Is(err, ErrIncompatibleSchema) {
@@ -196,7 +196,7 @@ func TestMigrateRefusesUnknownIDsWithoutChange(t *testing.T) {
 	buildDB(t, path, 1,
 		`INSERT INTO schema_migrations (id, name, applied_at) VALUES (99, 'future', '2030-01-01T00:00:00Z')`)
 	db := openRaw(t, path)
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 
 	err := migrate(context.Background(), db, migrations, newTestClock().Now)
 	if !errors.Is(err, ErrIncompatibleSchema) {
@@ -217,7 +217,7 @@ func TestOpenRejectsNonDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s, err := Open(context.Background(), path); err == nil {
-		s.Close()
+		_ = s.Close()
 		t.Fatal("Open accepted garbage")
 	}
 }

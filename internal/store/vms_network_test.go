@@ -13,7 +13,7 @@ func TestUpdateVMNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	ctx := context.Background()
 	if err := s.CreateVM(ctx, VM{ID: NewID(), Name: "dev", VCPUs: 1, MemoryMiB: 128, DiskSizeBytes: 1 << 26}); err != nil {
 		t.Fatal(err)

@@ -61,7 +61,7 @@ func AtomicReplace(target, src string, mode fs.FileMode) (Replacement, error) {
 	cleanupTmp := true
 	defer func() {
 		if cleanupTmp {
-			os.Remove(tmp)
+			_ = os.Remove(tmp)
 		}
 	}()
 
@@ -77,7 +77,7 @@ func AtomicReplace(target, src string, mode fs.FileMode) (Replacement, error) {
 	}
 	if err := os.Rename(tmp, target); err != nil {
 		if r.Backup != "" {
-			os.Remove(r.Backup)
+			_ = os.Remove(r.Backup)
 		}
 		return Replacement{Target: target}, fmt.Errorf("replace %s: %w", target, err)
 	}
@@ -134,7 +134,7 @@ func copyToTemp(dir, base, src string, mode fs.FileMode) (string, error) {
 	name := out.Name()
 	fail := func(step string, err error) (string, error) {
 		out.Close()
-		os.Remove(name)
+		_ = os.Remove(name)
 		return "", fmt.Errorf("%s %s: %w", step, name, err)
 	}
 	if _, err := io.Copy(out, in); err != nil {
@@ -147,7 +147,7 @@ func copyToTemp(dir, base, src string, mode fs.FileMode) (string, error) {
 		return fail("fsync", err)
 	}
 	if err := out.Close(); err != nil {
-		os.Remove(name)
+		_ = os.Remove(name)
 		return "", fmt.Errorf("close %s: %w", name, err)
 	}
 	return name, nil
@@ -180,7 +180,7 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
 		err = os.Rename(name, path)
 	}
 	if err != nil {
-		os.Remove(name)
+		_ = os.Remove(name)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return SyncDir(dir)

@@ -190,7 +190,9 @@ func TestTryLock(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lock after unlock: %v", err)
 	}
-	l2.Unlock()
+	if err := l2.Unlock(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestExecRunner(t *testing.T) {

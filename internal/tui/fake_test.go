@@ -69,9 +69,9 @@ func (f *fakeClient) release(method string) {
 	delete(f.holds, method)
 }
 
-// enter records a call and sends its progress; it returns the configured
-// error and a channel to wait on if the method is held.
-func (f *fakeClient) enter(method, arg string, onEvent func(api.Event)) (error, chan struct{}) {
+// enter records a call and sends its progress; it returns a channel to wait
+// on if the method is held, and the configured error.
+func (f *fakeClient) enter(method, arg string, onEvent func(api.Event)) (chan struct{}, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, strings.TrimSpace(method+" "+arg))
 	evs, err, hold := f.progress[method], f.errs[method], f.holds[method]
@@ -82,7 +82,7 @@ func (f *fakeClient) enter(method, arg string, onEvent func(api.Event)) (error, 
 			onEvent(ev)
 		}
 	}
-	return err, hold
+	return hold, err
 }
 
 // wait parks the call until the test releases it.
@@ -112,7 +112,7 @@ func (f *fakeClient) called(prefix string) int {
 }
 
 func (f *fakeClient) call(ctx context.Context, method, arg string, onEvent func(api.Event)) error {
-	err, hold := f.enter(method, arg, onEvent)
+	hold, err := f.enter(method, arg, onEvent)
 	if werr := f.wait(ctx, method, hold); werr != nil {
 		return werr
 	}
@@ -265,7 +265,7 @@ func (f *fakeClient) WatchEvents(ctx context.Context, onEvent func(api.Event)) e
 	if f.watchPanic {
 		panic("fake: watch exploded")
 	}
-	err, _ := f.enter(api.MethodEventsWatch, "", nil)
+	_, err := f.enter(api.MethodEventsWatch, "", nil)
 	for _, ev := range f.watchFirst {
 		onEvent(ev)
 	}

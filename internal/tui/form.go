@@ -213,9 +213,7 @@ func (f *form) buildRequest() (api.ImageBuildRequest, int, error) {
 		}
 		req.SizeBytes = int64(size)
 	}
-	for _, p := range strings.FieldsFunc(f.value(buildPackages), func(r rune) bool { return r == ',' || r == ' ' }) {
-		req.Packages = append(req.Packages, p)
-	}
+	req.Packages = append(req.Packages, strings.FieldsFunc(f.value(buildPackages), func(r rune) bool { return r == ',' || r == ' ' })...)
 	return req, 0, nil
 }
 

@@ -33,7 +33,6 @@ type harness struct {
 	// parked holds the result channels of commands the fake is holding.
 	parked map[string]chan tea.Msg
 	quit   bool
-	ssh    []string
 	now    time.Time
 }
 

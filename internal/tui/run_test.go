@@ -26,7 +26,7 @@ func TestRunSurvivesPanic(t *testing.T) {
 	f := fixture()
 	f.watchPanic = true
 	in, w := io.Pipe()
-	t.Cleanup(func() { w.Close() })
+	t.Cleanup(func() { _ = w.Close() })
 	err := runWithTimeout(t, Options{Client: f, Input: in, Output: io.Discard})
 	if !errors.Is(err, tea.ErrProgramPanic) {
 		t.Fatalf("Run returned %v, want a wrapped ErrProgramPanic", err)

@@ -43,14 +43,20 @@ func TestPublishScriptRefusesPlaceholderKey(t *testing.T) {
 	}
 	dir := t.TempDir()
 	placeholder := filepath.Join(dir, "placeholder.pub")
-	os.WriteFile(placeholder, []byte(PlaceholderPublicKey+"\n"), 0o644)
+	if err := os.WriteFile(placeholder, []byte(PlaceholderPublicKey+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	der, _ := x509.MarshalPKIXPublicKey(&p384.PublicKey)
 	wrongCurve := filepath.Join(dir, "p384.pub")
-	os.WriteFile(wrongCurve, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+	if err := os.WriteFile(wrongCurve, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	k := u.NewKey(t)
 	good := filepath.Join(dir, "cosign.pub")
-	os.WriteFile(good, []byte(k.PublicPEM), 0o644)
+	if err := os.WriteFile(good, []byte(k.PublicPEM), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -177,7 +183,9 @@ func TestPublishDryRunThenUpdate(t *testing.T) {
 	tg := DefaultInstallTargets(root)
 	for src, dst := range map[string]string{staged.Banger: tg.Banger, staged.Bangerd: tg.Bangerd, staged.VsockAgent: tg.VsockAgent} {
 		data, _ := os.ReadFile(src)
-		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(dst, append(data, []byte("\nOLD INSTALL\n")...), 0o755); err != nil {
 			t.Fatal(err)
 		}

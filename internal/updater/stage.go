@@ -151,7 +151,7 @@ func stageTarball(tarball, dir string, maxSize int64) (_ StagedRelease, err erro
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(dir)
+			_ = os.RemoveAll(dir)
 		}
 	}()
 	name := filepath.Base(tarball)
@@ -222,7 +222,7 @@ func checkEntry(hdr *tar.Header, want map[string]bool, maxSize int64) error {
 	case path.IsAbs(n) || filepath.IsAbs(n):
 		return fmt.Errorf("entry %q has an absolute path", n)
 	case hasDotDot(n):
-		return fmt.Errorf("entry %q escapes the archive with ..", n)
+		return fmt.Errorf("entry %q escapes the archive through a .. element", n)
 	}
 	if hdr.Typeflag != tar.TypeReg {
 		return fmt.Errorf("entry %q is a %s, not a regular file", n, typeName(hdr.Typeflag))

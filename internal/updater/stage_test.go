@@ -131,7 +131,9 @@ func TestEnsureAndCleanStaging(t *testing.T) {
 	}
 	for _, p := range []string{"release/banger", "x.tar.gz", ".x.part-1"} {
 		full := filepath.Join(dir, p)
-		os.MkdirAll(filepath.Dir(full), 0o700)
+		if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(full, []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -148,20 +150,28 @@ func TestEnsureAndCleanStaging(t *testing.T) {
 	if err := os.Mkdir(open, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(open, 0o777)
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	if err := EnsureStagingDir(filepath.Join(open, "update")); err == nil || !strings.Contains(err.Error(), "writable by other users") {
 		t.Fatalf("err = %v", err)
 	}
 	sticky := filepath.Join(t.TempDir(), "tmp")
-	os.Mkdir(sticky, 0o777)
-	os.Chmod(sticky, 0o777|os.ModeSticky)
+	if err := os.Mkdir(sticky, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
 	if err := EnsureStagingDir(filepath.Join(sticky, "update")); err != nil {
 		t.Fatalf("a sticky parent (like /tmp) is safe: %v", err)
 	}
 	if os.Geteuid() == 0 {
 		// A parent owned by another user (the owner's cache dir).
 		owned := filepath.Join(t.TempDir(), "owned")
-		os.Mkdir(owned, 0o755)
+		if err := os.Mkdir(owned, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.Chown(owned, 1000, 1000); err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +181,9 @@ func TestEnsureAndCleanStaging(t *testing.T) {
 	}
 
 	file := filepath.Join(t.TempDir(), "file")
-	os.WriteFile(file, nil, 0o600)
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := EnsureStagingDir(file); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("err = %v", err)
 	}
@@ -227,7 +239,9 @@ func FuzzStageTarball(f *testing.F) {
 				break
 			}
 			var want bytes.Buffer
-			want.ReadFrom(tr)
+			if _, err := want.ReadFrom(tr); err != nil {
+				t.Fatalf("%s: %v", h.Name, err)
+			}
 			got, _ := os.ReadFile(filepath.Join(dst, h.Name))
 			if !bytes.Equal(got, want.Bytes()) {
 				t.Fatalf("%s differs from the archive", h.Name)

@@ -279,7 +279,7 @@ func Apply(ctx context.Context, opts Options, plan Plan) (res Result, err error)
 	if err != nil {
 		return res, err
 	}
-	defer lock.Unlock()
+	defer func() { _ = lock.Unlock() }()
 	if err := PrepareCleanStaging(staging); err != nil {
 		return res, err
 	}
@@ -472,7 +472,7 @@ func verifyWithDoctor(ctx context.Context, opts Options, banger string, baseline
 		}
 	}
 	if opts.Progress != nil {
-		last.report.Render(opts.Progress)
+		_ = last.report.Render(opts.Progress) // progress output; the error below is what counts
 	}
 	return fmt.Errorf("checks failing on the new install: %s", strings.Join(newFails, ", "))
 }

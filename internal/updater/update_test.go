@@ -580,7 +580,7 @@ func TestConcurrentUpdateRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Unlock()
+	defer func() { _ = lock.Unlock() }()
 	before := u.Snapshot(t, f.root)
 	if _, err := f.update(t, f.opts()); err == nil || !strings.Contains(err.Error(), "another `banger update` is running") {
 		t.Fatalf("err = %v", err)

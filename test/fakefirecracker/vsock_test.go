@@ -39,7 +39,7 @@ func vsockConnect(udsPath string, port uint32) (net.Conn, string, error) {
 
 func readOKLine(conn net.Conn) (string, error) {
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	defer conn.SetReadDeadline(time.Time{})
+	defer func() { _ = conn.SetReadDeadline(time.Time{}) }()
 	var line []byte
 	b := make([]byte, 1)
 	for {
@@ -151,7 +151,9 @@ func TestVsockWithoutGuestListenerClosesWithoutReply(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		io.WriteString(conn, "HELLO 1024\n")
+		if _, err := io.WriteString(conn, "HELLO 1024\n"); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := readOKLine(conn); !errors.Is(err, errNoReply) {
 			t.Fatalf("malformed CONNECT: %v, want the connection closed without a reply", err)
 		}
@@ -168,7 +170,9 @@ func TestVsockConnectBeforeStartWaits(t *testing.T) {
 		t.Fatalf("uds_path not listening after PUT /vsock: %v", err)
 	}
 	defer conn.Close()
-	io.WriteString(conn, "CONNECT 1024\n")
+	if _, err := io.WriteString(conn, "CONNECT 1024\n"); err != nil {
+		t.Fatal(err)
+	}
 	_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, err := conn.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("pre-boot CONNECT answered: n=%d err=%v", n, err)

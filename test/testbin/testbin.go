@@ -48,7 +48,7 @@ func Build() (Set, error) {
 		{s.FakeFirecracker, "./test/fakefirecracker", ""},
 	} {
 		if err := GoBuild(b.out, b.pkg, b.ldflags); err != nil {
-			os.RemoveAll(dir)
+			_ = os.RemoveAll(dir)
 			return Set{}, err
 		}
 	}
@@ -79,7 +79,7 @@ func ModuleRoot() string {
 }
 
 // Remove deletes the binaries.
-func (s Set) Remove() { os.RemoveAll(s.Dir) }
+func (s Set) Remove() { _ = os.RemoveAll(s.Dir) }
 
 // SpecPath is the official Firecracker API spec shared beside the repository.
 func SpecPath() string {

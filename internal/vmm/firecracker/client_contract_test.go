@@ -38,13 +38,13 @@ func (s *captureServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	switch {
 	case r.Method == "GET" && r.URL.Path == "/":
-		io.WriteString(w, `{"app_name":"Firecracker","id":"vm1","state":"Running","vmm_version":"1.16.1"}`)
+		_, _ = io.WriteString(w, `{"app_name":"Firecracker","id":"vm1","state":"Running","vmm_version":"1.16.1"}`)
 	case r.Method == "GET" && r.URL.Path == "/version":
-		io.WriteString(w, `{"firecracker_version":"1.16.1"}`)
+		_, _ = io.WriteString(w, `{"firecracker_version":"1.16.1"}`)
 	case r.Method == "GET" && r.URL.Path == "/machine-config":
-		io.WriteString(w, `{"vcpu_count":2,"mem_size_mib":1024,"smt":false}`)
+		_, _ = io.WriteString(w, `{"vcpu_count":2,"mem_size_mib":1024,"smt":false}`)
 	case r.Method == "GET" && r.URL.Path == "/mmds":
-		io.WriteString(w, `{"latest":{"meta-data":{"instance-id":"vm1"}}}`)
+		_, _ = io.WriteString(w, `{"latest":{"meta-data":{"instance-id":"vm1"}}}`)
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -64,8 +64,8 @@ func startCaptureServer(t *testing.T) (*Client, *captureServer) {
 	ln := listenUnix(t, sock)
 	cs := &captureServer{}
 	srv := &http.Server{Handler: cs}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
 	return NewClient(sock), cs
 }
 
@@ -276,10 +276,10 @@ func TestAPIErrorCarriesFaultMessage(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
-		io.WriteString(w, `{"fault_message":"Kernel image path is invalid: No such file or directory (os error 2)"}`)
+		_, _ = io.WriteString(w, `{"fault_message":"Kernel image path is invalid: No such file or directory (os error 2)"}`)
 	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
 
 	err := NewClient(sock).PutBootSource(context.Background(), BootSource{KernelImagePath: "/nope"})
 	want := "firecracker: PUT /boot-source: 400: Kernel image path is invalid: No such file or directory (os error 2)"

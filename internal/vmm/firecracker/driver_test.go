@@ -76,7 +76,7 @@ func launch(t *testing.T, d *Driver, spec vmm.LaunchSpec) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { inst.Kill() })
+	t.Cleanup(func() { _ = inst.Kill() })
 	return inst.(*Instance)
 }
 
@@ -158,7 +158,9 @@ func TestLaunchBootSequence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(conn, "hello agent")
+	if _, err := io.WriteString(conn, "hello agent"); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, len("hello agent"))
 	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "hello agent" {
 		t.Fatalf("agent echo %q, %v", buf, err)
@@ -417,12 +419,14 @@ func TestAttachRefusesOtherProcesses(t *testing.T) {
 	if err := sleeper.Start(); err != nil {
 		t.Skipf("cannot start sleep: %v", err)
 	}
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
 	if _, err := d.Attach(context.Background(), spec, sleeper.Process.Pid); !errors.Is(err, ErrNotThisVMM) {
 		t.Errorf("attach to sleep: want ErrNotThisVMM, got %v", err)
 	}
-	sleeper.Process.Kill()
-	sleeper.Wait()
+	if err := sleeper.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = sleeper.Wait() // "signal: killed"
 	if _, err := d.Attach(context.Background(), spec, sleeper.Process.Pid); !errors.Is(err, ErrNotThisVMM) {
 		t.Errorf("attach to a reaped pid: want ErrNotThisVMM, got %v", err)
 	}

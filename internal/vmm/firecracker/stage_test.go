@@ -74,7 +74,7 @@ func TestStageIntoJailAcrossFileSystemsSaysWhatToDo(t *testing.T) {
 	if err != nil {
 		t.Skip("cannot write /dev/shm")
 	}
-	defer os.RemoveAll(jail)
+	defer func() { _ = os.RemoveAll(jail) }()
 	_, err = stageIntoJail(vmm.LaunchSpec{KernelPath: kernel}, layout{jailRoot: filepath.Join(jail, "root")})
 	if err == nil || !strings.Contains(err.Error(), "another file system") {
 		t.Fatalf("cross-device staging: %v", err)

@@ -45,7 +45,7 @@ func DialHybridVsock(ctx context.Context, udsPath string, port uint32) (net.Conn
 func handshake(ctx context.Context, conn net.Conn, port uint32) (net.Conn, error) {
 	// Expiring the deadline from ctx (rather than copying ctx's deadline
 	// onto conn) guarantees ctx.Err() is set whenever the read was cut short.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 
 	br := bufio.NewReader(conn)
 	hostPort, err := exchange(conn, br, port)

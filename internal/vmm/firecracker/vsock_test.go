@@ -54,8 +54,8 @@ func TestDialHybridVsockHandshake(t *testing.T) {
 		if port != 52 {
 			t.Errorf("port = %d, want 52", port)
 		}
-		io.WriteString(conn, "OK 1073741824\n")
-		io.Copy(conn, br) // echo
+		_, _ = io.WriteString(conn, "OK 1073741824\n")
+		_, _ = io.Copy(conn, br) // echo
 	})
 	conn, err := DialHybridVsock(context.Background(), uds, 52)
 	if err != nil {
@@ -65,7 +65,9 @@ func TestDialHybridVsockHandshake(t *testing.T) {
 	if hp := conn.(*VsockConn).HostPort(); hp != 1073741824 {
 		t.Errorf("HostPort = %d", hp)
 	}
-	io.WriteString(conn, "ping")
+	if _, err := io.WriteString(conn, "ping"); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("echo = %q, %v", buf, err)
@@ -75,7 +77,7 @@ func TestDialHybridVsockHandshake(t *testing.T) {
 func TestDialHybridVsockKeepsDataSentWithOK(t *testing.T) {
 	uds := fakeVsockMuxer(t, func(_ uint32, conn net.Conn, _ *bufio.Reader) {
 		// One write, so the OK line and the greeting arrive in one read.
-		io.WriteString(conn, "OK 7\nhello from guest")
+		_, _ = io.WriteString(conn, "OK 7\nhello from guest")
 		time.Sleep(100 * time.Millisecond)
 	})
 	conn, err := DialHybridVsock(context.Background(), uds, 1024)
@@ -105,7 +107,7 @@ func TestDialHybridVsockNoGuestListener(t *testing.T) {
 func TestDialHybridVsockBadAnswer(t *testing.T) {
 	for _, answer := range []string{"NOPE\n", "OK x\n", strings.Repeat("O", 200)} {
 		uds := fakeVsockMuxer(t, func(_ uint32, conn net.Conn, _ *bufio.Reader) {
-			io.WriteString(conn, answer)
+			_, _ = io.WriteString(conn, answer)
 		})
 		if _, err := DialHybridVsock(context.Background(), uds, 52); err == nil || errors.Is(err, ErrGuestNotListening) {
 			t.Errorf("answer %.20q: want a handshake error, got %v", answer, err)
@@ -142,9 +144,9 @@ func TestDialHybridVsockNoSocket(t *testing.T) {
 func TestDialHybridVsockLargeTransfer(t *testing.T) {
 	const size = 32 << 20
 	uds := fakeVsockMuxer(t, func(_ uint32, conn net.Conn, br *bufio.Reader) {
-		io.WriteString(conn, "OK 9\n")
-		io.Copy(conn, br)
-		conn.(*net.UnixConn).CloseWrite()
+		_, _ = io.WriteString(conn, "OK 9\n")
+		_, _ = io.Copy(conn, br)
+		_ = conn.(*net.UnixConn).CloseWrite()
 	})
 	conn, err := DialHybridVsock(context.Background(), uds, 52)
 	if err != nil {
@@ -198,7 +200,9 @@ func TestListenHybridVsockGuestInitiated(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		io.WriteString(c, "ready")
+		if _, err := io.WriteString(c, "ready"); err != nil {
+			t.Error(err)
+		}
 		c.Close()
 	}()
 	c, err := ln.Accept()

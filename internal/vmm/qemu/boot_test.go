@@ -185,7 +185,7 @@ func openMarker(ctx context.Context, conn net.Conn) (guestSession, error) {
 }
 
 func (s markerSession) ping(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := s.conn.Write([]byte("ping\n")); err != nil {
 		return ctxErr(ctx, err)
@@ -468,7 +468,7 @@ func TestBootBusyboxGuestUnderTCG(t *testing.T) {
 		t.Fatal(err)
 	}
 	inst := vi.(*Instance)
-	t.Cleanup(func() { inst.Kill() })
+	t.Cleanup(func() { _ = inst.Kill() })
 	t.Logf("qemu pid %d answered QMP after %v; %s; agent over %s",
 		inst.PID(), time.Since(start).Round(time.Millisecond), why, inst.Transport())
 	if inst.Transport() != TransportSerial {
@@ -531,14 +531,14 @@ func TestBootBusyboxGuestUnderTCG(t *testing.T) {
 	}
 
 	// The stream is handed over: the next holder starts a new session.
-	sess.Close()
+	_ = sess.Close()
 	for i := range 2 {
 		hctx, hcancel := context.WithTimeout(ctx, 30*time.Second)
 		conn, err := inst.DialAgent(hctx)
 		if err == nil {
 			if sess, err = pl.open(hctx, conn); err == nil {
 				err = sess.ping(hctx)
-				sess.Close()
+				_ = sess.Close()
 			}
 		}
 		hcancel()

@@ -58,7 +58,7 @@ func launch(t *testing.T, d *Driver, spec vmm.LaunchSpec) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { inst.Kill() })
+	t.Cleanup(func() { _ = inst.Kill() })
 	return inst.(*Instance)
 }
 
@@ -256,8 +256,12 @@ func TestLaunchReclaimsStaleSocketsAndRefusesLiveOnes(t *testing.T) {
 	}
 
 	notSock := fakeSpec(t)
-	os.MkdirAll(notSock.RunDir, 0o700)
-	os.WriteFile(filepath.Join(notSock.RunDir, "qmp.sock"), nil, 0o600)
+	if err := os.MkdirAll(notSock.RunDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(notSock.RunDir, "qmp.sock"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := d.Launch(context.Background(), notSock); err == nil || !strings.Contains(err.Error(), "is not a socket; refusing to remove it") {
 		t.Errorf("Launch over a regular file = %v", err)
 	}
@@ -347,7 +351,9 @@ func TestDialAgentHandsOutOneSerialStream(t *testing.T) {
 
 func roundTrip(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Write([]byte(msg + "\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +361,9 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 	if err != nil || line != "fake-agent "+msg+"\n" {
 		t.Fatalf("agent answered %q, %v", line, err)
 	}
-	c.SetDeadline(time.Time{})
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestDialAgentWithoutChannel(t *testing.T) {

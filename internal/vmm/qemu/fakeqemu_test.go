@@ -72,9 +72,9 @@ func runFakeQEMU(args []string) int {
 	}
 	code := <-f.exit
 	// QEMU removes its listening sockets on a clean exit.
-	os.Remove(qmpPath)
+	_ = os.Remove(qmpPath)
 	if agentPath != "" {
-		os.Remove(agentPath)
+		_ = os.Remove(agentPath)
 	}
 	return code
 }
@@ -102,8 +102,8 @@ func (f *fakeQEMU) qmpSession(c net.Conn) {
 	w := bufio.NewWriter(c)
 	send := func(v any) {
 		b, _ := json.Marshal(v)
-		w.Write(append(b, '\r', '\n'))
-		w.Flush()
+		_, _ = w.Write(append(b, '\r', '\n'))
+		_ = w.Flush() // a client that hung up is the test's business
 	}
 	event := func(name string) {
 		send(map[string]any{"event": name, "timestamp": map[string]int{"seconds": 1, "microseconds": 2}})

@@ -135,7 +135,7 @@ func (i *Instance) qmp(ctx context.Context, fn func(*QMPClient) error) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	return fn(c)
 }
 

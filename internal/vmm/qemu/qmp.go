@@ -173,10 +173,10 @@ func (c *QMPClient) fail(err error) error {
 // (rather than copying ctx's deadline onto the connection) so the I/O error
 // it causes always finds ctx.Err set and is reported as ctx's error.
 func (c *QMPClient) deadline(ctx context.Context) func() {
-	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Now()) })
 	return func() {
 		stop()
-		c.conn.SetDeadline(time.Time{})
+		_ = c.conn.SetDeadline(time.Time{})
 	}
 }
 

@@ -28,7 +28,7 @@ func scriptedQMP(t *testing.T, greeting string, answer func(req map[string]any) 
 			return
 		}
 		defer c.Close()
-		c.Write([]byte(greeting + "\r\n"))
+		_, _ = c.Write([]byte(greeting + "\r\n"))
 		sc := bufio.NewScanner(c)
 		for sc.Scan() {
 			var req map[string]any
@@ -80,7 +80,7 @@ func TestQMPClientSkipsEventsAndStaleReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if got := c.Version.String(); got != "7.2.22" || c.Version.Package != "Debian 1:7.2+dfsg-7+deb12u18+b3" {
 		t.Errorf("version %s %q", got, c.Version.Package)
 	}
@@ -127,7 +127,7 @@ func TestQMPClientErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		sctx, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		defer scancel()
 		if _, err := c.QueryStatus(sctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -148,7 +148,7 @@ func TestQMPClientErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		// A reply that is garbage is still an error: only a hang-up is
 		// what quit is expected to cause.
 		if err := c.Quit(ctx); err == nil {
@@ -167,20 +167,20 @@ func TestQMPClientErrors(t *testing.T) {
 			if err != nil {
 				return
 			}
-			c.Write([]byte(greeting + "\n"))
+			_, _ = c.Write([]byte(greeting + "\n"))
 			r := bufio.NewReader(c)
 			line, _ := r.ReadBytes('\n')
 			var req map[string]any
-			json.Unmarshal(line, &req)
-			c.Write([]byte(`{"return": {}, "id": ` + idOf(req) + "}\n"))
-			r.ReadBytes('\n') // quit
+			_ = json.Unmarshal(line, &req)
+			_, _ = c.Write([]byte(`{"return": {}, "id": ` + idOf(req) + "}\n"))
+			_, _ = r.ReadBytes('\n') // quit
 			c.Close()
 		}()
 		c, err := DialQMP(ctx, path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		if err := c.Quit(ctx); err != nil {
 			t.Fatalf("Quit with a hang-up = %v", err)
 		}
