@@ -50,7 +50,8 @@ type Daemon struct {
 	store     *store.Store
 	api       *api.Server
 	vms       *vmManager
-	net       *vmNetwork // nil: VMs get no network
+	net       *vmNetwork    // nil: VMs get no network
+	overlays  *overlayDisks // nil: VM disks are reflink or sparse clones
 	events    *hub
 	startedAt time.Time
 
@@ -109,9 +110,15 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 		}
 	}
 	d.cleanupImageWork()
-	if d.net, err = d.startNetwork(ctx); err != nil {
+	ops, how, err := d.privilegedOps()
+	if err != nil {
 		return err
 	}
+	d.log.Info("privileged operations", "via", how)
+	if d.net, err = d.startNetwork(ctx, ops, how); err != nil {
+		return err
+	}
+	d.overlays = chooseDisks(opts.Layout, ops, d.log)
 	if d.net != nil {
 		defer d.net.close()
 	}
@@ -257,16 +264,21 @@ func imageToAPI(im store.Image) api.Image {
 
 // startNetwork picks how privileged operations are reached and sets up VM
 // networking with them.
-func (d *Daemon) startNetwork(ctx context.Context) (*vmNetwork, error) {
-	ops, how := d.opts.Privileged, "injected"
-	if ops == nil {
-		var err error
-		ops, how, err = privileged.ForDaemon(d.opts.Layout, privileged.Identity{UID: os.Getuid(), GID: os.Getgid()}, privileged.HostBackend())
-		if err != nil {
-			return nil, fmt.Errorf("privileged operations: %w", err)
-		}
+// privilegedOps picks how privileged operations are reached: injected (tests),
+// in-process (root), the root helper (system install), or unavailable.
+func (d *Daemon) privilegedOps() (privileged.Ops, string, error) {
+	if d.opts.Privileged != nil {
+		return d.opts.Privileged, "injected", nil
 	}
-	d.log.Info("privileged operations", "via", how)
+	ops, how, err := privileged.ForDaemon(d.opts.Layout, privileged.Identity{UID: os.Getuid(), GID: os.Getgid()}, privileged.HostBackend())
+	if err != nil {
+		return nil, "", fmt.Errorf("privileged operations: %w", err)
+	}
+	return ops, how, nil
+}
+
+// startNetwork sets up VM networking with ops, or returns nil without it.
+func (d *Daemon) startNetwork(ctx context.Context, ops privileged.Ops, how string) (*vmNetwork, error) {
 	var port netOps = ops
 	if ops == privileged.Unavailable() {
 		port = nil

@@ -69,14 +69,17 @@ func (m *vmManager) reconcile(ctx context.Context) ([]string, error) {
 	}
 	m.cleanLeftovers(known)
 	m.findOrphans(known)
+	running := map[string]bool{}
+	m.mu.Lock()
+	for id := range m.instances {
+		running[id] = true
+	}
+	m.mu.Unlock()
 	if m.d.net != nil {
-		running := map[string]bool{}
-		m.mu.Lock()
-		for id := range m.instances {
-			running[id] = true
-		}
-		m.mu.Unlock()
 		m.d.net.removeStaleTaps(ctx, running)
+	}
+	if m.d.overlays != nil {
+		m.d.overlays.cleanOrphans(ctx, running)
 	}
 	return autostart, nil
 }

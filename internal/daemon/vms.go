@@ -252,6 +252,13 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
 		return m.bootFailed(vm, fmt.Errorf("create run dir: %w", err), nil)
 	}
+	if o := m.d.overlays; o != nil {
+		dev, err := o.attach(bctx, vm, img, m.d.opts.Layout.VMStateDir(vm.ID), vm.StartedAt.IsZero())
+		if err != nil {
+			return m.bootFailed(vm, err, nil)
+		}
+		spec.RootDrive.Path = dev
+	}
 	if net := m.d.net; net != nil {
 		p(api.Event{VM: vm.Name, Stage: "network", Message: "attaching to " + net.bridge.Name})
 		iface, args, err := net.attach(bctx, vm, settingsOf(vm).Isolated)
@@ -702,6 +709,11 @@ func lastLine(s string) string {
 // run dir (sockets). Its disk, lease and name stay.
 func (m *vmManager) releaseRuntime(ctx context.Context, id string) {
 	m.stopForwards(id)
+	if m.d.overlays != nil {
+		if err := m.d.overlays.detach(ctx, id); err != nil {
+			m.log.Warn("release vm disk", "vm_id", id, "err", err)
+		}
+	}
 	if m.d.net != nil {
 		m.d.net.detach(ctx, id)
 	}

@@ -60,11 +60,15 @@ func (m *vmManager) diskPath(id string) string {
 	return filepath.Join(m.d.opts.Layout.VMStateDir(id), "rootfs.ext4")
 }
 
-// prepareDisk gives the VM its own root disk cloned from the image.
+// prepareDisk gives the VM its own root disk: an empty COW file when disks
+// are dm snapshots, else a clone of the image grown to the VM's size.
 func (m *vmManager) prepareDisk(ctx context.Context, vm store.VM, img store.Image) error {
 	dir := m.d.opts.Layout.VMStateDir(vm.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create vm dir: %w", err)
+	}
+	if m.d.overlays != nil {
+		return m.d.overlays.prepare(vm, dir)
 	}
 	// The clone grows to the VM's disk size, file system included.
 	method, err := disk.CloneResized(ctx, disk.ExecRunner{}, img.RootfsPath, m.diskPath(vm.ID), vm.DiskSizeBytes)
