@@ -36,10 +36,10 @@ lint: ## gofmt, go vet and golangci-lint (installed on first use)
 	@command -v golangci-lint >/dev/null || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" golangci-lint run ./...
 
-demo: ## install deps, build, and walk a VM through its life (scripts/demo.sh)
+demo: ## as root on Debian: install deps, build and install banger, boot a VM and exec in it (scripts/demo.sh)
 	bash scripts/demo.sh
 
-smoke: build ## end-to-end flows against a real VMM (see scripts/smoke.sh)
+smoke: ## real-boot suite + boot benchmark on Firecracker if usable, else QEMU (root; scripts/smoke.sh)
 	bash scripts/smoke.sh
 
 bench: ## control-plane benchmarks (see docs/performance.md)

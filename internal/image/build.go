@@ -56,6 +56,10 @@ type BuildResult struct {
 
 // Recipe is the JSON recorded with a built image.
 type Recipe struct {
+	// From is the flavour: "" for a Debian build, FromBusybox.
+	From string `json:"from,omitempty"`
+	// Busybox is the busybox version of a busybox image.
+	Busybox        string   `json:"busybox,omitempty"`
 	Suite          string   `json:"suite"`
 	Mirror         string   `json:"mirror"`
 	Packages       []string `json:"packages,omitempty"`

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -20,11 +19,14 @@ import (
 // buildAgent compiles the real guest agent, static, for the image.
 func buildAgent(t *testing.T) string {
 	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		needCmd(t, "go")
-		goBin = "go"
+	// The go that runs this test, not necessarily the first on PATH.
+	goBin := "go"
+	if root, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if p := filepath.Join(strings.TrimSpace(string(root)), "bin", "go"); regularFile("go", p) == nil {
+			goBin = p
+		}
 	}
+	needCmd(t, goBin)
 	out := filepath.Join(t.TempDir(), "banger-vsock-agent")
 	cmd := exec.Command(goBin, "build", "-o", out, "../../cmd/banger-vsock-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -224,7 +226,9 @@ func TestBuildFailureCleansWorkDir(t *testing.T) {
 	work := filepath.Join(t.TempDir(), "work")
 	r := &fakeRunner{reply: func(c disk.Command) ([]byte, error) {
 		if c.Name == "debootstrap" {
-			os.MkdirAll(filepath.Join(c.Args[len(c.Args)-2], "debootstrap"), 0o755)
+			if err := os.MkdirAll(filepath.Join(c.Args[len(c.Args)-2], "debootstrap"), 0o755); err != nil {
+				return nil, err
+			}
 			return nil, &disk.CommandError{Command: c.String(), ExitCode: 1, Output: "E: Couldn't download packages"}
 		}
 		return nil, nil

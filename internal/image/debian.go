@@ -62,7 +62,7 @@ func (k DebianKernels) Fetch(ctx context.Context, pkg string) (DebianKernel, err
 	if err != nil {
 		return DebianKernel{}, fmt.Errorf("create kernel cache: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	dl := filepath.Join(tmp, "deb")
 	if err := os.Mkdir(dl, 0o755); err != nil {
 		return DebianKernel{}, err

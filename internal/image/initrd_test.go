@@ -54,9 +54,16 @@ kernel/sound/unrelated.ko:
 		body := []byte("module " + mod)
 		if strings.HasSuffix(mod, ".xz") {
 			var b bytes.Buffer
-			w, _ := xz.NewWriter(&b)
-			w.Write(body)
-			w.Close()
+			w, err := xz.NewWriter(&b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(body); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
 			body = b.Bytes()
 		}
 		writeFile(t, filepath.Join(dir, mod), body)

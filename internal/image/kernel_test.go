@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"debug/elf"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,15 +93,26 @@ func TestExtractEachCompression(t *testing.T) {
 		{"gzip", CompressGzip, func(t *testing.T) []byte {
 			var b bytes.Buffer
 			w := gzip.NewWriter(&b)
-			w.Write(vmlinux)
-			w.Close()
+			if _, err := w.Write(vmlinux); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
 			return b.Bytes()
 		}},
 		{"zstd", CompressZstd, func(t *testing.T) []byte {
 			var b bytes.Buffer
-			w, _ := zstd.NewWriter(&b)
-			w.Write(vmlinux)
-			w.Close()
+			w, err := zstd.NewWriter(&b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(vmlinux); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
 			return b.Bytes()
 		}},
 		{"xz-lzma2-crc64", CompressXZ, func(t *testing.T) []byte {
@@ -109,8 +121,7 @@ func TestExtractEachCompression(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.Write(vmlinux)
-			w.Close()
+			finishWriter(t, w, vmlinux)
 			return b.Bytes()
 		}},
 		// What the kernel build does: `xz --check=crc32 --x86 --lzma2`.
@@ -122,8 +133,7 @@ func TestExtractEachCompression(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.Write(vmlinux)
-			w.Close()
+			finishWriter(t, w, vmlinux)
 			return b.Bytes()
 		}},
 		{"bzip2", CompressBzip2, cli("bzip2", "-9", "-c")},
@@ -159,7 +169,7 @@ func TestExtractEachCompression(t *testing.T) {
 func TestKernelWithoutPVHNote(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "vmlinux")
-	os.WriteFile(src, testELF(false, 1024), 0o644)
+	writeFile(t, src, testELF(false, 1024))
 	info, err := InspectKernel(src)
 	if err != nil || info.Format != FormatELF || info.PVH {
 		t.Fatalf("inspect: %+v, %v", info, err)
@@ -169,18 +179,18 @@ func TestKernelWithoutPVHNote(t *testing.T) {
 func TestBadKernelInputs(t *testing.T) {
 	good := func() []byte {
 		var b bytes.Buffer
-		w, _ := xz.NewWriter(&b)
-		w.Write(testELF(true, 64<<10))
-		w.Close()
+		w, err := xz.NewWriter(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		finishWriter(t, w, testELF(true, 64<<10))
 		return fakeBzImage(withSize(b.Bytes(), len(testELF(true, 64<<10))))
 	}()
 	corrupt := append([]byte{}, good...)
 	corrupt[len(corrupt)-100] ^= 0xff
 	notELF := func() []byte {
 		var b bytes.Buffer
-		w := gzip.NewWriter(&b)
-		w.Write(bytes.Repeat([]byte("not an elf "), 100))
-		w.Close()
+		finishWriter(t, gzip.NewWriter(&b), bytes.Repeat([]byte("not an elf "), 100))
 		return fakeBzImage(withSize(b.Bytes(), 1100))
 	}()
 	oldProto := append([]byte{}, good...)
@@ -206,7 +216,7 @@ func TestBadKernelInputs(t *testing.T) {
 			dir := t.TempDir()
 			src := filepath.Join(dir, "kernel")
 			if tc.data != nil {
-				os.WriteFile(src, tc.data, 0o644)
+				writeFile(t, src, tc.data)
 			}
 			dst := filepath.Join(dir, "vmlinux")
 			_, err := ExtractVmlinux(src, dst)
@@ -220,5 +230,16 @@ func TestBadKernelInputs(t *testing.T) {
 				t.Error("a failed extraction left an output file")
 			}
 		})
+	}
+}
+
+// finishWriter writes data through a compressor and closes it.
+func finishWriter(t testing.TB, w io.WriteCloser, data []byte) {
+	t.Helper()
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -103,9 +103,10 @@ func LoadModuleIndex(dir string) (*ModuleIndex, error) {
 			case "pre:", "post:":
 				list = w
 			default:
-				if list == "pre:" {
+				switch list {
+				case "pre:":
 					ix.softPre[mod] = append(ix.softPre[mod], w)
-				} else if list == "post:" {
+				case "post:":
 					ix.softPost[mod] = append(ix.softPost[mod], w)
 				} // words before pre:/post: are malformed; kmod ignores them too
 			}

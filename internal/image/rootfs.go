@@ -79,7 +79,7 @@ func (s *RootfsSpec) validate() error {
 	}
 	switch {
 	case !strings.HasPrefix(s.Mirror, "http://") && !strings.HasPrefix(s.Mirror, "https://"):
-		return fmt.Errorf("Debian mirror %q must be an http:// or https:// URL", s.Mirror)
+		return fmt.Errorf("the Debian mirror %q must be an http:// or https:// URL", s.Mirror)
 	case !suitePattern.MatchString(s.Suite):
 		return fmt.Errorf("suite %q is not a Debian suite name", s.Suite)
 	case !userPattern.MatchString(s.User):
@@ -169,7 +169,7 @@ func Customize(ctx context.Context, r disk.Runner, s RootfsSpec) (err error) {
 	if err := os.MkdirAll(filepath.Join(setup, "hooks"), 0o700); err != nil {
 		return err
 	}
-	defer os.RemoveAll(setup)
+	defer func() { _ = os.RemoveAll(setup) }()
 	if err := fs.WalkDir(imagescripts.FS, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

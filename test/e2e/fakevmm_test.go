@@ -181,7 +181,9 @@ func TestReconcileAutostartsLeftoversAndOrphans(t *testing.T) {
 	if err := st.DeleteVM(context.Background(), ghost.ID); err != nil {
 		t.Fatal(err)
 	}
-	st.Close()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
 	leftover := filepath.Join(h.stateDir(), "vms", "00000000deadbeef")
 	if err := os.MkdirAll(leftover, 0o700); err != nil {
 		t.Fatal(err)

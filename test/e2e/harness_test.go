@@ -72,7 +72,7 @@ func newHost(t *testing.T, extraEnv ...string) *host {
 	t.Cleanup(func() {
 		h.run("daemon", "stop")
 		h.killVMMs()
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 	})
 	rootfs := filepath.Join(dir, "rootfs.ext4")
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", rootfs, "32M").CombinedOutput(); err != nil {

@@ -185,7 +185,7 @@ func inNS(ns string, fn func() error) error {
 			done <- err
 			return
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		if err := netns.Set(h); err != nil {
 			done <- err
 			return
