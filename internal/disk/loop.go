@@ -94,6 +94,23 @@ func (l Loops) Attach(backing string, o LoopOptions) (Loop, error) {
 		return Loop{}, fmt.Errorf("open loop backing file: %w", err)
 	}
 	defer file.Close()
+	lp, err := l.AttachFile(file, o)
+	if err != nil {
+		return Loop{}, err
+	}
+	lp.Backing, _ = filepath.Abs(backing)
+	return lp, nil
+}
+
+// AttachFile binds a free loop device to an already-open file. The root
+// helper uses it with the descriptor the daemon passed: it never reopens
+// the owner's file by path, which a hardened helper without
+// CAP_DAC_OVERRIDE could not do, and which would race a path swap anyway.
+// The file must be open read-write unless o.ReadOnly.
+func (l Loops) AttachFile(file *os.File, o LoopOptions) (Loop, error) {
+	if err := ValidName(o.Name); err != nil {
+		return Loop{}, err
+	}
 	ctl, err := os.OpenFile(filepath.Join(l.Dev, "loop-control"), os.O_RDWR, 0)
 	if err != nil {
 		return Loop{}, fmt.Errorf("open loop control: %w", err)
@@ -116,14 +133,13 @@ func (l Loops) Attach(backing string, o LoopOptions) (Loop, error) {
 		dev := filepath.Join(l.Dev, "loop"+strconv.Itoa(n))
 		lastErr = bindLoop(dev, n, file, &info)
 		if lastErr == nil {
-			abs, _ := filepath.Abs(backing)
-			return Loop{Device: dev, Backing: abs, Name: o.Name, ReadOnly: o.ReadOnly}, nil
+			return Loop{Device: dev, Backing: file.Name(), Name: o.Name, ReadOnly: o.ReadOnly}, nil
 		}
 		if !errors.Is(lastErr, unix.EBUSY) {
 			break
 		}
 	}
-	return Loop{}, fmt.Errorf("attach %s to a loop device: %w", backing, lastErr)
+	return Loop{}, fmt.Errorf("attach %s to a loop device: %w", file.Name(), lastErr)
 }
 
 func bindLoop(dev string, n int, backing *os.File, info *unix.LoopInfo64) error {

@@ -124,16 +124,15 @@ func resolvedErr(err error) error {
 	return netErr(err)
 }
 
-// AttachLoop implements Backend. disk.Loops.Attach takes a path, so the
-// descriptor is reopened through /proc/self/fd: that works for a root
-// daemon, but the hardened helper (no CAP_DAC_OVERRIDE) cannot reopen the
-// owner's 0600 files. Once disk offers an attach-by-descriptor, use it here.
+// AttachLoop implements Backend by binding the loop device to the very
+// descriptor the daemon passed (already checked by Local): no reopening by
+// path, which the hardened helper (no CAP_DAC_OVERRIDE) could not do for
+// the owner's 0600 files.
 func (b SystemBackend) AttachLoop(_ context.Context, spec LoopAttach) (string, error) {
 	if err := b.Loops.Available(); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNotAvailable, err)
 	}
-	path := filepath.Join(b.ProcSelfFD, strconv.Itoa(int(spec.Backing.Fd())))
-	lp, err := b.Loops.Attach(path, disk.LoopOptions{Name: spec.Name, ReadOnly: spec.ReadOnly})
+	lp, err := b.Loops.AttachFile(spec.Backing, disk.LoopOptions{Name: spec.Name, ReadOnly: spec.ReadOnly})
 	if err != nil {
 		return "", err
 	}
