@@ -444,28 +444,24 @@ sync runs at every VM start.`,
 			if err := validateVMName(args[0]); err != nil {
 				return err
 			}
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			res, err := c.VMSync(cmd.Context(), api.VMSyncRequest{Name: args[0], Paths: args[1:]}, func(api.Event) {})
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return writeJSON(app.Stdout, res)
-			}
-			for _, s := range res.Synced {
-				fmt.Fprintf(app.Stdout, "%s -> %s (%s, %s)\n", s.Path, s.Dest, plural(s.Files, "file"), humanize.IBytes(uint64(s.Bytes)))
-			}
-			for _, e := range res.Errors {
-				fmt.Fprintf(app.Stderr, "banger: %s\n", e)
-			}
-			if len(res.Errors) > 0 {
-				return exitError{1}
-			}
-			return nil
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				res, err := c.VMSync(cmd.Context(), api.VMSyncRequest{Name: args[0], Paths: args[1:]}, func(api.Event) {})
+				if err != nil {
+					return err
+				}
+				return app.emit(g, res, func() error {
+					for _, s := range res.Synced {
+						fmt.Fprintf(app.Stdout, "%s -> %s (%s, %s)\n", s.Path, s.Dest, plural(s.Files, "file"), humanize.IBytes(uint64(s.Bytes)))
+					}
+					for _, e := range res.Errors {
+						fmt.Fprintf(app.Stderr, "banger: %s\n", e)
+					}
+					if len(res.Errors) > 0 {
+						return exitError{1}
+					}
+					return nil
+				})
+			})
 		},
 	}
 	addJSONFlag(cmd, g)
@@ -483,20 +479,16 @@ Append it to ~/.ssh/config:
   banger ssh-config >> ~/.ssh/config`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			cfg, err := c.SSHConfig(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return writeJSON(app.Stdout, cfg)
-			}
-			_, err = io.WriteString(app.Stdout, cfg.Block)
-			return err
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				cfg, err := c.SSHConfig(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return app.emit(g, cfg, func() error {
+					_, err := io.WriteString(app.Stdout, cfg.Block)
+					return err
+				})
+			})
 		},
 	}
 	addJSONFlag(cmd, g)

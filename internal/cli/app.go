@@ -130,3 +130,22 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// withClient connects to the daemon (starting it when needed), runs fn with
+// the client and closes it afterwards.
+func (app *App) withClient(cmd *cobra.Command, g *globalFlags, fn func(*api.Client) error) error {
+	c, _, err := app.connect(cmd.Context(), g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
+}
+
+// emit writes v as JSON on stdout under --json, and otherwise runs human.
+func (app *App) emit(g *globalFlags, v any, human func() error) error {
+	if g.json {
+		return writeJSON(app.Stdout, v)
+	}
+	return human()
+}

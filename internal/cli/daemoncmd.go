@@ -38,35 +38,29 @@ func newDaemonStatusCmd(app *App, g *globalFlags) *cobra.Command {
 		Short: "Show whether the daemon runs, its pid, build and database (never starts it)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			layout, err := app.Layout(g.system)
-			if err != nil {
-				return err
-			}
-			c := api.NewClient(layout.SocketPath())
-			defer c.Close()
-			info, err := c.DaemonInfo(cmd.Context())
-			st := daemonStatus{Socket: layout.SocketPath()}
-			if err != nil && !errors.Is(err, api.ErrDaemonUnreachable) {
-				return err
-			}
-			if err == nil {
-				st.Running, st.Info, st.Current = true, &info, info.Build.SameBuild(app.Build)
-			}
-			if g.json {
-				return writeJSON(app.Stdout, st)
-			}
-			if !st.Running {
-				fmt.Fprintf(app.Stdout, "daemon: not running (socket %s)\n", st.Socket)
-				return exitError{code: 3}
-			}
-			w := app.Stdout
-			fmt.Fprintf(w, "daemon:   running, pid %d, up %s\n", info.PID, time.Since(info.StartedAt).Round(time.Second))
-			fmt.Fprintf(w, "build:    %s\n", info.Build.Line("bangerd"))
-			if !st.Current {
-				fmt.Fprintf(w, "          (differs from this CLI, %s; the next banger command restarts it)\n", app.Build.Line("banger"))
-			}
-			fmt.Fprintf(w, "mode:     %s\nsocket:   %s\ndatabase: %s\nschema:   %s\n", info.Mode, info.Socket, info.Database, info.Schema)
-			return nil
+			return app.probeDaemon(cmd, g, func(_ *api.Client, socket string, info api.DaemonInfo, err error) error {
+				st := daemonStatus{Socket: socket}
+				if err != nil && !errors.Is(err, api.ErrDaemonUnreachable) {
+					return err
+				}
+				if err == nil {
+					st.Running, st.Info, st.Current = true, &info, info.Build.SameBuild(app.Build)
+				}
+				return app.emit(g, st, func() error {
+					if !st.Running {
+						fmt.Fprintf(app.Stdout, "daemon: not running (socket %s)\n", st.Socket)
+						return exitError{code: 3}
+					}
+					w := app.Stdout
+					fmt.Fprintf(w, "daemon:   running, pid %d, up %s\n", info.PID, time.Since(info.StartedAt).Round(time.Second))
+					fmt.Fprintf(w, "build:    %s\n", info.Build.Line("bangerd"))
+					if !st.Current {
+						fmt.Fprintf(w, "          (differs from this CLI, %s; the next banger command restarts it)\n", app.Build.Line("banger"))
+					}
+					fmt.Fprintf(w, "mode:     %s\nsocket:   %s\ndatabase: %s\nschema:   %s\n", info.Mode, info.Socket, info.Database, info.Schema)
+					return nil
+				})
+			})
 		},
 	}
 	addJSONFlag(cmd, g)
@@ -79,27 +73,35 @@ func newDaemonStopCmd(app *App, g *globalFlags) *cobra.Command {
 		Short: "Stop the daemon; running VMs keep running and are adopted by the next daemon",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			layout, err := app.Layout(g.system)
-			if err != nil {
-				return err
-			}
-			c := api.NewClient(layout.SocketPath())
-			defer c.Close()
-			info, err := c.DaemonInfo(cmd.Context())
-			if errors.Is(err, api.ErrDaemonUnreachable) {
-				fmt.Fprintln(app.Stdout, "daemon: not running")
+			return app.probeDaemon(cmd, g, func(c *api.Client, _ string, info api.DaemonInfo, err error) error {
+				if errors.Is(err, api.ErrDaemonUnreachable) {
+					fmt.Fprintln(app.Stdout, "daemon: not running")
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if err := stopDaemon(cmd.Context(), c, info.PID); err != nil {
+					return err
+				}
+				fmt.Fprintf(app.Stdout, "daemon: stopped (pid %d)\n", info.PID)
 				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if err := stopDaemon(cmd.Context(), c, info.PID); err != nil {
-				return err
-			}
-			fmt.Fprintf(app.Stdout, "daemon: stopped (pid %d)\n", info.PID)
-			return nil
+			})
 		},
 	}
+}
+
+// probeDaemon asks the daemon on the configured socket for its info without
+// ever starting it, and hands fn the client, the socket path and the answer.
+func (app *App) probeDaemon(cmd *cobra.Command, g *globalFlags, fn func(c *api.Client, socket string, info api.DaemonInfo, err error) error) error {
+	layout, err := app.Layout(g.system)
+	if err != nil {
+		return err
+	}
+	c := api.NewClient(layout.SocketPath())
+	defer c.Close()
+	info, err := c.DaemonInfo(cmd.Context())
+	return fn(c, layout.SocketPath(), info, err)
 }
 
 func newDaemonLogsCmd(app *App, g *globalFlags) *cobra.Command {

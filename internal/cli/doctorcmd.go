@@ -62,11 +62,7 @@ starts the daemon or changes anything.`,
 				doctor.NetworkCheck(h, cfg.Network.Bridge, doctor.NetworkProbe{Name: "NAT", Present: firewall.Present}),
 				doctor.DiskSpaceCheck(h, layout.StateDir),
 			})
-			if g.json {
-				if err := writeJSON(app.Stdout, report); err != nil {
-					return err
-				}
-			} else if err := report.Render(app.Stdout); err != nil {
+			if err := app.emit(g, report, func() error { return report.Render(app.Stdout) }); err != nil {
 				return err
 			}
 			if report.Failed() {

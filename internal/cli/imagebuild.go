@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
@@ -59,20 +60,17 @@ kernel and banger's initrd. It has no sshd: use banger vm exec and vm cp.`,
 				}
 				req.Kernel = abs
 			}
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			start := time.Now()
-			im, err := c.ImageBuild(cmd.Context(), req, app.progress(g))
-			if err != nil {
-				return err
-			}
-			if !g.json {
-				fmt.Fprintf(app.Stderr, "built image %s in %s\n", im.Name, time.Since(start).Round(time.Second))
-			}
-			return app.printImage(g, im)
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				start := time.Now()
+				im, err := c.ImageBuild(cmd.Context(), req, app.progress(g))
+				if err != nil {
+					return err
+				}
+				if !g.json {
+					fmt.Fprintf(app.Stderr, "built image %s in %s\n", im.Name, time.Since(start).Round(time.Second))
+				}
+				return app.printImage(g, im)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -93,16 +91,13 @@ func newImageShowCmd(app *App, g *globalFlags) *cobra.Command {
 		Short: "Show one image in detail",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			im, err := c.ImageShow(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return app.printImage(g, im)
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				im, err := c.ImageShow(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return app.printImage(g, im)
+			})
 		},
 	}
 	addJSONFlag(cmd, g)
@@ -110,10 +105,11 @@ func newImageShowCmd(app *App, g *globalFlags) *cobra.Command {
 }
 
 func (app *App) printImage(g *globalFlags, im api.Image) error {
-	if g.json {
-		return writeJSON(app.Stdout, im)
-	}
-	tw := tabwriter.NewWriter(app.Stdout, 0, 0, 2, ' ', 0)
+	return app.emit(g, im, func() error { return renderImage(app.Stdout, im) })
+}
+
+func renderImage(w io.Writer, im api.Image) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(tw, "%s:\t%s\n", k, v)

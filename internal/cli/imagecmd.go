@@ -23,28 +23,24 @@ func newImageCmd(app *App, g *globalFlags) *cobra.Command {
 		Short:   "List images",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			imgs, err := c.ImageList(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return writeJSON(app.Stdout, api.ImageList{Images: imgs})
-			}
-			if len(imgs) == 0 {
-				fmt.Fprintln(app.Stdout, "No images yet.")
-				return nil
-			}
-			tw := tabwriter.NewWriter(app.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSIZE\tSOURCE\tCREATED")
-			for _, im := range imgs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, config.ByteSize(im.SizeBytes), im.Source, im.CreatedAt.Local().Format("2006-01-02 15:04"))
-			}
-			return tw.Flush()
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				imgs, err := c.ImageList(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return app.emit(g, api.ImageList{Images: imgs}, func() error {
+					if len(imgs) == 0 {
+						fmt.Fprintln(app.Stdout, "No images yet.")
+						return nil
+					}
+					tw := tabwriter.NewWriter(app.Stdout, 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "NAME\tSIZE\tSOURCE\tCREATED")
+					for _, im := range imgs {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, config.ByteSize(im.SizeBytes), im.Source, im.CreatedAt.Local().Format("2006-01-02 15:04"))
+					}
+					return tw.Flush()
+				})
+			})
 		},
 	}
 	addJSONFlag(list, g)
@@ -75,20 +71,16 @@ written.`,
 					*p = abs
 				}
 			}
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			im, err := c.ImageImport(cmd.Context(), req, app.progress(g))
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return writeJSON(app.Stdout, im)
-			}
-			fmt.Fprintf(app.Stdout, "%s: imported (%s)\n", im.Name, config.ByteSize(im.SizeBytes))
-			return nil
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				im, err := c.ImageImport(cmd.Context(), req, app.progress(g))
+				if err != nil {
+					return err
+				}
+				return app.emit(g, im, func() error {
+					fmt.Fprintf(app.Stdout, "%s: imported (%s)\n", im.Name, config.ByteSize(im.SizeBytes))
+					return nil
+				})
+			})
 		},
 	}
 	cmd.Flags().StringVar(&req.Kernel, "kernel", "", "kernel image: ELF vmlinux or bzImage (required)")
@@ -107,16 +99,13 @@ func newImageDeleteCmd(app *App, g *globalFlags) *cobra.Command {
 		Short:   "Delete an image (refused while VMs use it)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.ImageDelete(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(app.Stdout, "%s: deleted\n", args[0])
-			return nil
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				if err := c.ImageDelete(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(app.Stdout, "%s: deleted\n", args[0])
+				return nil
+			})
 		},
 	}
 }

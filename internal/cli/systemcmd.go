@@ -139,16 +139,15 @@ it changes only what differs. If any step fails, everything it did is undone.`,
 			if err != nil {
 				return err
 			}
-			if g.json {
-				return writeJSON(app.Stdout, res)
-			}
-			printResult(app, res)
-			if len(res.Changed) == 0 {
-				fmt.Fprintf(app.Stdout, "banger is already installed for %s; nothing changed\n", o.User)
-			} else {
-				fmt.Fprintf(app.Stdout, "banger is installed for %s (uid %d); check it with `banger doctor`\n", o.User, o.UID)
-			}
-			return nil
+			return app.emit(g, res, func() error {
+				printResult(app, res)
+				if len(res.Changed) == 0 {
+					fmt.Fprintf(app.Stdout, "banger is already installed for %s; nothing changed\n", o.User)
+				} else {
+					fmt.Fprintf(app.Stdout, "banger is installed for %s (uid %d); check it with `banger doctor`\n", o.User, o.UID)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&owner, "owner", "", "the user banger is for (default: $SUDO_USER)")
@@ -210,11 +209,7 @@ when it finds a problem, and prints what to do about each.`,
 			if err != nil {
 				return err
 			}
-			if g.json {
-				if err := writeJSON(app.Stdout, st); err != nil {
-					return err
-				}
-			} else if err := st.Render(app.Stdout); err != nil {
+			if err := app.emit(g, st, func() error { return st.Render(app.Stdout) }); err != nil {
 				return err
 			}
 			if len(st.Problems) > 0 {
@@ -293,12 +288,8 @@ and NAT. VMs, images and the database in /var/lib/banger and your
 				opts.TeardownNetwork = func(ctx context.Context) error { return h.teardownNetwork(ctx, layout) }
 			}
 			res, err := install.Uninstall(cmd.Context(), opts)
-			if g.json {
-				if jerr := writeJSON(app.Stdout, res); jerr != nil {
-					return jerr
-				}
-			} else {
-				printResult(app, res)
+			if jerr := app.emit(g, res, func() error { printResult(app, res); return nil }); jerr != nil {
+				return jerr
 			}
 			if err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/tui"
 )
 
@@ -52,23 +53,19 @@ func (app *App) onTerminal() bool {
 }
 
 func (app *App) runTUI(cmd *cobra.Command, g *globalFlags, mouse bool) error {
-	ctx := cmd.Context()
-	c, _, err := app.connect(ctx, g)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	var ssh func(string) *exec.Cmd
-	if hasCommand(cmd.Root(), "vm", "ssh") {
-		ssh = app.sshCommand(g)
-	}
-	return tui.Run(ctx, tui.Options{
-		Client:     c,
-		SSHCommand: ssh,
-		NoColor:    os.Getenv("NO_COLOR") != "",
-		Mouse:      mouse,
-		Input:      app.Stdin,
-		Output:     app.Stdout,
+	return app.withClient(cmd, g, func(c *api.Client) error {
+		var ssh func(string) *exec.Cmd
+		if hasCommand(cmd.Root(), "vm", "ssh") {
+			ssh = app.sshCommand(g)
+		}
+		return tui.Run(cmd.Context(), tui.Options{
+			Client:     c,
+			SSHCommand: ssh,
+			NoColor:    os.Getenv("NO_COLOR") != "",
+			Mouse:      mouse,
+			Input:      app.Stdin,
+			Output:     app.Stdout,
+		})
 	})
 }
 

@@ -111,18 +111,16 @@ func runUpdate(ctx context.Context, app *App, g *globalFlags, env updateEnv, f u
 		return err
 	}
 	if f.check {
-		if g.json {
-			return writeJSON(app.Stdout, checkReport{Plan: plan, UpdateAvailable: plan.UpdateAvailable()})
-		}
-		printPlan(app.Stdout, plan)
-		return nil
+		return app.emit(g, checkReport{Plan: plan, UpdateAvailable: plan.UpdateAvailable()}, func() error {
+			printPlan(app.Stdout, plan)
+			return nil
+		})
 	}
 	if plan.Action == updater.ActionNone {
-		if g.json {
-			return writeJSON(app.Stdout, updater.Result{From: plan.Current, To: plan.Current, Release: plan.Release, Action: plan.Action})
-		}
-		fmt.Fprintf(app.Stdout, "banger %s is up to date (%s offers %s)\n", plan.Current.Version, offeredBy(plan), plan.Release.Version)
-		return nil
+		return app.emit(g, updater.Result{From: plan.Current, To: plan.Current, Release: plan.Release, Action: plan.Action}, func() error {
+			fmt.Fprintf(app.Stdout, "banger %s is up to date (%s offers %s)\n", plan.Current.Version, offeredBy(plan), plan.Release.Version)
+			return nil
+		})
 	}
 	if err := plan.Err(); err != nil {
 		return err
@@ -157,11 +155,10 @@ func runUpdate(ctx context.Context, app *App, g *globalFlags, env updateEnv, f u
 	for _, w := range res.Warnings {
 		fmt.Fprintf(app.Stderr, "warning: %s\n", w)
 	}
-	if g.json {
-		return writeJSON(app.Stdout, res)
-	}
-	fmt.Fprintf(app.Stdout, "banger updated: %s → %s\n", res.From.Version, res.To.Version)
-	return nil
+	return app.emit(g, res, func() error {
+		fmt.Fprintf(app.Stdout, "banger updated: %s → %s\n", res.From.Version, res.To.Version)
+		return nil
+	})
 }
 
 // checkReport is `banger update --check --json`.

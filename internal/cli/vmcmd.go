@@ -72,16 +72,13 @@ the [vm] section of the configuration (banger config defaults).`,
 				}
 				req.DiskSizeBytes = int64(size)
 			}
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			vm, err := c.VMCreate(cmd.Context(), req, app.progress(g))
-			if err != nil {
-				return err
-			}
-			return app.printVM(g, vm)
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				vm, err := c.VMCreate(cmd.Context(), req, app.progress(g))
+				if err != nil {
+					return err
+				}
+				return app.printVM(g, vm)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -106,24 +103,20 @@ func newVMListCmd(app *App, g *globalFlags) *cobra.Command {
 		Short:   "List VMs",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			vms, err := c.VMList(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return writeJSON(app.Stdout, api.VMList{VMs: vms})
-			}
-			if len(vms) == 0 {
-				fmt.Fprintln(app.Stdout, "No VMs yet. Create one with `banger vm create --name dev`.")
-				return nil
-			}
-			renderVMTable(app.Stdout, vms, time.Now())
-			return nil
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				vms, err := c.VMList(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return app.emit(g, api.VMList{VMs: vms}, func() error {
+					if len(vms) == 0 {
+						fmt.Fprintln(app.Stdout, "No VMs yet. Create one with `banger vm create --name dev`.")
+						return nil
+					}
+					renderVMTable(app.Stdout, vms, time.Now())
+					return nil
+				})
+			})
 		},
 	}
 	addJSONFlag(cmd, g)
@@ -146,16 +139,13 @@ func newVMShowCmd(app *App, g *globalFlags) *cobra.Command {
 		Short: "Show one VM in detail",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			vm, err := c.VMShow(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return app.printVM(g, vm)
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				vm, err := c.VMShow(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return app.printVM(g, vm)
+			})
 		},
 	}
 	addJSONFlag(cmd, g)
@@ -163,10 +153,11 @@ func newVMShowCmd(app *App, g *globalFlags) *cobra.Command {
 }
 
 func (app *App) printVM(g *globalFlags, vm api.VM) error {
-	if g.json {
-		return writeJSON(app.Stdout, vm)
-	}
-	tw := tabwriter.NewWriter(app.Stdout, 0, 0, 2, ' ', 0)
+	return app.emit(g, vm, func() error { return renderVM(app.Stdout, vm) })
+}
+
+func renderVM(w io.Writer, vm api.VM) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
@@ -211,26 +202,26 @@ func newVMLifecycleCmd(app *App, g *globalFlags, verb, short string) *cobra.Comm
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			for _, name := range args {
-				var vm api.VM
-				if verb == "start" {
-					vm, err = c.VMStart(cmd.Context(), name, app.progress(g))
-				} else {
-					vm, err = c.VMRestart(cmd.Context(), name, app.progress(g))
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				for _, name := range args {
+					var (
+						vm  api.VM
+						err error
+					)
+					if verb == "start" {
+						vm, err = c.VMStart(cmd.Context(), name, app.progress(g))
+					} else {
+						vm, err = c.VMRestart(cmd.Context(), name, app.progress(g))
+					}
+					if err != nil {
+						return err
+					}
+					if err := app.printDone(g, vm); err != nil {
+						return err
+					}
 				}
-				if err != nil {
-					return err
-				}
-				if err := app.printDone(g, vm); err != nil {
-					return err
-				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	addJSONFlag(cmd, g)
@@ -245,23 +236,20 @@ func newVMStopCmd(app *App, g *globalFlags) *cobra.Command {
 		Short: "Shut a VM down (Ctrl-Alt-Del, then kill after the timeout)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			req.TimeoutSeconds = int(timeout.Seconds())
-			for _, name := range args {
-				req.Name = name
-				vm, err := c.VMStop(cmd.Context(), req, app.progress(g))
-				if err != nil {
-					return err
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				req.TimeoutSeconds = int(timeout.Seconds())
+				for _, name := range args {
+					req.Name = name
+					vm, err := c.VMStop(cmd.Context(), req, app.progress(g))
+					if err != nil {
+						return err
+					}
+					if err := app.printDone(g, vm); err != nil {
+						return err
+					}
 				}
-				if err := app.printDone(g, vm); err != nil {
-					return err
-				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&req.Force, "force", "f", false, "kill the VMM at once instead of asking the guest to shut down")
@@ -271,11 +259,10 @@ func newVMStopCmd(app *App, g *globalFlags) *cobra.Command {
 }
 
 func (app *App) printDone(g *globalFlags, vm api.VM) error {
-	if g.json {
-		return writeJSON(app.Stdout, vm)
-	}
-	fmt.Fprintf(app.Stdout, "%s: %s\n", vm.Name, vm.State)
-	return nil
+	return app.emit(g, vm, func() error {
+		fmt.Fprintf(app.Stdout, "%s: %s\n", vm.Name, vm.State)
+		return nil
+	})
 }
 
 func newVMDeleteCmd(app *App, g *globalFlags) *cobra.Command {
@@ -302,20 +289,17 @@ func newVMDeleteCmd(app *App, g *globalFlags) *cobra.Command {
 					return exitError{code: 1}
 				}
 			}
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			for _, name := range args {
-				if err := c.VMDelete(cmd.Context(), name, app.progress(g)); err != nil {
-					return err
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				for _, name := range args {
+					if err := c.VMDelete(cmd.Context(), name, app.progress(g)); err != nil {
+						return err
+					}
+					if !g.json {
+						fmt.Fprintf(app.Stdout, "%s: deleted\n", name)
+					}
 				}
-				if !g.json {
-					fmt.Fprintf(app.Stdout, "%s: deleted\n", name)
-				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete without asking")
@@ -330,21 +314,17 @@ func newVMLogsCmd(app *App, g *globalFlags) *cobra.Command {
 		Short: "Print the tail of a VM's serial console",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			req.Name = args[0]
-			logs, err := c.VMLogs(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return writeJSON(app.Stdout, logs)
-			}
-			_, err = io.WriteString(app.Stdout, logs.Text)
-			return err
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				req.Name = args[0]
+				logs, err := c.VMLogs(cmd.Context(), req)
+				if err != nil {
+					return err
+				}
+				return app.emit(g, logs, func() error {
+					_, err := io.WriteString(app.Stdout, logs.Text)
+					return err
+				})
+			})
 		},
 	}
 	cmd.Flags().IntVarP(&req.Lines, "lines", "n", 200, "how many trailing lines to print")
@@ -396,25 +376,21 @@ host address defaults to 127.0.0.1, so only this machine can connect.`,
   banger vm port-forward dev 8080:80 --remove`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _, err := app.connect(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			vm, err := c.VMPortForward(cmd.Context(), api.VMPortForwardRequest{Name: args[0], Spec: args[1], Remove: remove})
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return writeJSON(app.Stdout, vm)
-			}
-			if len(vm.Forwards) == 0 {
-				fmt.Fprintf(app.Stdout, "%s: no forwards\n", vm.Name)
-			}
-			for _, f := range vm.Forwards {
-				fmt.Fprintf(app.Stdout, "%s: forward %s\n", vm.Name, f)
-			}
-			return nil
+			return app.withClient(cmd, g, func(c *api.Client) error {
+				vm, err := c.VMPortForward(cmd.Context(), api.VMPortForwardRequest{Name: args[0], Spec: args[1], Remove: remove})
+				if err != nil {
+					return err
+				}
+				return app.emit(g, vm, func() error {
+					if len(vm.Forwards) == 0 {
+						fmt.Fprintf(app.Stdout, "%s: no forwards\n", vm.Name)
+					}
+					for _, f := range vm.Forwards {
+						fmt.Fprintf(app.Stdout, "%s: forward %s\n", vm.Name, f)
+					}
+					return nil
+				})
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&remove, "remove", false, "remove the forward instead of adding it")
