@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // ErrNotThisVMM means the pid given to Attach is gone or is not the
@@ -50,27 +50,26 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Ins
 	}
 	// Open the pidfd first: it pins this exact process, so the command
 	// line read next cannot belong to a successor that reused the pid.
-	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	pf, err := vmmproc.OpenPidfd(pid)
 	if errors.Is(err, unix.ESRCH) {
 		return nil, fmt.Errorf("process is gone: %w", ErrNotThisVMM)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pidfd_open: %w", err)
 	}
-	pf := &pidfd{fd: fd}
 	if err := checkCmdline(pid, l.apiSockArg, spec.VMID); err != nil {
-		pf.close()
+		pf.Close()
 		return nil, err
 	}
-	if pf.exited() {
-		pf.close()
+	if pf.Exited() {
+		pf.Close()
 		return nil, fmt.Errorf("process exited while attaching: %w", ErrNotThisVMM)
 	}
 	inst := d.newInstance(spec, l, pid)
-	inst.kill = pf.kill
+	inst.kill = pf.Kill
 	go func() {
-		err := pf.wait()
-		pf.close()
+		err := pf.Wait()
+		pf.Close()
 		st := vmm.ExitStatus{Code: -1}
 		if err != nil {
 			st.Err = fmt.Sprintf("watch adopted firecracker: %v", err)
@@ -109,60 +108,4 @@ func flagValue(args []string, name string) string {
 		}
 	}
 	return ""
-}
-
-// pidfd watches and signals a process that is not our child. The mutex
-// keeps kill from using the descriptor after the watcher closed it.
-type pidfd struct {
-	mu     sync.Mutex
-	fd     int
-	closed bool
-}
-
-// wait blocks until the process exits: a pidfd polls readable then. It
-// holds one OS thread per adopted VM, which is fine for a workstation's
-// handful of VMs.
-func (p *pidfd) wait() error {
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("poll pidfd: %w", err)
-		}
-		if n > 0 {
-			return nil
-		}
-	}
-}
-
-// exited reports, without blocking, whether the process has exited.
-func (p *pidfd) exited() bool {
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n > 0
-}
-
-func (p *pidfd) kill() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil // already exited
-	}
-	err := unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	return err
-}
-
-func (p *pidfd) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.closed {
-		unix.Close(p.fd)
-		p.closed = true
-	}
 }
