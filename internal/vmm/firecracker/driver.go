@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // apiSocketName is the API socket's file name inside LaunchSpec.RunDir.
@@ -185,14 +186,14 @@ func (d *Driver) prepareFiles(spec vmm.LaunchSpec, l layout) error {
 	if err := d.handOver(spec.RunDir); err != nil {
 		return err
 	}
-	if err := reclaimSocket(l.apiSock); err != nil {
+	if err := vmmproc.ReclaimSocket(l.apiSock, ErrSocketInUse); err != nil {
 		if errors.Is(err, ErrSocketInUse) {
 			return fmt.Errorf("another firecracker is using %s: %w", l.apiSock, ErrSocketInUse)
 		}
 		return fmt.Errorf("reclaim API socket: %w", err)
 	}
 	if spec.Agent.UDSPath != "" {
-		if err := reclaimSocket(spec.Agent.UDSPath); err != nil {
+		if err := vmmproc.ReclaimSocket(spec.Agent.UDSPath, ErrSocketInUse); err != nil {
 			return fmt.Errorf("reclaim vsock socket: %w", err)
 		}
 	}

@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // command builds the VMM command line. stdout and stderr go to the serial
@@ -80,39 +79,16 @@ func (d *Driver) waitForAPI(ctx context.Context, inst *Instance, spec vmm.Launch
 		}
 		select {
 		case <-inst.done:
-			return fmt.Errorf("firecracker %s before its API answered%s", inst.Exit(), serialTail(spec.SerialLogPath))
+			return fmt.Errorf("firecracker %s before its API answered%s", inst.Exit(), vmmproc.LogTail(spec.SerialLogPath))
 		case <-ctx.Done():
 			if err := parent.Err(); err != nil {
 				return err
 			}
-			return fmt.Errorf("%s did not answer within %v (last error: %v)%s", inst.layout.apiSock, d.cfg.APIReadyTimeout, lastErr, serialTail(spec.SerialLogPath))
+			return fmt.Errorf("%s did not answer within %v (last error: %v)%s", inst.layout.apiSock, d.cfg.APIReadyTimeout, lastErr, vmmproc.LogTail(spec.SerialLogPath))
 		case <-time.After(delay):
 		}
 		if time.Since(start) > 250*time.Millisecond {
 			delay = min(delay*2, 200*time.Millisecond)
 		}
 	}
-}
-
-// serialTail returns the end of the serial log, where Firecracker's own
-// startup errors land, formatted for appending to an error.
-func serialTail(path string) string {
-	const tailBytes = 512
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() == 0 {
-		return ""
-	}
-	off := max(0, st.Size()-tailBytes)
-	buf := make([]byte, st.Size()-off)
-	n, _ := f.ReadAt(buf, off)
-	tail := strings.TrimSpace(string(buf[:n]))
-	if tail == "" {
-		return ""
-	}
-	return fmt.Sprintf("; end of %s: %q", filepath.Base(path), tail)
 }

@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // ErrGuestNotListening means Firecracker accepted the host connection but
@@ -136,7 +137,7 @@ func (c *VsockConn) CloseWrite() error {
 // connections is left alone and reported.
 func ListenHybridVsock(udsPath string, port uint32) (net.Listener, error) {
 	path := fmt.Sprintf("%s_%d", udsPath, port)
-	if err := reclaimSocket(path); err != nil {
+	if err := vmmproc.ReclaimSocket(path, ErrSocketInUse); err != nil {
 		return nil, fmt.Errorf("vsock listen %s: %w", path, err)
 	}
 	ln, err := net.Listen("unix", path)
@@ -149,31 +150,3 @@ func ListenHybridVsock(udsPath string, port uint32) (net.Listener, error) {
 // ErrSocketInUse means a live process answers on a socket path we were
 // about to take.
 var ErrSocketInUse = errors.New("socket is in use by a live process")
-
-// reclaimSocket makes path free for bind: absent is fine; a socket nobody
-// accepts on is removed; a socket someone answers on is ErrSocketInUse; any
-// other file is refused rather than deleted.
-func reclaimSocket(path string) error {
-	st, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if st.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket; refusing to remove it", path)
-	}
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		conn.Close()
-		return fmt.Errorf("%s: %w", path, ErrSocketInUse)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("probe stale socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	return nil
-}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // Socket file names inside LaunchSpec.RunDir.
@@ -286,7 +287,7 @@ func (d *Driver) prepareFiles(spec vmm.LaunchSpec, l layout) error {
 		if s == "" {
 			continue
 		}
-		if err := reclaimSocket(s); err != nil {
+		if err := vmmproc.ReclaimSocket(s, ErrSocketInUse); err != nil {
 			if errors.Is(err, ErrSocketInUse) {
 				return fmt.Errorf("another qemu is using %s: %w", s, ErrSocketInUse)
 			}

@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // ErrSocketInUse means a socket path is bound by a live process, most
@@ -84,67 +82,16 @@ func (d *Driver) waitForQMP(ctx context.Context, inst *Instance, spec vmm.Launch
 		}
 		select {
 		case <-inst.done:
-			return fmt.Errorf("qemu %s before QMP answered%s", inst.Exit(), logTail(vmmLogPath(spec)))
+			return fmt.Errorf("qemu %s before QMP answered%s", inst.Exit(), vmmproc.LogTail(vmmLogPath(spec)))
 		case <-ctx.Done():
 			if err := parent.Err(); err != nil {
 				return err
 			}
-			return fmt.Errorf("%s did not answer within %v (last error: %v)%s", inst.layout.qmpSock, d.cfg.QMPReadyTimeout, lastErr, logTail(vmmLogPath(spec)))
+			return fmt.Errorf("%s did not answer within %v (last error: %v)%s", inst.layout.qmpSock, d.cfg.QMPReadyTimeout, lastErr, vmmproc.LogTail(vmmLogPath(spec)))
 		case <-time.After(delay):
 		}
 		if time.Since(start) > 250*time.Millisecond {
 			delay = min(delay*2, 200*time.Millisecond)
 		}
 	}
-}
-
-// logTail returns the end of a log file, where QEMU's own startup errors
-// land, formatted for appending to an error.
-func logTail(path string) string {
-	const tailBytes = 512
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() == 0 {
-		return ""
-	}
-	off := max(0, st.Size()-tailBytes)
-	buf := make([]byte, st.Size()-off)
-	n, _ := f.ReadAt(buf, off)
-	tail := strings.TrimSpace(string(buf[:n]))
-	if tail == "" {
-		return ""
-	}
-	return fmt.Sprintf("; end of %s: %q", filepath.Base(path), tail)
-}
-
-// reclaimSocket makes path free for bind: absent is fine; a socket nobody
-// listens on (left by a crashed QEMU) is removed; a live one is
-// ErrSocketInUse; anything that is not a socket is refused.
-func reclaimSocket(path string) error {
-	st, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if st.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket; refusing to remove it", path)
-	}
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		conn.Close()
-		return fmt.Errorf("%s: %w", path, ErrSocketInUse)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("probe stale socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	return nil
 }
