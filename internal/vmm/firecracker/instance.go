@@ -8,12 +8,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // ctrlAltDelTimeout bounds the SendCtrlAltDel call itself; the shutdown
@@ -37,33 +35,10 @@ type Instance struct {
 	exit vmm.ExitStatus // written once, before done is closed
 }
 
-// newChildInstance supervises a process this daemon started: a goroutine
-// reaps it with cmd.Wait and records how it ended.
+// newChildInstance supervises a process this daemon started.
 func newChildInstance(cmd *exec.Cmd, inst *Instance) *Instance {
-	inst.kill = func() error {
-		err := cmd.Process.Signal(syscall.SIGKILL)
-		if errors.Is(err, os.ErrProcessDone) {
-			return nil
-		}
-		return err
-	}
-	go func() {
-		err := cmd.Wait()
-		inst.finish(childExitStatus(cmd.ProcessState, err))
-	}()
+	inst.kill = vmmproc.Supervise(cmd, "firecracker", inst.finish)
 	return inst
-}
-
-func childExitStatus(ps *os.ProcessState, waitErr error) vmm.ExitStatus {
-	var ee *exec.ExitError
-	if waitErr != nil && !errors.As(waitErr, &ee) {
-		return vmm.ExitStatus{Code: -1, Err: fmt.Sprintf("wait for firecracker: %v", waitErr)}
-	}
-	ws, ok := ps.Sys().(syscall.WaitStatus)
-	if ok && ws.Signaled() {
-		return vmm.ExitStatus{Code: -1, Signal: unix.SignalName(ws.Signal())}
-	}
-	return vmm.ExitStatus{Code: ps.ExitCode()}
 }
 
 // finish records the exit, removes the sockets the dead process left
