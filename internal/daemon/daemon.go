@@ -49,6 +49,7 @@ type Daemon struct {
 	now       func() time.Time
 	store     *store.Store
 	api       *api.Server
+	schema    string // daemon.info's schema line, fixed after Open
 	vms       *vmManager
 	net       *vmNetwork    // nil: VMs get no network
 	overlays  *overlayDisks // nil: VM disks are reflink or sparse clones
@@ -98,8 +99,12 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 		now:       opts.Now,
 		store:     st,
 		startedAt: opts.Now(),
-		stop:      make(chan struct{}),
-		events:    newHub(),
+		// Open applied every migration this binary knows and refuses newer
+		// databases, so the schema cannot change while this daemon runs:
+		// classify once, not on every daemon.info (which every CLI call makes).
+		schema: schemaLine(opts.Layout.DBPath()),
+		stop:   make(chan struct{}),
+		events: newHub(),
 	}
 	driver := opts.Driver
 	if driver == nil {
@@ -218,10 +223,6 @@ func (d *Daemon) register() {
 func (d *Daemon) info(ctx context.Context, _ struct{}, _ api.Progress) (api.DaemonInfo, error) {
 	methods := d.api.Methods()
 	sort.Strings(methods)
-	schema := "unknown"
-	if st, err := store.InspectSchemaState(d.opts.Layout.DBPath()); err == nil {
-		schema = st.Line()
-	}
 	return api.DaemonInfo{
 		Build:     d.opts.Build,
 		PID:       os.Getpid(),
@@ -229,7 +230,7 @@ func (d *Daemon) info(ctx context.Context, _ struct{}, _ api.Progress) (api.Daem
 		StartedAt: d.startedAt,
 		Socket:    d.opts.Layout.SocketPath(),
 		Database:  d.opts.Layout.DBPath(),
-		Schema:    schema,
+		Schema:    d.schema,
 		VMM:       d.opts.Config.VMM,
 		Methods:   methods,
 		Orphans:   d.vms.orphanList(),
@@ -289,4 +290,12 @@ func (d *Daemon) startNetwork(ctx context.Context, ops privileged.Ops, how strin
 		return nil, nil
 	}
 	return n, err
+}
+
+func schemaLine(db string) string {
+	st, err := store.InspectSchemaState(db)
+	if err != nil {
+		return "unknown"
+	}
+	return st.Line()
 }
