@@ -13,7 +13,9 @@ import (
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/doctor"
 	"github.com/banger-dev/banger/internal/install"
+	"github.com/banger-dev/banger/internal/installmeta"
 	"github.com/banger-dev/banger/internal/network/firewall"
+	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/privileged"
 )
 
@@ -58,6 +60,7 @@ starts the daemon or changes anything.`,
 				doctor.KVMCheck(h),
 				doctor.VMMCheck(h, cfg.Firecracker.Binary, cfg.QEMU.Binary),
 				doctor.HelperCheck(layout.InstallMetaPath(), os.Getuid(), helperInfo),
+				doctor.JailerCheck(h, cfg.Firecracker.Jailer, installedHelperInfo(layout, helperInfo)),
 				doctor.UnitsCheck(h, layout.InstallMetaPath(), []string{install.HelperUnit, install.DaemonUnit}),
 				doctor.NetworkCheck(h, cfg.Network.Bridge, doctor.NetworkProbe{Name: "NAT", Present: firewall.Present}),
 				doctor.DiskSpaceCheck(h, layout.StateDir),
@@ -73,4 +76,13 @@ starts the daemon or changes anything.`,
 	}
 	addJSONFlag(cmd, g)
 	return cmd
+}
+
+// installedHelperInfo is helperInfo on a system install and nil in user
+// mode, where a root daemon launches the jailer itself.
+func installedHelperInfo(layout paths.Layout, info doctor.HelperInfoFunc) doctor.HelperInfoFunc {
+	if _, err := installmeta.Read(layout.InstallMetaPath()); err != nil {
+		return nil
+	}
+	return info
 }

@@ -106,20 +106,21 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 		stop:   make(chan struct{}),
 		events: newHub(),
 	}
-	driver := opts.Driver
-	if driver == nil {
-		if driver, err = selectDriver(ctx, opts.Config, opts.Layout, opts.Log); err != nil {
-			// No VMM is not fatal: images, listing and doctor still work,
-			// and VM operations say what is missing.
-			d.log.Warn("no VMM driver", "err", err)
-		}
-	}
 	d.cleanupImageWork()
 	ops, how, err := d.privilegedOps()
 	if err != nil {
 		return err
 	}
 	d.log.Info("privileged operations", "via", how)
+	driver := opts.Driver
+	if driver == nil {
+		// The jailer, if configured, is launched through ops.
+		if driver, err = selectDriver(ctx, opts.Config, opts.Layout, opts.Log, ops); err != nil {
+			// No VMM is not fatal: images, listing and doctor still work,
+			// and VM operations say what is missing.
+			d.log.Warn("no VMM driver", "err", err)
+		}
+	}
 	if d.net, err = d.startNetwork(ctx, ops, how); err != nil {
 		return err
 	}
@@ -271,7 +272,11 @@ func (d *Daemon) privilegedOps() (privileged.Ops, string, error) {
 	if d.opts.Privileged != nil {
 		return d.opts.Privileged, "injected", nil
 	}
-	ops, how, err := privileged.ForDaemon(d.opts.Layout, privileged.Identity{UID: os.Getuid(), GID: os.Getgid()}, privileged.HostBackend())
+	jailer, err := jailerPolicy(d.opts.Config, d.opts.Layout)
+	if err != nil {
+		return nil, "", err
+	}
+	ops, how, err := privileged.ForDaemon(d.opts.Layout, privileged.Identity{UID: os.Getuid(), GID: os.Getgid()}, privileged.HostBackend(), jailer)
 	if err != nil {
 		return nil, "", fmt.Errorf("privileged operations: %w", err)
 	}

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 
 	"github.com/banger-dev/banger/internal/config"
-	"github.com/banger-dev/banger/internal/installmeta"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
@@ -20,11 +19,11 @@ import (
 // selectDriver picks the VMM driver from the config. "auto" takes
 // Firecracker when its binary and usable KVM are present, else QEMU (KVM or
 // TCG), and logs why.
-func selectDriver(ctx context.Context, cfg config.Config, layout paths.Layout, log *slog.Logger) (vmm.Driver, error) {
+func selectDriver(ctx context.Context, cfg config.Config, layout paths.Layout, log *slog.Logger, ops privileged.Ops) (vmm.Driver, error) {
 	host := qemu.Host{}
 	switch cfg.VMM {
 	case "firecracker":
-		return newFirecracker(cfg, layout, log)
+		return newFirecracker(cfg, layout, log, ops)
 	case "qemu":
 		return newQEMU(cfg, log, host, host.Probe(ctx, cfg.QEMU.Binary))
 	}
@@ -34,14 +33,14 @@ func selectDriver(ctx context.Context, cfg config.Config, layout paths.Layout, l
 	log.Info("vmm auto", "vmm", choice.VMM, "reason", choice.Reason)
 	switch choice.VMM {
 	case "firecracker":
-		return newFirecracker(cfg, layout, log)
+		return newFirecracker(cfg, layout, log, ops)
 	case "qemu":
 		return newQEMU(cfg, log, host, probe)
 	}
 	return nil, errors.New(choice.Reason)
 }
 
-func newFirecracker(cfg config.Config, layout paths.Layout, log *slog.Logger) (vmm.Driver, error) {
+func newFirecracker(cfg config.Config, layout paths.Layout, log *slog.Logger, ops privileged.Ops) (vmm.Driver, error) {
 	bin, err := exec.LookPath(cfg.Firecracker.Binary)
 	if err != nil {
 		return nil, fmt.Errorf("firecracker binary %q not found: install Firecracker or set firecracker.binary in the config", cfg.Firecracker.Binary)
@@ -52,30 +51,38 @@ func newFirecracker(cfg config.Config, layout paths.Layout, log *slog.Logger) (v
 		Logger:      log.With("driver", "firecracker"),
 	}
 	if cfg.Firecracker.Jailer != "" {
-		if fc.Jailer, err = jailerConfig(cfg, layout); err != nil {
-			return nil, err
+		// The jailer starts as root: the root helper launches it for an
+		// unprivileged daemon, privileged.Local for a root one.
+		if ops == nil || ops == privileged.Unavailable() {
+			return nil, errors.New("firecracker.jailer needs the root helper (`sudo banger system install`) or a daemon running as root: the jailer starts as root before dropping to the owner")
 		}
+		fc.Jailer = &firecracker.JailerConfig{Launcher: ops, ChrootBaseDir: layout.JailDir()}
 	}
 	return firecracker.New(fc), nil
 }
 
-// jailerConfig runs Firecracker under its jailer, dropping to the install
-// owner. The jailer must start as root, so this needs a root daemon (the
-// root helper does not launch jailers). The chroot base sits under the state
-// dir so staging can hard-link VM disks into the jail.
-func jailerConfig(cfg config.Config, layout paths.Layout) (*firecracker.JailerConfig, error) {
-	path, err := exec.LookPath(cfg.Firecracker.Jailer)
-	if err != nil {
-		return nil, fmt.Errorf("firecracker.jailer %q not found", cfg.Firecracker.Jailer)
+// jailerPolicy is what lets privileged.Local (in a root daemon or the root
+// helper) launch jailers: both binaries from the config, resolved to
+// absolute paths, and the jail base. nil when no jailer is configured.
+func jailerPolicy(cfg config.Config, layout paths.Layout) (*privileged.JailerPolicy, error) {
+	if cfg.Firecracker.Jailer == "" {
+		return nil, nil
 	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("firecracker.jailer needs bangerd to run as root: the jailer starts as root and drops to the owner; unset it for an unprivileged daemon")
+	var p privileged.JailerPolicy
+	for _, b := range []struct {
+		key, name string
+		out       *string
+	}{{"firecracker.jailer", cfg.Firecracker.Jailer, &p.Jailer}, {"firecracker.binary", cfg.Firecracker.Binary, &p.Firecracker}} {
+		path, err := exec.LookPath(b.name)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q not found", b.key, b.name)
+		}
+		if *b.out, err = filepath.Abs(path); err != nil {
+			return nil, err
+		}
 	}
-	meta, err := installmeta.Read(layout.InstallMetaPath())
-	if err != nil {
-		return nil, fmt.Errorf("firecracker.jailer needs a system install to know which uid the jail drops to: %w", err)
-	}
-	return &firecracker.JailerConfig{Path: path, UID: meta.OwnerUID, GID: meta.OwnerGID, ChrootBaseDir: filepath.Join(layout.StateDir, "jail")}, nil
+	p.ChrootBase = layout.JailDir()
+	return &p, nil
 }
 
 func newQEMU(cfg config.Config, log *slog.Logger, host qemu.Host, p qemu.Probe) (vmm.Driver, error) {

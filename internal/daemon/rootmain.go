@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/installmeta"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/privileged"
@@ -46,6 +47,7 @@ func rootHelper(ctx context.Context, layout paths.Layout, log *slog.Logger, back
 	if err := ensureRuntimeDir(layout.RuntimeDir, owner.GID); err != nil {
 		return err
 	}
+	jailer := helperJailer(layout, log)
 	local, err := privileged.NewLocal(privileged.Policy{
 		Owner:      owner,
 		StateDir:   layout.StateDir,
@@ -53,6 +55,7 @@ func rootHelper(ctx context.Context, layout paths.Layout, log *slog.Logger, back
 		// The sockets that decide who talks to whom are never targets.
 		Protected:         []string{layout.HelperSocketPath(), layout.SocketPath()},
 		DeviceMapperMajor: privileged.DeviceMapperMajor("/proc/devices"),
+		Jailer:            jailer,
 	}, backend)
 	if err != nil {
 		return err
@@ -61,7 +64,7 @@ func rootHelper(ctx context.Context, layout paths.Layout, log *slog.Logger, back
 	srv, err := privileged.NewServer(privileged.ServerOptions{
 		Ops:   local,
 		Owner: owner,
-		Info:  privileged.HelperInfo{Version: b.Version, Commit: b.Commit, BuiltAt: b.BuiltAt},
+		Info:  privileged.HelperInfo{Version: b.Version, Commit: b.Commit, BuiltAt: b.BuiltAt, Jailer: jailerPath(jailer)},
 		Log:   log,
 	})
 	if err != nil {
@@ -72,7 +75,7 @@ func rootHelper(ctx context.Context, layout paths.Layout, log *slog.Logger, back
 		return err
 	}
 	log.Info("root helper serving", "socket", layout.HelperSocketPath(), "owner", meta.OwnerUser,
-		"owner_uid", owner.UID, "version", b.Version)
+		"owner_uid", owner.UID, "version", b.Version, "jailer", jailer != nil)
 	if ready != nil {
 		close(ready)
 	}
@@ -102,4 +105,28 @@ func ensureRuntimeDir(dir string, gid int) error {
 		return fmt.Errorf("create runtime dir: %w", err)
 	}
 	return os.Chmod(dir, 0o770|fs.ModeSticky)
+}
+
+// helperJailer reads the jailer policy from banger's config (root's file in
+// a system install). A config the helper cannot use costs only the jailer:
+// networking and disks must keep working, so it is logged, not fatal.
+func helperJailer(layout paths.Layout, log *slog.Logger) *privileged.JailerPolicy {
+	cfg, err := config.Load(layout.ConfigFile())
+	if err != nil {
+		log.Warn("no jailer: cannot read the config", "err", err)
+		return nil
+	}
+	p, err := jailerPolicy(cfg, layout)
+	if err != nil {
+		log.Warn("no jailer", "err", err)
+		return nil
+	}
+	return p
+}
+
+func jailerPath(p *privileged.JailerPolicy) string {
+	if p == nil {
+		return ""
+	}
+	return p.Jailer
 }

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,6 +34,17 @@ func TestRootHelperServesTheInstallOwner(t *testing.T) {
 	if err := installmeta.Write(layout.InstallMetaPath(), installmeta.Meta{OwnerUser: "alice", OwnerUID: 4242, OwnerGID: 4343}); err != nil {
 		t.Fatal(err)
 	}
+	// The helper launches the jailer root's config names.
+	bin := t.TempDir()
+	for _, b := range []string{"jailer", "firecracker"} {
+		if err := os.WriteFile(filepath.Join(bin, b), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fmt.Sprintf("[firecracker]\nbinary = %q\njailer = %q\n", filepath.Join(bin, "firecracker"), filepath.Join(bin, "jailer"))
+	if err := os.WriteFile(layout.ConfigFile(), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
@@ -54,7 +67,7 @@ func TestRootHelperServesTheInstallOwner(t *testing.T) {
 	}
 	c := privileged.NewClient(layout.HelperSocketPath())
 	info, err := c.Info(ctx)
-	if err != nil || info.OwnerUID != 4242 {
+	if err != nil || info.OwnerUID != 4242 || info.Jailer != filepath.Join(bin, "jailer") {
 		t.Fatalf("info: %+v %v", info, err)
 	}
 	// Root is not the owner: operations are refused.

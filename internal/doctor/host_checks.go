@@ -30,6 +30,9 @@ type Host struct {
 	// FreeBytes is the space available to unprivileged users on the file
 	// system holding path.
 	FreeBytes func(path string) (uint64, error)
+	// Trusted says whether only root can change the binary at path
+	// (privileged.TrustedBinary).
+	Trusted func(path string) error
 }
 
 // RealHost is this machine.
@@ -39,6 +42,7 @@ func RealHost() Host {
 		LookPath:      exec.LookPath,
 		Runner:        system.ExecRunner{},
 		FreeBytes:     freeBytes,
+		Trusted:       privileged.TrustedBinary,
 	}
 }
 
@@ -160,6 +164,47 @@ func firstLine(ctx context.Context, r system.Runner, bin string, args ...string)
 		return fmt.Sprintf("version unknown (exit %d)", out.ExitCode)
 	}
 	return line
+}
+
+// JailerCheck reports on firecracker.jailer when it is set: the binary and
+// its version, that only root can change it (the helper runs it as root and
+// refuses otherwise), and, on a system install, that the running helper
+// launches it. info is nil in user mode.
+func JailerCheck(h Host, jailer string, info HelperInfoFunc) Check {
+	return Check{Name: "jailer", Run: func(ctx context.Context) Result {
+		if jailer == "" {
+			return Result{Status: Pass, Summary: "not used (firecracker.jailer unset)"}
+		}
+		p, err := h.LookPath(jailer)
+		if err != nil {
+			return Result{Status: Fail, Summary: jailer + " not found",
+				Details: []string{"install Firecracker's jailer or unset firecracker.jailer in config.toml"}}
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		r := Result{Status: Pass, Summary: p + ": " + firstLine(ctx, h.Runner, p, "--version")}
+		if err := h.Trusted(p); err != nil {
+			r.Status = Fail
+			r.Details = append(r.Details, err.Error(), "the jailer runs as root: install it root-owned, e.g. `sudo install -o root -m 0755 jailer /usr/local/bin/`")
+		}
+		if info == nil {
+			return r
+		}
+		hi, err := info(ctx)
+		switch {
+		case err != nil:
+			r.Status = Fail
+			r.Details = append(r.Details, "cannot ask the root helper, which launches it: "+err.Error())
+		case hi.Jailer == "":
+			r.Status = Fail
+			r.Details = append(r.Details, "the root helper launches no jailer: it started before firecracker.jailer was set, or could not use it (`journalctl -u banger-root-helper`); `sudo banger system restart`")
+		case hi.Jailer != p:
+			r.Status = Warn
+			r.Details = append(r.Details, fmt.Sprintf("the root helper launches %s, not %s: `sudo banger system restart`", hi.Jailer, p))
+		}
+		return r
+	}}
 }
 
 // HelperInfoFunc asks the root helper who it is (privileged.Client.Info).

@@ -44,6 +44,7 @@ func scratchHost(t *testing.T, files ...string) Host {
 			return system.Output{Stdout: []byte(filepath.Base(c.Path) + " 1.0\nmore\n")}
 		}),
 		FreeBytes: func(string) (uint64, error) { return 50 << 30, nil },
+		Trusted:   func(string) error { return nil },
 	}
 }
 
@@ -107,6 +108,46 @@ func TestVMMCheck(t *testing.T) {
 	h.LookPath = func(string) (string, error) { return "", errors.New("not found") }
 	if r := run(VMMCheck(h, "firecracker", "qemu-system-x86_64")); r.Status != Fail {
 		t.Errorf("none: %+v", r)
+	}
+}
+
+func TestJailerCheck(t *testing.T) {
+	h := scratchHost(t)
+	if r := run(JailerCheck(h, "", nil)); r.Status != Pass || !strings.Contains(r.Summary, "not used") {
+		t.Errorf("unset: %+v", r)
+	}
+	if r := run(JailerCheck(h, "jailer", nil)); r.Status != Pass || r.Summary != "/usr/bin/jailer: jailer 1.0" {
+		t.Errorf("user mode: %+v", r)
+	}
+	launches := func(p string) HelperInfoFunc {
+		return func(context.Context) (privileged.HelperInfo, error) { return privileged.HelperInfo{Jailer: p}, nil }
+	}
+	cases := []struct {
+		name   string
+		info   HelperInfoFunc
+		status Status
+		detail string
+	}{
+		{"helper launches it", launches("/usr/bin/jailer"), Pass, ""},
+		{"helper launches none", launches(""), Fail, "launches no jailer"},
+		{"helper launches another", launches("/opt/jailer"), Warn, "launches /opt/jailer"},
+		{"helper down", func(context.Context) (privileged.HelperInfo, error) {
+			return privileged.HelperInfo{}, privileged.ErrUnreachable
+		}, Fail, "cannot ask the root helper"},
+	}
+	for _, tc := range cases {
+		r := run(JailerCheck(h, "jailer", tc.info))
+		if r.Status != tc.status || !strings.Contains(strings.Join(r.Details, "\n"), tc.detail) {
+			t.Errorf("%s: %+v", tc.name, r)
+		}
+	}
+	h.Trusted = func(p string) error { return fmt.Errorf("%s belongs to uid 1000", p) }
+	if r := run(JailerCheck(h, "jailer", nil)); r.Status != Fail || !strings.Contains(strings.Join(r.Details, "\n"), "root-owned") {
+		t.Errorf("untrusted: %+v", r)
+	}
+	h.LookPath = func(string) (string, error) { return "", errors.New("not found") }
+	if r := run(JailerCheck(h, "jailer", nil)); r.Status != Fail || !strings.Contains(r.Summary, "not found") {
+		t.Errorf("missing: %+v", r)
 	}
 }
 

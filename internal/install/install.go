@@ -239,6 +239,8 @@ func Install(ctx context.Context, opts Options) (res Result, err error) {
 		{filepath.Dir(modulesPath), 0o755, 0, 0, false},
 		{filepath.Dir(tmpfilesPath), 0o755, 0, 0, false},
 		{systemLayout().StateDir, 0o700, o.UID, o.GID, true},
+		// Root's: the jailer works in it as root (privileged.JailerPolicy).
+		{systemLayout().JailDir(), 0o755, 0, 0, true},
 		{systemLayout().RuntimeDir, 0o770 | fs.ModeSticky, 0, o.GID, true},
 	}
 	for _, d := range dirs {
@@ -263,7 +265,7 @@ func Install(ctx context.Context, opts Options) (res Result, err error) {
 		}
 	}
 
-	p := unitParams{Owner: o, Bangerd: BangerdPath, Runtime: systemLayout().RuntimeDir}
+	p := unitParams{Owner: o, Bangerd: BangerdPath, Runtime: systemLayout().RuntimeDir, Jails: systemLayout().JailDir()}
 	files := []struct{ path, name, tmpl string }{
 		{filepath.Join(unitDir, DaemonUnit), "daemon unit", daemonUnitTemplate},
 		{filepath.Join(unitDir, HelperUnit), "helper unit", helperUnitTemplate},

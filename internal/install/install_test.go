@@ -231,6 +231,7 @@ func TestInstallExactTreeAndUninstallRestoresIt(t *testing.T) {
 		"/etc/tmpfiles.d":                                dir(0o755, 0, 0),
 		"/etc/tmpfiles.d/banger.conf":                    file(0o644),
 		"/var/lib/banger":                                dir(0o700, 4242, 4343),
+		"/var/lib/banger-jail":                           dir(0o755, 0, 0),
 		"/run/banger":                                    dir(0o770|fs.ModeSticky, 0, 4343),
 	}
 	added := map[string]bool{}
@@ -506,7 +507,7 @@ func TestStatus(t *testing.T) {
 	must(t, err)
 	defer func() { _ = ln.Close() }()
 	st, err = ReadStatus(ctx, StatusOptions{Root: root, Runner: r, HelperInfo: func(context.Context) (privileged.HelperInfo, error) {
-		return privileged.HelperInfo{OwnerUID: 1000, Version: "v0.1.0"}, nil
+		return privileged.HelperInfo{OwnerUID: 1000, Version: "v0.1.0", Jailer: "/usr/local/bin/jailer"}, nil
 	}})
 	must(t, err)
 	if !st.Helper.Reachable || len(st.Problems) != 1 || !strings.Contains(st.Problems[0], "serves uid 1000") {
@@ -514,7 +515,8 @@ func TestStatus(t *testing.T) {
 	}
 	var out bytes.Buffer
 	must(t, st.Render(&out))
-	for _, want := range []string{"banger v0.1.0 (commit 01234567", "alice (uid 4242, gid 4343)", "bangerd.service", "active, enabled", "problem: the root helper serves uid 1000"} {
+	for _, want := range []string{"banger v0.1.0 (commit 01234567", "alice (uid 4242, gid 4343)", "bangerd.service", "active, enabled", "problem: the root helper serves uid 1000",
+		"launches /usr/local/bin/jailer"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())
 		}
@@ -581,7 +583,7 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 }
 
 func TestUnitContent(t *testing.T) {
-	p := unitParams{Owner: testOwner, Bangerd: BangerdPath, Runtime: "/run/banger"}
+	p := unitParams{Owner: testOwner, Bangerd: BangerdPath, Runtime: "/run/banger", Jails: "/var/lib/banger-jail"}
 	daemon, err := render("d", daemonUnitTemplate, p)
 	must(t, err)
 	helper, err := render("h", helperUnitTemplate, p)
@@ -597,13 +599,16 @@ func TestUnitContent(t *testing.T) {
 	if bytes.Contains(helper, []byte("User=")) {
 		t.Error("helper unit must run as root")
 	}
-	for _, want := range []string{"ExecStart=/usr/local/bin/bangerd --root-helper\n", "RestrictAddressFamilies=AF_UNIX AF_NETLINK\n", "IPAddressDeny=any\n"} {
+	for _, want := range []string{"ExecStart=/usr/local/bin/bangerd --root-helper\n", "RestrictAddressFamilies=AF_UNIX AF_NETLINK\n", "IPAddressDeny=any\n",
+		"KillMode=process\n", "ReadWritePaths=/var/lib/banger-jail\n", "RestrictNamespaces=mnt\n"} {
 		if !bytes.Contains(helper, []byte(want)) {
 			t.Errorf("helper unit lacks %q", want)
 		}
 	}
 	caps := regexp.MustCompile(`(?m)^CapabilityBoundingSet=(.*)$`).FindSubmatch(helper)
-	if got := strings.Fields(string(caps[1])); !slices.Equal(got, []string{"CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_READ_SEARCH"}) {
+	// The first five serve the menu; the rest only the jailer (units.go says why).
+	if got := strings.Fields(string(caps[1])); !slices.Equal(got, []string{"CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_READ_SEARCH",
+		"CAP_MKNOD", "CAP_SYS_CHROOT", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"}) {
 		t.Errorf("helper capabilities %q", got)
 	}
 	if !bytes.Contains(tmpfiles, []byte("d /run/banger 1770 root alice -\n")) {

@@ -50,7 +50,9 @@ type HelperStatus struct {
 	Reachable bool   `json:"reachable"`
 	OwnerUID  int    `json:"owner_uid,omitempty"`
 	Version   string `json:"version,omitempty"`
-	Error     string `json:"error,omitempty"`
+	// Jailer is the jailer binary the helper launches, if any.
+	Jailer string `json:"jailer,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // BinaryStatus is one installed binary.
@@ -102,7 +104,7 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (Status, error) {
 			st.Helper.Error = err.Error()
 			st.Problems = append(st.Problems, "root helper: "+err.Error())
 		} else {
-			st.Helper.Reachable, st.Helper.OwnerUID, st.Helper.Version = true, info.OwnerUID, info.Version
+			st.Helper.Reachable, st.Helper.OwnerUID, st.Helper.Version, st.Helper.Jailer = true, info.OwnerUID, info.Version, info.Jailer
 			if st.Installed && info.OwnerUID != meta.OwnerUID {
 				st.Problems = append(st.Problems, fmt.Sprintf("the root helper serves uid %d but the install owner is uid %d: `sudo banger system restart`", info.OwnerUID, meta.OwnerUID))
 			}
@@ -174,6 +176,9 @@ func (st Status) Render(w io.Writer) error {
 	switch {
 	case st.Helper.Reachable:
 		h = fmt.Sprintf("answering, serves uid %d, %s", st.Helper.OwnerUID, st.Helper.Version)
+		if st.Helper.Jailer != "" {
+			h += ", launches " + st.Helper.Jailer
+		}
 	case st.Helper.Error != "":
 		h = "not answering: " + st.Helper.Error
 	case st.Helper.Present:

@@ -109,6 +109,7 @@ func Uninstall(ctx context.Context, opts UninstallOptions) (Result, error) {
 	}
 	if opts.Purge {
 		removeAll(l.StateDir)
+		removeAll(l.JailDir())
 		removeAll(t.at(cacheDir))
 		removeAll(l.ConfigDir)
 	} else {

@@ -17,6 +17,8 @@ type unitParams struct {
 	Owner   Owner
 	Bangerd string
 	Runtime string
+	// Jails is the jailer's chroot base (paths.Layout.JailDir).
+	Jails string
 }
 
 // The daemon unit. Every line that weakens the sandbox says why; the test
@@ -99,7 +101,8 @@ WantedBy=multi-user.target
 // The helper unit; exposure held at or below 3.5 by the test.
 const helperUnitTemplate = `# Written by ` + "`banger system install`" + `; ` + "`banger system uninstall`" + ` removes it.
 # The banger root helper: the fixed menu of privileged operations (bridge,
-# taps, NAT, resolver, loop and device-mapper, socket ownership) for uid
+# taps, NAT, resolver, loop and device-mapper, socket ownership, launching
+# Firecracker's jailer when firecracker.jailer is set) for uid
 # {{.Owner.UID}} ({{.Owner.User}}) only, on {{.Runtime}}/root-helper.sock.
 [Unit]
 Description=banger root helper (privileged operations for {{.Owner.User}})
@@ -112,16 +115,25 @@ ExecStart={{.Bangerd}} --root-helper
 Restart=on-failure
 RestartSec=2s
 UMask=0077
+# Jailed Firecrackers are the helper's children, in its cgroup: a restart of
+# the helper must not take the VMs with it (bangerd.service does the same).
+KillMode=process
 
 NoNewPrivileges=yes
 # NET_ADMIN: bridge, taps, nftables. SYS_ADMIN: loop and device-mapper
-# ioctls. CHOWN, FOWNER: hand sockets, taps and devices to the owner.
-# DAC_READ_SEARCH: resolve targets beneath the owner's 0700 run directories
-# (read and search only; the helper never returns file contents).
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_CHOWN CAP_FOWNER CAP_DAC_READ_SEARCH
+# ioctls; the jailer's mount namespace and pivot_root. CHOWN, FOWNER: hand
+# sockets, taps, devices and jails to the owner. DAC_READ_SEARCH: resolve
+# targets beneath the owner's 0700 run directories (read and search only;
+# the helper never returns file contents). The jailer, and nothing else,
+# also needs: MKNOD (/dev/kvm, /dev/net/tun and disk nodes in the jail),
+# SYS_CHROOT (its chroot), SETUID and SETGID (dropping to the owner), and
+# the helper KILL (stopping a jailed VMM that already runs as the owner).
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_CHOWN CAP_FOWNER CAP_DAC_READ_SEARCH CAP_MKNOD CAP_SYS_CHROOT CAP_SETUID CAP_SETGID CAP_KILL
 AmbientCapabilities=
 ProtectSystem=strict
 ReadWritePaths={{.Runtime}}
+# Jails: root's, beside the state dir (see paths.Layout.JailDir).
+ReadWritePaths={{.Jails}}
 # ip_forward and per-interface sysctls.
 ReadWritePaths=/proc/sys/net
 ProtectHome=yes
@@ -134,13 +146,16 @@ DeviceAllow=/dev/loop-control rw
 DeviceAllow=block-loop rw
 DeviceAllow=/dev/mapper/control rw
 DeviceAllow=block-device-mapper rw
+# A jailed Firecracker runs in this unit's cgroup and opens KVM.
+DeviceAllow=/dev/kvm rw
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 ProtectProc=invisible
-RestrictNamespaces=yes
+# The jailer unshares a mount namespace for each jail; nothing else.
+RestrictNamespaces=mnt
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -151,8 +166,10 @@ KeyringMode=private
 RestrictAddressFamilies=AF_UNIX AF_NETLINK
 IPAddressDeny=any
 SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@resources @obsolete @debug @cpu-emulation @clock @module @raw-io @reboot @swap
+# @mount: the jailer's bind mount, pivot_root and chroot. @resources stays
+# allowed: the jailer bounds the VMM's open files with setrlimit.
+SystemCallFilter=@system-service @mount
+SystemCallFilter=~@obsolete @debug @cpu-emulation @clock @module @raw-io @reboot @swap
 SystemCallErrorNumber=EPERM
 
 [Install]

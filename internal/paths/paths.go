@@ -137,6 +137,20 @@ func (l Layout) VMRunDir(id string) string { return filepath.Join(l.RuntimeDir, 
 // VMsRunDir is the parent of every VMRunDir.
 func (l Layout) VMsRunDir() string { return filepath.Join(l.RuntimeDir, "vms") }
 
+// JailDir is the jailer's chroot base: one jail per jailed Firecracker,
+// built by the jailer as <JailDir>/<exec name>/<vm id>/root. In system mode
+// it is /var/lib/banger-jail, a root-owned sibling of the state dir: the
+// jailer works in it as root, so no directory on the way may be the owner's
+// (the owner could swap a path component for a symlink), yet it must be on
+// the state dir's file system so disks are hard-linked in, not copied. In
+// user mode (a root daemon in tests and development) it sits in the state dir.
+func (l Layout) JailDir() string {
+	if l.Mode == ModeSystem {
+		return filepath.Join(rootOr(l.SystemRoot), "var", "lib", "banger-jail")
+	}
+	return filepath.Join(l.StateDir, "jail")
+}
+
 // InstallMetaPath is /etc/banger/install.toml, written by `banger system
 // install`; it exists in both modes' view because the CLI compares itself
 // against the installed build.

@@ -37,7 +37,7 @@ func (c *Client) Socket() string { return c.socket }
 // Info asks the helper who it is and whom it serves.
 func (c *Client) Info(ctx context.Context) (HelperInfo, error) {
 	var info HelperInfo
-	err := c.call(ctx, OpInfo, nil, nil, &info)
+	err := c.call(ctx, OpInfo, nil, &info)
 	return info, err
 }
 
@@ -46,7 +46,7 @@ func (c *Client) EnsureBridge(ctx context.Context, spec BridgeSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpEnsureBridge, spec, nil, nil)
+	return c.call(ctx, OpEnsureBridge, spec, nil)
 }
 
 // DeleteBridge implements Ops.
@@ -54,7 +54,7 @@ func (c *Client) DeleteBridge(ctx context.Context, name string) error {
 	if err := ValidBridgeName(name); err != nil {
 		return err
 	}
-	return c.call(ctx, OpDeleteBridge, nameArgs{Name: name}, nil, nil)
+	return c.call(ctx, OpDeleteBridge, nameArgs{Name: name}, nil)
 }
 
 // CreateTap implements Ops.
@@ -62,7 +62,7 @@ func (c *Client) CreateTap(ctx context.Context, spec TapSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpCreateTap, spec, nil, nil)
+	return c.call(ctx, OpCreateTap, spec, nil)
 }
 
 // DeleteTap implements Ops.
@@ -70,7 +70,7 @@ func (c *Client) DeleteTap(ctx context.Context, name string) error {
 	if err := ValidTapName(name); err != nil {
 		return err
 	}
-	return c.call(ctx, OpDeleteTap, nameArgs{Name: name}, nil, nil)
+	return c.call(ctx, OpDeleteTap, nameArgs{Name: name}, nil)
 }
 
 // EnsureNAT implements Ops.
@@ -78,7 +78,7 @@ func (c *Client) EnsureNAT(ctx context.Context, spec NATSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpEnsureNAT, spec, nil, nil)
+	return c.call(ctx, OpEnsureNAT, spec, nil)
 }
 
 // RemoveNAT implements Ops.
@@ -86,7 +86,7 @@ func (c *Client) RemoveNAT(ctx context.Context, spec NATSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpRemoveNAT, spec, nil, nil)
+	return c.call(ctx, OpRemoveNAT, spec, nil)
 }
 
 // Isolate implements Ops.
@@ -94,7 +94,7 @@ func (c *Client) Isolate(ctx context.Context, spec IsolationSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpIsolate, spec, nil, nil)
+	return c.call(ctx, OpIsolate, spec, nil)
 }
 
 // Unisolate implements Ops.
@@ -102,12 +102,12 @@ func (c *Client) Unisolate(ctx context.Context, spec IsolationSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpUnisolate, spec, nil, nil)
+	return c.call(ctx, OpUnisolate, spec, nil)
 }
 
 // EnableIPForward implements Ops.
 func (c *Client) EnableIPForward(ctx context.Context) error {
-	return c.call(ctx, OpEnableIPForward, nil, nil, nil)
+	return c.call(ctx, OpEnableIPForward, nil, nil)
 }
 
 // ConfigureResolver implements Ops.
@@ -115,7 +115,7 @@ func (c *Client) ConfigureResolver(ctx context.Context, spec ResolverSpec) error
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpConfigureResolver, spec, nil, nil)
+	return c.call(ctx, OpConfigureResolver, spec, nil)
 }
 
 // RevertResolver implements Ops.
@@ -123,7 +123,7 @@ func (c *Client) RevertResolver(ctx context.Context, link string) error {
 	if err := ValidBridgeName(link); err != nil {
 		return err
 	}
-	return c.call(ctx, OpRevertResolver, linkArgs{Link: link}, nil, nil)
+	return c.call(ctx, OpRevertResolver, linkArgs{Link: link}, nil)
 }
 
 // AttachLoop implements Ops; the backing file's descriptor is passed to the
@@ -133,7 +133,7 @@ func (c *Client) AttachLoop(ctx context.Context, spec LoopAttach) (string, error
 		return "", err
 	}
 	var res deviceResult
-	err := c.call(ctx, OpAttachLoop, spec, spec.Backing, &res)
+	err := c.call(ctx, OpAttachLoop, spec, &res, spec.Backing)
 	return res.Device, err
 }
 
@@ -142,7 +142,7 @@ func (c *Client) DetachLoop(ctx context.Context, device string) error {
 	if err := ValidLoopDevice(device); err != nil {
 		return err
 	}
-	return c.call(ctx, OpDetachLoop, deviceArgs{Device: device}, nil, nil)
+	return c.call(ctx, OpDetachLoop, deviceArgs{Device: device}, nil)
 }
 
 // CreateSnapshot implements Ops.
@@ -151,7 +151,7 @@ func (c *Client) CreateSnapshot(ctx context.Context, spec SnapshotSpec) (string,
 		return "", err
 	}
 	var res deviceResult
-	err := c.call(ctx, OpCreateSnapshot, spec, nil, &res)
+	err := c.call(ctx, OpCreateSnapshot, spec, &res)
 	return res.Device, err
 }
 
@@ -160,7 +160,7 @@ func (c *Client) RemoveSnapshot(ctx context.Context, name string) error {
 	if err := ValidSnapshotName(name); err != nil {
 		return err
 	}
-	return c.call(ctx, OpRemoveSnapshot, nameArgs{Name: name}, nil, nil)
+	return c.call(ctx, OpRemoveSnapshot, nameArgs{Name: name}, nil)
 }
 
 // Chown implements Ops.
@@ -168,7 +168,7 @@ func (c *Client) Chown(ctx context.Context, spec ChownSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpChown, spec, nil, nil)
+	return c.call(ctx, OpChown, spec, nil)
 }
 
 // Chmod implements Ops.
@@ -176,13 +176,13 @@ func (c *Client) Chmod(ctx context.Context, spec ChmodSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return c.call(ctx, OpChmod, spec, nil, nil)
+	return c.call(ctx, OpChmod, spec, nil)
 }
 
 // maxResponseSize bounds what the client reads back.
 const maxResponseSize = 1 << 20
 
-func (c *Client) call(ctx context.Context, op string, args any, file *os.File, result any) error {
+func (c *Client) call(ctx context.Context, op string, args any, result any, files ...*os.File) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -204,8 +204,12 @@ func (c *Client) call(ctx context.Context, op string, args any, file *os.File, r
 	defer stop()
 
 	var oob []byte
-	if file != nil {
-		oob = unix.UnixRights(int(file.Fd()))
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
 	}
 	n, _, err := conn.WriteMsgUnix(data, oob, nil)
 	if err == nil && n < len(data) {
@@ -258,4 +262,23 @@ func unwrapSyscall(err error) error {
 		return oe.Err
 	}
 	return err
+}
+
+// LaunchJailer implements Ops; every file travels as a descriptor.
+func (c *Client) LaunchJailer(ctx context.Context, spec JailerLaunch) (JailedVMM, error) {
+	if err := spec.Validate(); err != nil {
+		return JailedVMM{}, err
+	}
+	args, files := spec.wire()
+	var res JailedVMM
+	err := c.call(ctx, OpLaunchJailer, args, &res, files...)
+	return res, err
+}
+
+// RemoveJail implements Ops.
+func (c *Client) RemoveJail(ctx context.Context, vmID string) error {
+	if err := ValidJailID(vmID); err != nil {
+		return err
+	}
+	return c.call(ctx, OpRemoveJail, vmArgs{VMID: vmID}, nil)
 }

@@ -21,6 +21,8 @@ type fakeBackend struct {
 	attached []inode
 	// touched records the inode of each Chown/Chmod target.
 	touched []inode
+	// started are the jailers StartJailer "ran".
+	started []*fakeProcess
 	fail    error
 }
 

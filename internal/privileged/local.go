@@ -41,6 +41,10 @@ type Backend interface {
 	// the runtime dir and checked.
 	Chown(ctx context.Context, target *os.File, uid, gid int) error
 	Chmod(ctx context.Context, target *os.File, mode uint32) error
+	// StartJailer runs argv (argv[0] the jailer) in its own session with
+	// stdout and stderr on console and returns once it runs. The process
+	// must not depend on ctx: a VM outlives the request that started it.
+	StartJailer(ctx context.Context, argv []string, console *os.File) (JailProcess, error)
 }
 
 // Policy is what Local enforces beyond each request's shape.
@@ -58,6 +62,11 @@ type Policy struct {
 	// DeviceMapperMajor is device-mapper's block major (from /proc/devices);
 	// 0 when the kernel has no device-mapper.
 	DeviceMapperMajor uint32
+	// Jailer, when set, enables LaunchJailer and RemoveJail.
+	Jailer *JailerPolicy
+	// SysDevBlock is /sys/dev/block, where RemoveJail finds which loop
+	// device a jail's drive node names.
+	SysDevBlock string
 	// ProcSelfFD is /proc/self/fd, where Local reads which file a descriptor
 	// names; tests never need to change it, but it keeps /proc out of the
 	// logic.
@@ -73,6 +82,11 @@ type Local struct {
 	// mu serializes operations so check-then-act sequences in the backends
 	// (ensure bridge, ensure NAT, find a free loop device) never interleave.
 	mu sync.Mutex
+	// jails are the jailed VMMs this Local started.
+	jails jailTable
+	// noHardLinks makes staging take the loop/copy path, as it must across
+	// mount namespaces; tests use it to cover that path on one namespace.
+	noHardLinks bool
 }
 
 var _ Ops = (*Local)(nil)
@@ -87,8 +101,22 @@ func NewLocal(p Policy, b Backend) (*Local, error) {
 	if p.Owner.UID < 0 || p.Owner.GID < 0 {
 		return nil, fmt.Errorf("privileged policy: owner uid %d / gid %d invalid", p.Owner.UID, p.Owner.GID)
 	}
+	if j := p.Jailer; j != nil {
+		for _, d := range []struct{ name, path string }{{"jailer", j.Jailer}, {"firecracker binary", j.Firecracker}, {"jail base", j.ChrootBase}} {
+			if !filepath.IsAbs(d.path) || filepath.Clean(d.path) != d.path || d.path == "/" {
+				return nil, fmt.Errorf("privileged policy: %s %q must be an absolute, clean path", d.name, d.path)
+			}
+		}
+		// The jailer's own rule; checking here names the cause.
+		if !strings.Contains(filepath.Base(j.Firecracker), "firecracker") {
+			return nil, fmt.Errorf("privileged policy: the jailer runs only binaries whose name contains \"firecracker\", not %q", j.Firecracker)
+		}
+	}
 	if p.ProcSelfFD == "" {
 		p.ProcSelfFD = "/proc/self/fd"
+	}
+	if p.SysDevBlock == "" {
+		p.SysDevBlock = "/sys/dev/block"
 	}
 	return &Local{policy: p, backend: b}, nil
 }

@@ -13,7 +13,8 @@
 // Nothing here runs a shell or a generic command, and no operation takes an
 // arbitrary path: interface names carry banger's prefix, networks are parsed
 // private IPv4 prefixes, files are passed as descriptors the caller already
-// opened or resolve beneath banger's runtime directory with no symlinks.
+// opened or resolve beneath banger's runtime directory with no symlinks, and
+// the one program started (Firecracker's jailer) is the helper's own choice.
 // Each operation reaches the machine through Backend, so the validation and
 // transport are tested with a fake and the real effects live in
 // internal/network and internal/disk.
@@ -75,6 +76,13 @@ type Ops interface {
 	// Chmod changes the permission bits of a socket or device beneath the
 	// runtime dir.
 	Chmod(ctx context.Context, spec ChmodSpec) error
+	// LaunchJailer stages a VM's files into a fresh jail and starts
+	// Firecracker under the jailer, which drops to the owner. It returns
+	// once the jailer runs; the caller watches the pid (see jail.go).
+	LaunchJailer(ctx context.Context, spec JailerLaunch) (JailedVMM, error)
+	// RemoveJail stops the VM's jailed Firecracker if it still runs and
+	// removes its jail; a missing jail is not an error.
+	RemoveJail(ctx context.Context, vmID string) error
 }
 
 // BridgeSpec describes banger's bridge.
@@ -172,6 +180,9 @@ type HelperInfo struct {
 	BuiltAt string `json:"built_at"`
 	// OwnerUID is the only uid the helper serves.
 	OwnerUID int `json:"owner_uid"`
+	// Jailer is the jailer binary the helper launches; empty when it
+	// launches none (firecracker.jailer unset when it started).
+	Jailer string `json:"jailer,omitempty"`
 }
 
 // Sentinel errors callers branch on.

@@ -20,13 +20,14 @@ type Identity struct {
 // ForDaemon picks how a daemon with identity id reaches privileged
 // operations:
 //
-//   - running as root: in-process (Local over backend), owner = itself;
+//   - running as root: in-process (Local over backend), owner = itself,
+//     launching jailers per jailer (nil: none);
 //   - a system install exists (install.toml): the root helper's Client;
 //   - otherwise: Unavailable, whose every call says to run
 //     `sudo banger system install`.
 //
 // The second return value says which, for the daemon's startup log line.
-func ForDaemon(layout paths.Layout, id Identity, backend Backend) (Ops, string, error) {
+func ForDaemon(layout paths.Layout, id Identity, backend Backend, jailer *JailerPolicy) (Ops, string, error) {
 	if id.UID == 0 {
 		l, err := NewLocal(Policy{
 			Owner:             Owner(id),
@@ -34,6 +35,7 @@ func ForDaemon(layout paths.Layout, id Identity, backend Backend) (Ops, string, 
 			RuntimeDir:        layout.RuntimeDir,
 			Protected:         []string{layout.HelperSocketPath(), layout.SocketPath()},
 			DeviceMapperMajor: DeviceMapperMajor("/proc/devices"),
+			Jailer:            jailer,
 		}, backend)
 		if err != nil {
 			return nil, "", err
@@ -94,6 +96,10 @@ func (u unavailable) RemoveSnapshot(context.Context, string) error {
 }
 func (u unavailable) Chown(context.Context, ChownSpec) error { return u.err("changing a file's owner") }
 func (u unavailable) Chmod(context.Context, ChmodSpec) error { return u.err("changing a file's mode") }
+func (u unavailable) LaunchJailer(context.Context, JailerLaunch) (JailedVMM, error) {
+	return JailedVMM{}, u.err("launching the jailer")
+}
+func (u unavailable) RemoveJail(context.Context, string) error { return u.err("removing a jail") }
 
 // DeviceMapperMajor reads device-mapper's block major from a /proc/devices
 // style file; 0 when absent (no dm in this kernel) or unreadable.

@@ -214,7 +214,7 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
 			ErrRefused, p.uid, OpInfo, s.opts.Owner.UID))
 		return
 	}
-	if want := filesFor(req.Op); len(files) != want {
+	if want := filesFor(req); len(files) != want {
 		err := malformed("%s takes %d file descriptors, got %d", req.Op, want, len(files))
 		s.log.Warn("malformed root helper request", "op", req.Op, "uid", p.uid, "pid", p.pid, "err", err)
 		s.reply(conn, nil, err)
@@ -283,6 +283,14 @@ func (s *Server) dispatch(ctx context.Context, req Request, files []*os.File) (a
 		return nil, ops.Chown(ctx, *a)
 	case *ChmodSpec:
 		return nil, ops.Chmod(ctx, *a)
+	case *jailerArgs:
+		spec, err := a.launch(files)
+		if err != nil {
+			return nil, err
+		}
+		return ops.LaunchJailer(ctx, spec)
+	case *vmArgs:
+		return nil, ops.RemoveJail(ctx, a.VMID)
 	}
 	// Unreachable while newArgs and this switch agree; a test checks they do.
 	return nil, fmt.Errorf("operation %s is not wired in this helper", req.Op)
@@ -309,7 +317,7 @@ func (s *Server) reply(conn *net.UnixConn, result any, err error) {
 
 // maxPassedFiles bounds descriptors accepted with one request; extra ones are
 // closed and the request refused.
-const maxPassedFiles = 4
+const maxPassedFiles = 8
 
 // readRequest reads until EOF, collecting descriptors passed as SCM_RIGHTS.
 func readRequest(conn *net.UnixConn) ([]byte, []*os.File, error) {

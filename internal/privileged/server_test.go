@@ -298,6 +298,9 @@ func TestHelperRejectsMalformedRequests(t *testing.T) {
 		{"descriptor on an op without one", `{"op":"tap.delete","args":{"name":"bgt-a"}}`, []int{fd}},
 		{"loop attach without descriptor", `{"op":"loop.attach","args":{"name":"banger-a-cow","read_only":true}}`, nil},
 		{"two descriptors", `{"op":"loop.attach","args":{"name":"banger-a-cow","read_only":true}}`, []int{fd, fd}},
+		{"jailer launch with too few descriptors", `{"op":"jailer.launch","args":{"vm_id":"a","drives":"rootfs:rw"}}`, []int{fd}},
+		{"jailer launch with a malformed drive list", `{"op":"jailer.launch","args":{"vm_id":"a","drives":"rootfs:rx"}}`, []int{fd, fd, fd}},
+		{"jailer launch naming its own binary", `{"op":"jailer.launch","args":{"vm_id":"a","drives":"rootfs:rw","exec_file":"/bin/sh"}}`, []int{fd, fd, fd}},
 		{"too many descriptors", `{"op":"loop.attach","args":{"name":"banger-a-cow","read_only":true}}`, []int{fd, fd, fd, fd, fd, fd, fd, fd}},
 		{"oversize", `{"op":"tap.delete","args":{"name":"` + strings.Repeat("a", 2*MaxRequestSize) + `"}}`, nil},
 	}
@@ -343,8 +346,8 @@ func TestDispatchCoversEveryOp(t *testing.T) {
 	defer func() { _ = f.Close() }()
 	for op, args := range validRequests() {
 		var files []*os.File
-		if filesFor(op) == 1 {
-			files = []*os.File{f}
+		for range filesFor(Request{Op: op, Args: args}) {
+			files = append(files, f)
 		}
 		if _, err := srv.dispatch(context.Background(), Request{Op: op, Args: args}, files); err != nil {
 			t.Errorf("%s: %v", op, err)
@@ -385,17 +388,17 @@ func TestListenReplacesOnlyStaleSockets(t *testing.T) {
 func TestForDaemon(t *testing.T) {
 	root := t.TempDir()
 	layout := paths.System(root)
-	ops, how, err := ForDaemon(layout, Identity{UID: 0}, &fakeBackend{})
+	ops, how, err := ForDaemon(layout, Identity{UID: 0}, &fakeBackend{}, nil)
 	if _, ok := ops.(*Local); err != nil || !ok {
 		t.Fatalf("root daemon: %T (%s), %v", ops, how, err)
 	}
-	ops, _, err = ForDaemon(layout, Identity{UID: 1000, GID: 1000}, &fakeBackend{})
+	ops, _, err = ForDaemon(layout, Identity{UID: 1000, GID: 1000}, &fakeBackend{}, nil)
 	must(t, err)
 	if err := ops.EnableIPForward(context.Background()); !errors.Is(err, ErrNoPrivilege) || !strings.Contains(err.Error(), "banger system install") {
 		t.Fatalf("no install: %v", err)
 	}
 	must(t, installmeta.Write(layout.InstallMetaPath(), installmeta.Meta{OwnerUser: "alice", OwnerUID: 1000, OwnerGID: 1000}))
-	ops, how, err = ForDaemon(layout, Identity{UID: 1000, GID: 1000}, &fakeBackend{})
+	ops, how, err = ForDaemon(layout, Identity{UID: 1000, GID: 1000}, &fakeBackend{}, nil)
 	if c, ok := ops.(*Client); err != nil || !ok || c.Socket() != layout.HelperSocketPath() {
 		t.Fatalf("installed: %T (%s), %v", ops, how, err)
 	}
@@ -429,3 +432,7 @@ func (r *recordingOps) CreateSnapshot(context.Context, SnapshotSpec) (string, er
 func (r *recordingOps) RemoveSnapshot(context.Context, string) error { return r.rec("RemoveSnapshot") }
 func (r *recordingOps) Chown(context.Context, ChownSpec) error       { return r.rec("Chown") }
 func (r *recordingOps) Chmod(context.Context, ChmodSpec) error       { return r.rec("Chmod") }
+func (r *recordingOps) LaunchJailer(context.Context, JailerLaunch) (JailedVMM, error) {
+	return JailedVMM{PID: 1}, r.rec("LaunchJailer")
+}
+func (r *recordingOps) RemoveJail(context.Context, string) error { return r.rec("RemoveJail") }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -267,4 +269,44 @@ func blockDeviceSize(device string) (int64, error) {
 	}
 	defer func() { _ = f.Close() }()
 	return f.Seek(0, io.SeekEnd)
+}
+
+// StartJailer starts the jailer as a child of the helper, in its own session
+// (terminal and helper signals stay away from VMs), with an empty
+// environment apart from PATH (the jailer clears it anyway) and only the
+// console as stdout and stderr. The helper reaps it; a VM outlives the
+// request, so ctx is not tied to the process.
+func (SystemBackend) StartJailer(_ context.Context, argv []string, console *os.File) (JailProcess, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = console, console
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &childProcess{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// childProcess is a process this helper started and reaps.
+type childProcess struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *childProcess) PID() int              { return p.cmd.Process.Pid }
+func (p *childProcess) Done() <-chan struct{} { return p.done }
+
+// Kill sends SIGKILL. os.Process signals through a pidfd, so a reaped and
+// recycled pid is never hit.
+func (p *childProcess) Kill() error {
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
 }

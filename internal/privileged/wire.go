@@ -13,7 +13,8 @@ import (
 
 // The helper protocol: one request per connection. The client writes one
 // JSON object {"op": NAME, "args": {…}} (with a descriptor as SCM_RIGHTS for
-// loop.attach), shuts down its write side, and reads one JSON Response.
+// loop.attach, several for jailer.launch), shuts down its write side, and
+// reads one JSON Response.
 
 // MaxRequestSize bounds a request; real ones are a few hundred bytes.
 const MaxRequestSize = 16 << 10
@@ -38,13 +39,16 @@ const (
 	OpRemoveSnapshot    = "snapshot.remove"
 	OpChown             = "file.chown"
 	OpChmod             = "file.chmod"
+	OpLaunchJailer      = "jailer.launch"
+	OpRemoveJail        = "jail.remove"
 )
 
 // OpNames returns the wire menu, in a stable order (for docs and tests).
 func OpNames() []string {
 	return []string{OpInfo, OpEnsureBridge, OpDeleteBridge, OpCreateTap, OpDeleteTap,
 		OpEnsureNAT, OpRemoveNAT, OpIsolate, OpUnisolate, OpEnableIPForward, OpConfigureResolver, OpRevertResolver,
-		OpAttachLoop, OpDetachLoop, OpCreateSnapshot, OpRemoveSnapshot, OpChown, OpChmod}
+		OpAttachLoop, OpDetachLoop, OpCreateSnapshot, OpRemoveSnapshot, OpChown, OpChmod,
+		OpLaunchJailer, OpRemoveJail}
 }
 
 // Argument types for operations whose Ops method takes a plain string.
@@ -94,14 +98,22 @@ func newArgs(op string) (any, bool) {
 		return &ChownSpec{}, true
 	case OpChmod:
 		return &ChmodSpec{}, true
+	case OpLaunchJailer:
+		return &jailerArgs{}, true
+	case OpRemoveJail:
+		return &vmArgs{}, true
 	}
 	return nil, false
 }
 
-// filesFor is how many descriptors op must arrive with.
-func filesFor(op string) int {
-	if op == OpAttachLoop {
+// filesFor is how many descriptors req must arrive with; -1 when its
+// arguments cannot say.
+func filesFor(req Request) int {
+	switch a := req.Args.(type) {
+	case *LoopAttach:
 		return 1
+	case *jailerArgs:
+		return a.fileCount()
 	}
 	return 0
 }

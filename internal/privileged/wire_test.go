@@ -31,6 +31,8 @@ func validRequests() map[string]any {
 		OpRemoveSnapshot:    &nameArgs{Name: "banger-abc"},
 		OpChown:             &ChownSpec{Path: "/run/banger/vms/abc/fc.sock", UID: 1000, GID: 1000},
 		OpChmod:             &ChmodSpec{Path: "/run/banger/vms/abc/fc.sock", Mode: 0o660},
+		OpLaunchJailer:      &jailerArgs{VMID: "vm-0123", Drives: "rootfs:rw,seed:ro", Initrd: true, VMMLog: true},
+		OpRemoveJail:        &vmArgs{VMID: "vm-0123"},
 	}
 }
 

@@ -3,6 +3,7 @@
 package testbin
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -87,4 +88,24 @@ func SpecPath() string {
 		return p
 	}
 	return filepath.Join(filepath.Dir(ModuleRoot()), "shared", "firecracker", "firecracker-api.yaml")
+}
+
+// FakeJailer builds test/fakejailer as dir/jailer, with the test-only
+// sidecar that puts what the fake Firecracker needs into each jail: the API
+// spec, and agent as its stand-in guest (a real Firecracker needs neither).
+// dir and everything above it must be root's: the jailer runs as root.
+func FakeJailer(dir, agent string) (string, error) {
+	jailer := filepath.Join(dir, "jailer")
+	if err := GoBuild(jailer, "./test/fakejailer", ""); err != nil {
+		return "", err
+	}
+	conf, err := json.Marshal(map[string]any{
+		"env":   []string{"BANGER_FC_SPEC=/firecracker-api.yaml", "BANGER_FAKE_GUEST=/banger-vsock-agent"},
+		"copy":  map[string]string{"/firecracker-api.yaml": SpecPath(), "/banger-vsock-agent": agent},
+		"nodes": []map[string]any{{"path": "/dev/null", "major": 1, "minor": 3}},
+	})
+	if err != nil {
+		return "", err
+	}
+	return jailer, os.WriteFile(jailer+".testconf", conf, 0o644)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -45,8 +44,8 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Ins
 		return nil, err
 	}
 	if l.jailRoot != "" && spec.Agent.UDSPath != "" {
-		// Launch placed the vsock socket inside the jail (stageIntoJail).
-		spec.Agent.UDSPath = filepath.Join(l.jailRoot, "vsock.sock")
+		// A jailed Firecracker made the vsock socket in its jail root.
+		spec.Agent.UDSPath = jailedVsock(l)
 	}
 	// Open the pidfd first: it pins this exact process, so the command
 	// line read next cannot belong to a successor that reused the pid.
@@ -67,16 +66,23 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Ins
 	}
 	inst := d.newInstance(spec, l, pid)
 	inst.kill = pf.Kill
-	go func() {
-		err := pf.Wait()
-		pf.Close()
-		st := vmm.ExitStatus{Code: -1}
-		if err != nil {
-			st.Err = fmt.Sprintf("watch adopted firecracker: %v", err)
-		}
-		inst.finish(st)
-	}()
+	if l.jailRoot != "" {
+		inst.cleanup = func() { d.removeJail(spec) }
+	}
+	go watchPidfd(inst, pf, "adopted")
 	return inst, nil
+}
+
+// watchPidfd finishes inst once the process behind pf exits. Not our child,
+// so its exit code is unknown (-1).
+func watchPidfd(inst *Instance, pf *vmmproc.Pidfd, what string) {
+	err := pf.Wait()
+	pf.Close()
+	st := vmm.ExitStatus{Code: -1}
+	if err != nil {
+		st.Err = fmt.Sprintf("watch %s firecracker: %v", what, err)
+	}
+	inst.finish(st)
 }
 
 // checkCmdline verifies /proc/<pid>/cmdline names apiSock and vmID. The

@@ -52,6 +52,9 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// A jailed Firecracker already runs as the owner and creates its sockets as
+// the owner; Config.Owner matters only to an unjailed VMM of a root daemon.
+
 // Driver launches and adopts Firecracker VMMs. It implements vmm.Driver.
 type Driver struct {
 	cfg Config
@@ -109,24 +112,12 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 	if err := d.validate(spec); err != nil {
 		return nil, err
 	}
-	l, err := d.layoutFor(spec)
+	inst, err := d.startVMM(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	if spec, err = stageIntoJail(spec, l); err != nil {
-		return nil, err
-	}
-	if err := d.prepareFiles(spec, l); err != nil {
-		return nil, err
-	}
-	cmd, err := d.command(spec, l)
-	if err != nil {
-		return nil, err
-	}
-	inst, err := d.start(cmd, spec, l)
-	if err != nil {
-		return nil, err
-	}
+	// Under the jailer the spec now names the files staged into the jail.
+	spec, l := inst.spec, inst.layout
 	log := d.cfg.Logger.With("vm", spec.Name, "pid", inst.pid)
 	log.Debug("firecracker started", "api_sock", l.apiSock)
 
@@ -153,6 +144,22 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 	}
 	log.Info("firecracker guest started")
 	return inst, nil
+}
+
+// startVMM starts the Firecracker process: through the jail launcher when
+// jailed, else as our own child.
+func (d *Driver) startVMM(ctx context.Context, spec vmm.LaunchSpec) (*Instance, error) {
+	if d.cfg.Jailer != nil {
+		return d.launchJailed(ctx, spec)
+	}
+	l, err := d.layoutFor(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.prepareFiles(spec, l); err != nil {
+		return nil, err
+	}
+	return d.start(d.command(spec, l), spec, l)
 }
 
 func (d *Driver) validate(spec vmm.LaunchSpec) error {
@@ -202,11 +209,9 @@ func (d *Driver) prepareFiles(spec vmm.LaunchSpec, l layout) error {
 		if p == "" {
 			continue
 		}
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-		if err != nil {
-			return fmt.Errorf("create log file: %w", err)
+		if err := createLog(p); err != nil {
+			return err
 		}
-		f.Close()
 		if err := d.handOver(p); err != nil {
 			return err
 		}

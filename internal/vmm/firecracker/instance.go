@@ -31,8 +31,10 @@ type Instance struct {
 
 	// kill sends SIGKILL; it returns nil if the process is already gone.
 	kill func() error
-	done chan struct{}
-	exit vmm.ExitStatus // written once, before done is closed
+	// cleanup, if set, runs once the process is gone (a jail's removal).
+	cleanup func()
+	done    chan struct{}
+	exit    vmm.ExitStatus // written once, before done is closed
 }
 
 // newChildInstance supervises a process this daemon started.
@@ -52,6 +54,9 @@ func (i *Instance) finish(st vmm.ExitStatus) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			i.log.Warn("remove socket of exited firecracker", "path", p, "err", err)
 		}
+	}
+	if i.cleanup != nil {
+		i.cleanup()
 	}
 	i.exit = st
 	i.log.Info("firecracker exited", "status", st.String())

@@ -1,36 +1,44 @@
 package firecracker
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
-// JailerConfig runs Firecracker under Firecracker's jailer (chroot, own
-// uid/gid, optional network namespace). The jailer must run as root.
-type JailerConfig struct {
-	// Path is the jailer binary.
-	Path string
-	// UID and GID are what the jailer drops to before exec-ing Firecracker.
-	UID, GID int
-	// ChrootBaseDir is where jails are built; empty means the jailer's
-	// default, /srv/jailer.
-	ChrootBaseDir string
-	// NetNS is an optional network namespace handle to join, e.g.
-	// /var/run/netns/banger.
-	NetNS string
+// JailLauncher starts Firecracker under its jailer for the driver and
+// removes jails. The jailer must start as root, so the driver never runs it
+// itself: the root helper does (privileged.Client), or privileged.Local in
+// a daemon that is root. Either one stages the VM's files into a fresh jail
+// from descriptors the driver opened, with the checks of the privilege
+// boundary (docs/privileges.md).
+type JailLauncher interface {
+	LaunchJailer(ctx context.Context, spec privileged.JailerLaunch) (privileged.JailedVMM, error)
+	RemoveJail(ctx context.Context, vmID string) error
 }
 
-// defaultChrootBase is the jailer's own default for --chroot-base-dir.
-const defaultChrootBase = "/srv/jailer"
+// JailerConfig runs Firecracker under Firecracker's jailer (chroot, mount
+// namespace, the owner's uid).
+type JailerConfig struct {
+	Launcher JailLauncher
+	// ChrootBaseDir is the jail base (paths.Layout.JailDir); Attach finds a
+	// surviving VM's API socket beneath it.
+	ChrootBaseDir string
+}
 
-// jailedAPISock is the API socket path as the jailed Firecracker sees it: the
-// chroot root is the one directory the jailer hands to the jail's uid.
-const jailedAPISock = "/api.socket"
+// removeJailTimeout bounds the cleanup call made when a jailed VMM exits.
+const removeJailTimeout = 30 * time.Second
 
 // layout says where one VM's files are, as the host sees them and as
 // Firecracker sees them (they differ under the jailer's chroot).
@@ -52,22 +60,25 @@ func (d *Driver) layoutFor(spec vmm.LaunchSpec) (layout, error) {
 	if err != nil {
 		return layout{}, err
 	}
-	base := j.ChrootBaseDir
-	if base == "" {
-		base = defaultChrootBase
-	}
 	// The jailer builds <base>/<exec file name>/<id>/root.
-	root := filepath.Join(base, filepath.Base(bin), spec.VMID, "root")
-	return layout{
-		apiSock:    filepath.Join(root, jailedAPISock),
-		apiSockArg: jailedAPISock,
-		jailRoot:   root,
-	}, nil
+	return jailLayout(filepath.Join(j.ChrootBaseDir, filepath.Base(bin), spec.VMID, "root")), nil
 }
+
+func jailLayout(root string) layout {
+	return layout{
+		apiSock:    filepath.Join(root, strings.TrimPrefix(privileged.JailedAPISocket, "/")),
+		apiSockArg: privileged.JailedAPISocket,
+		jailRoot:   root,
+	}
+}
+
+// jailedVsock is where the jailed Firecracker creates the hybrid vsock
+// socket: its jail root, the one directory it may write.
+func jailedVsock(l layout) string { return filepath.Join(l.jailRoot, "vsock.sock") }
 
 // inside translates a host path to the path Firecracker must be given. Under
 // the jailer, Firecracker only sees its chroot, so every file it opens must
-// have been staged (hard-linked or bind-mounted) into the jail first.
+// have been staged into the jail first.
 func (l layout) inside(hostPath string) (string, error) {
 	if l.jailRoot == "" || hostPath == "" {
 		return hostPath, nil
@@ -79,8 +90,8 @@ func (l layout) inside(hostPath string) (string, error) {
 	return "/" + rel, nil
 }
 
-// firecrackerBinary resolves BinaryPath to an absolute path; the jailer
-// needs one for --exec-file.
+// firecrackerBinary resolves BinaryPath to an absolute path; the jail's
+// directory is named after its file name.
 func (d *Driver) firecrackerBinary() (string, error) {
 	bin, err := exec.LookPath(d.cfg.BinaryPath)
 	if err != nil {
@@ -89,37 +100,166 @@ func (d *Driver) firecrackerBinary() (string, error) {
 	return filepath.Abs(bin)
 }
 
-// jailerArgs builds the jailer's argv (without argv[0]) following
-// docs/jailer.md: jailer options, then "--", then Firecracker's own options.
-// The jailer passes --id to Firecracker itself.
-func jailerArgs(j JailerConfig, execFile, vmID string, firecrackerArgs []string) []string {
-	args := []string{
-		"--id", vmID,
-		"--exec-file", execFile,
-		"--uid", strconv.Itoa(j.UID),
-		"--gid", strconv.Itoa(j.GID),
+// launchJailed has the launcher stage spec's files into a jail and start
+// the jailer, then adopts the process through a pidfd (it is the
+// launcher's child, not ours) and boots the guest.
+func (d *Driver) launchJailed(ctx context.Context, spec vmm.LaunchSpec) (*Instance, error) {
+	j := d.cfg.Jailer
+	want, err := d.layoutFor(spec)
+	if err != nil {
+		return nil, err
 	}
-	if j.ChrootBaseDir != "" {
-		args = append(args, "--chroot-base-dir", j.ChrootBaseDir)
+	if err := createLog(spec.SerialLogPath); err != nil {
+		return nil, err
 	}
-	if j.NetNS != "" {
-		args = append(args, "--netns", j.NetNS)
+	req, closeAll, err := openForJail(spec)
+	if err != nil {
+		return nil, err
 	}
-	args = append(args, "--")
-	return append(args, firecrackerArgs...)
+	res, err := j.Launcher.LaunchJailer(ctx, req)
+	closeAll()
+	if err != nil {
+		return nil, err
+	}
+	l := jailLayout(res.Root)
+	spec, err = stagedSpec(spec, res, l)
+	if err == nil && res.Root != want.jailRoot {
+		err = fmt.Errorf("the jail is %s but this daemon expects %s: firecracker.binary must name the same file for the daemon and the root helper (restart both after changing it)", res.Root, want.jailRoot)
+	}
+	if err != nil {
+		d.removeJail(spec)
+		return nil, err
+	}
+	inst, err := d.adoptJailed(spec, l, res.PID)
+	if err != nil {
+		d.removeJail(spec)
+		return nil, fmt.Errorf("watch the jailed firecracker: %w%s", err, vmmproc.LogTail(spec.SerialLogPath))
+	}
+	return inst, nil
+}
+
+// openForJail opens every file the jailed VM needs, in the modes the guest
+// will use them, and returns a closer for the lot.
+func openForJail(spec vmm.LaunchSpec) (privileged.JailerLaunch, func(), error) {
+	var opened []*os.File
+	closeAll := func() {
+		for _, f := range opened {
+			_ = f.Close()
+		}
+	}
+	open := func(path string, flag int) (*os.File, error) {
+		f, err := os.OpenFile(path, flag|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		opened = append(opened, f)
+		return f, nil
+	}
+	req := privileged.JailerLaunch{VMID: spec.VMID, VMMLog: spec.VMMLogPath != ""}
+	var err error
+	if req.Console, err = open(spec.SerialLogPath, os.O_WRONLY|os.O_APPEND); err != nil {
+		closeAll()
+		return req, nil, fmt.Errorf("open serial log: %w", err)
+	}
+	if req.Kernel, err = open(spec.KernelPath, os.O_RDONLY); err != nil {
+		closeAll()
+		return req, nil, fmt.Errorf("open kernel: %w", err)
+	}
+	if spec.InitrdPath != "" {
+		if req.Initrd, err = open(spec.InitrdPath, os.O_RDONLY); err != nil {
+			closeAll()
+			return req, nil, fmt.Errorf("open initrd: %w", err)
+		}
+	}
+	for _, dr := range drives(spec) {
+		flag := os.O_RDWR
+		if dr.ReadOnly {
+			flag = os.O_RDONLY
+		}
+		f, err := open(dr.Path, flag)
+		if err != nil {
+			closeAll()
+			return req, nil, fmt.Errorf("open drive %q: %w", dr.ID, err)
+		}
+		req.Drives = append(req.Drives, privileged.JailDrive{ID: dr.ID, ReadOnly: dr.ReadOnly, File: f})
+	}
+	return req, closeAll, nil
+}
+
+// drives is the root drive (with its default ID) followed by the others.
+func drives(spec vmm.LaunchSpec) []vmm.Drive {
+	root := spec.RootDrive
+	if root.ID == "" {
+		root.ID = defaultRootDriveID
+	}
+	return append([]vmm.Drive{root}, spec.ExtraDrives...)
+}
+
+// stagedSpec points spec's paths at the jail's copies.
+func stagedSpec(spec vmm.LaunchSpec, res privileged.JailedVMM, l layout) (vmm.LaunchSpec, error) {
+	out := spec
+	out.KernelPath, out.InitrdPath, out.VMMLogPath = res.Kernel, res.Initrd, res.VMMLog
+	ds := drives(spec)
+	for i, dr := range ds {
+		p, ok := res.Drives[dr.ID]
+		if !ok {
+			return spec, fmt.Errorf("the jail has no drive %q", dr.ID)
+		}
+		ds[i].Path = p
+	}
+	out.RootDrive, out.ExtraDrives = ds[0], ds[1:]
+	if spec.Agent.UDSPath != "" {
+		out.Agent.UDSPath = jailedVsock(l)
+	}
+	return out, nil
+}
+
+// adoptJailed watches pid, the jailer that becomes Firecracker, through a
+// pidfd. Until the jailer drops to the owner the owner cannot signal it, so
+// a kill that is refused goes through the launcher, which started it.
+func (d *Driver) adoptJailed(spec vmm.LaunchSpec, l layout, pid int) (*Instance, error) {
+	pf, err := vmmproc.OpenPidfd(pid)
+	if err != nil {
+		return nil, err
+	}
+	inst := d.newInstance(spec, l, pid)
+	inst.kill = func() error {
+		err := pf.Kill()
+		if errors.Is(err, unix.EPERM) {
+			ctx, cancel := context.WithTimeout(context.Background(), removeJailTimeout)
+			defer cancel()
+			return d.cfg.Jailer.Launcher.RemoveJail(ctx, spec.VMID)
+		}
+		return err
+	}
+	inst.cleanup = func() { d.removeJail(spec) }
+	go watchPidfd(inst, pf, "jailed")
+	return inst, nil
+}
+
+// removeJail drops the VM's jail (and the hard links that would keep a
+// deleted disk's blocks alive); failures are logged, not fatal.
+func (d *Driver) removeJail(spec vmm.LaunchSpec) {
+	ctx, cancel := context.WithTimeout(context.Background(), removeJailTimeout)
+	defer cancel()
+	if err := d.cfg.Jailer.Launcher.RemoveJail(ctx, spec.VMID); err != nil {
+		d.cfg.Logger.Warn("remove jail", "vm", spec.Name, "err", err)
+	}
+}
+
+// createLog creates a log file Firecracker (or the launcher) opens but does
+// not create.
+func createLog(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("create log file: %w", err)
+	}
+	return f.Close()
 }
 
 // validInstanceID mirrors Firecracker's and the jailer's rule for --id:
 // letters, digits and hyphens, at most 64 characters. Checking up front
 // turns a cryptic early exit into a clear error.
 func validInstanceID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for _, r := range id {
-		if r != '-' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
-			return false
-		}
-	}
-	return true
+	return privileged.ValidJailID(id) == nil
 }

@@ -1,41 +1,21 @@
 package firecracker
 
 import (
+	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
-)
 
-func TestJailerArgs(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  JailerConfig
-		want []string
-	}{
-		{
-			name: "minimal",
-			cfg:  JailerConfig{Path: "/usr/bin/jailer", UID: 123, GID: 100},
-			want: []string{"--id", "vm-1", "--exec-file", "/usr/bin/firecracker", "--uid", "123", "--gid", "100",
-				"--", "--api-sock", "/api.socket"},
-		},
-		{
-			name: "chroot base and netns",
-			cfg:  JailerConfig{Path: "/usr/bin/jailer", UID: 123, GID: 100, ChrootBaseDir: "/var/lib/banger/jail", NetNS: "/var/run/netns/banger"},
-			want: []string{"--id", "vm-1", "--exec-file", "/usr/bin/firecracker", "--uid", "123", "--gid", "100",
-				"--chroot-base-dir", "/var/lib/banger/jail", "--netns", "/var/run/netns/banger",
-				"--", "--api-sock", "/api.socket"},
-		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := jailerArgs(tc.cfg, "/usr/bin/firecracker", "vm-1", []string{"--api-sock", jailedAPISock})
-			if !slices.Equal(got, tc.want) {
-				t.Fatalf("argv\n got %q\nwant %q", got, tc.want)
-			}
-		})
-	}
-}
+	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/privileged"
+	"github.com/banger-dev/banger/internal/vmm"
+)
 
 // fakeFirecrackerBinary creates an executable named firecracker for
 // exec.LookPath; it is never run.
@@ -48,29 +28,170 @@ func fakeFirecrackerBinary(t *testing.T) string {
 	return bin
 }
 
-func TestJailedCommandAndLayout(t *testing.T) {
-	bin := fakeFirecrackerBinary(t)
-	d := New(Config{BinaryPath: bin, Jailer: &JailerConfig{Path: "/usr/bin/jailer", UID: 123, GID: 100, ChrootBaseDir: "/srv/banger"}})
+// fakeLauncher records what the driver hands the launcher: the access mode
+// of every descriptor, by role.
+type fakeLauncher struct {
+	mu      sync.Mutex
+	modes   map[string]int
+	vmmLog  bool
+	removed []string
+	result  privileged.JailedVMM
+	err     error
+}
+
+func accessMode(t *testing.T, f *os.File) int {
+	t.Helper()
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fl & (unix.O_ACCMODE | unix.O_APPEND)
+}
+
+func (f *fakeLauncher) launcher(t *testing.T) *launcherFunc {
+	return &launcherFunc{
+		launch: func(spec privileged.JailerLaunch) (privileged.JailedVMM, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.modes = map[string]int{"console": accessMode(t, spec.Console), "kernel": accessMode(t, spec.Kernel)}
+			if spec.Initrd != nil {
+				f.modes["initrd"] = accessMode(t, spec.Initrd)
+			}
+			for _, d := range spec.Drives {
+				f.modes["drive-"+d.ID] = accessMode(t, d.File)
+			}
+			f.vmmLog = spec.VMMLog
+			return f.result, f.err
+		},
+		remove: func(id string) error {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.removed = append(f.removed, id)
+			return nil
+		},
+	}
+}
+
+type launcherFunc struct {
+	launch func(privileged.JailerLaunch) (privileged.JailedVMM, error)
+	remove func(string) error
+}
+
+func (l *launcherFunc) LaunchJailer(_ context.Context, s privileged.JailerLaunch) (privileged.JailedVMM, error) {
+	return l.launch(s)
+}
+func (l *launcherFunc) RemoveJail(_ context.Context, id string) error { return l.remove(id) }
+
+// jailedDriver is a driver whose jail base is a temp dir, with spec's files
+// created so the driver can open them.
+func jailedDriver(t *testing.T, fl *fakeLauncher) (*Driver, vmm.LaunchSpec, string) {
+	t.Helper()
+	base := t.TempDir()
+	d := New(Config{BinaryPath: fakeFirecrackerBinary(t), Jailer: &JailerConfig{Launcher: fl.launcher(t), ChrootBaseDir: base}})
 	spec := testSpec(t)
+	for _, p := range []string{spec.KernelPath, spec.InitrdPath, spec.RootDrive.Path, spec.ExtraDrives[0].Path} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d, spec, filepath.Join(base, "firecracker", spec.VMID, "root")
+}
+
+// jailResult is what a launcher reports for testSpec's files staged in root.
+func jailResult(root string, pid int) privileged.JailedVMM {
+	return privileged.JailedVMM{PID: pid, Root: root, Kernel: root + "/kernel", Initrd: root + "/initrd",
+		Drives: map[string]string{"rootfs": root + "/drive-rootfs", "data": root + "/drive-data"}}
+}
+
+func TestJailedLayout(t *testing.T) {
+	d, spec, root := jailedDriver(t, &fakeLauncher{})
 	l, err := d.layoutFor(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := "/srv/banger/firecracker/vm-0123/root"
 	if l.jailRoot != root || l.apiSock != root+"/api.socket" || l.apiSockArg != "/api.socket" {
 		t.Fatalf("layout %+v", l)
 	}
-	cmd, err := d.command(spec, l)
+}
+
+func TestJailedLaunchHandsTheLauncherDescriptors(t *testing.T) {
+	fl := &fakeLauncher{err: errors.New("helper says no")}
+	d, spec, _ := jailedDriver(t, fl)
+	_, err := d.Launch(context.Background(), spec)
+	if err == nil || !strings.Contains(err.Error(), "helper says no") {
+		t.Fatalf("launcher failure: %v", err)
+	}
+	want := map[string]int{
+		"console": unix.O_WRONLY | unix.O_APPEND, "kernel": unix.O_RDONLY, "initrd": unix.O_RDONLY,
+		"drive-rootfs": unix.O_RDWR, "drive-data": unix.O_RDONLY,
+	}
+	if len(fl.modes) != len(want) {
+		t.Fatalf("descriptors %v, want %v", fl.modes, want)
+	}
+	for k, v := range want {
+		if fl.modes[k] != v {
+			t.Errorf("%s opened with %#o, want %#o", k, fl.modes[k], v)
+		}
+	}
+	if !fl.vmmLog {
+		t.Error("the VMM log was not asked for")
+	}
+	if _, err := os.Stat(spec.SerialLogPath); err != nil {
+		t.Errorf("serial log not created before the launch: %v", err)
+	}
+}
+
+func TestJailedLaunchRefusesAnUnexpectedJail(t *testing.T) {
+	fl := &fakeLauncher{}
+	d, spec, _ := jailedDriver(t, fl)
+	other := filepath.Join(t.TempDir(), "firecracker-v2", spec.VMID, "root")
+	fl.result = jailResult(other, os.Getpid())
+	_, err := d.Launch(context.Background(), spec)
+	if err == nil || !strings.Contains(err.Error(), "firecracker.binary must name the same file") {
+		t.Fatalf("mismatched jail: %v", err)
+	}
+	if !slices.Equal(fl.removed, []string{spec.VMID}) {
+		t.Fatalf("jail not removed after the failed launch: %v", fl.removed)
+	}
+}
+
+func TestJailedLaunchProcessGone(t *testing.T) {
+	fl := &fakeLauncher{}
+	d, spec, root := jailedDriver(t, fl)
+	// A pid that has exited and been reaped.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	fl.result = jailResult(root, cmd.Process.Pid)
+	_, err := d.Launch(context.Background(), spec)
+	if err == nil || !strings.Contains(err.Error(), "watch the jailed firecracker") {
+		t.Fatalf("vanished jailer: %v", err)
+	}
+	if !slices.Equal(fl.removed, []string{spec.VMID}) {
+		t.Fatalf("jail not removed after the failed launch: %v", fl.removed)
+	}
+}
+
+func TestStagedSpecPointsIntoTheJail(t *testing.T) {
+	spec := testSpec(t)
+	root := "/var/lib/banger-jail/firecracker/vm-0123/root"
+	res := jailResult(root, 0)
+	res.VMMLog = root + "/firecracker.log"
+	got, err := stagedSpec(spec, res, jailLayout(root))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"/usr/bin/jailer", "--id", "vm-0123", "--exec-file", bin, "--uid", "123", "--gid", "100",
-		"--chroot-base-dir", "/srv/banger", "--", "--api-sock", "/api.socket"}
-	if !slices.Equal(cmd.Args, want) {
-		t.Fatalf("argv\n got %q\nwant %q", cmd.Args, want)
+	if got.KernelPath != res.Kernel || got.RootDrive.Path != res.Drives["rootfs"] || got.ExtraDrives[0].Path != res.Drives["data"] ||
+		got.Agent.UDSPath != root+"/vsock.sock" || got.VMMLogPath != res.VMMLog || !got.ExtraDrives[0].ReadOnly {
+		t.Fatalf("staged spec %+v", got)
 	}
-	if cmd.SysProcAttr == nil || !cmd.SysProcAttr.Setpgid {
-		t.Fatal("jailer must run in its own process group too")
+	if spec.RootDrive.Path == got.RootDrive.Path {
+		t.Fatal("stagedSpec changed its input")
+	}
+	delete(res.Drives, "data")
+	if _, err := stagedSpec(spec, res, jailLayout(root)); err == nil {
+		t.Fatal("a drive missing from the jail was accepted")
 	}
 }
 
@@ -78,13 +199,13 @@ func TestUnjailedCommand(t *testing.T) {
 	d := New(Config{})
 	spec := testSpec(t)
 	l, _ := d.layoutFor(spec)
-	cmd, err := d.command(spec, l)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd := d.command(spec, l)
 	want := []string{"firecracker", "--api-sock", filepath.Join(spec.RunDir, "firecracker.sock"), "--id", "vm-0123"}
 	if !slices.Equal(cmd.Args, want) {
 		t.Fatalf("argv\n got %q\nwant %q", cmd.Args, want)
+	}
+	if cmd.SysProcAttr == nil || !cmd.SysProcAttr.Setpgid {
+		t.Fatal("the VMM must run in its own process group")
 	}
 }
 
@@ -105,8 +226,7 @@ func TestJailPathTranslation(t *testing.T) {
 }
 
 func TestJailedBootNeedsStagedFiles(t *testing.T) {
-	d := New(Config{BinaryPath: fakeFirecrackerBinary(t), Jailer: &JailerConfig{Path: "/usr/bin/jailer"}})
-	spec := testSpec(t)
+	d, spec, _ := jailedDriver(t, &fakeLauncher{})
 	l, _ := d.layoutFor(spec)
 	if _, err := d.bootSteps(spec, l); err == nil || !strings.Contains(err.Error(), "outside the jail") {
 		t.Fatalf("kernel outside the jail must be refused, got %v", err)

@@ -14,24 +14,15 @@ import (
 
 // command builds the VMM command line. stdout and stderr go to the serial
 // log: Firecracker writes the guest's serial console to its stdout.
-func (d *Driver) command(spec vmm.LaunchSpec, l layout) (*exec.Cmd, error) {
-	var cmd *exec.Cmd
-	if j := d.cfg.Jailer; j != nil {
-		bin, err := d.firecrackerBinary()
-		if err != nil {
-			return nil, err
-		}
-		cmd = exec.Command(j.Path, jailerArgs(*j, bin, spec.VMID, []string{"--api-sock", l.apiSockArg})...)
-	} else {
-		cmd = exec.Command(d.cfg.BinaryPath, "--api-sock", l.apiSockArg, "--id", spec.VMID)
-	}
+func (d *Driver) command(spec vmm.LaunchSpec, l layout) *exec.Cmd {
+	cmd := exec.Command(d.cfg.BinaryPath, "--api-sock", l.apiSockArg, "--id", spec.VMID)
 	if len(d.cfg.ExtraEnv) > 0 {
 		cmd.Env = append(os.Environ(), d.cfg.ExtraEnv...)
 	}
 	// Its own process group keeps terminal signals aimed at the daemon
 	// (Ctrl-C in user mode) away from the VMs; they must outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	return cmd, nil
+	return cmd
 }
 
 // start runs cmd with its output appended to the serial log and begins

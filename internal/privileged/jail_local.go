@@ -1,0 +1,420 @@
+package privileged
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Local's side of jailer.launch and jail.remove: building jails, staging
+// files, starting and stopping the jailer. The trust model is in jail.go.
+
+// jailTable tracks the jailed VMMs this helper started, by VM id, so it can
+// stop one whose launch the daemon abandons (a VMM still in the jailer's
+// root phase cannot be signalled by the owner).
+type jailTable struct {
+	mu sync.Mutex
+	m  map[string]JailProcess
+}
+
+func (t *jailTable) running(id string) JailProcess {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.m[id]
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.Done():
+		delete(t.m, id)
+		return nil
+	default:
+		return p
+	}
+}
+
+func (t *jailTable) add(id string, p JailProcess) {
+	t.mu.Lock()
+	if t.m == nil {
+		t.m = map[string]JailProcess{}
+	}
+	t.m[id] = p
+	t.mu.Unlock()
+	go func() {
+		<-p.Done()
+		t.mu.Lock()
+		if t.m[id] == p {
+			delete(t.m, id)
+		}
+		t.mu.Unlock()
+	}()
+}
+
+func errNoJailer() error {
+	return fmt.Errorf("%w: this root helper launches no jailer: set firecracker.jailer in banger's config (/etc/banger/config.toml) and restart banger-root-helper", ErrNotAvailable)
+}
+
+// LaunchJailer implements Ops.
+func (l *Local) LaunchJailer(ctx context.Context, spec JailerLaunch) (JailedVMM, error) {
+	if err := spec.Validate(); err != nil {
+		return JailedVMM{}, err
+	}
+	j := l.policy.Jailer
+	if j == nil {
+		return JailedVMM{}, errNoJailer()
+	}
+	var out JailedVMM
+	err := l.locked(func() error {
+		var err error
+		out, err = l.launchJailer(ctx, *j, spec)
+		return err
+	})
+	return out, err
+}
+
+func (l *Local) launchJailer(ctx context.Context, j JailerPolicy, spec JailerLaunch) (JailedVMM, error) {
+	for _, bin := range []string{j.Jailer, j.Firecracker} {
+		if err := TrustedBinary(bin); err != nil {
+			return JailedVMM{}, err
+		}
+	}
+	if err := l.checkConsole(spec.Console); err != nil {
+		return JailedVMM{}, err
+	}
+	if p := l.jails.running(spec.VMID); p != nil {
+		return JailedVMM{}, fmt.Errorf("vm %s already has a jailed firecracker running (pid %d); stop it first", spec.VMID, p.PID())
+	}
+	jail, err := freshJail(j, spec.VMID)
+	if err != nil {
+		return JailedVMM{}, err
+	}
+	out, err := l.stageJail(ctx, jail, spec)
+	if err != nil {
+		return JailedVMM{}, l.undoJail(ctx, jail, err)
+	}
+	argv := []string{j.Jailer,
+		"--id", spec.VMID,
+		"--exec-file", j.Firecracker,
+		"--uid", strconv.Itoa(l.policy.Owner.UID),
+		"--gid", strconv.Itoa(l.policy.Owner.GID),
+		"--chroot-base-dir", j.ChrootBase,
+		"--", "--api-sock", JailedAPISocket,
+	}
+	p, err := l.backend.StartJailer(ctx, argv, spec.Console)
+	if err != nil {
+		return JailedVMM{}, l.undoJail(ctx, jail, fmt.Errorf("start jailer for vm %s: %w", spec.VMID, err))
+	}
+	l.jails.add(spec.VMID, p)
+	out.PID = p.PID()
+	return out, nil
+}
+
+// undoJail drops a jail whose launch failed with err, and says so if that
+// fails too.
+func (l *Local) undoJail(ctx context.Context, jail string, err error) error {
+	if derr := l.dropJail(ctx, jail); derr != nil {
+		return fmt.Errorf("%w (removing the jail also failed: %v)", err, derr)
+	}
+	return err
+}
+
+// jailPath is <base>/<exec file name>/<id>, the jailer's layout.
+func jailPath(j JailerPolicy, id string) string {
+	return filepath.Join(j.ChrootBase, filepath.Base(j.Firecracker), id)
+}
+
+// freshJail makes <base>/<exec name>/<id>/root anew, every level root-owned
+// and 0755 (the owner's daemon must reach the API socket), replacing what an
+// earlier run left, and returns <base>/<exec name>/<id>.
+func freshJail(j JailerPolicy, id string) (string, error) {
+	if err := trustedChain(filepath.Dir(j.ChrootBase)); err != nil {
+		return "", fmt.Errorf("jail base %s: %w", j.ChrootBase, err)
+	}
+	execDir := filepath.Join(j.ChrootBase, filepath.Base(j.Firecracker))
+	for _, d := range []string{j.ChrootBase, execDir} {
+		if err := trustedDir(d); err != nil {
+			return "", err
+		}
+	}
+	jail := filepath.Join(execDir, id)
+	if err := os.RemoveAll(jail); err != nil {
+		return "", fmt.Errorf("remove the old jail %s: %w", jail, err)
+	}
+	for _, d := range []string{jail, filepath.Join(jail, "root")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return "", fmt.Errorf("create jail: %w", err)
+		}
+		// The helper's umask is 0077; the owner's daemon must traverse.
+		if err := os.Chmod(d, 0o755); err != nil {
+			return "", fmt.Errorf("create jail: %w", err)
+		}
+	}
+	return jail, nil
+}
+
+// stageJail puts the VM's files into the jail root.
+func (l *Local) stageJail(ctx context.Context, jail string, spec JailerLaunch) (JailedVMM, error) {
+	root := filepath.Join(jail, "root")
+	var rootSt unix.Stat_t
+	if err := unix.Stat(root, &rootSt); err != nil {
+		return JailedVMM{}, err
+	}
+	out := JailedVMM{Root: root, APISocket: filepath.Join(root, strings.TrimPrefix(JailedAPISocket, "/")), Drives: map[string]string{}}
+	var err error
+	if out.Kernel, err = l.stage(ctx, spec.Kernel, root, "kernel", stageOpts{dev: rootSt.Dev}); err != nil {
+		return out, fmt.Errorf("kernel: %w", err)
+	}
+	if spec.Initrd != nil {
+		if out.Initrd, err = l.stage(ctx, spec.Initrd, root, "initrd", stageOpts{dev: rootSt.Dev}); err != nil {
+			return out, fmt.Errorf("initrd: %w", err)
+		}
+	}
+	for i, d := range spec.Drives {
+		o := stageOpts{dev: rootSt.Dev, writable: !d.ReadOnly, loopName: fmt.Sprintf("banger-%s-j%d", strings.ToLower(spec.VMID), i)}
+		p, err := l.stage(ctx, d.File, root, "drive-"+d.ID, o)
+		if err != nil {
+			return out, fmt.Errorf("drive %s: %w", d.ID, err)
+		}
+		out.Drives[d.ID] = p
+	}
+	if spec.VMMLog {
+		out.VMMLog = filepath.Join(root, "firecracker.log")
+		fd, err := unix.Open(out.VMMLog, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return out, fmt.Errorf("create the VMM log: %w", err)
+		}
+		err = unix.Fchown(fd, l.policy.Owner.UID, l.policy.Owner.GID)
+		_ = unix.Close(fd)
+		if err != nil {
+			return out, fmt.Errorf("hand the VMM log to the owner: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// stageOpts says how one file is staged.
+type stageOpts struct {
+	// dev is the jail's device: a hard link is only tried on it.
+	dev uint64
+	// writable: the guest may write the file (a drive not read-only).
+	writable bool
+	// loopName names the loop device a drive falls back to; empty for the
+	// kernel and initrd, which are copied instead.
+	loopName string
+}
+
+// stage makes f visible in the jail root as name: an owner's regular file is
+// hard-linked, or failing that looped (drives) or copied (kernel, initrd);
+// a banger loop or device-mapper device gets its own node there.
+func (l *Local) stage(ctx context.Context, f *os.File, root, name string, o stageOpts) (string, error) {
+	fd := int(f.Fd())
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return "", fmt.Errorf("inspect descriptor: %w", err)
+	}
+	if flags&unix.O_PATH != 0 {
+		return "", invalid("descriptor was opened with O_PATH; open the file for reading")
+	}
+	switch flags & unix.O_ACCMODE {
+	case unix.O_RDWR:
+	case unix.O_RDONLY:
+		if o.writable {
+			return "", invalid("the descriptor is read-only but the VM may write this drive; open it read-write")
+		}
+	default:
+		return "", invalid("the descriptor is write-only")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", fmt.Errorf("stat: %w", err)
+	}
+	kind := st.Mode & unix.S_IFMT
+	if kind != unix.S_IFREG && kind != unix.S_IFBLK {
+		return "", invalid("the descriptor is %s, not a regular file or block device", fileKind(st.Mode))
+	}
+	if int(st.Uid) != l.policy.Owner.UID {
+		return "", invalid("the file belongs to uid %d, not the owner (%d)", st.Uid, l.policy.Owner.UID)
+	}
+	dst := filepath.Join(root, name)
+	if kind == unix.S_IFBLK {
+		return dst, l.nodeInJail(dst, st.Rdev)
+	}
+	if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return "", invalid("the file is set-uid or set-gid")
+	}
+	src := filepath.Join(l.policy.ProcSelfFD, strconv.Itoa(fd))
+	where, err := os.Readlink(src)
+	if err != nil {
+		return "", fmt.Errorf("locate the file: %w", err)
+	}
+	if _, err := relBeneath(l.policy.StateDir, strings.TrimSuffix(where, " (deleted)")); err != nil || strings.HasSuffix(where, " (deleted)") {
+		return "", invalid("%s is not a file in banger's state dir %s", where, l.policy.StateDir)
+	}
+	if st.Dev == o.dev && !l.noHardLinks {
+		err := unix.Linkat(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
+		if err == nil {
+			return dst, nil
+		}
+		if !errors.Is(err, unix.EXDEV) {
+			return "", fmt.Errorf("link into the jail: %w", err)
+		}
+	}
+	if o.loopName == "" {
+		return dst, l.copyIntoJail(f, st.Size, dst)
+	}
+	dev, err := l.backend.AttachLoop(ctx, LoopAttach{Backing: f, Name: o.loopName, ReadOnly: !o.writable})
+	if err != nil {
+		return "", fmt.Errorf("attach a loop device for the jail: %w", err)
+	}
+	var dst2 unix.Stat_t
+	if err := unix.Stat(dev, &dst2); err != nil {
+		_ = l.backend.DetachLoop(ctx, dev)
+		return "", err
+	}
+	if err := l.nodeInJail(dst, dst2.Rdev); err != nil {
+		_ = l.backend.DetachLoop(ctx, dev)
+		return "", err
+	}
+	return dst, nil
+}
+
+// nodeInJail makes a block device node for a banger loop or device-mapper
+// device at dst, usable by the owner only.
+func (l *Local) nodeInJail(dst string, rdev uint64) error {
+	major := unix.Major(rdev)
+	if major != loopMajor && (l.policy.DeviceMapperMajor == 0 || major != l.policy.DeviceMapperMajor) {
+		return invalid("block device %d:%d is not a loop or device-mapper device", major, unix.Minor(rdev))
+	}
+	if err := unix.Mknod(dst, unix.S_IFBLK|0o600, int(rdev)); err != nil {
+		return fmt.Errorf("create the device node in the jail: %w", err)
+	}
+	if err := os.Lchown(dst, l.policy.Owner.UID, l.policy.Owner.GID); err != nil {
+		return fmt.Errorf("hand the device node to the owner: %w", err)
+	}
+	return nil
+}
+
+// copyIntoJail copies size bytes of f (from offset 0, whatever its file
+// offset) to a new file at dst, read-only and the owner's.
+func (l *Local) copyIntoJail(f *os.File, size int64, dst string) error {
+	fd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o400)
+	if err != nil {
+		return fmt.Errorf("copy into the jail: %w", err)
+	}
+	out := os.NewFile(uintptr(fd), dst)
+	_, err = io.Copy(out, io.NewSectionReader(f, 0, size))
+	if err == nil {
+		err = out.Chown(l.policy.Owner.UID, l.policy.Owner.GID)
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy into the jail: %w", err)
+	}
+	return nil
+}
+
+// dropJail detaches the loop devices made for a jail's drives and removes
+// the jail. RemoveAll never follows the symlinks the owner may have made in
+// the (owner-owned, once the jailer ran) jail root.
+func (l *Local) dropJail(ctx context.Context, jail string) error {
+	root := filepath.Join(jail, "root")
+	entries, _ := os.ReadDir(root)
+	var firstErr error
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "drive-") {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(root, e.Name()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || unix.Major(st.Rdev) != loopMajor {
+			continue
+		}
+		name, err := os.Readlink(filepath.Join(l.policy.SysDevBlock, fmt.Sprintf("%d:%d", loopMajor, unix.Minor(st.Rdev))))
+		if err != nil {
+			continue // the loop is gone already
+		}
+		dev := "/dev/" + filepath.Base(name)
+		// Only loops over banger's own files: the owner could have put any
+		// device number in the jail root it owns.
+		if err := l.checkLoopInState(ctx, dev); err != nil {
+			continue
+		}
+		if err := l.backend.DetachLoop(ctx, dev); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if err := os.RemoveAll(jail); err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("remove jail %s: %w", jail, err)
+	}
+	return firstErr
+}
+
+// checkConsole accepts the owner's regular file (the serial log), open for
+// writing.
+func (l *Local) checkConsole(f *os.File) error {
+	fd := int(f.Fd())
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return fmt.Errorf("inspect console descriptor: %w", err)
+	}
+	if flags&unix.O_PATH != 0 || flags&unix.O_ACCMODE == unix.O_RDONLY {
+		return invalid("the console descriptor must be open for writing")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat console: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != l.policy.Owner.UID {
+		return invalid("the console must be the owner's regular file (the VM's serial log), not %s of uid %d", fileKind(st.Mode), st.Uid)
+	}
+	return nil
+}
+
+// RemoveJail implements Ops.
+func (l *Local) RemoveJail(ctx context.Context, vmID string) error {
+	if err := ValidJailID(vmID); err != nil {
+		return err
+	}
+	j := l.policy.Jailer
+	if j == nil {
+		return errNoJailer()
+	}
+	if p := l.jails.running(vmID); p != nil {
+		if err := p.Kill(); err != nil {
+			return fmt.Errorf("stop the jailed firecracker of vm %s (pid %d): %w", vmID, p.PID(), err)
+		}
+		select {
+		case <-p.Done():
+		case <-ctx.Done():
+			return fmt.Errorf("stop the jailed firecracker of vm %s (pid %d): %w", vmID, p.PID(), ctx.Err())
+		}
+	}
+	return l.locked(func() error {
+		if err := trustedChain(j.ChrootBase); err != nil {
+			return fmt.Errorf("jail base %s: %w", j.ChrootBase, err)
+		}
+		jail := jailPath(*j, vmID)
+		if _, err := os.Lstat(jail); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		// A survivor of a helper restart is not in the table; its live
+		// API socket still says the jail is in use.
+		sock := filepath.Join(jail, "root", strings.TrimPrefix(JailedAPISocket, "/"))
+		if c, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
+			_ = c.Close()
+			return fmt.Errorf("the jail of vm %s is in use by a running firecracker; stop the VM first", vmID)
+		}
+		return l.dropJail(ctx, jail)
+	})
+}
