@@ -56,20 +56,25 @@ func runFakeQEMU(args []string) int {
 		return 2
 	}
 	f := &fakeQEMU{running: true, deaf: mode == "deaf", exit: make(chan int, 1)}
+	// QEMU opens every chardev before it serves QMP, so by the time QMP
+	// answers the agent socket listens too; the driver relies on that.
+	var aln net.Listener
+	if agentPath != "" {
+		var err error
+		if aln, err = net.Listen("unix", agentPath); err != nil {
+			fmt.Fprintln(os.Stderr, "fake qemu:", err)
+			return 2
+		}
+	}
 	qln, err := net.Listen("unix", qmpPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fake qemu:", err)
 		return 2
 	}
-	go f.serve(qln, f.qmpSession)
-	if agentPath != "" {
-		aln, err := net.Listen("unix", agentPath)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "fake qemu:", err)
-			return 2
-		}
+	if aln != nil {
 		go f.serve(aln, f.agentSession)
 	}
+	go f.serve(qln, f.qmpSession)
 	code := <-f.exit
 	// QEMU removes its listening sockets on a clean exit.
 	_ = os.Remove(qmpPath)
