@@ -94,7 +94,7 @@ func (l *Local) launchJailer(ctx context.Context, j JailerPolicy, spec JailerLau
 	if p := l.jails.running(spec.VMID); p != nil {
 		return JailedVMM{}, fmt.Errorf("vm %s already has a jailed firecracker running (pid %d); stop it first", spec.VMID, p.PID())
 	}
-	jail, err := freshJail(j, spec.VMID)
+	jail, err := l.freshJail(ctx, j, spec.VMID)
 	if err != nil {
 		return JailedVMM{}, err
 	}
@@ -136,19 +136,18 @@ func jailPath(j JailerPolicy, id string) string {
 // freshJail makes <base>/<exec name>/<id>/root anew, every level root-owned
 // and 0755 (the owner's daemon must reach the API socket), replacing what an
 // earlier run left, and returns <base>/<exec name>/<id>.
-func freshJail(j JailerPolicy, id string) (string, error) {
+func (l *Local) freshJail(ctx context.Context, j JailerPolicy, id string) (string, error) {
 	if err := trustedChain(filepath.Dir(j.ChrootBase)); err != nil {
 		return "", fmt.Errorf("jail base %s: %w", j.ChrootBase, err)
 	}
-	execDir := filepath.Join(j.ChrootBase, filepath.Base(j.Firecracker))
-	for _, d := range []string{j.ChrootBase, execDir} {
+	for _, d := range []string{j.ChrootBase, filepath.Dir(jailPath(j, id))} {
 		if err := trustedDir(d); err != nil {
 			return "", err
 		}
 	}
-	jail := filepath.Join(execDir, id)
-	if err := os.RemoveAll(jail); err != nil {
-		return "", fmt.Errorf("remove the old jail %s: %w", jail, err)
+	jail := jailPath(j, id)
+	if err := l.clearJail(ctx, jail, id); err != nil {
+		return "", err
 	}
 	for _, d := range []string{jail, filepath.Join(jail, "root")} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -160,6 +159,21 @@ func freshJail(j JailerPolicy, id string) (string, error) {
 		}
 	}
 	return jail, nil
+}
+
+// clearJail removes what is left of a jail (its loop devices too), unless
+// a Firecracker still answers in it: a survivor of a helper restart is not
+// in the table, but its live API socket says the jail is in use.
+func (l *Local) clearJail(ctx context.Context, jail, id string) error {
+	if _, err := os.Lstat(jail); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	sock := filepath.Join(jail, "root", strings.TrimPrefix(JailedAPISocket, "/"))
+	if c, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
+		_ = c.Close()
+		return fmt.Errorf("the jail of vm %s is in use by a running firecracker; stop the VM first", id)
+	}
+	return l.dropJail(ctx, jail)
 }
 
 // stageJail puts the VM's files into the jail root.
@@ -401,20 +415,13 @@ func (l *Local) RemoveJail(ctx context.Context, vmID string) error {
 		}
 	}
 	return l.locked(func() error {
-		if err := trustedChain(j.ChrootBase); err != nil {
+		if _, err := os.Lstat(jailPath(*j, vmID)); errors.Is(err, os.ErrNotExist) {
+			return nil // no jail, or none was ever made
+		}
+		// Nothing on the way to the jail may be the owner's to swap.
+		if err := trustedChain(filepath.Dir(jailPath(*j, vmID))); err != nil {
 			return fmt.Errorf("jail base %s: %w", j.ChrootBase, err)
 		}
-		jail := jailPath(*j, vmID)
-		if _, err := os.Lstat(jail); errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		// A survivor of a helper restart is not in the table; its live
-		// API socket still says the jail is in use.
-		sock := filepath.Join(jail, "root", strings.TrimPrefix(JailedAPISocket, "/"))
-		if c, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
-			_ = c.Close()
-			return fmt.Errorf("the jail of vm %s is in use by a running firecracker; stop the VM first", vmID)
-		}
-		return l.dropJail(ctx, jail)
+		return l.clearJail(ctx, jailPath(*j, vmID), vmID)
 	})
 }

@@ -167,6 +167,15 @@ func TestRemoveJailRefusesALiveUntrackedJail(t *testing.T) {
 	if err := fx.local.RemoveJail(context.Background(), "vm-live"); err == nil || !strings.Contains(err.Error(), "in use by a running firecracker") {
 		t.Fatalf("removing a live jail: %v", err)
 	}
+	// Nor does a new launch for that VM replace it.
+	req := fx.request(t)
+	req.VMID = "vm-live"
+	if _, err := fx.local.LaunchJailer(context.Background(), req); err == nil || !strings.Contains(err.Error(), "in use by a running firecracker") {
+		t.Fatalf("launching over a live jail: %v", err)
+	}
+	if calls := fx.fake.Calls(); len(calls) > 0 {
+		t.Fatalf("a launch over a live jail reached the backend: %q", calls)
+	}
 	if _, err := os.Stat(root); err != nil {
 		t.Fatal("live jail removed")
 	}
@@ -274,6 +283,13 @@ func TestLaunchJailerRefusesOtherOwnersFiles(t *testing.T) {
 	must(t, os.Chown(filepath.Dir(fx.policy.Jailer), 65534, 65534))
 	if _, err := fx.local.LaunchJailer(context.Background(), fx.request(t)); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
 		t.Fatalf("jailer in another user's dir: %v", err)
+	}
+}
+
+func TestRemoveJailBeforeAnyJail(t *testing.T) {
+	fx := newJailFixture(t)
+	if err := fx.local.RemoveJail(context.Background(), "vm-0123"); err != nil {
+		t.Fatalf("removing a jail that was never made: %v", err)
 	}
 }
 

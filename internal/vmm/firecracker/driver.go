@@ -36,7 +36,9 @@ type Config struct {
 	BinaryPath string
 	// Jailer, when set, starts Firecracker through the jailer.
 	Jailer *JailerConfig
-	// Owner, when set, receives the run dir, sockets and log files.
+	// Owner, when set, receives the run dir, sockets and log files. A jailed
+	// Firecracker already runs as the owner and makes its sockets as the
+	// owner, so this matters only to an unjailed VMM of a root daemon.
 	Owner *Owner
 	// APIReadyTimeout bounds the wait for the API socket to answer after
 	// the process starts; default 10 s.
@@ -51,9 +53,6 @@ type Config struct {
 	// Logger receives driver progress; default discards.
 	Logger *slog.Logger
 }
-
-// A jailed Firecracker already runs as the owner and creates its sockets as
-// the owner; Config.Owner matters only to an unjailed VMM of a root daemon.
 
 // Driver launches and adopts Firecracker VMMs. It implements vmm.Driver.
 type Driver struct {
