@@ -272,9 +272,11 @@ func (d *Daemon) privilegedOps() (privileged.Ops, string, error) {
 	if d.opts.Privileged != nil {
 		return d.opts.Privileged, "injected", nil
 	}
-	jailer, err := jailerPolicy(d.opts.Config, d.opts.Layout)
-	if err != nil {
-		return nil, "", err
+	// Only a root daemon launches jailers itself; otherwise the helper does,
+	// with its own (root's) reading of the config.
+	var jailer *privileged.JailerPolicy
+	if os.Getuid() == 0 {
+		jailer = usableJailer(d.opts.Config, d.opts.Layout, d.log)
 	}
 	ops, how, err := privileged.ForDaemon(d.opts.Layout, privileged.Identity{UID: os.Getuid(), GID: os.Getgid()}, privileged.HostBackend(), jailer)
 	if err != nil {

@@ -116,6 +116,14 @@ func helperJailer(layout paths.Layout, log *slog.Logger) *privileged.JailerPolic
 		log.Warn("no jailer: cannot read the config", "err", err)
 		return nil
 	}
+	return usableJailer(cfg, layout, log)
+}
+
+// usableJailer is jailerPolicy, with a configured jailer that cannot be
+// used (a binary not found) logged rather than fatal: everything else the
+// process does must keep working, and the driver reports it again when a
+// VM needs it.
+func usableJailer(cfg config.Config, layout paths.Layout, log *slog.Logger) *privileged.JailerPolicy {
 	p, err := jailerPolicy(cfg, layout)
 	if err != nil {
 		log.Warn("no jailer", "err", err)

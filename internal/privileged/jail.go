@@ -2,6 +2,7 @@ package privileged
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -79,6 +80,11 @@ type JailerPolicy struct {
 
 // JailedAPISocket is --api-sock as the jailed Firecracker sees it.
 const JailedAPISocket = "/api.socket"
+
+// APISocketIn is the host path of the API socket in the jail rooted at root.
+func APISocketIn(root string) string {
+	return filepath.Join(root, strings.TrimPrefix(JailedAPISocket, "/"))
+}
 
 // maxJailDrives bounds a launch's drives (and so its descriptors).
 const maxJailDrives = 4

@@ -168,8 +168,7 @@ func (l *Local) clearJail(ctx context.Context, jail, id string) error {
 	if _, err := os.Lstat(jail); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	sock := filepath.Join(jail, "root", strings.TrimPrefix(JailedAPISocket, "/"))
-	if c, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
+	if c, err := net.DialTimeout("unix", APISocketIn(filepath.Join(jail, "root")), 200*time.Millisecond); err == nil {
 		_ = c.Close()
 		return fmt.Errorf("the jail of vm %s is in use by a running firecracker; stop the VM first", id)
 	}
@@ -183,7 +182,7 @@ func (l *Local) stageJail(ctx context.Context, jail string, spec JailerLaunch) (
 	if err := unix.Stat(root, &rootSt); err != nil {
 		return JailedVMM{}, err
 	}
-	out := JailedVMM{Root: root, APISocket: filepath.Join(root, strings.TrimPrefix(JailedAPISocket, "/")), Drives: map[string]string{}}
+	out := JailedVMM{Root: root, APISocket: APISocketIn(root), Drives: map[string]string{}}
 	var err error
 	if out.Kernel, err = l.stage(ctx, spec.Kernel, root, "kernel", stageOpts{dev: rootSt.Dev}); err != nil {
 		return out, fmt.Errorf("kernel: %w", err)
@@ -203,15 +202,11 @@ func (l *Local) stageJail(ctx context.Context, jail string, spec JailerLaunch) (
 	}
 	if spec.VMMLog {
 		out.VMMLog = filepath.Join(root, "firecracker.log")
-		fd, err := unix.Open(out.VMMLog, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		f, err := l.createOwned(out.VMMLog, 0o600)
 		if err != nil {
 			return out, fmt.Errorf("create the VMM log: %w", err)
 		}
-		err = unix.Fchown(fd, l.policy.Owner.UID, l.policy.Owner.GID)
-		_ = unix.Close(fd)
-		if err != nil {
-			return out, fmt.Errorf("hand the VMM log to the owner: %w", err)
-		}
+		_ = f.Close()
 	}
 	return out, nil
 }
@@ -231,25 +226,11 @@ type stageOpts struct {
 // hard-linked, or failing that looped (drives) or copied (kernel, initrd);
 // a banger loop or device-mapper device gets its own node there.
 func (l *Local) stage(ctx context.Context, f *os.File, root, name string, o stageOpts) (string, error) {
-	fd := int(f.Fd())
-	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return "", fmt.Errorf("inspect descriptor: %w", err)
-	}
-	if flags&unix.O_PATH != 0 {
-		return "", invalid("descriptor was opened with O_PATH; open the file for reading")
-	}
-	switch flags & unix.O_ACCMODE {
-	case unix.O_RDWR:
-	case unix.O_RDONLY:
-		if o.writable {
-			return "", invalid("the descriptor is read-only but the VM may write this drive; open it read-write")
-		}
-	default:
-		return "", invalid("the descriptor is write-only")
+	if err := checkOpenFor(f, o.writable, "the descriptor"); err != nil {
+		return "", err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return "", fmt.Errorf("stat: %w", err)
 	}
 	kind := st.Mode & unix.S_IFMT
@@ -266,13 +247,9 @@ func (l *Local) stage(ctx context.Context, f *os.File, root, name string, o stag
 	if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
 		return "", invalid("the file is set-uid or set-gid")
 	}
-	src := filepath.Join(l.policy.ProcSelfFD, strconv.Itoa(fd))
-	where, err := os.Readlink(src)
+	src, err := l.checkInStateDir(f, "the file")
 	if err != nil {
-		return "", fmt.Errorf("locate the file: %w", err)
-	}
-	if _, err := relBeneath(l.policy.StateDir, strings.TrimSuffix(where, " (deleted)")); err != nil || strings.HasSuffix(where, " (deleted)") {
-		return "", invalid("%s is not a file in banger's state dir %s", where, l.policy.StateDir)
+		return "", err
 	}
 	if st.Dev == o.dev && !l.noHardLinks {
 		err := unix.Linkat(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
@@ -306,7 +283,7 @@ func (l *Local) stage(ctx context.Context, f *os.File, root, name string, o stag
 // device at dst, usable by the owner only.
 func (l *Local) nodeInJail(dst string, rdev uint64) error {
 	major := unix.Major(rdev)
-	if major != loopMajor && (l.policy.DeviceMapperMajor == 0 || major != l.policy.DeviceMapperMajor) {
+	if !l.diskMajor(major) {
 		return invalid("block device %d:%d is not a loop or device-mapper device", major, unix.Minor(rdev))
 	}
 	if err := unix.Mknod(dst, unix.S_IFBLK|0o600, int(rdev)); err != nil {
@@ -318,18 +295,29 @@ func (l *Local) nodeInJail(dst string, rdev uint64) error {
 	return nil
 }
 
+// createOwned creates a new file at path in the jail (never through a
+// symlink, never over an existing name) and hands it to the owner.
+func (l *Local) createOwned(path string, mode uint32) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if err := f.Chown(l.policy.Owner.UID, l.policy.Owner.GID); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // copyIntoJail copies size bytes of f (from offset 0, whatever its file
 // offset) to a new file at dst, read-only and the owner's.
 func (l *Local) copyIntoJail(f *os.File, size int64, dst string) error {
-	fd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o400)
+	out, err := l.createOwned(dst, 0o400)
 	if err != nil {
 		return fmt.Errorf("copy into the jail: %w", err)
 	}
-	out := os.NewFile(uintptr(fd), dst)
 	_, err = io.Copy(out, io.NewSectionReader(f, 0, size))
-	if err == nil {
-		err = out.Chown(l.policy.Owner.UID, l.policy.Owner.GID)
-	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}

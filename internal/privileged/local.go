@@ -350,7 +350,7 @@ func (l *Local) checkTarget(t *os.File) error {
 			return invalid("%s is character device %d:%d, not one a VMM uses (kvm, tun, vhost)", t.Name(), major, minor)
 		}
 	case unix.S_IFBLK:
-		if major != loopMajor && (l.policy.DeviceMapperMajor == 0 || major != l.policy.DeviceMapperMajor) {
+		if !l.diskMajor(major) {
 			return invalid("%s is block device %d:%d, not a loop or device-mapper device", t.Name(), major, minor)
 		}
 	default:
@@ -364,26 +364,60 @@ func (l *Local) checkTarget(t *os.File) error {
 	return nil
 }
 
-func (l *Local) checkBacking(f *os.File, readOnly bool) error {
-	fd := int(f.Fd())
-	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+// diskMajor reports whether a block major is one banger's VM disks use:
+// loop, or device-mapper (when the kernel has it).
+func (l *Local) diskMajor(major uint32) bool {
+	return major == loopMajor || (l.policy.DeviceMapperMajor != 0 && major == l.policy.DeviceMapperMajor)
+}
+
+// checkOpenFor checks how a passed descriptor was opened: for reading (not
+// O_PATH, not write-only), and read-write when writable, so the caller
+// proves the access it asks the helper to extend. what names it in errors.
+func checkOpenFor(f *os.File, writable bool, what string) error {
+	flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
 	if err != nil {
-		return fmt.Errorf("inspect backing file: %w", err)
+		return fmt.Errorf("inspect %s: %w", what, err)
 	}
 	if flags&unix.O_PATH != 0 {
-		return invalid("loop backing file was opened with O_PATH; open it for reading (and writing)")
+		return invalid("%s was opened with O_PATH; open it for reading (and writing)", what)
 	}
 	switch flags & unix.O_ACCMODE {
 	case unix.O_RDWR:
 	case unix.O_RDONLY:
-		if !readOnly {
-			return invalid("loop backing file is open read-only but a writable loop device was asked for")
+		if writable {
+			return invalid("%s is open read-only but must be writable; open it read-write", what)
 		}
 	default:
-		return invalid("loop backing file is open write-only")
+		return invalid("%s is open write-only", what)
+	}
+	return nil
+}
+
+// checkInStateDir checks that a passed descriptor names a file, not
+// deleted, inside banger's state dir (by /proc/self/fd, so the answer is
+// about the open file, not a path that could be swapped), and returns
+// that /proc/self/fd path for acting on the file itself.
+func (l *Local) checkInStateDir(f *os.File, what string) (string, error) {
+	src := filepath.Join(l.policy.ProcSelfFD, strconv.Itoa(int(f.Fd())))
+	name, err := os.Readlink(src)
+	if err != nil {
+		return "", fmt.Errorf("locate %s: %w", what, err)
+	}
+	if strings.HasSuffix(name, " (deleted)") {
+		return "", invalid("%s %s has been deleted", what, name)
+	}
+	if _, err := relBeneath(l.policy.StateDir, name); err != nil {
+		return "", invalid("%s %s is not a file in banger's state dir %s", what, name, l.policy.StateDir)
+	}
+	return src, nil
+}
+
+func (l *Local) checkBacking(f *os.File, readOnly bool) error {
+	if err := checkOpenFor(f, !readOnly, "loop backing file"); err != nil {
+		return err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return fmt.Errorf("stat backing file: %w", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -395,17 +429,8 @@ func (l *Local) checkBacking(f *os.File, readOnly bool) error {
 	if st.Nlink != 1 {
 		return invalid("loop backing file has %d links; banger's disk files have one", st.Nlink)
 	}
-	name, err := os.Readlink(filepath.Join(l.policy.ProcSelfFD, strconv.Itoa(fd)))
-	if err != nil {
-		return fmt.Errorf("locate backing file: %w", err)
-	}
-	if strings.HasSuffix(name, " (deleted)") {
-		return invalid("loop backing file %s has been deleted", name)
-	}
-	if _, err := relBeneath(l.policy.StateDir, name); err != nil {
-		return invalid("loop backing file %s is not inside banger's state dir %s", name, l.policy.StateDir)
-	}
-	return nil
+	_, err := l.checkInStateDir(f, "loop backing file")
+	return err
 }
 
 // checkLoopInState refuses loop devices that are not banger's, so the owner

@@ -56,10 +56,14 @@ type testConf struct {
 	// Copy maps a path inside the jail to a host file copied there.
 	Copy map[string]string `json:"copy"`
 	// Nodes are character devices made inside the jail (e.g. /dev/null).
-	Nodes []struct {
-		Path         string `json:"path"`
-		Major, Minor uint32
-	} `json:"nodes"`
+	Nodes []charDev `json:"nodes"`
+}
+
+// charDev is a character device node to make in the jail.
+type charDev struct {
+	Path  string `json:"path"`
+	Major uint32 `json:"major"`
+	Minor uint32 `json:"minor"`
 }
 
 func main() {
@@ -212,24 +216,15 @@ func run(args []string) error {
 	if err := pivotInto(chroot); err != nil {
 		return err
 	}
-	nodes := []struct {
-		path         string
-		major, minor uint32
-	}{{"/dev/net/tun", 10, 200}, {"/dev/kvm", 10, 232}}
-	for _, n := range conf.Nodes {
-		nodes = append(nodes, struct {
-			path         string
-			major, minor uint32
-		}{n.Path, n.Major, n.Minor})
-	}
+	nodes := append([]charDev{{"/dev/net/tun", 10, 200}, {"/dev/kvm", 10, 232}}, conf.Nodes...)
 	for _, n := range nodes {
-		if err := os.MkdirAll(filepath.Dir(n.path), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(n.Path), 0o755); err != nil {
 			return err
 		}
-		if err := unix.Mknod(n.path, unix.S_IFCHR|0o600, int(unix.Mkdev(n.major, n.minor))); err != nil {
-			return fmt.Errorf("mknod %s: %w", n.path, err)
+		if err := unix.Mknod(n.Path, unix.S_IFCHR|0o600, int(unix.Mkdev(n.Major, n.Minor))); err != nil {
+			return fmt.Errorf("mknod %s: %w", n.Path, err)
 		}
-		if err := os.Chown(n.path, o.uid, o.gid); err != nil {
+		if err := os.Chown(n.Path, o.uid, o.gid); err != nil {
 			return err
 		}
 	}

@@ -66,7 +66,7 @@ func (d *Driver) layoutFor(spec vmm.LaunchSpec) (layout, error) {
 
 func jailLayout(root string) layout {
 	return layout{
-		apiSock:    filepath.Join(root, strings.TrimPrefix(privileged.JailedAPISocket, "/")),
+		apiSock:    privileged.APISocketIn(root),
 		apiSockArg: privileged.JailedAPISocket,
 		jailRoot:   root,
 	}
