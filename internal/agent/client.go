@@ -29,7 +29,8 @@ func NewClient(ctx context.Context, conn net.Conn) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent hello: %w", err)
 	}
-	sess, err := yamux.Client(readWriteCloser{Reader: r, Writer: conn, Closer: conn}, yamuxConfig(nil))
+	// The guest is untrusted: its frames pass the guard before yamux.
+	sess, err := yamux.Client(newMuxGuard(r, conn, conn), yamuxConfig(nil))
 	if err != nil {
 		return nil, err
 	}
@@ -292,8 +293,13 @@ func SendPut(rw io.ReadWriter, src string, ts TreeSender) (CopyResult, error) {
 }
 
 // ReceiveGet is the host side of an accepted get on r: it writes the tree
-// at dest.
+// at dest. With tr.IdleTimeout set and r able to take read deadlines (a
+// connection or stream), a sender that goes quiet fails the copy with
+// ErrCopyStalled instead of hanging it.
 func ReceiveGet(r io.Reader, dest string, tr TreeReceiver) (CopyResult, error) {
+	if d, ok := r.(readDeadliner); ok && tr.IdleTimeout > 0 {
+		r = &idleReader{r: d, timeout: tr.IdleTimeout}
+	}
 	res, err := tr.receiveTree(newFrameReader(r), dest)
 	if err != nil {
 		var remote *RemoteError
@@ -303,4 +309,27 @@ func ReceiveGet(r io.Reader, dest string, tr TreeReceiver) (CopyResult, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+type readDeadliner interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}
+
+// idleReader fails a read that waits longer than timeout for its first byte.
+type idleReader struct {
+	r       readDeadliner
+	timeout time.Duration
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	if err := ir.r.SetReadDeadline(time.Now().Add(ir.timeout)); err != nil {
+		return 0, err
+	}
+	n, err := ir.r.Read(p)
+	var ne net.Error
+	if n == 0 && errors.As(err, &ne) && ne.Timeout() {
+		return 0, fmt.Errorf("%w: the sender sent nothing for %s", ErrCopyStalled, ir.timeout)
+	}
+	return n, err
 }

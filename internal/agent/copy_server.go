@@ -45,7 +45,8 @@ func (s *Server) servePut(stream *yamux.Stream, fr *frameReader, fw *frameWriter
 	if err := fw.writeJSON(frameReply, Reply{OK: true}); err != nil {
 		return
 	}
-	tr := TreeReceiver{Owner: owner, MaxBytes: s.MaxPutBytes, CheckSpace: true}
+	// The host is trusted: its modes are applied as sent.
+	tr := TreeReceiver{Owner: owner, Trusted: true, MaxBytes: s.MaxPutBytes, CheckSpace: true}
 	res, err := tr.receiveTree(fr, target)
 	res.Path = guest
 	if err != nil {

@@ -203,17 +203,101 @@ func fileMode(m uint32) fs.FileMode {
 }
 
 // TreeReceiver writes a received tree under a local destination.
+//
+// By default the sender is untrusted (the host receiving from a guest) and
+// the tree is written the way `cp -r` writes a copy: each mode is the
+// sender's permission bits less Umask, setuid, setgid and sticky bits are
+// dropped unless KeepSpecial, and a directory that already exists keeps its
+// mode and owner. Trusted (the agent receiving from the host) applies modes
+// exactly as sent.
 type TreeReceiver struct {
 	// Owner decides each written entry's owner: it returns uid and gid, or
 	// -1 to leave that id as the writing process makes it.
 	Owner func(Entry) (uid, gid int)
+	// Trusted applies the sender's modes verbatim, special bits included,
+	// existing directories too.
+	Trusted bool
+	// Umask is cleared from every mode an untrusted sender asks for: the
+	// receiving process's umask (ProcessUmask).
+	Umask fs.FileMode
+	// KeepSpecial keeps setuid, setgid and sticky bits from an untrusted
+	// sender.
+	KeepSpecial bool
 	// MaxBytes refuses file data beyond it; 0 means no limit.
 	MaxBytes int64
-	// CheckSpace refuses a file larger than the space left on the target
-	// file system before writing it.
-	CheckSpace bool
+	// MaxEntries refuses a copy of more entries (files, directories and
+	// symlinks) than this; 0 means no limit.
+	MaxEntries int
+	// CheckSpace refuses a file that would leave less than SpaceReserve
+	// bytes free on the target file system, before writing it and again
+	// every spaceCheckEvery bytes while writing it.
+	CheckSpace   bool
+	SpaceReserve int64
+	// IdleTimeout abandons the copy when the sender has sent nothing for
+	// this long (for a stream with read deadlines); 0 waits forever.
+	IdleTimeout time.Duration
 	// Progress, if set, is called with each chunk's size as it is written.
 	Progress func(n int)
+}
+
+// spaceCheckEvery is how much file data is written between free-space
+// checks, so a copy stops before the disk fills even when other writers
+// are eating the space it checked for.
+const spaceCheckEvery = 16 << 20
+
+// Limits a TreeReceiver enforces, as LimitError.Limit says.
+const (
+	LimitBytes   = "bytes"
+	LimitEntries = "entries"
+	LimitSpace   = "space"
+)
+
+// LimitError is a copy stopped by one of the receiver's limits; Limit says
+// which, so a caller can say how to raise it.
+type LimitError struct {
+	Limit string
+	Msg   string
+}
+
+func (e *LimitError) Error() string { return e.Msg }
+
+// Unwrap lets the agent answer a limit with CodeTooLarge.
+func (e *LimitError) Unwrap() error { return errTooLarge }
+
+// ErrCopyStalled is returned when a sender went quiet for longer than the
+// receiver's IdleTimeout.
+var ErrCopyStalled = errors.New("copy stalled")
+
+// modeFor is the mode entry e is written with.
+func (tr TreeReceiver) modeFor(e Entry) fs.FileMode {
+	if tr.Trusted {
+		return fileMode(e.Mode)
+	}
+	keep := uint32(0o777)
+	if tr.KeepSpecial {
+		keep = 0o7777
+	}
+	return fileMode(e.Mode & keep &^ uint32(tr.Umask.Perm()))
+}
+
+// ProcessUmask reads the process umask without changing it (umask(2) can
+// only be read by setting it, which races with every other goroutine that
+// creates files). Where /proc does not say (Linux before 4.7), it answers
+// the strictest umask, 077.
+func ProcessUmask(procStatus string) fs.FileMode {
+	data, err := os.ReadFile(procStatus)
+	if err != nil {
+		return 0o077
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			var m uint32
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%o", &m); err == nil {
+				return fs.FileMode(m & 0o777)
+			}
+		}
+	}
+	return 0o077
 }
 
 // receiveTree reads entries until the end frame and writes them: the root
@@ -237,6 +321,7 @@ func (tr TreeReceiver) receive(fr *frameReader, dest string) (CopyResult, error)
 	dirs := map[string]bool{}
 	var pendingDirs []Entry // directory modes are applied last, so a 0555 dir still gets its children
 	first := true
+	entries := 0
 	for {
 		typ, payload, err := fr.next()
 		if err != nil {
@@ -263,7 +348,7 @@ func (tr TreeReceiver) receive(fr *frameReader, dest string) (CopyResult, error)
 			for i := len(pendingDirs) - 1; i >= 0; i-- {
 				e := pendingDirs[i]
 				p := joinRel(dest, e.Path)
-				if err := os.Chmod(p, fileMode(e.Mode)); err != nil {
+				if err := os.Chmod(p, tr.modeFor(e)); err != nil {
 					return res, err
 				}
 				if e.ModTime != 0 {
@@ -283,22 +368,32 @@ func (tr TreeReceiver) receive(fr *frameReader, dest string) (CopyResult, error)
 		if err := checkEntryPath(e.Path, first, dirs); err != nil {
 			return res, err
 		}
+		if err := checkOwner(e); err != nil {
+			return res, err
+		}
 		first = false
+		entries++
+		if tr.MaxEntries > 0 && entries > tr.MaxEntries {
+			return res, &LimitError{Limit: LimitEntries, Msg: fmt.Sprintf("the copy has more than %d entries (files, directories and symlinks)", tr.MaxEntries)}
+		}
 		target := joinRel(dest, e.Path)
 		switch e.Type {
 		case EntryDir:
-			if err := tr.makeDir(target, e); err != nil {
+			created, err := tr.makeDir(target, e)
+			if err != nil {
 				return res, err
 			}
 			dirs[e.Path] = true
-			pendingDirs = append(pendingDirs, e)
+			if created || tr.Trusted {
+				pendingDirs = append(pendingDirs, e)
+			}
 			res.Dirs++
 		case EntryFile:
 			if e.Size < 0 {
 				return res, fmt.Errorf("%w: negative size for %s", errInvalid, target)
 			}
 			if tr.MaxBytes > 0 && res.Bytes+e.Size > tr.MaxBytes {
-				return res, fmt.Errorf("%w: %s is %d bytes; this copy may write at most %d", errTooLarge, target, e.Size, tr.MaxBytes-res.Bytes)
+				return res, &LimitError{Limit: LimitBytes, Msg: fmt.Sprintf("%s is %d bytes; the copy may write at most %d more", target, e.Size, tr.MaxBytes-res.Bytes)}
 			}
 			n, err := tr.writeFile(fr, target, e)
 			res.Bytes += n
@@ -367,26 +462,42 @@ func (tr TreeReceiver) owner(e Entry) (int, int) {
 	return tr.Owner(e)
 }
 
-func (tr TreeReceiver) makeDir(target string, e Entry) error {
+// makeDir creates directory target, or reuses an existing one, and says
+// whether it created it. An untrusted sender cannot change the mode or owner
+// of a directory that was already there.
+func (tr TreeReceiver) makeDir(target string, e Entry) (bool, error) {
 	st, err := os.Lstat(target)
 	switch {
 	case err == nil && !st.IsDir():
-		return fmt.Errorf("cannot overwrite non-directory %s with a directory", target)
+		return false, fmt.Errorf("cannot overwrite non-directory %s with a directory", target)
+	case err == nil && !tr.Trusted:
+		return false, nil
 	case errors.Is(err, os.ErrNotExist):
 		// Writable until all children are in; the real mode comes at the end.
 		if err := os.Mkdir(target, 0o700); err != nil {
-			return err
+			return false, err
 		}
 	case err != nil:
-		return err
+		return false, err
 	default:
 		if err := os.Chmod(target, fileMode(e.Mode)|0o700); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if uid, gid := tr.owner(e); uid >= 0 || gid >= 0 {
 		if err := os.Lchown(target, uid, gid); err != nil {
-			return fmt.Errorf("chown %s: %w", target, err)
+			return false, fmt.Errorf("chown %s: %w", target, err)
+		}
+	}
+	return errors.Is(err, os.ErrNotExist), nil
+}
+
+// checkOwner refuses ids that are not -1 (unknown) or a valid 32-bit id: a
+// negative id would wrap to a real one in chown.
+func checkOwner(e Entry) error {
+	for _, id := range []int{e.UID, e.GID} {
+		if id < -1 || int64(id) >= 1<<32-1 {
+			return fmt.Errorf("%w: owner id %d of %q is out of range", errInvalid, id, e.Path)
 		}
 	}
 	return nil
@@ -397,13 +508,8 @@ func (tr TreeReceiver) writeFile(fr *frameReader, target string, e Entry) (int64
 		return 0, fmt.Errorf("cannot overwrite directory %s with a file", target)
 	}
 	dir := filepath.Dir(target)
-	if tr.CheckSpace {
-		var sfs unix.Statfs_t
-		if err := unix.Statfs(dir, &sfs); err == nil {
-			if free := int64(sfs.Bavail) * sfs.Bsize; e.Size > free {
-				return 0, fmt.Errorf("%w: %s needs %d bytes but %s has %d free", errTooLarge, target, e.Size, dir, free)
-			}
-		}
+	if err := tr.checkSpace(dir, target, e.Size); err != nil {
+		return 0, err
 	}
 	f, err := os.CreateTemp(dir, ".banger-copy-*")
 	if err != nil {
@@ -417,7 +523,7 @@ func (tr TreeReceiver) writeFile(fr *frameReader, target string, e Entry) (int64
 			_ = os.Remove(tmp)
 		}
 	}()
-	var n int64
+	var n, unchecked int64
 	for n < e.Size {
 		typ, payload, err := fr.next()
 		if err != nil {
@@ -441,8 +547,15 @@ func (tr TreeReceiver) writeFile(fr *frameReader, target string, e Entry) (int64
 		if tr.Progress != nil {
 			tr.Progress(len(payload))
 		}
+		if unchecked += int64(len(payload)); unchecked >= spaceCheckEvery {
+			unchecked = 0
+			if err := tr.checkSpace(dir, target, e.Size-n); err != nil {
+				return n, err
+			}
+		}
 	}
-	if err := f.Chmod(fileMode(e.Mode)); err != nil {
+	mode := tr.modeFor(e)
+	if err := f.Chmod(mode); err != nil {
 		return n, err
 	}
 	if uid, gid := tr.owner(e); uid >= 0 || gid >= 0 {
@@ -450,8 +563,8 @@ func (tr TreeReceiver) writeFile(fr *frameReader, target string, e Entry) (int64
 			return n, fmt.Errorf("chown %s: %w", target, err)
 		}
 		// chown clears setuid/setgid; put them back.
-		if e.Mode&0o6000 != 0 {
-			if err := f.Chmod(fileMode(e.Mode)); err != nil {
+		if mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+			if err := f.Chmod(mode); err != nil {
 				return n, err
 			}
 		}
@@ -468,6 +581,28 @@ func (tr TreeReceiver) writeFile(fr *frameReader, target string, e Entry) (int64
 	}
 	committed = true
 	return n, nil
+}
+
+// checkSpace refuses to write need more bytes of target in dir when that
+// would leave less than the reserve free. A file system that cannot say is
+// not checked.
+func (tr TreeReceiver) checkSpace(dir, target string, need int64) error {
+	if !tr.CheckSpace {
+		return nil
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil {
+		return nil
+	}
+	free := int64(sfs.Bavail) * sfs.Bsize
+	if need > free-tr.SpaceReserve {
+		msg := fmt.Sprintf("not enough space: %s needs %d more bytes but %s has %d free", target, need, dir, free)
+		if tr.SpaceReserve > 0 {
+			msg += fmt.Sprintf(", and a copy leaves at least %d free", tr.SpaceReserve)
+		}
+		return &LimitError{Limit: LimitSpace, Msg: msg}
+	}
+	return nil
 }
 
 func (tr TreeReceiver) makeSymlink(target string, e Entry) error {
