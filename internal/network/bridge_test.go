@@ -84,7 +84,7 @@ func TestBridgeAndTapLifecycle(t *testing.T) {
 	}
 
 	for i := range 2 {
-		if err := network.DeleteTap(ctx, tap); err != nil {
+		if err := network.DeleteTap(ctx, tap, 65534); err != nil {
 			t.Fatalf("DeleteTap #%d: %v", i+1, err)
 		}
 		if err := network.DeleteBridge(ctx, "banger0"); err != nil {
@@ -144,8 +144,8 @@ func TestRefusesBadInput(t *testing.T) {
 		"CreateTap foreign bridge": network.CreateTap(ctx, "bgt-x", "virbr0", 1000, 1000),
 		"CreateTap negative uid":   network.CreateTap(ctx, "bgt-x", "banger0", -1, 1000),
 		"CreateTap huge gid":       network.CreateTap(ctx, "bgt-x", "banger0", 1000, 1<<32-1),
-		"DeleteTap veth0":          network.DeleteTap(ctx, "veth0"),
-		"DeleteTap banger0":        network.DeleteTap(ctx, "banger0"),
+		"DeleteTap veth0":          network.DeleteTap(ctx, "veth0", 1000),
+		"DeleteTap banger0":        network.DeleteTap(ctx, "banger0", 1000),
 	}
 	for name, err := range calls {
 		if !errors.Is(err, network.ErrInvalid) {
@@ -173,7 +173,7 @@ func TestRefusesConflicts(t *testing.T) {
 	if err := network.DeleteBridge(ctx, "banger1"); !errors.Is(err, network.ErrInterfaceConflict) {
 		t.Errorf("DeleteBridge on a veth: %v, want ErrInterfaceConflict", err)
 	}
-	if err := network.DeleteTap(ctx, "bgt-dummy"); !errors.Is(err, network.ErrInterfaceConflict) {
+	if err := network.DeleteTap(ctx, "bgt-dummy", 1000); !errors.Is(err, network.ErrInterfaceConflict) {
 		t.Errorf("DeleteTap on a veth: %v, want ErrInterfaceConflict", err)
 	}
 	mustLink(t, "banger1")

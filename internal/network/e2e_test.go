@@ -81,8 +81,16 @@ func TestGuestNetworking(t *testing.T) {
 	if err := network.CreateTap(ctx, tap, br.Name, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
+	mac, err := network.ParseGuestMAC(lease.MAC)
+	if err != nil {
+		t.Fatal(err)
+	}
 	guest := nstest.NewNS(t)
-	nstest.Link(t, guest, nstest.LinkConfig{HostName: "bgt-nic", Master: br.Name, GuestAddr: netip.PrefixFrom(lease.IP, br.Subnet.Bits()), Gateway: br.Gateway()})
+	nstest.Link(t, guest, nstest.LinkConfig{HostName: "bgt-nic", Master: br.Name, GuestAddr: netip.PrefixFrom(lease.IP, br.Subnet.Bits()), GuestMAC: mac, Gateway: br.Gateway()})
+	// The veth stands in for the tap, so it is the port admitted.
+	if err := firewall.Admit(ctx, firewall.Guest{Tap: "bgt-nic", MAC: mac, Addr: lease.IP}); err != nil {
+		t.Fatal(err)
+	}
 	app := listenIn(t, guest, netip.AddrPortFrom(lease.IP, 8000).String(), func(c net.Conn) { _, _ = io.WriteString(c, "hello from the guest\n") })
 
 	// The guest resolves a name through banger's server and reaches it
@@ -114,7 +122,10 @@ func TestGuestNetworking(t *testing.T) {
 	if err := fwd.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if err := network.DeleteTap(ctx, tap); err != nil {
+	if err := firewall.Evict(ctx, "bgt-nic", lease.IP); err != nil {
+		t.Fatal(err)
+	}
+	if err := network.DeleteTap(ctx, tap, 65534); err != nil {
 		t.Fatal(err)
 	}
 	resolver.Delete("vm000")

@@ -78,7 +78,7 @@ func createTap(ctx context.Context, name, bridge string, uid, gid int) error {
 		return err
 	}
 	if int64(tap.Owner) != int64(uid) || int64(tap.Group) != int64(gid) {
-		return fmt.Errorf("%w: tap %s exists owned by %d:%d, not %d:%d", ErrInterfaceConflict, name, int32(tap.Owner), int32(tap.Group), uid, gid)
+		return fmt.Errorf("%w: tap %s exists and belongs to %s (group %d), not %d:%d", ErrInterfaceConflict, name, tapOwner(tap), int32(tap.Group), uid, gid)
 	}
 
 	undo := func(err error) error {
@@ -98,17 +98,20 @@ func createTap(ctx context.Context, name, bridge string, uid, gid int) error {
 	return nil
 }
 
-// DeleteTap removes the tap. A missing tap is not an error; an interface
-// of that name that is not a tap is refused (ErrInterfaceConflict). A VMM
-// still attached keeps its file descriptor but the interface is gone.
-func DeleteTap(ctx context.Context, name string) error {
-	if err := deleteTap(ctx, name); err != nil {
+// DeleteTap removes the tap if ownerUID owns it. A missing tap is not an
+// error; an interface of that name that is not a tap, or a tap of another
+// owner (or of none), is refused (ErrInterfaceConflict): the name alone does
+// not make a tap banger's, and deleting another user's tap would let the
+// caller re-create it as its own. A VMM still attached keeps its file
+// descriptor but the interface is gone.
+func DeleteTap(ctx context.Context, name string, ownerUID int) error {
+	if err := deleteTap(ctx, name, ownerUID); err != nil {
 		return fmt.Errorf("delete tap %s: %w", name, err)
 	}
 	return nil
 }
 
-func deleteTap(ctx context.Context, name string) error {
+func deleteTap(ctx context.Context, name string, uid int) error {
 	if err := ValidateTapName(name); err != nil {
 		return err
 	}
@@ -122,11 +125,19 @@ func deleteTap(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if int64(tap.Owner) != int64(uid) {
+		return fmt.Errorf("%w: tap %s belongs to %s, not uid %d; banger deletes only its owner's taps", ErrInterfaceConflict, name, tapOwner(tap), uid)
+	}
 	if err := netlink.LinkDel(tap); err != nil && !errors.Is(err, unix.ENODEV) {
 		return err
 	}
 	return nil
 }
+
+// tapOwner names the uid that may attach to tap. The kernel omits the owner
+// of a tap anyone with CAP_NET_ADMIN may use, which then reads as uid 0:
+// such a tap is never the (unprivileged) owner's either.
+func tapOwner(tap *netlink.Tuntap) string { return fmt.Sprintf("uid %d", tap.Owner) }
 
 // ListTaps returns the names of the banger taps (TapPrefix, tuntap in tap
 // mode) in the current namespace, sorted, so the daemon can remove taps

@@ -24,6 +24,9 @@ type fakeBackend struct {
 	// started are the jailers StartJailer "ran".
 	started []*fakeProcess
 	fail    error
+	// beforeCall, if set, sees each call before it is recorded (to check
+	// the state of the world at the moment the backend acts).
+	beforeCall func(call string)
 }
 
 type inode struct{ dev, ino uint64 }
@@ -47,9 +50,13 @@ func inodeAt(t *testing.T, path string) inode {
 }
 
 func (f *fakeBackend) record(format string, args ...any) error {
+	call := fmt.Sprintf(format, args...)
+	if f.beforeCall != nil {
+		f.beforeCall(call)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+	f.calls = append(f.calls, call)
 	return f.fail
 }
 
@@ -88,8 +95,8 @@ func (f *fakeBackend) DeleteBridge(_ context.Context, n string) error {
 func (f *fakeBackend) CreateTap(_ context.Context, s TapSpec) error {
 	return f.record("CreateTap %s %s %d:%d", s.Name, s.Bridge, s.UID, s.GID)
 }
-func (f *fakeBackend) DeleteTap(_ context.Context, n string) error {
-	return f.record("DeleteTap %s", n)
+func (f *fakeBackend) DeleteTap(_ context.Context, n string, o Owner) error {
+	return f.record("DeleteTap %s %d", n, o.UID)
 }
 func (f *fakeBackend) EnsureNAT(_ context.Context, s NATSpec) error {
 	return f.record("EnsureNAT %s %s", s.Subnet, s.Bridge)

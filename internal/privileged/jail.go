@@ -27,6 +27,13 @@ import (
 //     then a drive is attached to a loop device whose node is made in the
 //     jail (still the same file underneath), and the kernel and initrd are
 //     copied (read-only, and small).
+//   - Drives are staged in <root>/drives, which stays root's after the
+//     jailer hands the jail root over, so the owner can neither remove nor
+//     rename a drive node. Device nodes are the owner's while the VM runs
+//     (Firecracker opens them by path as the owner) and could be hard-linked
+//     out of the jail, so they are revoked (root's, mode 0: every link to
+//     the inode) before their loop or device-mapper device is released; see
+//     revoke.go.
 
 // JailerLaunch asks for one VM's Firecracker to be started under the jailer.
 type JailerLaunch struct {
@@ -98,28 +105,32 @@ type JailProcess interface {
 	Kill() error
 }
 
-// ValidJailID is Firecracker's and the jailer's rule for --id: 1 to 64
-// letters, digits and hyphens.
-func ValidJailID(id string) error {
-	if id == "" || len(id) > 64 {
-		return invalid("vm id %q must be 1 to 64 characters", id)
-	}
-	for _, r := range id {
-		if !isLowerAlnum(r) && (r < 'A' || r > 'Z') && r != '-' {
-			return invalid("vm id %q may contain only letters, digits and '-'", id)
-		}
-	}
-	return nil
-}
+// ValidJailID is Firecracker's and the jailer's rule for --id (1 to 64
+// letters, digits and hyphens), narrowed to start with a letter or digit:
+// the id becomes an argument of the jailer, and "--help" must never read as
+// an option there.
+func ValidJailID(id string) error { return validArgToken("vm id", id, 64, "-") }
 
-func validDriveID(id string) error {
-	if id == "" || len(id) > 32 {
-		return invalid("drive id %q must be 1 to 32 characters", id)
+// validDriveID: drive ids name files in the jail ("drive-<id>") and
+// Firecracker's drive_id.
+func validDriveID(id string) error { return validArgToken("drive id", id, 32, "-_") }
+
+// validArgToken is the one rule for ids that reach a command line or a file
+// name: 1 to max ASCII letters and digits plus the characters in extra, the
+// first a letter or digit (so no id can pass for an option or a hidden
+// file).
+func validArgToken(what, s string, max int, extra string) error {
+	if s == "" || len(s) > max {
+		return invalid("%s %q must be 1 to %d characters", what, s, max)
 	}
-	for _, r := range id {
-		if !isLowerAlnum(r) && (r < 'A' || r > 'Z') && r != '-' && r != '_' {
-			return invalid("drive id %q may contain only letters, digits, '-' and '_'", id)
+	alnum := func(r rune) bool { return isLowerAlnum(r) || (r >= 'A' && r <= 'Z') }
+	for _, r := range s {
+		if !alnum(r) && !strings.ContainsRune(extra, r) {
+			return invalid("%s %q may contain only letters, digits and %q", what, s, extra)
 		}
+	}
+	if !alnum(rune(s[0])) {
+		return invalid("%s %q must start with a letter or digit", what, s)
 	}
 	return nil
 }

@@ -128,10 +128,13 @@ func (l *Local) undoJail(ctx context.Context, jail string, err error) error {
 	return err
 }
 
-// jailPath is <base>/<exec file name>/<id>, the jailer's layout.
-func jailPath(j JailerPolicy, id string) string {
-	return filepath.Join(j.ChrootBase, filepath.Base(j.Firecracker), id)
+// jailsDir is <base>/<exec file name>, which holds one jail per VM id.
+func jailsDir(j JailerPolicy) string {
+	return filepath.Join(j.ChrootBase, filepath.Base(j.Firecracker))
 }
+
+// jailPath is <base>/<exec file name>/<id>, the jailer's layout.
+func jailPath(j JailerPolicy, id string) string { return filepath.Join(jailsDir(j), id) }
 
 // freshJail makes <base>/<exec name>/<id>/root anew, every level root-owned
 // and 0755 (the owner's daemon must reach the API socket), replacing what an
@@ -192,9 +195,19 @@ func (l *Local) stageJail(ctx context.Context, jail string, spec JailerLaunch) (
 			return out, fmt.Errorf("initrd: %w", err)
 		}
 	}
+	// Drives live in a directory that stays root's after the jailer hands
+	// the jail root to the owner, so the owner cannot remove or rename a
+	// drive node and every one is found and revoked at the end (revoke.go).
+	drivesDir := filepath.Join(root, jailDrivesDir)
+	if err := os.Mkdir(drivesDir, 0o755); err != nil {
+		return out, fmt.Errorf("create the drives directory: %w", err)
+	}
+	if err := os.Chmod(drivesDir, 0o755); err != nil { // the helper's umask is 0077
+		return out, fmt.Errorf("create the drives directory: %w", err)
+	}
 	for i, d := range spec.Drives {
 		o := stageOpts{dev: rootSt.Dev, writable: !d.ReadOnly, loopName: fmt.Sprintf("banger-%s-j%d", strings.ToLower(spec.VMID), i)}
-		p, err := l.stage(ctx, d.File, root, "drive-"+d.ID, o)
+		p, err := l.stage(ctx, d.File, drivesDir, d.ID, o)
 		if err != nil {
 			return out, fmt.Errorf("drive %s: %w", d.ID, err)
 		}
@@ -280,7 +293,7 @@ func (l *Local) stage(ctx context.Context, f *os.File, root, name string, o stag
 }
 
 // nodeInJail makes a block device node for a banger loop or device-mapper
-// device at dst, usable by the owner only.
+// device at dst, usable by the owner only until it is revoked (revoke.go).
 func (l *Local) nodeInJail(dst string, rdev uint64) error {
 	major := unix.Major(rdev)
 	if !l.diskMajor(major) {
@@ -327,28 +340,28 @@ func (l *Local) copyIntoJail(f *os.File, size int64, dst string) error {
 	return nil
 }
 
-// dropJail detaches the loop devices made for a jail's drives and removes
-// the jail. RemoveAll never follows the symlinks the owner may have made in
-// the (owner-owned, once the jailer ran) jail root.
+// dropJail revokes the jail's device nodes, then detaches the loop devices
+// made for its drives and removes the jail. Revocation comes first and must
+// succeed: a node that outlives its loop device would open whatever root
+// attaches to that minor next. RemoveAll never follows the symlinks the
+// owner may have made in the (owner-owned, once the jailer ran) jail root.
 func (l *Local) dropJail(ctx context.Context, jail string) error {
-	root := filepath.Join(jail, "root")
-	entries, _ := os.ReadDir(root)
+	blocks, err := revokeJailNodes(jail, anyNode)
+	if err != nil {
+		return err
+	}
 	var firstErr error
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), "drive-") {
-			continue
+	for _, rdev := range blocks {
+		if unix.Major(rdev) != loopMajor {
+			continue // device-mapper devices are the daemon's to remove
 		}
-		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(root, e.Name()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || unix.Major(st.Rdev) != loopMajor {
-			continue
-		}
-		name, err := os.Readlink(filepath.Join(l.policy.SysDevBlock, fmt.Sprintf("%d:%d", loopMajor, unix.Minor(st.Rdev))))
+		name, err := os.Readlink(filepath.Join(l.policy.SysDevBlock, fmt.Sprintf("%d:%d", loopMajor, unix.Minor(rdev))))
 		if err != nil {
 			continue // the loop is gone already
 		}
 		dev := "/dev/" + filepath.Base(name)
-		// Only loops over banger's own files: the owner could have put any
-		// device number in the jail root it owns.
+		// Only loops over banger's own files: a drive may be a loop device
+		// the owner passed in, and it could be someone else's.
 		if err := l.checkLoopInState(ctx, dev); err != nil {
 			continue
 		}

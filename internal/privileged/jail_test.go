@@ -104,7 +104,7 @@ func TestLaunchJailerStagesIntoAFreshJailAndStarts(t *testing.T) {
 	want := JailedVMM{
 		PID: 4242, Root: root, APISocket: root + "/api.socket",
 		Kernel: root + "/kernel", Initrd: root + "/initrd",
-		Drives: map[string]string{"rootfs": root + "/drive-rootfs", "seed": root + "/drive-seed"},
+		Drives: map[string]string{"rootfs": root + "/drives/rootfs", "seed": root + "/drives/seed"},
 		VMMLog: root + "/firecracker.log",
 	}
 	if got.PID != want.PID || got.Root != want.Root || got.APISocket != want.APISocket || got.Kernel != want.Kernel ||
@@ -196,6 +196,8 @@ func TestLaunchJailerHostile(t *testing.T) {
 		{"slash id", func(_ *testing.T, _ *jailFixture, r *JailerLaunch) { r.VMID = "a/b" }, "may contain only"},
 		{"shell id", func(_ *testing.T, _ *jailFixture, r *JailerLaunch) { r.VMID = "$(id)" }, "may contain only"},
 		{"long id", func(_ *testing.T, _ *jailFixture, r *JailerLaunch) { r.VMID = strings.Repeat("a", 65) }, "1 to 64"},
+		{"id read as a jailer option", func(_ *testing.T, _ *jailFixture, r *JailerLaunch) { r.VMID = "--help" }, "must start with a letter or digit"},
+		{"drive id read as an option", func(_ *testing.T, _ *jailFixture, r *JailerLaunch) { r.Drives[0].ID = "-x" }, "must start with a letter or digit"},
 		{"no drives", func(_ *testing.T, _ *jailFixture, r *JailerLaunch) { r.Drives = nil }, "1 to 4 drives"},
 		{"duplicate drive", func(_ *testing.T, _ *jailFixture, r *JailerLaunch) { r.Drives[1].ID = "rootfs" }, "appears twice"},
 		{"traversal drive id", func(_ *testing.T, _ *jailFixture, r *JailerLaunch) { r.Drives[0].ID = "../x" }, "may contain only"},

@@ -19,7 +19,8 @@ type Backend interface {
 	EnsureBridge(ctx context.Context, spec BridgeSpec) error
 	DeleteBridge(ctx context.Context, name string) error
 	CreateTap(ctx context.Context, spec TapSpec) error
-	DeleteTap(ctx context.Context, name string) error
+	// DeleteTap deletes the tap only if owner owns it.
+	DeleteTap(ctx context.Context, name string, owner Owner) error
 	EnsureNAT(ctx context.Context, spec NATSpec) error
 	RemoveNAT(ctx context.Context, spec NATSpec) error
 	Isolate(ctx context.Context, spec IsolationSpec) error
@@ -67,6 +68,9 @@ type Policy struct {
 	// SysDevBlock is /sys/dev/block, where RemoveJail finds which loop
 	// device a jail's drive node names.
 	SysDevBlock string
+	// DevDir is /dev, where DetachLoop and RemoveSnapshot find the device
+	// number whose jail nodes they revoke first.
+	DevDir string
 	// ProcSelfFD is /proc/self/fd, where Local reads which file a descriptor
 	// names; tests never need to change it, but it keeps /proc out of the
 	// logic.
@@ -115,6 +119,9 @@ func NewLocal(p Policy, b Backend) (*Local, error) {
 	if p.ProcSelfFD == "" {
 		p.ProcSelfFD = "/proc/self/fd"
 	}
+	if p.DevDir == "" {
+		p.DevDir = "/dev"
+	}
 	if p.SysDevBlock == "" {
 		p.SysDevBlock = "/sys/dev/block"
 	}
@@ -153,7 +160,7 @@ func (l *Local) DeleteTap(ctx context.Context, name string) error {
 	if err := ValidTapName(name); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.DeleteTap(ctx, name) })
+	return l.locked(func() error { return l.backend.DeleteTap(ctx, name, l.policy.Owner) })
 }
 
 // EnsureNAT implements Ops.
@@ -238,6 +245,9 @@ func (l *Local) DetachLoop(ctx context.Context, device string) error {
 		if err := l.checkLoopInState(ctx, device); err != nil {
 			return err
 		}
+		if err := l.revokeDevice(l.devPath(device)); err != nil {
+			return err
+		}
 		return l.backend.DetachLoop(ctx, device)
 	})
 }
@@ -266,7 +276,19 @@ func (l *Local) RemoveSnapshot(ctx context.Context, name string) error {
 	if err := ValidSnapshotName(name); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.RemoveSnapshot(ctx, name) })
+	return l.locked(func() error {
+		for _, n := range []string{name, name + "-origin"} {
+			if err := l.revokeDevice(filepath.Join(l.policy.DevDir, "mapper", n)); err != nil {
+				return err
+			}
+		}
+		return l.backend.RemoveSnapshot(ctx, name)
+	})
+}
+
+// devPath maps a validated /dev/… device path into the policy's DevDir.
+func (l *Local) devPath(device string) string {
+	return filepath.Join(l.policy.DevDir, strings.TrimPrefix(device, "/dev/"))
 }
 
 // Chown implements Ops.
@@ -324,6 +346,8 @@ func (l *Local) withTarget(path string, f func(*os.File) error) error {
 }
 
 // Char devices a VMM may need handed over: kvm, tun, vhost-vsock, vhost-net.
+// Their device numbers never name anything else, so a kept link grants only
+// what the owner's VMM already had.
 func allowedCharDevice(major, minor uint32) bool {
 	if major != 10 {
 		return false
@@ -350,9 +374,12 @@ func (l *Local) checkTarget(t *os.File) error {
 			return invalid("%s is character device %d:%d, not one a VMM uses (kvm, tun, vhost)", t.Name(), major, minor)
 		}
 	case unix.S_IFBLK:
-		if !l.diskMajor(major) {
-			return invalid("%s is block device %d:%d, not a loop or device-mapper device", t.Name(), major, minor)
-		}
+		// Nothing in banger hands a disk over by path: the VMM gets its
+		// disks as jail nodes (revoked before the device is released) or as
+		// /dev/mapper nodes (in /dev, which the owner cannot link from). A
+		// block node under the runtime dir could only be a link the owner
+		// kept, perhaps to a revoked node, which must never be handed back.
+		return invalid("%s is block device %d:%d: disks are never handed over by path", t.Name(), major, minor)
 	default:
 		return invalid("%s is %s: only sockets and VM device nodes may be changed", t.Name(), fileKind(st.Mode))
 	}

@@ -30,16 +30,53 @@ type ServerOptions struct {
 	// (default 5s); OpTimeout bounds one operation (default 2m).
 	ReadTimeout time.Duration
 	OpTimeout   time.Duration
-	// MaxConcurrent bounds connections handled at once (default 16), so a
-	// misbehaving client cannot exhaust the helper.
+	// MaxConcurrent bounds the owner's connections handled at once
+	// (default 16), so a misbehaving client cannot exhaust the helper.
 	MaxConcurrent int
+	// StrangerReadTimeout bounds how long any other uid may take to send
+	// before it is refused (default 250ms), and StrangerConns how many
+	// connections each such uid may have open at once (default 2); more are
+	// closed unread. Strangers never take the owner's slots.
+	StrangerReadTimeout time.Duration
+	StrangerConns       int
 }
 
 // Server serves Ops on a Unix socket to the owner's uid only.
 type Server struct {
 	opts ServerOptions
 	log  *slog.Logger
-	sem  chan struct{}
+	// sem bounds the owner's connections; strangers counts everyone else's
+	// by uid.
+	sem       chan struct{}
+	strangers connCounter
+}
+
+// connCounter counts open connections per uid.
+type connCounter struct {
+	mu sync.Mutex
+	n  map[int]int
+}
+
+// acquire takes one of limit slots for uid, or reports there is none.
+func (c *connCounter) acquire(uid, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[uid] >= limit {
+		return false
+	}
+	if c.n == nil {
+		c.n = map[int]int{}
+	}
+	c.n[uid]++
+	return true
+}
+
+func (c *connCounter) release(uid int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[uid]--; c.n[uid] <= 0 {
+		delete(c.n, uid)
+	}
 }
 
 // NewServer checks opts and returns a server.
@@ -61,6 +98,12 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 	if opts.MaxConcurrent == 0 {
 		opts.MaxConcurrent = 16
+	}
+	if opts.StrangerReadTimeout == 0 {
+		opts.StrangerReadTimeout = 250 * time.Millisecond
+	}
+	if opts.StrangerConns == 0 {
+		opts.StrangerConns = 2
 	}
 	opts.Info.OwnerUID = opts.Owner.UID
 	if opts.Info.PID == 0 {
@@ -123,18 +166,48 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			}
 			continue
 		}
-		select {
-		case s.sem <- struct{}{}:
-		case <-ctx.Done():
+		// Who is calling is known at accept, before anything is read: it
+		// decides which slots the connection may take and whether it may
+		// pass descriptors at all.
+		p, err := peerCred(conn)
+		if err != nil {
+			s.log.Warn("helper connection without peer credentials", "err", err)
 			_ = conn.Close()
-			return nil
+			continue
+		}
+		release, ok := s.admit(ctx, p)
+		if !ok {
+			_ = conn.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-s.sem }()
-			s.handle(ctx, conn)
+			defer release()
+			s.handle(ctx, conn, p)
 		}()
+	}
+}
+
+// admit takes a connection slot for p: the owner waits for one of its
+// MaxConcurrent; anyone else gets one of its uid's few or is turned away at
+// once, so strangers can neither exhaust the helper nor delay the owner.
+func (s *Server) admit(ctx context.Context, p peer) (release func(), ok bool) {
+	if p.uid != s.opts.Owner.UID {
+		if !s.strangers.acquire(p.uid, s.opts.StrangerConns) {
+			s.log.Debug("root helper connection over the per-uid limit closed", "uid", p.uid, "pid", p.pid)
+			return nil, false
+		}
+		return func() { s.strangers.release(p.uid) }, true
+	}
+	select {
+	case s.sem <- struct{}{}:
+		return func() { <-s.sem }, true
+	case <-ctx.Done():
+		return nil, false
 	}
 }
 
@@ -159,7 +232,7 @@ func peerCred(conn *net.UnixConn) (peer, error) {
 	return peer{uid: int(cred.Uid), gid: int(cred.Gid), pid: int(cred.Pid)}, nil
 }
 
-func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
+func (s *Server) handle(ctx context.Context, conn *net.UnixConn, p peer) {
 	defer func() { _ = conn.Close() }()
 	// A bug in one request's handling must not take the helper (and every
 	// VM operation with it) down.
@@ -172,23 +245,20 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
 	stopDeadline := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stopDeadline()
 	start := time.Now()
-	p, err := peerCred(conn)
-	if err != nil {
-		s.log.Warn("helper connection without peer credentials", "err", err)
-		return
-	}
 	allowed := p.uid == s.opts.Owner.UID || p.uid == 0
-	readTimeout := s.opts.ReadTimeout
-	if !allowed {
+	readTimeout, maxFiles := s.opts.ReadTimeout, maxPassedFiles
+	if p.uid != s.opts.Owner.UID {
 		// Enough to drain a well-behaved request, too little for a stranger
-		// to hold connection slots.
-		readTimeout = min(readTimeout, 250*time.Millisecond)
+		// to hold a connection. No one but the owner has an operation that
+		// takes descriptors, so no one else gets any installed: the kernel
+		// closes descriptors that find no room.
+		readTimeout, maxFiles = min(readTimeout, s.opts.StrangerReadTimeout), 0
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
 	// Read the request even from callers about to be refused: closing a
 	// Unix socket with unread data makes the peer's read fail with
 	// ECONNRESET, and a refusal should arrive as a clear answer.
-	data, files, rerr := readRequest(conn)
+	data, files, rerr := readRequest(conn, maxFiles)
 	defer closeFiles(files)
 
 	if !allowed {
@@ -315,20 +385,29 @@ func (s *Server) reply(conn *net.UnixConn, result any, err error) {
 	}
 }
 
-// maxPassedFiles bounds descriptors accepted with one request; extra ones are
-// closed and the request refused.
+// maxPassedFiles bounds the descriptors accepted with one request, over all
+// its messages (jailer.launch, the most, takes 7); with more the request is
+// refused.
 const maxPassedFiles = 8
 
-// readRequest reads until EOF, collecting descriptors passed as SCM_RIGHTS.
-func readRequest(conn *net.UnixConn) ([]byte, []*os.File, error) {
+// readRequest reads until EOF, at most MaxRequestSize bytes (it stops
+// reading past that, so an oversize request costs one buffer, not its
+// size), collecting up to maxFiles descriptors passed as SCM_RIGHTS. The
+// control buffer only ever has room for the descriptors still allowed: the
+// kernel closes any beyond it and says so with MSG_CTRUNC.
+func readRequest(conn *net.UnixConn, maxFiles int) ([]byte, []*os.File, error) {
 	var (
 		data  []byte
 		files []*os.File
 		buf   = make([]byte, 4096)
-		oob   = make([]byte, unix.CmsgSpace(4*maxPassedFiles))
 	)
 	for {
-		n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
+		var oob []byte
+		if room := maxFiles - len(files); room > 0 {
+			oob = make([]byte, unix.CmsgSpace(4*room))
+		}
+		want := min(len(buf), MaxRequestSize+1-len(data))
+		n, oobn, flags, _, err := conn.ReadMsgUnix(buf[:want], oob)
 		// On error the counts may be -1; nothing was received then.
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, files, fmt.Errorf("read request: %w", err)
@@ -341,7 +420,7 @@ func readRequest(conn *net.UnixConn) ([]byte, []*os.File, error) {
 			}
 		}
 		if flags&unix.MSG_CTRUNC != 0 {
-			return nil, files, malformed("too many file descriptors")
+			return nil, files, malformed("too many file descriptors (a request takes at most %d)", maxFiles)
 		}
 		if n > 0 {
 			data = append(data, buf[:n]...)

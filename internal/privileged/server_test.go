@@ -30,11 +30,20 @@ import (
 const (
 	childSocketEnv = "BANGER_PRIVTEST_SOCKET"
 	childOpEnv     = "BANGER_PRIVTEST_OP"
+	// childReadEnv names a file the child opens and reads, as an owner
+	// holding a kept link would.
+	childReadEnv = "BANGER_PRIVTEST_READ"
 )
 
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(childSocketEnv); sock != "" {
 		os.Exit(childCall(sock, os.Getenv(childOpEnv)))
+	}
+	if path := os.Getenv(childReadEnv); path != "" {
+		os.Exit(childRead(path))
+	}
+	if spec := os.Getenv(childFloodEnv); spec != "" {
+		os.Exit(childFlood(os.Getenv(childFloodSocketEnv), spec))
 	}
 	os.Exit(m.Run())
 }
@@ -68,11 +77,34 @@ func childCall(sock, op string) int {
 	return 0
 }
 
-// callAs runs op against sock from a child process with uid/gid.
-func callAs(t *testing.T, sock, op string, uid, gid uint32) childResult {
+// childRead opens path read-write (as the VMM opens a drive; read-only when
+// that is refused) and reports the first bytes or the error.
+func childRead(path string) int {
+	res := childResult{UID: os.Getuid()}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		f, err = os.Open(path)
+	}
+	if err == nil {
+		buf := make([]byte, 64)
+		var n int
+		n, err = f.Read(buf)
+		res.Message = string(bytes.TrimRight(buf[:max(n, 0)], "\x00"))
+		_ = f.Close()
+	}
+	res.OK = err == nil
+	if err != nil {
+		res.Message = err.Error()
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+// runChild runs the test binary as uid/gid with env and decodes its report.
+func runChild(t *testing.T, env []string, uid, gid uint32) childResult {
 	t.Helper()
 	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-	cmd.Env = append(os.Environ(), childSocketEnv+"="+sock, childOpEnv+"="+op)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -88,6 +120,12 @@ func callAs(t *testing.T, sock, op string, uid, gid uint32) childResult {
 		t.Fatalf("child ran as uid %d, want %d", res.UID, uid)
 	}
 	return res
+}
+
+// callAs runs op against sock from a child process with uid/gid.
+func callAs(t *testing.T, sock, op string, uid, gid uint32) childResult {
+	t.Helper()
+	return runChild(t, []string{childSocketEnv + "=" + sock, childOpEnv + "=" + op}, uid, gid)
 }
 
 // lockedBuffer collects log output written from server goroutines.
@@ -119,6 +157,13 @@ type helperFixture struct {
 // can reach it and be judged by SO_PEERCRED alone.
 func startHelper(t *testing.T, owner Owner) *helperFixture {
 	t.Helper()
+	return startHelperWith(t, owner, nil)
+}
+
+// startHelperWith is startHelper with tune (if not nil) adjusting the
+// server's options first.
+func startHelperWith(t *testing.T, owner Owner, tune func(*ServerOptions)) *helperFixture {
+	t.Helper()
 	tr := newTree(t, false)
 	tr.owner = owner
 	tr.local.policy.Owner = owner
@@ -128,13 +173,17 @@ func startHelper(t *testing.T, owner Owner) *helperFixture {
 	must(t, os.Chmod(dir, 0o755))
 	sock := filepath.Join(dir, "root-helper.sock")
 	logs := &lockedBuffer{}
-	srv, err := NewServer(ServerOptions{
+	opts := ServerOptions{
 		Ops:         tr.local,
 		Owner:       owner,
 		Info:        HelperInfo{Version: "v-test"},
 		Log:         slog.New(slog.NewTextHandler(logs, nil)),
 		ReadTimeout: 2 * time.Second,
-	})
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	srv, err := NewServer(opts)
 	must(t, err)
 	ln, err := Listen(sock, os.Getgid())
 	must(t, err)

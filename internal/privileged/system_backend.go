@@ -78,8 +78,8 @@ func (SystemBackend) CreateTap(ctx context.Context, spec TapSpec) error {
 }
 
 // DeleteTap implements Backend.
-func (SystemBackend) DeleteTap(ctx context.Context, name string) error {
-	return netErr(network.DeleteTap(ctx, name))
+func (SystemBackend) DeleteTap(ctx context.Context, name string, owner Owner) error {
+	return netErr(network.DeleteTap(ctx, name, owner.UID))
 }
 
 // EnsureNAT implements Backend.
@@ -93,14 +93,18 @@ func (SystemBackend) RemoveNAT(ctx context.Context, _ NATSpec) error {
 	return netErr(firewall.Remove(ctx))
 }
 
-// Isolate implements Backend.
+// Isolate implements Backend: firewall.Admit.
 func (SystemBackend) Isolate(ctx context.Context, spec IsolationSpec) error {
-	return netErr(firewall.Isolate(ctx, spec.Tap, spec.Addr))
+	mac, err := network.ParseGuestMAC(spec.MAC)
+	if err != nil {
+		return netErr(err)
+	}
+	return netErr(firewall.Admit(ctx, firewall.Guest{Tap: spec.Tap, MAC: mac, Addr: spec.Addr, Isolated: spec.Isolated}))
 }
 
-// Unisolate implements Backend.
+// Unisolate implements Backend: firewall.Evict.
 func (SystemBackend) Unisolate(ctx context.Context, spec IsolationSpec) error {
-	return netErr(firewall.Unisolate(ctx, spec.Tap, spec.Addr))
+	return netErr(firewall.Evict(ctx, spec.Tap, spec.Addr))
 }
 
 // EnableIPForward implements Backend.

@@ -127,18 +127,23 @@ func TestResolverSpecHostile(t *testing.T) {
 }
 
 func TestIsolationSpecHostile(t *testing.T) {
-	good := IsolationSpec{Tap: "bgt-0123abcd456", Addr: netip.MustParseAddr("172.30.0.2")}
+	good := IsolationSpec{Tap: "bgt-0123abcd456", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid spec refused: %v", err)
 	}
 	var cases []IsolationSpec
 	for _, n := range append(hostileNames, "banger0") {
-		cases = append(cases, IsolationSpec{Tap: n, Addr: good.Addr})
+		cases = append(cases, IsolationSpec{Tap: n, MAC: good.MAC, Addr: good.Addr})
 	}
 	for _, a := range []string{"8.8.8.8", "0.0.0.0", "127.0.0.1", "fd00::2", "::ffff:172.30.0.2"} {
-		cases = append(cases, IsolationSpec{Tap: good.Tap, Addr: netip.MustParseAddr(a)})
+		cases = append(cases, IsolationSpec{Tap: good.Tap, MAC: good.MAC, Addr: netip.MustParseAddr(a)})
 	}
-	cases = append(cases, IsolationSpec{Tap: good.Tap})
+	// No MAC, broadcast, multicast, vendor-assigned (not locally
+	// administered), not 6 bytes, not a MAC.
+	for _, m := range []string{"", "ff:ff:ff:ff:ff:ff", "03:00:00:00:00:01", "00:16:3e:00:00:01", "02:00:00:00:00:00:00:01", "02-00-00-00-00-02; rm -rf /"} {
+		cases = append(cases, IsolationSpec{Tap: good.Tap, MAC: m, Addr: good.Addr})
+	}
+	cases = append(cases, IsolationSpec{Tap: good.Tap, MAC: good.MAC})
 	for _, c := range cases {
 		assertInvalid(t, c.Validate(), "%+v", c)
 	}
@@ -263,5 +268,26 @@ func assertInvalid(t *testing.T, err error, format string, args ...any) {
 	t.Helper()
 	if !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("accepted or wrong error class for hostile input "+format+": %v", append(args, err)...)
+	}
+}
+
+// Ids become jailer arguments and jail file names: one that starts with '-'
+// would read as an option ("--id --help").
+func TestJailAndDriveIDsHostile(t *testing.T) {
+	for _, id := range []string{"vm-0123", "0", "A-b-C", strings.Repeat("a", 64)} {
+		if err := ValidJailID(id); err != nil {
+			t.Errorf("ValidJailID(%q): %v", id, err)
+		}
+	}
+	for _, id := range []string{"", "-", "--help", "-vm", "--", "_a", ".a", "a b", "a_b", "a/b", "a\x00", "é", strings.Repeat("a", 65)} {
+		assertInvalid(t, ValidJailID(id), "vm id %q", id)
+	}
+	for _, id := range []string{"rootfs", "seed_1", "x-2", "9"} {
+		if err := validDriveID(id); err != nil {
+			t.Errorf("validDriveID(%q): %v", id, err)
+		}
+	}
+	for _, id := range []string{"", "-rootfs", "--help", "_seed", ".x", "a:b", "a,b", "a/b", strings.Repeat("a", 33)} {
+		assertInvalid(t, validDriveID(id), "drive id %q", id)
 	}
 }

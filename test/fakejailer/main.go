@@ -5,7 +5,7 @@
 // descriptor but stdio close-on-exec, clears the environment, builds
 // <chroot base>/<exec name>/<id>/root, copies the exec file in, enters a new
 // mount namespace and pivot_roots into the jail, makes /dev/kvm and
-// /dev/net/tun, hands the jail to --uid/--gid, joins --netns, daemonizes if
+// /dev/net/tun, hands the jail's folders to --uid/--gid, joins --netns, daemonizes if
 // asked, drops privileges and execs the copy with --id=, --start-time-us= and
 // --start-time-cpu-us= followed by the arguments after "--".
 //
@@ -76,7 +76,9 @@ func main() {
 func parse(args []string) (options, error) {
 	o := options{uid: -1, gid: -1, chrootBase: defaultChrootBase, cgroupVersion: "1"}
 	value := func(i *int, name string) (string, error) {
-		if *i+1 >= len(args) {
+		// The jailer's parser takes a following "--…" for the next option,
+		// not a value: "--id --help" is a missing id.
+		if *i+1 >= len(args) || strings.HasPrefix(args[*i+1], "--") {
 			return "", fmt.Errorf("argument --%s requires a value", name)
 		}
 		*i++
@@ -228,8 +230,12 @@ func run(args []string) error {
 			return err
 		}
 	}
-	if err := os.Chown("/", o.uid, o.gid); err != nil {
-		return fmt.Errorf("chown jail root: %w", err)
+	// The jailer hands its folder hierarchy (/, /dev, /dev/net) to the
+	// jailed user, not just the root; nothing below is chowned recursively.
+	for _, d := range []string{"/dev/net", "/dev", "/"} {
+		if err := os.Chown(d, o.uid, o.gid); err != nil {
+			return fmt.Errorf("chown jail folder %s: %w", d, err)
+		}
 	}
 	if netnsFD >= 0 {
 		if err := unix.Setns(netnsFD, unix.CLONE_NEWNET); err != nil {
