@@ -182,9 +182,10 @@ func (n *vmNetwork) lease(ctx context.Context, vm store.VM) (store.Lease, error)
 	return l, nil
 }
 
-// attach creates the VM's tap (cut off from other VMs when isolated) and
-// returns the interface for the launch spec and the guest's network boot
-// parameters.
+// attach creates the VM's tap, pins it to the VM's MAC and address (cut
+// off from other VMs too when isolated) and returns the interface for the
+// launch spec and the guest's network boot parameters. The tap passes no
+// frame until it is pinned, so it is pinned before any VMM can use it.
 func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm.NetInterface, []string, error) {
 	l, err := n.lease(ctx, vm)
 	if err != nil {
@@ -194,11 +195,9 @@ func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm
 	if err := n.ops.CreateTap(ctx, privileged.TapSpec{Name: tap, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}); err != nil {
 		return vmm.NetInterface{}, nil, fmt.Errorf("create tap %s: %w", tap, err)
 	}
-	if isolated {
-		if err := n.ops.Isolate(ctx, privileged.IsolationSpec{Tap: tap, Addr: l.IP}); err != nil {
-			_ = n.ops.DeleteTap(ctx, tap)
-			return vmm.NetInterface{}, nil, fmt.Errorf("isolate %s: %w", tap, err)
-		}
+	if err := n.ops.Isolate(ctx, guestPort(tap, l, isolated)); err != nil {
+		_ = n.ops.DeleteTap(ctx, tap)
+		return vmm.NetInterface{}, nil, fmt.Errorf("admit %s to the bridge firewall: %w", tap, err)
 	}
 	gw := n.bridge.Gateway()
 	args := []string{
@@ -210,16 +209,27 @@ func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm
 	return vmm.NetInterface{ID: "eth0", TapName: tap, MAC: l.MAC}, args, nil
 }
 
-// detach removes the VM's tap and isolation rules; the lease and DNS name
-// stay with the VM.
+// guestPort is the firewall's view of a VM's port: tap, MAC, address.
+func guestPort(tap string, l store.Lease, isolated bool) privileged.IsolationSpec {
+	return privileged.IsolationSpec{Tap: tap, MAC: l.MAC, Addr: l.IP, Isolated: isolated}
+}
+
+// detach removes the VM's tap and its firewall bindings; the lease and
+// DNS name stay with the VM.
 func (n *vmNetwork) detach(ctx context.Context, vmID string) {
 	tap := network.TapName(vmID)
 	if l, err := n.store.GetLease(ctx, vmID); err == nil {
-		// Idempotent: harmless for VMs that were never isolated.
-		_ = n.ops.Unisolate(ctx, privileged.IsolationSpec{Tap: tap, Addr: l.IP})
+		n.evict(ctx, tap, l)
 	}
 	if err := n.ops.DeleteTap(ctx, tap); err != nil {
 		n.log.Warn("delete tap", "tap", tap, "err", err)
+	}
+}
+
+// evict drops the firewall bindings of a VM's port. Idempotent.
+func (n *vmNetwork) evict(ctx context.Context, tap string, l store.Lease) {
+	if err := n.ops.Unisolate(ctx, guestPort(tap, l, false)); err != nil {
+		n.log.Warn("remove firewall bindings", "tap", tap, "err", err)
 	}
 }
 
@@ -230,24 +240,63 @@ func (n *vmNetwork) forget(name string) {
 	}
 }
 
-// removeStaleTaps deletes banger taps of VMs that are not running.
+// removeStaleTaps deletes banger taps (and their firewall bindings) of VMs
+// that are not running, and admits the taps of running ones again: the
+// firewall keeps bindings across the daemon's own restarts, but not across
+// an upgrade from a banger that had none, and a tap nobody admitted passes
+// no frame.
 func (n *vmNetwork) removeStaleTaps(ctx context.Context, running map[string]bool) {
 	taps, err := network.ListTaps(ctx)
 	if err != nil {
 		return
 	}
+	vms, leases, err := n.vmsByTap(ctx)
+	if err != nil {
+		n.log.Warn("list VMs for their taps", "err", err)
+		return
+	}
 	for _, tap := range taps {
-		keep := false
-		for id := range running {
-			if network.TapName(id) == tap {
-				keep = true
-			}
+		if !strings.HasPrefix(tap, network.TapPrefix) {
+			continue
 		}
-		if !keep && strings.HasPrefix(tap, network.TapPrefix) {
+		vm, known := vms[tap]
+		l, leased := leases[tap]
+		if !known || !running[vm.ID] {
 			n.log.Info("removing stale tap", "tap", tap)
+			if leased {
+				n.evict(ctx, tap, l)
+			}
 			_ = n.ops.DeleteTap(ctx, tap)
+			continue
+		}
+		if !leased {
+			continue
+		}
+		if err := n.ops.Isolate(ctx, guestPort(tap, l, settingsOf(vm).Isolated)); err != nil {
+			n.log.Warn("admit running VM's tap to the bridge firewall", "vm", vm.Name, "tap", tap, "err", err)
 		}
 	}
+}
+
+// vmsByTap maps tap names to their VMs and to those VMs' leases.
+func (n *vmNetwork) vmsByTap(ctx context.Context) (map[string]store.VM, map[string]store.Lease, error) {
+	vms, err := n.store.ListVMs(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	leases, err := n.store.ListLeases(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	byTap := make(map[string]store.VM, len(vms))
+	for _, vm := range vms {
+		byTap[network.TapName(vm.ID)] = vm
+	}
+	leaseByTap := make(map[string]store.Lease, len(leases))
+	for _, l := range leases {
+		leaseByTap[network.TapName(l.VMID)] = l
+	}
+	return byTap, leaseByTap, nil
 }
 
 func (n *vmNetwork) close() {

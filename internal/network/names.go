@@ -89,6 +89,30 @@ func MACAddress(vmID string) net.HardwareAddr {
 	return net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
 }
 
+// ValidateGuestMAC accepts a MAC address banger may give a VM: six bytes,
+// unicast and locally administered, as MACAddress makes them. A multicast
+// or broadcast source would let a guest pose as many hosts at once, and a
+// vendor-assigned address could be some real machine's.
+func ValidateGuestMAC(mac net.HardwareAddr) error {
+	if len(mac) != 6 || mac[0]&0x01 != 0 || mac[0]&0x02 == 0 {
+		return fmt.Errorf("%w: VM MAC address %q must be a 6-byte unicast, locally administered address such as 02:00:00:00:00:01", ErrInvalid, mac.String())
+	}
+	return nil
+}
+
+// ParseGuestMAC parses s ("02:ab:cd:ef:01:23") and checks it with
+// ValidateGuestMAC.
+func ParseGuestMAC(s string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: VM MAC address %q is not a MAC address such as 02:00:00:00:00:01", ErrInvalid, s)
+	}
+	if err := ValidateGuestMAC(mac); err != nil {
+		return nil, err
+	}
+	return mac, nil
+}
+
 // bridgeMAC is a fixed MAC for a bridge. Without one, Linux gives a bridge
 // the lowest MAC among its ports, so it would change as taps come and go
 // and guests' ARP entries for the gateway would go stale.

@@ -46,8 +46,10 @@ type Ops interface {
 	// RemoveNAT deletes banger's nftables tables (NAT, forwarding and
 	// isolation rules); missing tables are not an error.
 	RemoveNAT(ctx context.Context, spec NATSpec) error
-	// Isolate cuts one VM off from the other VMs (it keeps the host and,
-	// through NAT, the outside); Unisolate undoes it. Both are idempotent.
+	// Isolate pins one VM's port to its MAC and address and, when
+	// spec.Isolated, cuts the VM off from the other VMs (it keeps the
+	// host's DNS and, through NAT, the outside); Unisolate undoes it. Both
+	// are idempotent.
 	Isolate(ctx context.Context, spec IsolationSpec) error
 	Unisolate(ctx context.Context, spec IsolationSpec) error
 	// EnableIPForward turns on IPv4 forwarding. There is deliberately no
@@ -110,10 +112,17 @@ type NATSpec struct {
 	Bridge string       `json:"bridge"`
 }
 
-// IsolationSpec names one VM on the bridge: its tap and its address.
+// IsolationSpec names one VM on the bridge: its tap, and the MAC and
+// address banger gave it. Isolate admits the VM's port (firewall.Admit):
+// the port may then send only IPv4 and ARP from that MAC and address, for
+// every VM; with Isolated the VM is also cut off from the other VMs.
+// Unisolate (firewall.Evict) removes both.
 type IsolationSpec struct {
 	Tap  string     `json:"tap"`
+	MAC  string     `json:"mac"`
 	Addr netip.Addr `json:"addr"`
+	// Isolated cuts the VM off from the other VMs (`vm create --isolated`).
+	Isolated bool `json:"isolated,omitempty"`
 }
 
 // ResolverSpec routes DNS queries for Domain on Link to Server.

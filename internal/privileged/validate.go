@@ -96,7 +96,8 @@ func (s IsolationSpec) Validate() error {
 	if !s.Addr.Is4() || !s.Addr.IsPrivate() {
 		return invalid("VM address %q must be a private IPv4 address such as 172.30.0.2", s.Addr.String())
 	}
-	return nil
+	_, err := network.ParseGuestMAC(s.MAC)
+	return asArg(err)
 }
 
 // Validate checks the spec's shape; the backing file is checked by Local.

@@ -22,6 +22,8 @@ import (
 var (
 	subnet = netip.MustParsePrefix("172.30.0.0/24")
 	cfg    = firewall.Config{Bridge: "banger0", Subnet: subnet}
+	macA   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x0a}
+	macB   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x0b}
 )
 
 func TestRefusesBadConfig(t *testing.T) {
@@ -39,11 +41,21 @@ func TestRefusesBadConfig(t *testing.T) {
 			t.Errorf("%s: Ensure = %v, want ErrInvalid", name, err)
 		}
 	}
-	if err := firewall.Isolate(ctx, "eth0", netip.MustParseAddr("172.30.0.2")); !errors.Is(err, network.ErrInvalid) {
-		t.Errorf("Isolate(eth0) = %v, want ErrInvalid", err)
+	good := firewall.Guest{Tap: "bgt-a", MAC: macA, Addr: netip.MustParseAddr("172.30.0.2")}
+	for name, g := range map[string]firewall.Guest{
+		"foreign interface": {Tap: "eth0", MAC: good.MAC, Addr: good.Addr},
+		"IPv6 address":      {Tap: good.Tap, MAC: good.MAC, Addr: netip.MustParseAddr("fd00::2")},
+		"no MAC":            {Tap: good.Tap, Addr: good.Addr},
+		"broadcast MAC":     {Tap: good.Tap, MAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, Addr: good.Addr},
+		"multicast MAC":     {Tap: good.Tap, MAC: net.HardwareAddr{0x03, 0, 0, 0, 0, 1}, Addr: good.Addr},
+		"vendor MAC":        {Tap: good.Tap, MAC: net.HardwareAddr{0x00, 0x16, 0x3e, 0, 0, 1}, Addr: good.Addr},
+	} {
+		if err := firewall.Admit(ctx, g); !errors.Is(err, network.ErrInvalid) {
+			t.Errorf("Admit(%s) = %v, want ErrInvalid", name, err)
+		}
 	}
-	if err := firewall.Isolate(ctx, "bgt-a", netip.MustParseAddr("fd00::2")); !errors.Is(err, network.ErrInvalid) {
-		t.Errorf("Isolate(IPv6) = %v, want ErrInvalid", err)
+	if err := firewall.Evict(ctx, "eth0", good.Addr); !errors.Is(err, network.ErrInvalid) {
+		t.Errorf("Evict(eth0) = %v, want ErrInvalid", err)
 	}
 }
 
@@ -62,8 +74,8 @@ func TestNATAndIsolation(t *testing.T) {
 	}
 	gw := network.Gateway(subnet)
 	guestA, guestB, upstream := nstest.NewNS(t), nstest.NewNS(t), nstest.NewNS(t)
-	nstest.Link(t, guestA, nstest.LinkConfig{HostName: "bgt-ga", Master: "banger0", GuestAddr: netip.MustParsePrefix("172.30.0.2/24"), Gateway: gw})
-	nstest.Link(t, guestB, nstest.LinkConfig{HostName: "bgt-gb", Master: "banger0", GuestAddr: netip.MustParsePrefix("172.30.0.3/24"), Gateway: gw})
+	nstest.Link(t, guestA, nstest.LinkConfig{HostName: "bgt-ga", Master: "banger0", GuestAddr: netip.MustParsePrefix("172.30.0.2/24"), GuestMAC: macA, Gateway: gw})
+	nstest.Link(t, guestB, nstest.LinkConfig{HostName: "bgt-gb", Master: "banger0", GuestAddr: netip.MustParsePrefix("172.30.0.3/24"), GuestMAC: macB, Gateway: gw})
 	nstest.Link(t, upstream, nstest.LinkConfig{HostName: "up0", HostAddr: netip.MustParsePrefix("203.0.113.1/24"), GuestAddr: netip.MustParsePrefix("203.0.113.2/24")})
 	if err := network.SetIPForward(true); err != nil {
 		t.Fatal(err)
@@ -73,7 +85,8 @@ func TestNATAndIsolation(t *testing.T) {
 	upstreamSrv := serveRemoteAddr(t, upstream, "203.0.113.2:8080")
 	guestBSrv := serveRemoteAddr(t, guestB, "172.30.0.3:9000")
 	guestASrv := serveRemoteAddr(t, guestA, "172.30.0.2:9000")
-	hostSrv := serveRemoteAddr(t, nil, "172.30.0.1:9001")
+	// Guests may reach only DNS on the host: a stand-in on the gateway.
+	hostSrv := serveRemoteAddr(t, nil, "172.30.0.1:53")
 
 	// Without NAT the upstream cannot answer: it has no route to guests.
 	if _, err := ask(guestA, upstreamSrv); err == nil {
@@ -85,7 +98,15 @@ func TestNATAndIsolation(t *testing.T) {
 			t.Fatalf("Ensure #%d: %v", i+1, err)
 		}
 	}
-	assertRuleCounts(t, map[string]int{"ip/postrouting": 1, "ip/forward": 6, "bridge/forward": 2})
+	assertRuleCounts(t, map[string]int{"ip/postrouting": 1, "ip/forward": 7, "ip/input": 5, "bridge/prerouting": 4, "bridge/forward": 2})
+	// Until admitted, a port passes nothing.
+	mustNotReach(t, "guest A before Admit to the host", guestA, hostSrv)
+	guestPortA := firewall.Guest{Tap: "bgt-ga", MAC: macA, Addr: netip.MustParseAddr("172.30.0.2")}
+	for _, g := range []firewall.Guest{guestPortA, {Tap: "bgt-gb", MAC: macB, Addr: netip.MustParseAddr("172.30.0.3")}} {
+		if err := firewall.Admit(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if ok, err := firewall.Present(ctx); err != nil || !ok {
 		t.Errorf("Present = %v, %v; want true", ok, err)
 	}
@@ -106,16 +127,16 @@ func TestNATAndIsolation(t *testing.T) {
 	}
 	mustNotReach(t, "upstream to guest A", upstream, guestASrv)
 
-	tapA, addrA := "bgt-ga", netip.MustParseAddr("172.30.0.2")
-	if err := firewall.Isolate(ctx, tapA, addrA); err != nil {
-		t.Fatal(err)
-	}
-	if err := firewall.Isolate(ctx, tapA, addrA); err != nil {
-		t.Fatalf("Isolate twice: %v", err)
+	isolatedA := guestPortA
+	isolatedA.Isolated = true
+	for i := range 2 {
+		if err := firewall.Admit(ctx, isolatedA); err != nil {
+			t.Fatalf("Admit isolated #%d: %v", i+1, err)
+		}
 	}
 	mustNotReach(t, "isolated guest A to guest B", guestA, guestBSrv)
 	mustNotReach(t, "guest B to isolated guest A", guestB, guestASrv)
-	mustReach(t, "isolated guest A to the host", guestA, hostSrv)
+	mustReach(t, "isolated guest A to the host's DNS port", guestA, hostSrv)
 	mustReach(t, "isolated guest A to upstream", guestA, upstreamSrv)
 
 	// Rebuilding the rules keeps the isolated VMs.
@@ -125,11 +146,21 @@ func TestNATAndIsolation(t *testing.T) {
 	mustNotReach(t, "isolated guest A to guest B after Ensure", guestA, guestBSrv)
 
 	for i := range 2 {
-		if err := firewall.Unisolate(ctx, tapA, addrA); err != nil {
-			t.Fatalf("Unisolate #%d: %v", i+1, err)
+		if err := firewall.Admit(ctx, guestPortA); err != nil {
+			t.Fatalf("Admit not isolated #%d: %v", i+1, err)
 		}
 	}
-	mustReach(t, "guest A to guest B after Unisolate", guestA, guestBSrv)
+	mustReach(t, "guest A to guest B once no longer isolated", guestA, guestBSrv)
+
+	for i := range 2 {
+		if err := firewall.Evict(ctx, guestPortA.Tap, guestPortA.Addr); err != nil {
+			t.Fatalf("Evict #%d: %v", i+1, err)
+		}
+	}
+	mustNotReach(t, "evicted guest A to guest B", guestA, guestBSrv)
+	if err := firewall.Admit(ctx, isolatedA); err != nil {
+		t.Fatal(err)
+	}
 
 	for i := range 2 {
 		if err := firewall.Remove(ctx); err != nil {
@@ -160,11 +191,11 @@ func TestNATAndIsolation(t *testing.T) {
 	if seen, err := ask(guestA, upstreamSrv); err != nil || !strings.HasPrefix(seen, "172.30.0.2:") {
 		t.Errorf("after Remove upstream saw the guest as %q (%v), want its own address: no NAT left", seen, err)
 	}
-	if err := firewall.Unisolate(ctx, tapA, addrA); err != nil {
-		t.Errorf("Unisolate without tables: %v, want nil", err)
+	if err := firewall.Evict(ctx, guestPortA.Tap, guestPortA.Addr); err != nil {
+		t.Errorf("Evict without tables: %v, want nil", err)
 	}
-	if err := firewall.Isolate(ctx, tapA, addrA); !errors.Is(err, firewall.ErrNotEnsured) {
-		t.Errorf("Isolate without tables: %v, want ErrNotEnsured", err)
+	if err := firewall.Admit(ctx, guestPortA); !errors.Is(err, firewall.ErrNotEnsured) {
+		t.Errorf("Admit without tables: %v, want ErrNotEnsured", err)
 	}
 }
 
@@ -260,11 +291,16 @@ func serveRemoteAddr(t *testing.T, ns *nstest.NS, addr string) string {
 	return addr
 }
 
-// ask connects from ns to addr and returns the first line it reads.
+// ask connects from ns (the test's own namespace if nil) to addr and
+// returns the first line it reads.
 func ask(ns *nstest.NS, addr string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	c, err := ns.DialContext(ctx, "tcp", addr)
+	dial := (&net.Dialer{}).DialContext
+	if ns != nil {
+		dial = ns.DialContext
+	}
+	c, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return "", err
 	}
@@ -274,10 +310,21 @@ func ask(ns *nstest.NS, addr string) (string, error) {
 	return strings.TrimSpace(line), err
 }
 
+// mustReach retries for a few seconds: a veth that has just come up may
+// drop the first packets until the kernel activates its queue.
 func mustReach(t *testing.T, what string, ns *nstest.NS, addr string) {
 	t.Helper()
-	if _, err := ask(ns, addr); err != nil {
-		t.Errorf("%s (%s): %v, want a connection", what, addr, err)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := ask(ns, addr)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s (%s): %v, want a connection", what, addr, err)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -244,6 +244,9 @@ type LinkConfig struct {
 	HostAddr netip.Prefix
 	// GuestAddr is assigned to "eth0" inside the namespace.
 	GuestAddr netip.Prefix
+	// GuestMAC, if set, is eth0's MAC address (a VM's NIC has the MAC
+	// banger gave it; banger's firewall drops frames from any other).
+	GuestMAC net.HardwareAddr
 	// Gateway, if valid, becomes the namespace's default route.
 	Gateway netip.Addr
 }
@@ -254,9 +257,10 @@ type LinkConfig struct {
 func Link(t testing.TB, ns *NS, cfg LinkConfig) {
 	t.Helper()
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: cfg.HostName},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(ns.h)),
+		LinkAttrs:        netlink.LinkAttrs{Name: cfg.HostName},
+		PeerName:         "eth0",
+		PeerNamespace:    netlink.NsFd(int(ns.h)),
+		PeerHardwareAddr: cfg.GuestMAC,
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		t.Fatalf("create veth %s: %v", cfg.HostName, err)

@@ -1,0 +1,338 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/google/nftables"
+
+	"github.com/banger-dev/banger/internal/network"
+)
+
+// Names of banger's sets.
+const (
+	// guestsSet ("bridge banger") holds one tap . MAC . address binding per
+	// admitted VM: what its port may send.
+	guestsSet = "guests"
+	// isolatedPortsSet ("bridge banger") and isolatedAddrsSet ("ip banger")
+	// hold the isolated VMs.
+	isolatedPortsSet = "isolated_ports"
+	isolatedAddrsSet = "isolated_addrs"
+)
+
+// guestKeyType is the bindings' key: tap name . MAC . IPv4 address.
+func guestKeyType() (nftables.SetDatatype, error) {
+	return nftables.ConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr)
+}
+
+// Guest is one VM's port on banger's bridge: the tap and the MAC and
+// address banger gave the VM.
+type Guest struct {
+	Tap  string
+	MAC  net.HardwareAddr
+	Addr netip.Addr
+	// Isolated also cuts the VM off from the other VMs (`--isolated`).
+	Isolated bool
+}
+
+// Validate checks the tap name, the MAC (network.ValidateGuestMAC) and the
+// address (IPv4).
+func (g Guest) Validate() error {
+	if err := network.ValidateTapName(g.Tap); err != nil {
+		return err
+	}
+	if err := network.ValidateGuestMAC(g.MAC); err != nil {
+		return err
+	}
+	if !g.Addr.Is4() {
+		return fmt.Errorf("%w: address %v must be IPv4", network.ErrInvalid, g.Addr)
+	}
+	return nil
+}
+
+// Admit lets the VM's port send: IPv4 from its MAC and address, and ARP
+// for them, nothing else (see Ensure). It replaces any earlier binding of
+// the tap. With g.Isolated it also cuts the VM off from the other VMs:
+// frames between its tap and any other bridge port are dropped, and so are
+// packets the host would route between it and another guest; it still
+// reaches the host's DNS and, through NAT, the outside. Without it, an
+// earlier isolation of the tap or address is lifted. Idempotent; needs
+// Ensure first (ErrNotEnsured). Admitted VMs survive Ensure but not Remove.
+func Admit(ctx context.Context, g Guest) error {
+	if err := admit(ctx, g); err != nil {
+		return fmt.Errorf("admit %s (%s, %s): %w", g.Tap, g.MAC, g.Addr, err)
+	}
+	return nil
+}
+
+func admit(ctx context.Context, g Guest) error {
+	if err := g.Validate(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	s, err := findSets(c)
+	if err != nil {
+		return err
+	}
+	if !s.complete() {
+		return ErrNotEnsured
+	}
+	if err := replaceBinding(c, s.guests, g); err != nil {
+		return err
+	}
+	if g.Isolated {
+		for _, m := range s.isolation(g.Tap, g.Addr) {
+			if err := c.SetAddElements(m.set, []nftables.SetElement{{Key: m.key}}); err != nil {
+				return err
+			}
+		}
+	} else if err := dropIsolation(c, s, g.Tap, g.Addr); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// replaceBinding queues g's binding and the deletion of the tap's other
+// bindings (an address or MAC it had before).
+func replaceBinding(c *nftables.Conn, set *nftables.Set, g Guest) error {
+	key := guestKey(g.Tap, g.MAC, g.Addr)
+	old, err := bindingsOf(c, set, g.Tap)
+	if err != nil {
+		return err
+	}
+	var stale []nftables.SetElement
+	for _, e := range old {
+		if !bytes.Equal(e.Key, key) {
+			stale = append(stale, e)
+		}
+	}
+	if err := deleteElements(c, set, stale); err != nil {
+		return err
+	}
+	return c.SetAddElements(set, []nftables.SetElement{{Key: key}})
+}
+
+// Evict undoes Admit for the VM with tap and addr: every binding of the
+// tap goes, and its isolation. Idempotent: a VM that was never admitted,
+// or missing tables, are not errors.
+func Evict(ctx context.Context, tap string, addr netip.Addr) error {
+	if err := evict(ctx, tap, addr); err != nil {
+		return fmt.Errorf("evict %s (%s): %w", tap, addr, err)
+	}
+	return nil
+}
+
+func evict(ctx context.Context, tap string, addr netip.Addr) error {
+	if err := network.ValidateTapName(tap); err != nil {
+		return err
+	}
+	if !addr.Is4() {
+		return fmt.Errorf("%w: address %v must be IPv4", network.ErrInvalid, addr)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	s, err := findSets(c)
+	if err != nil {
+		return err
+	}
+	if s.guests != nil {
+		old, err := bindingsOf(c, s.guests, tap)
+		if err != nil {
+			return err
+		}
+		if err := deleteElements(c, s.guests, old); err != nil {
+			return err
+		}
+	}
+	if s.isolatedPorts != nil && s.isolatedAddrs != nil {
+		if err := dropIsolation(c, s, tap, addr); err != nil {
+			return err
+		}
+	}
+	return c.Flush()
+}
+
+// sets are banger's sets; nil where missing.
+type sets struct {
+	guests, isolatedPorts, isolatedAddrs *nftables.Set
+}
+
+func (s sets) complete() bool {
+	return s.guests != nil && s.isolatedPorts != nil && s.isolatedAddrs != nil
+}
+
+// membership is one element of one set.
+type membership struct {
+	set *nftables.Set
+	key []byte
+}
+
+// isolation is what isolating the VM with tap and addr adds.
+func (s sets) isolation(tap string, addr netip.Addr) []membership {
+	a := addr.As4()
+	return []membership{{s.isolatedPorts, ifname(tap)}, {s.isolatedAddrs, a[:]}}
+}
+
+// dropIsolation queues the deletion of the isolation elements of tap and
+// addr that exist. Only existing ones: deleting an absent element fails
+// the whole transaction with ENOENT.
+func dropIsolation(c *nftables.Conn, s sets, tap string, addr netip.Addr) error {
+	for _, m := range s.isolation(tap, addr) {
+		elems, err := c.GetSetElements(m.set)
+		if err != nil {
+			return fmt.Errorf("list set %s: %w", m.set.Name, err)
+		}
+		for _, e := range elems {
+			if bytes.Equal(e.Key, m.key) {
+				if err := c.SetDeleteElements(m.set, []nftables.SetElement{{Key: m.key}}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func deleteElements(c *nftables.Conn, set *nftables.Set, elems []nftables.SetElement) error {
+	if len(elems) == 0 {
+		return nil
+	}
+	return c.SetDeleteElements(set, elems)
+}
+
+// guestKey is a binding as the set stores it: each field padded to a
+// multiple of 4 bytes (the MAC to 8).
+func guestKey(tap string, mac net.HardwareAddr, addr netip.Addr) []byte {
+	a := addr.As4()
+	key := ifname(tap)
+	key = append(key, mac...)
+	key = append(key, 0, 0)
+	return append(key, a[:]...)
+}
+
+// bindingsOf returns the bindings of tap in the guests set.
+func bindingsOf(c *nftables.Conn, set *nftables.Set, tap string) ([]nftables.SetElement, error) {
+	elems, err := c.GetSetElements(set)
+	if err != nil {
+		return nil, fmt.Errorf("list admitted guests: %w", err)
+	}
+	prefix := ifname(tap)
+	var out []nftables.SetElement
+	for _, e := range keysOnly(elems) {
+		if bytes.HasPrefix(e.Key, prefix) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// setContents are the elements of banger's sets.
+type setContents struct {
+	guests, isolatedPorts, isolatedAddrs []nftables.SetElement
+}
+
+// addSets adds banger's sets to a transaction that is rebuilding the
+// tables, filled with kept.
+func addSets(c *nftables.Conn, ipT, brT *nftables.Table, kept setContents) (sets, error) {
+	keyType, err := guestKeyType()
+	if err != nil {
+		return sets{}, err
+	}
+	// Explicit set IDs keep the library from using its package-wide
+	// counter; they only need to be unique within this transaction.
+	s := sets{
+		guests:        &nftables.Set{Table: brT, Name: guestsSet, ID: 1, KeyType: keyType, Concatenation: true},
+		isolatedPorts: &nftables.Set{Table: brT, Name: isolatedPortsSet, ID: 2, KeyType: nftables.TypeIFName},
+		isolatedAddrs: &nftables.Set{Table: ipT, Name: isolatedAddrsSet, ID: 3, KeyType: nftables.TypeIPAddr},
+	}
+	for _, p := range []struct {
+		set   *nftables.Set
+		elems []nftables.SetElement
+	}{{s.guests, kept.guests}, {s.isolatedPorts, kept.isolatedPorts}, {s.isolatedAddrs, kept.isolatedAddrs}} {
+		if err := c.AddSet(p.set, p.elems); err != nil {
+			return sets{}, err
+		}
+	}
+	return s, nil
+}
+
+// members returns the elements of banger's sets, empty where missing, for
+// Ensure to carry them over.
+func members(c *nftables.Conn) (setContents, error) {
+	s, err := findSets(c)
+	if err != nil {
+		return setContents{}, err
+	}
+	var out setContents
+	for _, p := range []struct {
+		set *nftables.Set
+		dst *[]nftables.SetElement
+	}{{s.guests, &out.guests}, {s.isolatedPorts, &out.isolatedPorts}, {s.isolatedAddrs, &out.isolatedAddrs}} {
+		if p.set == nil {
+			continue
+		}
+		elems, err := c.GetSetElements(p.set)
+		if err != nil {
+			return setContents{}, fmt.Errorf("list set %s: %w", p.set.Name, err)
+		}
+		*p.dst = keysOnly(elems)
+	}
+	return out, nil
+}
+
+// findSets returns banger's sets, nil where missing (no tables yet, or
+// tables made by an older banger).
+func findSets(c *nftables.Conn) (sets, error) {
+	var s sets
+	for _, f := range []struct {
+		fam  nftables.TableFamily
+		name string
+		dst  **nftables.Set
+	}{
+		{nftables.TableFamilyBridge, guestsSet, &s.guests},
+		{nftables.TableFamilyBridge, isolatedPortsSet, &s.isolatedPorts},
+		{nftables.TableFamilyIPv4, isolatedAddrsSet, &s.isolatedAddrs},
+	} {
+		t, err := ownTable(c, f.fam)
+		if err != nil {
+			return sets{}, err
+		}
+		if t == nil {
+			continue
+		}
+		all, err := c.GetSets(t)
+		if err != nil {
+			return sets{}, fmt.Errorf("list sets: %w", err)
+		}
+		for _, set := range all {
+			if set.Name == f.name {
+				*f.dst = set
+			}
+		}
+	}
+	return s, nil
+}
+
+// keysOnly strips what GetSetElements decodes beyond the key, so the
+// elements can be fed back to AddSet.
+func keysOnly(in []nftables.SetElement) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(in))
+	for _, e := range in {
+		out = append(out, nftables.SetElement{Key: e.Key})
+	}
+	return out
+}
