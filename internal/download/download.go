@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,14 +30,20 @@ var (
 	// ErrInsecureURL: a plain-HTTP URL (or redirect) without the explicit
 	// local override.
 	ErrInsecureURL = errors.New("refusing a non-HTTPS URL")
+	// ErrStalled: a download fell below the minimum rate.
+	ErrStalled = errors.New("download stalled")
 )
 
 // Defaults used when Options leaves a field zero.
 const (
 	DefaultMaxRedirects    = 5
 	DefaultDocumentTimeout = 30 * time.Second
-	DefaultStallTimeout    = 60 * time.Second
 	DefaultMaxFileSize     = 512 << 20
+	// DefaultMinRate and DefaultRateWindow: a download that gets less than
+	// 8 KiB/s over a minute is given up (a 40 MB release then takes at most
+	// about 85 minutes; a dead link or a trickling server is cut after one).
+	DefaultMinRate    = 8 << 10
+	DefaultRateWindow = time.Minute
 )
 
 // Options configure a Fetcher. The zero value is a sensible production
@@ -55,16 +62,22 @@ type Options struct {
 	// DocumentTimeout bounds a whole FetchBounded call
 	// (DefaultDocumentTimeout).
 	DocumentTimeout time.Duration
-	// StallTimeout aborts FetchVerified when no byte arrives for this long
-	// (DefaultStallTimeout). A whole-download deadline would punish slow
-	// links; a stall timer only catches dead ones.
-	StallTimeout time.Duration
+	// MinRate (bytes a second, DefaultMinRate) and RateWindow
+	// (DefaultRateWindow): FetchVerified fails with ErrStalled when fewer
+	// than MinRate×RateWindow bytes arrive in a RateWindow, from the
+	// request on. A fixed deadline would punish slow links; a timer reset
+	// by every byte would let a server trickle one byte at a time forever.
+	// The floor does neither, and with the size cap bounds the whole
+	// download.
+	MinRate    int64
+	RateWindow time.Duration
 	// MaxFileSize caps FetchVerified (DefaultMaxFileSize).
 	MaxFileSize int64
 	// Progress, when set, receives a progress line for FetchVerified
 	// downloads (stderr in the CLI).
 	Progress io.Writer
-	// Now is the clock for progress throttling (time.Now).
+	// Now is the clock for progress throttling and the elapsed time in a
+	// stall message (time.Now).
 	Now func() time.Time
 }
 
@@ -74,7 +87,8 @@ type Fetcher struct {
 	allowHTTP       bool
 	maxRedirects    int
 	documentTimeout time.Duration
-	stallTimeout    time.Duration
+	minRate         int64
+	rateWindow      time.Duration
 	maxFileSize     int64
 	progress        io.Writer
 	now             func() time.Time
@@ -86,7 +100,8 @@ func New(opts Options) *Fetcher {
 		allowHTTP:       opts.AllowHTTP,
 		maxRedirects:    opts.MaxRedirects,
 		documentTimeout: opts.DocumentTimeout,
-		stallTimeout:    opts.StallTimeout,
+		minRate:         opts.MinRate,
+		rateWindow:      opts.RateWindow,
 		maxFileSize:     opts.MaxFileSize,
 		progress:        opts.Progress,
 		now:             opts.Now,
@@ -97,8 +112,11 @@ func New(opts Options) *Fetcher {
 	if f.documentTimeout <= 0 {
 		f.documentTimeout = DefaultDocumentTimeout
 	}
-	if f.stallTimeout <= 0 {
-		f.stallTimeout = DefaultStallTimeout
+	if f.minRate <= 0 {
+		f.minRate = DefaultMinRate
+	}
+	if f.rateWindow <= 0 {
+		f.rateWindow = DefaultRateWindow
 	}
 	if f.maxFileSize <= 0 {
 		f.maxFileSize = DefaultMaxFileSize
@@ -182,11 +200,12 @@ func (f *Fetcher) get(ctx context.Context, rawURL string) (*http.Response, error
 // signature) into memory, failing with ErrTooLarge past max bytes and
 // giving up after the document timeout.
 func (f *Fetcher) FetchBounded(ctx context.Context, rawURL string, max int64) ([]byte, error) {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, f.documentTimeout)
 	defer cancel()
 	resp, err := f.get(ctx, rawURL)
 	if err != nil {
-		return nil, err
+		return nil, f.documentErr(parent, ctx, rawURL, err)
 	}
 	defer resp.Body.Close()
 	if resp.ContentLength > max {
@@ -199,12 +218,22 @@ func (f *Fetcher) FetchBounded(ctx context.Context, rawURL string, max int64) ([
 		err = ctx.Err()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", rawURL, err)
+		return nil, f.documentErr(parent, ctx, rawURL, fmt.Errorf("fetch %s: %w", rawURL, err))
 	}
 	if int64(len(data)) > max {
 		return nil, fmt.Errorf("fetch %s: %w: limit %d bytes", rawURL, ErrTooLarge, max)
 	}
 	return data, nil
+}
+
+// documentErr says so when err came from the document timeout rather than
+// from the caller giving up.
+func (f *Fetcher) documentErr(parent, ctx context.Context, rawURL string, err error) error {
+	if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("fetch %s: no complete answer within %s (%w); check your connection and retry",
+			rawURL, f.documentTimeout, context.DeadlineExceeded)
+	}
+	return err
 }
 
 // FetchVerified streams rawURL into a temporary file next to dst while
@@ -218,9 +247,12 @@ func (f *Fetcher) FetchVerified(ctx context.Context, rawURL, wantSHA256, dst str
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	var received atomic.Int64
+	stopWatch := f.watchRate(ctx, cancel, rawURL, &received)
+	defer stopWatch()
 	resp, err := f.get(ctx, rawURL)
 	if err != nil {
-		return err
+		return stallOr(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.ContentLength > f.maxFileSize {
@@ -240,7 +272,7 @@ func (f *Fetcher) FetchVerified(ctx context.Context, rawURL, wantSHA256, dst str
 	}()
 
 	h := sha256.New()
-	var body io.Reader = &stallReader{r: resp.Body, timeout: f.stallTimeout, cancel: cancel}
+	var body io.Reader = countingReader{r: resp.Body, n: &received}
 	body = io.LimitReader(body, f.maxFileSize+1)
 	var bar *progressBar
 	if f.progress != nil {
@@ -248,14 +280,17 @@ func (f *Fetcher) FetchVerified(ctx context.Context, rawURL, wantSHA256, dst str
 		body = io.TeeReader(body, bar)
 	}
 	n, err := io.Copy(io.MultiWriter(tmp, h), body)
+	if cause := context.Cause(ctx); err == nil && errors.Is(cause, ErrStalled) {
+		// net/http hands over a response that raced the cancellation (a
+		// server answering as the connection closes); the stall still
+		// decides.
+		err = cause
+	}
 	if bar != nil {
 		bar.finish(err == nil)
 	}
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-			err = cause
-		}
-		return fmt.Errorf("fetch %s: interrupted after %d bytes: %w", rawURL, n, err)
+		return stallOr(ctx, fmt.Errorf("fetch %s: interrupted after %d bytes: %w", rawURL, n, err))
 	}
 	if n > f.maxFileSize {
 		return fmt.Errorf("fetch %s: %w: limit %d bytes", rawURL, ErrTooLarge, f.maxFileSize)
@@ -300,22 +335,79 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// errStalled is the cancel cause when a download stops making progress.
-type errStalled struct{ d time.Duration }
-
-func (e errStalled) Error() string { return fmt.Sprintf("no data received for %s", e.d) }
-
-// stallReader cancels the request when a single Read waits longer than
-// timeout, which unblocks the read with the cancellation.
-type stallReader struct {
-	r       io.Reader
-	timeout time.Duration
-	cancel  context.CancelCauseFunc
+// stallOr returns the stall that cancelled ctx, which says what happened
+// better than the read error it caused, or else err.
+func stallOr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) {
+		return cause
+	}
+	return err
 }
 
-func (s *stallReader) Read(p []byte) (int, error) {
-	t := time.AfterFunc(s.timeout, func() { s.cancel(errStalled{s.timeout}) })
-	n, err := s.r.Read(p)
-	t.Stop()
-	return n, err
+// watchRate cancels ctx with a stallError as soon as a rate window ends in
+// which fewer than minRate×rateWindow bytes were counted in received. It
+// stops when ctx ends or stop is called.
+func (f *Fetcher) watchRate(ctx context.Context, cancel context.CancelCauseFunc, rawURL string, received *atomic.Int64) (stop func()) {
+	floor := int64(float64(f.minRate) * f.rateWindow.Seconds())
+	start := f.now()
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(f.rateWindow)
+		defer tick.Stop()
+		var before int64
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			n := received.Load()
+			if n-before < floor {
+				cancel(stallError{url: rawURL, received: n, elapsed: f.now().Sub(start), minRate: f.minRate, window: f.rateWindow})
+				return
+			}
+			before = n
+		}
+	}()
+	return func() { close(done) }
+}
+
+// stallError is the cancel cause when a download falls below the minimum
+// rate.
+type stallError struct {
+	url      string
+	received int64
+	elapsed  time.Duration
+	minRate  int64
+	window   time.Duration
+}
+
+func (e stallError) Error() string {
+	return fmt.Sprintf("download of %s stalled: %s in %s, less than %s/s over the last %s; check your connection and retry",
+		e.url, humanBytes(e.received), roundDuration(e.elapsed), humanBytes(e.minRate), e.window)
+}
+
+func (e stallError) Is(target error) bool { return target == ErrStalled }
+
+// roundDuration drops the digits nobody reads: seconds past ten seconds,
+// milliseconds below.
+func roundDuration(d time.Duration) time.Duration {
+	if d >= 10*time.Second {
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Millisecond)
+}
+
+// countingReader adds every byte read to n, for the rate watch.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }

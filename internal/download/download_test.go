@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -51,7 +52,10 @@ func TestFetchBounded(t *testing.T) {
 		case <-time.After(5 * time.Second):
 		}
 	})
-	srv, f := newServer(t, mux, Options{DocumentTimeout: 200 * time.Millisecond})
+	// Headers at once, then a byte every 50ms: only the overall document
+	// deadline stops it.
+	mux.HandleFunc("/trickle", trickle(bytes.Repeat([]byte("x"), 100), nil))
+	srv, f := newServer(t, mux, Options{DocumentTimeout: time.Second})
 	ctx := context.Background()
 
 	got, err := f.FetchBounded(ctx, srv.URL+"/small", 10)
@@ -71,7 +75,8 @@ func TestFetchBounded(t *testing.T) {
 		{"/big-chunked", 99, ErrTooLarge, "limit 99"},
 		{"/missing", 10, nil, "404"},
 		{"/loop", 10, nil, "stopped after 5 redirects"},
-		{"/slow", 10, context.DeadlineExceeded, "deadline"},
+		{"/slow", 10, context.DeadlineExceeded, "no complete answer within 1s (context deadline exceeded); check your connection and retry"},
+		{"/trickle", 1000, context.DeadlineExceeded, "no complete answer within 1s"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			_, err := f.FetchBounded(ctx, srv.URL+tc.path, tc.max)
@@ -137,6 +142,12 @@ func TestFetchVerified(t *testing.T) {
 		bad[len(bad)/2] ^= 1
 		w.Write(bad)
 	})
+	mux.HandleFunc("/no-headers", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
 	mux.HandleFunc("/stall", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(payload)))
 		w.Write(payload[:10])
@@ -147,7 +158,9 @@ func TestFetchVerified(t *testing.T) {
 		}
 	})
 	var progress bytes.Buffer
-	srv, f := newServer(t, mux, Options{StallTimeout: 200 * time.Millisecond, MaxFileSize: int64(len(payload)), Progress: &progress})
+	// A floor of 100 bytes a second: far below the local server's speed even
+	// on a loaded machine, far above /stall's.
+	srv, f := newServer(t, mux, Options{MinRate: 100, RateWindow: time.Second, MaxFileSize: int64(len(payload)), Progress: &progress})
 	ctx := context.Background()
 	dir := t.TempDir()
 
@@ -173,7 +186,8 @@ func TestFetchVerified(t *testing.T) {
 	}{
 		{"mismatch", "/tampered", "sha256 mismatch", f, ErrChecksumMismatch},
 		{"truncated", "/truncated", "interrupted", f, nil},
-		{"stall", "/stall", "no data received for 200ms", f, nil},
+		{"stall", "/stall", "stalled: 10 B in ", f, ErrStalled},
+		{"no headers", "/no-headers", "stalled: 0 B in ", f, ErrStalled},
 		{"too large", "/good", "limit 100", small, ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,6 +219,51 @@ func TestFetchVerified(t *testing.T) {
 		if err := f.FetchVerified(ctx, srv.URL+"/good", bad, dst); err == nil || !strings.Contains(err.Error(), "not a lowercase hex SHA-256") {
 			t.Fatalf("want %q rejected, got %v", bad, err)
 		}
+	}
+	assertEmptyDir(t, dir)
+}
+
+// trickle serves payload one byte every 50ms, announcing its full length,
+// and counts into sent what it got out.
+func trickle(payload []byte, sent *atomic.Int64) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(payload)))
+		for _, b := range payload {
+			if _, err := w.Write([]byte{b}); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			if sent != nil {
+				sent.Add(1)
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func TestFetchVerifiedCutsOffTrickle(t *testing.T) {
+	// A byte every 50ms never leaves the line silent for long, but 20 bytes
+	// a second is far below the floor of 100: the download must end after
+	// the first one-second window, not after the 10 s the payload takes.
+	payload := bytes.Repeat([]byte("y"), 200)
+	var sent atomic.Int64
+	srv, f := newServer(t, trickle(payload, &sent), Options{MinRate: 100, RateWindow: time.Second})
+	dir := t.TempDir()
+	err := f.FetchVerified(context.Background(), srv.URL+"/banger.tar.gz", sum(payload), filepath.Join(dir, "banger.tar.gz"))
+	if !errors.Is(err, ErrStalled) {
+		t.Fatalf("err = %v, want ErrStalled", err)
+	}
+	for _, want := range []string{"download of " + srv.URL + "/banger.tar.gz stalled: ", "less than 100 B/s over the last 1s; check your connection and retry"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v\nwant it to contain %q", err, want)
+		}
+	}
+	if n := sent.Load(); n >= int64(len(payload))/2 {
+		t.Errorf("the server got %d of %d bytes out before the cut", n, len(payload))
 	}
 	assertEmptyDir(t, dir)
 }

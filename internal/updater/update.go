@@ -64,7 +64,10 @@ type Options struct {
 	// time to open its socket before a failing doctor counts.
 	DoctorAttempts int
 	DoctorInterval time.Duration
-	// CommandTimeout bounds each command run after the swap.
+	// CommandTimeout bounds each command the update runs: the staged
+	// binaries' version and schema checks, doctor and systemctl
+	// (DefaultCommandTimeout). A command still running then is killed with
+	// everything it started.
 	CommandTimeout time.Duration
 	// Sleep waits between doctor attempts (a ctx-aware time.Sleep when nil).
 	Sleep func(ctx context.Context, d time.Duration) error
@@ -301,13 +304,14 @@ func Apply(ctx context.Context, opts Options, plan Plan) (res Result, err error)
 		return res, err
 	}
 	logf(progress, "unpacked %s, %s and %s", BangerBinary, BangerdBinary, VsockAgentBinary)
-	if res.To, err = StagedBuild(ctx, opts.Runner, staged.Banger); err != nil {
+	if res.To, err = stagedBuild(ctx, opts, staged.Banger); err != nil {
 		return res, err
 	}
 	if res.To.Version != plan.Release.Version {
-		return res, fmt.Errorf("the tarball of %s holds banger %s; refusing a release that is not what it claims to be", plan.Release.Version, res.To.Version)
+		return res, fmt.Errorf("the tarball of %s holds banger %s; refusing a release that is not what it claims to be",
+			plan.Release.Version, quoteOutput([]byte(res.To.Version)))
 	}
-	if res.SchemaCheck, err = CheckStagedSchema(ctx, opts.Runner, staged.Bangerd, opts.env()); err != nil {
+	if res.SchemaCheck, err = checkStagedSchema(ctx, opts, staged.Bangerd); err != nil {
 		return res, fmt.Errorf("refusing to install %s: %w", plan.Release.Version, err)
 	}
 	logf(progress, "state database: %s", res.SchemaCheck)
@@ -391,9 +395,7 @@ type doctorRun struct {
 
 func runDoctorOnce(ctx context.Context, opts Options, banger string) (doctorRun, error) {
 	cmd := system.Command{Path: banger, Args: []string{"doctor", "--system", "--json"}, Env: opts.env()}
-	ctx, cancel := context.WithTimeout(ctx, opts.CommandTimeout)
-	defer cancel()
-	out, err := opts.Runner.Run(ctx, cmd)
+	out, err := runBounded(ctx, opts, cmd)
 	if err != nil {
 		return doctorRun{}, err
 	}
@@ -408,7 +410,7 @@ func runDoctorOnce(ctx context.Context, opts Options, banger string) (doctorRun,
 	case out.ExitCode == 0:
 		d.passed = true
 	case jsonErr != nil:
-		return d, fmt.Errorf("`%s` exited %d without a readable report: %s", cmd, out.ExitCode, firstLine(out.Stderr))
+		return d, fmt.Errorf("`%s` exited %d without a readable report: %s", cmd, out.ExitCode, outputDetail(out))
 	}
 	return d, nil
 }
@@ -477,21 +479,15 @@ func verifyWithDoctor(ctx context.Context, opts Options, banger string, baseline
 	return fmt.Errorf("checks failing on the new install: %s", strings.Join(newFails, ", "))
 }
 
-// runChecked runs c with the command timeout and turns a non-zero exit into
-// an error carrying its stderr.
+// runChecked runs c and turns a non-zero exit into an error quoting what
+// it said.
 func runChecked(ctx context.Context, opts Options, c system.Command) error {
-	ctx, cancel := context.WithTimeout(ctx, opts.CommandTimeout)
-	defer cancel()
-	out, err := opts.Runner.Run(ctx, c)
+	out, err := runBounded(ctx, opts, c)
 	if err != nil {
 		return err
 	}
 	if out.ExitCode != 0 {
-		msg := strings.TrimSpace(string(out.Stderr))
-		if msg == "" {
-			msg = firstLine(out.Stdout)
-		}
-		return fmt.Errorf("`%s` exited %d: %s", c, out.ExitCode, msg)
+		return fmt.Errorf("`%s` exited %d: %s", c, out.ExitCode, outputDetail(out))
 	}
 	return nil
 }

@@ -292,6 +292,28 @@ func TestRefusalsLeaveInstallUntouched(t *testing.T) {
 			want: "interrupted",
 		},
 		{
+			name: "tarball trickles",
+			setup: func(t *testing.T, f *fixture, o *Options) {
+				good := f.srv.Get(tarPath(f))
+				f.srv.Handle(tarPath(f), func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Length", strconv.Itoa(len(good)))
+					for _, b := range good {
+						if _, err := w.Write([]byte{b}); err != nil {
+							return
+						}
+						w.(http.Flusher).Flush()
+						select {
+						case <-r.Context().Done():
+							return
+						case <-time.After(50 * time.Millisecond):
+						}
+					}
+				})
+				o.Fetcher = download.New(download.Options{Client: f.srv.Client(), MinRate: 100, RateWindow: time.Second})
+			},
+			is: download.ErrStalled, want: "stalled: ",
+		},
+		{
 			name: "truncated tarball",
 			setup: func(t *testing.T, f *fixture, _ *Options) {
 				whole := u.Tarball(t, bins)

@@ -3,7 +3,7 @@
 // signs the way `cosign sign-blob --key` does, tarball builders that can
 // produce every malformed archive the stager must refuse, a release server
 // with fault injection, and a fake Runner that "executes" a fake binary by
-// reading what it is.
+// reading what it is, or runs a Script for real.
 package updatertest
 
 import (
@@ -281,10 +281,18 @@ func (s *Server) Publish(t testing.TB, r Release) string {
 	return name
 }
 
+// Script is a staged "binary" that really runs: a shell script with body.
+// Runner hands it to a real system.ExecRunner, so tests reach the real
+// process handling with binaries that hang, flood their output or leave
+// children behind.
+func Script(body string) []byte {
+	return []byte("#!/bin/sh\n" + body + "\n")
+}
+
 // Runner is a fake system.Runner. It "executes" a fake binary by reading
 // the file at the command's path (FakeBinary content), so a test sees
-// exactly which file ran, and answers like banger would; systemctl always
-// succeeds unless told otherwise.
+// exactly which file ran, and answers like banger would; a Script runs for
+// real through Exec; systemctl always succeeds unless told otherwise.
 type Runner struct {
 	mu    sync.Mutex
 	calls []system.Command
@@ -297,6 +305,8 @@ type Runner struct {
 	Systemctl func(args []string) (system.Output, error)
 	// VersionOverride, when set, is what the staged banger claims to be.
 	VersionOverride string
+	// Exec runs Scripts (system.ExecRunner{} when nil).
+	Exec system.Runner
 }
 
 // Calls returns every command run so far, in order.
@@ -332,6 +342,12 @@ func (r *Runner) Run(ctx context.Context, c system.Command) (system.Output, erro
 	data, err := os.ReadFile(c.Path)
 	if err != nil {
 		return system.Output{}, fmt.Errorf("run %s: %w", c.Path, err)
+	}
+	if bytes.HasPrefix(data, []byte("#!")) {
+		if r.Exec != nil {
+			return r.Exec.Run(ctx, c)
+		}
+		return system.ExecRunner{}.Run(ctx, c)
 	}
 	var name, version string
 	if _, err := fmt.Sscanf(string(data), "fake %s %s", &name, &version); err != nil {
