@@ -14,6 +14,11 @@ import (
 	"syscall"
 )
 
+// ErrDaemonStopped means the daemon went away in the middle of a call: it
+// accepted the request and closed the connection before the result. What
+// the call had done by then is unknown; the daemon reconciles on restart.
+var ErrDaemonStopped = errors.New("the daemon stopped before it answered")
+
 // Client is the typed client for the daemon API. It is safe for concurrent use.
 type Client struct {
 	socket string
@@ -63,21 +68,27 @@ func (c *Client) Call(ctx context.Context, method string, req, resp any, onEvent
 		if isUnreachable(err) {
 			return fmt.Errorf("%w (socket %s)", ErrDaemonUnreachable, c.socket)
 		}
+		if ctx.Err() == nil && isHangUp(err) {
+			return daemonStopped(method, err)
+		}
 		return fmt.Errorf("call %s: %w", method, err)
 	}
 	defer hres.Body.Close()
 
 	if strings.HasPrefix(hres.Header.Get("Content-Type"), contentNDJSON) {
-		return readStream(hres.Body, method, resp, onEvent)
+		return readStream(ctx, hres.Body, method, resp, onEvent)
 	}
 	var env envelope
 	if err := json.NewDecoder(hres.Body).Decode(&env); err != nil {
+		if ctx.Err() == nil && isHangUp(err) {
+			return daemonStopped(method, err)
+		}
 		return fmt.Errorf("call %s: unreadable response (HTTP %d): %w", method, hres.StatusCode, err)
 	}
 	return finish(method, env, resp)
 }
 
-func readStream(r io.Reader, method string, resp any, onEvent func(Event)) error {
+func readStream(ctx context.Context, r io.Reader, method string, resp any, onEvent func(Event)) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -91,10 +102,26 @@ func readStream(r io.Reader, method string, resp any, onEvent func(Event)) error
 		}
 		return finish(method, env, resp)
 	}
-	if err := sc.Err(); err != nil {
+	err := sc.Err()
+	if err != nil && (ctx.Err() != nil || !isHangUp(err)) {
 		return fmt.Errorf("call %s: stream broken: %w", method, err)
 	}
-	return fmt.Errorf("call %s: the daemon closed the stream without a result; `banger daemon logs` may say why", method)
+	if err == nil {
+		err = io.ErrUnexpectedEOF // the stream ended cleanly, but without a result
+	}
+	return daemonStopped(method, err)
+}
+
+// daemonStopped is the error of a call whose daemon hung up mid-way.
+func daemonStopped(method string, cause error) error {
+	return fmt.Errorf("call %s: %w (%v)", method, ErrDaemonStopped, cause)
+}
+
+// isHangUp reports whether err is the daemon's end of the connection going
+// away: the connection closed or reset mid-response.
+func isHangUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func finish(method string, env envelope, resp any) error {

@@ -51,6 +51,9 @@ type VMDefaults struct {
 	DiskSize    ByteSize `toml:"disk_size"`
 	StopTimeout Duration `toml:"stop_timeout"`
 	BootTimeout Duration `toml:"boot_timeout"`
+	// ConsoleLogMax caps each VM's serial console log: the guest writes
+	// it, so it must not fill the disk (the oldest output is cut).
+	ConsoleLogMax ByteSize `toml:"console_log_max"`
 }
 
 // Firecracker configures the Firecracker driver.
@@ -90,12 +93,13 @@ func Default() Config {
 		VMM:    "auto",
 		Daemon: Daemon{LogLevel: "info"},
 		VM: VMDefaults{
-			Image:       "default",
-			VCPUs:       2,
-			MemoryMiB:   1024,
-			DiskSize:    4 << 30,
-			StopTimeout: Duration(10 * time.Second),
-			BootTimeout: Duration(90 * time.Second),
+			Image:         "default",
+			VCPUs:         2,
+			MemoryMiB:     1024,
+			DiskSize:      4 << 30,
+			StopTimeout:   Duration(10 * time.Second),
+			BootTimeout:   Duration(90 * time.Second),
+			ConsoleLogMax: 16 << 20, // as vmmproc.DefaultConsoleLogMax
 		},
 		Firecracker: Firecracker{Binary: "firecracker"},
 		QEMU:        QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
@@ -216,6 +220,10 @@ func (c Config) Validate() error {
 	}
 	if c.VM.BootTimeout <= 0 {
 		return bad("vm.boot_timeout", c.VM.BootTimeout, "must be a positive duration such as \"90s\"")
+	}
+	// Half the cap survives a trim, and must hold what `vm logs` reads.
+	if c.VM.ConsoleLogMax < 1<<20 {
+		return bad("vm.console_log_max", c.VM.ConsoleLogMax, "must be at least 1M")
 	}
 	if c.Firecracker.Binary == "" {
 		return bad("firecracker.binary", `""`, "must name the firecracker binary")

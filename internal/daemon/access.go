@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
@@ -55,10 +56,19 @@ func (a *access) running(ctx context.Context, name string) (guest, error) {
 	}
 	s, err := a.pool.session(ctx, vm.ID, inst)
 	if err != nil {
-		return guest{}, api.Errorf(api.CodeUnavailable, "vm %q: cannot reach its guest agent: %v", vm.Name, err).
-			WithHint("`banger vm logs " + vm.Name + "` shows the guest console")
+		return guest{}, agentUnreachable(vm.Name, err, a.pool.answerTimeout)
 	}
 	return guest{vm: vm, client: s.client, login: s.login}, nil
+}
+
+// agentUnreachable is the API error for a session that could not be had.
+func agentUnreachable(vmName string, err error, timeout time.Duration) error {
+	hint := "`banger vm logs " + vmName + "` shows the guest console"
+	if errors.Is(err, errAgentSilent) {
+		return api.Errorf(api.CodeUnavailable, "the guest agent of vm %q did not answer within %v; the VM may be overloaded or its agent stopped", vmName, timeout).
+			WithHint(hint)
+	}
+	return api.Errorf(api.CodeUnavailable, "vm %q: cannot reach its guest agent: %v", vmName, err).WithHint(hint)
 }
 
 // agentError turns an agent refusal into the API error a user reads.
@@ -176,9 +186,11 @@ func (a *access) sshInfo(ctx context.Context, req api.VMRef, _ api.Progress) (ap
 	if _, err := ssh.EnsureKey(keyPath, "banger:"+currentOwner().Name); err != nil {
 		return api.VMSSHInfo{}, fmt.Errorf("SSH key: %w", err)
 	}
+	knownHosts := ssh.KnownHostsPath(a.m.d.opts.Layout.OwnerDir())
+	hasSSHD := sshServerPinned(knownHosts, vm.ID)
 	info := api.VMSSHInfo{
 		Name: vm.Name, State: view.State, IP: view.IP, DNSName: view.DNSName,
-		KeyPath: keyPath, KnownHostsPath: ssh.KnownHostsPath(a.m.d.opts.Layout.OwnerDir()),
+		KeyPath: keyPath, KnownHostsPath: knownHosts, SSHServer: &hasSSHD,
 	}
 	if g, err := a.running(ctx, req.Name); err == nil {
 		info.User = g.login
@@ -192,29 +204,60 @@ func (a *access) sshConfig(ctx context.Context, _ struct{}, _ api.Progress) (api
 	if _, err := ssh.EnsureKey(ssh.KeyPath(dir), "banger:"+o.Name); err != nil {
 		return api.SSHConfig{}, fmt.Errorf("SSH key: %w", err)
 	}
+	vms, err := a.m.List(ctx)
+	if err != nil {
+		return api.SSHConfig{}, err
+	}
 	domain := a.m.d.opts.Config.Network.Domain
 	cfg := api.SSHConfig{Domain: domain, User: o.Name, KeyPath: ssh.KeyPath(dir), KnownHostsPath: ssh.KnownHostsPath(dir)}
-	cfg.Block = ssh.ConfigBlock(domain, o.Name, cfg.KeyPath, cfg.KnownHostsPath)
+	p := ssh.ConfigParams{Domain: domain, User: o.Name, KeyPath: cfg.KeyPath, KnownHosts: cfg.KnownHostsPath}
+	for _, vm := range vms {
+		p.Hosts = append(p.Hosts, ssh.ConfigHost{Name: vm.Name, IP: vm.IP, SSHServer: sshServerPinned(cfg.KnownHostsPath, vm.ID)})
+	}
+	cfg.Block = ssh.ConfigBlock(p)
 	return cfg, nil
 }
+
+// sshServerPinned reports whether banger pinned VM id's SSH host keys,
+// which guest setup does only for a guest that runs an sshd. An unreadable
+// known_hosts counts as no: `vm exec` works either way.
+func sshServerPinned(knownHosts, id string) bool {
+	keys, err := ssh.KnownHosts{Path: knownHosts}.Pinned(id)
+	return err == nil && len(keys) > 0
+}
+
+// agentAnswerTimeout bounds dialing a guest's agent, its hello and the
+// guest-info call that open a session. The guest is not trusted to answer:
+// a wedged or hostile agent must not hold a call (or the calls queued
+// behind it) for longer.
+const agentAnswerTimeout = 10 * time.Second
+
+// errAgentSilent means the guest agent did not open a session in time.
+var errAgentSilent = errors.New("the guest agent did not answer in time")
 
 // agentPool keeps one agent session per running VM, opened on first use
 // and dropped when the VM's VMM exits or the session fails.
 type agentPool struct {
 	log *slog.Logger
-	mu  sync.Mutex
-	vms map[string]*pooled
+	// answerTimeout is agentAnswerTimeout; tests shorten it.
+	answerTimeout time.Duration
+	mu            sync.Mutex
+	vms           map[string]*pooled
 }
 
 type pooled struct {
-	mu     sync.Mutex // held while dialing, so callers wait for one dial
+	// slot is a one-token lock held while a session is looked up or dialed,
+	// so callers wait for one dial; unlike a mutex, a waiter whose context
+	// ends gives up.
+	slot   chan struct{}
+	mu     sync.Mutex // guards the fields below (held briefly, never while dialing)
 	inst   vmm.Instance
 	client *agent.Client
 	login  string
 }
 
 func newAgentPool(log *slog.Logger) *agentPool {
-	return &agentPool{log: log, vms: map[string]*pooled{}}
+	return &agentPool{log: log, answerTimeout: agentAnswerTimeout, vms: map[string]*pooled{}}
 }
 
 type session struct {
@@ -223,54 +266,117 @@ type session struct {
 }
 
 // session returns the live session to VM id's agent on inst, dialing one if
-// there is none (or the one there belongs to an earlier VMM process).
+// there is none (or the one there belongs to an earlier VMM process). A
+// dial that takes longer than answerTimeout fails with errAgentSilent; a
+// caller whose ctx ends while another call dials returns ctx's error.
 func (p *agentPool) session(ctx context.Context, id string, inst vmm.Instance) (session, error) {
-	p.mu.Lock()
-	e, ok := p.vms[id]
-	if !ok {
-		e = &pooled{}
-		p.vms[id] = e
+	e, err := p.acquire(ctx, id)
+	if err != nil {
+		return session{}, err
 	}
-	p.mu.Unlock()
+	defer func() { <-e.slot }()
 
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.client != nil && e.inst == inst {
+	c, login, current := e.client, e.login, e.inst == inst
+	e.client = nil
+	if c != nil && current {
 		select {
-		case <-e.client.Done():
+		case <-c.Done():
 		default:
-			return session{e.client, e.login}, nil
+			e.client = c
+			e.mu.Unlock()
+			return session{c, login}, nil
 		}
 	}
-	if e.client != nil {
-		_ = e.client.Close()
-		e.client = nil
+	e.mu.Unlock()
+	if c != nil {
+		_ = c.Close()
 	}
+	c, info, err := p.dial(ctx, inst)
+	if err != nil {
+		return session{}, err
+	}
+	login = loginUser(info, currentOwner().Name)
+	e.mu.Lock()
+	e.inst, e.client, e.login = inst, c, login
+	e.mu.Unlock()
+	go p.watch(id, e, inst, c)
+	return session{c, login}, nil
+}
+
+// acquire takes VM id's slot, or gives up when ctx ends.
+func (p *agentPool) acquire(ctx context.Context, id string) (*pooled, error) {
+	for {
+		p.mu.Lock()
+		e, ok := p.vms[id]
+		if !ok {
+			e = &pooled{slot: make(chan struct{}, 1)}
+			p.vms[id] = e
+		}
+		p.mu.Unlock()
+		select {
+		case e.slot <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("gave up waiting for another call to reach the guest agent: %w", ctx.Err())
+		}
+		p.mu.Lock()
+		current := p.vms[id] == e
+		p.mu.Unlock()
+		if current {
+			return e, nil
+		}
+		<-e.slot // watch dropped this entry while we waited: use the new one
+	}
+}
+
+// dial opens a session to inst's agent and asks for the guest's facts,
+// all within answerTimeout.
+func (p *agentPool) dial(ctx context.Context, inst vmm.Instance) (*agent.Client, agent.GuestInfo, error) {
 	dialer, ok := inst.(vmm.AgentDialer)
 	if !ok {
-		return session{}, errors.New("this VMM driver cannot reach a guest agent")
+		return nil, agent.GuestInfo{}, errors.New("this VMM driver cannot reach a guest agent")
 	}
-	conn, err := dialer.DialAgent(ctx)
+	deadline := time.Now().Add(p.answerTimeout)
+	dctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	// Judged by the clock, not dctx.Err(): a transport that copied the
+	// deadline onto its socket can fail a moment before dctx's timer fires.
+	silent := func(err error) error {
+		callerDeadline, ok := ctx.Deadline()
+		callerFirst := ctx.Err() != nil || (ok && callerDeadline.Before(deadline))
+		if !callerFirst && !time.Now().Before(deadline) {
+			return fmt.Errorf("%w (%v): %w", errAgentSilent, p.answerTimeout, err)
+		}
+		return err
+	}
+	conn, err := dialer.DialAgent(dctx)
 	if err != nil {
-		return session{}, err
+		return nil, agent.GuestInfo{}, silent(err)
 	}
-	c, err := agent.NewClient(ctx, conn)
+	// Whatever the transport makes of ctx, closing the connection ends
+	// every read on it: an agent that accepted and went quiet cannot keep
+	// us past the deadline.
+	stop := context.AfterFunc(dctx, func() { _ = conn.Close() })
+	c, err := agent.NewClient(dctx, conn)
 	if err != nil {
-		conn.Close()
-		return session{}, err
+		stop()
+		_ = conn.Close()
+		return nil, agent.GuestInfo{}, silent(err)
 	}
-	info, err := c.GuestInfo(ctx)
+	info, err := c.GuestInfo(dctx)
+	if !stop() && err == nil {
+		err = dctx.Err() // the deadline closed the connection just as the reply came
+	}
 	if err != nil {
 		_ = c.Close()
-		return session{}, err
+		return nil, agent.GuestInfo{}, silent(err)
 	}
-	e.inst, e.client, e.login = inst, c, loginUser(info, currentOwner().Name)
-	go p.watch(id, e, inst, c)
-	return session{c, e.login}, nil
+	return c, info, nil
 }
 
 // watch closes the session when the VMM exits, so the stream (and a
-// virtio-serial slot) is not held for a VM that is gone.
+// virtio-serial slot) is not held for a VM that is gone, and forgets the
+// VM once no session and no caller is left.
 func (p *agentPool) watch(id string, e *pooled, inst vmm.Instance, c *agent.Client) {
 	select {
 	case <-inst.Done():
@@ -282,7 +388,9 @@ func (p *agentPool) watch(id string, e *pooled, inst vmm.Instance, c *agent.Clie
 	if e.client == c {
 		e.client, e.inst = nil, nil
 	}
-	if e.client == nil && p.vms[id] == e {
+	// A caller holding the slot still uses the entry; one waiting for it
+	// notices the entry is gone (acquire) and takes a new one.
+	if e.client == nil && len(e.slot) == 0 && p.vms[id] == e {
 		delete(p.vms, id)
 	}
 	e.mu.Unlock()

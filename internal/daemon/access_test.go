@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/ssh"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/firecracker"
 )
 
 // testGuest runs an in-process agent whose file root is a temp dir and
@@ -156,11 +158,13 @@ func TestLoginUser(t *testing.T) {
 	}
 }
 
-// fakeInstance is a running VMM whose agent is at sock.
+// fakeInstance is a running VMM whose agent is at sock, reached with
+// dial (a plain Unix connection when nil).
 type fakeInstance struct {
 	sock  string
 	done  chan struct{}
 	dials atomic.Int32
+	dial  func(ctx context.Context, sock string) (net.Conn, error)
 }
 
 func (f *fakeInstance) PID() int                                  { return 1 }
@@ -170,6 +174,9 @@ func (f *fakeInstance) Done() <-chan struct{}                     { return f.don
 func (f *fakeInstance) Exit() vmm.ExitStatus                      { return vmm.ExitStatus{} }
 func (f *fakeInstance) DialAgent(ctx context.Context) (net.Conn, error) {
 	f.dials.Add(1)
+	if f.dial != nil {
+		return f.dial(ctx, f.sock)
+	}
 	var d net.Dialer
 	return d.DialContext(ctx, "unix", f.sock)
 }
@@ -217,5 +224,134 @@ func TestAgentErrorMapsCodes(t *testing.T) {
 	}
 	if err := agentError("dev", errors.New("broken pipe")); !api.IsCode(err, api.CodeUnavailable) {
 		t.Errorf("transport error: %v", err)
+	}
+}
+
+// silentGuest is a guest agent endpoint that accepts connections and never
+// answers: a wedged or hostile guest. It returns the socket.
+func silentGuest(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bgsil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, conn)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+		_ = os.RemoveAll(dir)
+	})
+	return sock
+}
+
+// silentDialers are the two places a silent guest can stall a dial: the
+// hybrid-vsock CONNECT (Firecracker's socket, whose guest never answers)
+// and the agent's hello (a connected stream nobody speaks on).
+var silentDialers = map[string]func(ctx context.Context, sock string) (net.Conn, error){
+	"hybrid-vsock": func(ctx context.Context, sock string) (net.Conn, error) {
+		return firecracker.DialHybridVsock(ctx, sock, agent.DefaultPort)
+	},
+	"hello": nil,
+}
+
+// within waits for ch for at most a generous guard time: a call that
+// never returns fails the test instead of hanging it.
+func within[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s never returned", what)
+		panic("unreachable")
+	}
+}
+
+func TestAgentPoolGivesUpOnASilentAgent(t *testing.T) {
+	for name, dial := range silentDialers {
+		t.Run(name, func(t *testing.T) {
+			pool := newAgentPool(slog.New(slog.DiscardHandler))
+			pool.answerTimeout = 200 * time.Millisecond
+			inst := &fakeInstance{sock: silentGuest(t), done: make(chan struct{}), dial: dial}
+			res := make(chan error, 1)
+			go func() {
+				_, err := pool.session(context.Background(), "id", inst)
+				res <- err
+			}()
+			err := within(t, res, "a session to a silent agent")
+			if !errors.Is(err, errAgentSilent) {
+				t.Fatalf("session to a silent agent: %v, want errAgentSilent", err)
+			}
+			apiErr := agentUnreachable("dev", err, pool.answerTimeout)
+			var ae *api.Error
+			if !errors.As(apiErr, &ae) || ae.Code != api.CodeUnavailable ||
+				ae.Message != `the guest agent of vm "dev" did not answer within 200ms; the VM may be overloaded or its agent stopped` ||
+				!strings.Contains(ae.Hint, "banger vm logs dev") {
+				t.Fatalf("user-facing error: %#v", apiErr)
+			}
+		})
+	}
+}
+
+func TestAgentPoolWaiterGivesUpWithItsContext(t *testing.T) {
+	for name, dial := range silentDialers {
+		t.Run(name, func(t *testing.T) {
+			pool := newAgentPool(slog.New(slog.DiscardHandler))
+			pool.answerTimeout = time.Hour // the first call stays stuck dialing
+			inst := &fakeInstance{sock: silentGuest(t), done: make(chan struct{}), dial: dial}
+			firstCtx, cancelFirst := context.WithCancel(context.Background())
+			defer cancelFirst()
+			first := make(chan error, 1)
+			go func() {
+				_, err := pool.session(firstCtx, "id", inst)
+				first <- err
+			}()
+			for inst.dials.Load() == 0 { // the first call holds the slot
+				time.Sleep(time.Millisecond)
+			}
+			secondCtx, cancelSecond := context.WithCancel(context.Background())
+			second := make(chan error, 1)
+			go func() {
+				_, err := pool.session(secondCtx, "id", inst)
+				second <- err
+			}()
+			cancelSecond()
+			if err := within(t, second, "a waiter whose context ended"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("waiter: %v, want context.Canceled", err)
+			}
+			select {
+			case err := <-first:
+				t.Fatalf("the first call ended (%v) before the waiter; it should still be dialing", err)
+			default:
+			}
+			if inst.dials.Load() != 1 {
+				t.Fatalf("the waiter dialed too (%d dials)", inst.dials.Load())
+			}
+			cancelFirst()
+			if err := within(t, first, "the first call after its context ended"); !errors.Is(err, context.Canceled) || errors.Is(err, errAgentSilent) {
+				t.Fatalf("first call: %v, want its own cancellation", err)
+			}
+		})
 	}
 }

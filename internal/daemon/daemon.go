@@ -28,8 +28,11 @@ import (
 type Options struct {
 	Layout paths.Layout
 	Config config.Config
-	Log    *slog.Logger
-	Build  buildinfo.Info
+	// ConfigFile is the file Config came from ("" for defaults built in
+	// code); daemon.info reports it with Config's fingerprint.
+	ConfigFile string
+	Log        *slog.Logger
+	Build      buildinfo.Info
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Driver is the VMM driver; when nil the daemon picks one from Config.
@@ -40,6 +43,10 @@ type Options struct {
 	// ShutdownGrace bounds how long in-flight calls may run after a stop
 	// request; 10s when zero.
 	ShutdownGrace time.Duration
+	// CrashPoint, when set, is called as the VM lifecycle passes each named
+	// step (Crash* constants). Only crash tests set it, from a test-only
+	// main, to kill the daemon there; bangerd never does.
+	CrashPoint func(step string)
 }
 
 // Daemon is one running bangerd.
@@ -235,6 +242,9 @@ func (d *Daemon) info(ctx context.Context, _ struct{}, _ api.Progress) (api.Daem
 		VMM:       d.opts.Config.VMM,
 		Methods:   methods,
 		Orphans:   d.vms.orphanList(),
+
+		ConfigFile:        d.opts.ConfigFile,
+		ConfigFingerprint: d.opts.Config.Fingerprint(),
 	}, nil
 }
 

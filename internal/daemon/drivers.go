@@ -46,9 +46,10 @@ func newFirecracker(cfg config.Config, layout paths.Layout, log *slog.Logger, op
 		return nil, fmt.Errorf("firecracker binary %q not found: install Firecracker or set firecracker.binary in the config", cfg.Firecracker.Binary)
 	}
 	fc := firecracker.Config{
-		BinaryPath:  bin,
-		StopTimeout: cfg.VM.StopTimeout.Std(),
-		Logger:      log.With("driver", "firecracker"),
+		BinaryPath:    bin,
+		StopTimeout:   cfg.VM.StopTimeout.Std(),
+		ConsoleLogMax: int64(cfg.VM.ConsoleLogMax),
+		Logger:        log.With("driver", "firecracker"),
 	}
 	if cfg.Firecracker.Jailer != "" {
 		// The jailer starts as root: the root helper launches it for an
@@ -94,10 +95,11 @@ func newQEMU(cfg config.Config, log *slog.Logger, host qemu.Host, p qemu.Probe) 
 		accel = "" // the driver detects KVM (and the PVM flavour) itself
 	}
 	return qemu.New(qemu.Config{
-		BinaryPath:  p.QEMUPath,
-		Accel:       accel,
-		Host:        host,
-		StopTimeout: cfg.VM.StopTimeout.Std(),
-		Logger:      log.With("driver", "qemu"),
+		BinaryPath:    p.QEMUPath,
+		Accel:         accel,
+		Host:          host,
+		StopTimeout:   cfg.VM.StopTimeout.Std(),
+		ConsoleLogMax: int64(cfg.VM.ConsoleLogMax),
+		Logger:        log.With("driver", "qemu"),
 	}), nil
 }

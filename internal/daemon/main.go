@@ -17,8 +17,9 @@ import (
 )
 
 // Main is bangerd's command line. It returns the exit code instead of
-// exiting, so tests run it in-process and check the code.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// exiting, so tests run it in-process and check the code. tweaks adjust the
+// daemon's Options before it runs (a test main's crash points).
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, tweaks ...func(*Options)) int {
 	var (
 		system          bool
 		checkMigrations bool
@@ -65,7 +66,11 @@ systemd runs it as bangerd.service.`,
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.Daemon.LogLevel)}))
-			return Run(cmd.Context(), Options{Layout: layout, Config: cfg, Log: log, Build: build}, nil)
+			opts := Options{Layout: layout, Config: cfg, ConfigFile: configPath, Log: log, Build: build}
+			for _, tweak := range tweaks {
+				tweak(&opts)
+			}
+			return Run(cmd.Context(), opts, nil)
 		},
 	}
 	cmd.SetVersionTemplate(build.Line("bangerd") + "\n")

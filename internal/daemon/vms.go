@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/ssh"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // vmNamePattern is the one rule for VM names: it must be a DNS label, since
@@ -133,6 +134,9 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 	if err := validateSizes(spec); err != nil {
 		return api.VM{}, err
 	}
+	if err := m.checkDiskFits(spec.DiskSizeBytes); err != nil {
+		return api.VM{}, err
+	}
 	if len(req.Publish) > 0 || req.Isolated {
 		if m.d.net == nil {
 			return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "--publish and --isolated need VM networking, which is off on this daemon").
@@ -178,11 +182,13 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 		return api.VM{}, fmt.Errorf("record vm %q: %w", req.Name, err)
 	}
 	m.d.events.publish(api.Event{Time: m.d.now(), Kind: "vm.state", VM: spec.Name, State: api.VMCreating, Stage: "creating", Message: "vm " + spec.Name + " is creating"})
+	m.crashPoint(CrashCreateRecorded)
 	p(api.Event{VM: spec.Name, Stage: "disk", Message: fmt.Sprintf("cloning image %s into a %s disk", img.Name, humanBytes(spec.DiskSizeBytes))})
 	if err := m.prepareDisk(ctx, spec, img); err != nil {
 		m.undoCreate(spec)
 		return api.VM{}, fmt.Errorf("create vm %q: %w", spec.Name, err)
 	}
+	m.crashPoint(CrashCreateDiskReady)
 	vm, err := m.d.store.GetVM(ctx, spec.ID)
 	if err != nil {
 		m.undoCreate(spec)
@@ -239,16 +245,27 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	spec := m.launchSpec(vm, img)
 	upd := vm.Observed()
 	upd.State, upd.VMM, upd.RunDir, upd.LastError, upd.ExitStatus = store.VMStarting, driver.Name(), spec.RunDir, "", ""
-	upd.PID, upd.APISocket = 0, ""
+	clearProcess(&upd)
 	if err := m.update(ctx, vm, upd); err != nil {
 		return err
 	}
+	m.crashPoint(CrashBootStarting)
 	// The boot continues even if the client hangs up: a half-started VM is
 	// worse than a started one nobody watched.
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.d.opts.Config.VM.BootTimeout.Std())
 	defer cancel()
 
 	p(api.Event{VM: vm.Name, Stage: "boot", Message: "starting " + driver.Name()})
+	// First, before anything else is attached: a disk another VMM still
+	// has open must not get a second one.
+	diskLock, err := lockDisk(m.lockedDiskPath(vm.ID))
+	if err != nil {
+		return m.bootRefused(vm, err)
+	}
+	// The VMM inherits the lock; our copy goes once the launch is over.
+	defer diskLock.Close()
+	spec.HeldFiles = []*os.File{diskLock}
+	m.crashPoint(CrashBootDiskLocked)
 	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
 		return m.bootFailed(vm, fmt.Errorf("create run dir: %w", err), nil)
 	}
@@ -258,6 +275,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 			return m.bootFailed(vm, err, nil)
 		}
 		spec.RootDrive.Path = dev
+		m.crashPoint(CrashBootDiskAttached)
 	}
 	if net := m.d.net; net != nil {
 		p(api.Event{VM: vm.Name, Stage: "network", Message: "attaching to " + net.bridge.Name})
@@ -267,16 +285,28 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 		}
 		spec.Network = []vmm.NetInterface{iface}
 		spec.BootArgs += " " + strings.Join(args, " ")
+		m.crashPoint(CrashBootNetworkAttached)
+	}
+	// The process is recorded before the driver configures it, so a daemon
+	// that dies from here on leaves a VMM the next one can find and stop.
+	spec.OnSpawn = func(proc vmm.Process) error {
+		m.crashPoint(CrashBootSpawned)
+		upd.PID, upd.PIDStart = proc.PID, proc.StartTime
+		if err := m.update(bctx, vm, upd); err != nil {
+			return err
+		}
+		m.crashPoint(CrashBootPIDRecorded)
+		return nil
 	}
 	inst, err := driver.Launch(bctx, spec)
 	if err != nil {
 		return m.bootFailed(vm, err, nil)
 	}
-	upd.PID = inst.PID()
 	upd.APISocket = apiSocketOf(inst)
 	if err := m.update(bctx, vm, upd); err != nil {
 		return m.bootFailed(vm, err, inst)
 	}
+	m.crashPoint(CrashBootLaunched)
 	p(api.Event{VM: vm.Name, Stage: "agent", Message: fmt.Sprintf("waiting for the guest agent (pid %d)", inst.PID())})
 	info, err := waitForAgent(bctx, inst)
 	if err != nil {
@@ -284,6 +314,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	}
 	// Its time splits a boot into the VMM and guest's part and banger's.
 	p(api.Event{VM: vm.Name, Stage: "agent-ready", Message: "guest agent " + info.AgentVersion + " is up; setting up the guest"})
+	m.crashPoint(CrashBootAgentReady)
 	if err := m.afterAgentReady(bctx, vm, inst, p); err != nil {
 		return m.bootFailed(vm, err, inst)
 	}
@@ -291,6 +322,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, img store.Image, p ap
 	if err := m.update(bctx, vm, upd); err != nil {
 		return m.bootFailed(vm, err, inst)
 	}
+	m.crashPoint(CrashBootRunning)
 	m.setInstance(vm.ID, inst)
 	m.watch(vm.ID, vm.Name, inst)
 	m.startForwards(bctx, vm)
@@ -355,13 +387,14 @@ func (m *vmManager) bootFailed(vm store.VM, cause error, inst vmm.Instance) erro
 	m.releaseRuntime(ctx, vm.ID)
 	msg := cause.Error()
 	// Add the console tail unless the driver's error already quotes it.
-	if tail := tailFile(m.serialLogPath(vm.ID), 10); tail != "" && !strings.Contains(msg, lastLine(tail)) {
+	if tail := bootConsoleExcerpt(m.serialLogPath(vm.ID)); tail != "" && !strings.Contains(msg, lastLine(tail)) {
 		msg += "; serial console ends with:\n" + tail
 	}
 	cur, err := m.d.store.GetVM(ctx, vm.ID)
 	if err == nil {
 		upd := cur.Observed()
-		upd.State, upd.PID, upd.APISocket, upd.LastError, upd.ExitStatus, upd.StoppedAt = store.VMFailed, 0, "", cause.Error(), exit, m.d.now()
+		upd.State, upd.LastError, upd.ExitStatus, upd.StoppedAt = store.VMFailed, cause.Error(), exit, m.d.now()
+		clearProcess(&upd)
 		if err := m.update(ctx, vm, upd); err != nil {
 			m.log.Error("record failed boot", "vm", vm.Name, "err", err)
 		}
@@ -401,10 +434,16 @@ func (m *vmManager) watch(id, name string, inst vmm.Instance) {
 			return
 		}
 		upd := vm.Observed()
-		upd.PID, upd.APISocket, upd.StoppedAt, upd.ExitStatus = 0, "", m.d.now(), exit.String()
-		if exit.Code == 0 && exit.Signal == "" && exit.Err == "" {
+		clearProcess(&upd)
+		upd.StoppedAt, upd.ExitStatus = m.d.now(), exit.String()
+		switch {
+		case exit.Clean():
 			upd.State = store.VMStopped
-		} else {
+		case exit.NotChild:
+			// A guest that powered off and a SIGKILL look the same from here.
+			upd.State = store.VMFailed
+			upd.LastError = "the VMM exited and how it ended is unknown: it is not the daemon's child (it was adopted after a daemon restart, or started by the jailer), so its exit status cannot be read; `banger vm logs " + name + "` shows how the guest ended"
+		default:
 			upd.State = store.VMFailed
 			upd.LastError = "the VMM exited unexpectedly: " + exit.String()
 		}
@@ -469,7 +508,8 @@ func (m *vmManager) stopLocked(ctx context.Context, id string, force bool, timeo
 		if vm.State == store.VMRunning || vm.State == store.VMStarting || vm.State == store.VMStopping {
 			// Recorded as running but not ours: reconcile missed it; record the truth.
 			upd := vm.Observed()
-			upd.State, upd.PID, upd.APISocket, upd.StoppedAt = store.VMStopped, 0, "", m.d.now()
+			upd.State, upd.StoppedAt = store.VMStopped, m.d.now()
+			clearProcess(&upd)
 			return m.update(ctx, vm, upd)
 		}
 		return nil
@@ -482,6 +522,7 @@ func (m *vmManager) stopLocked(ctx context.Context, id string, force bool, timeo
 	if err := m.update(ctx, vm, upd); err != nil {
 		return err
 	}
+	m.crashPoint(CrashStopStopping)
 	sctx := context.WithoutCancel(ctx)
 	if force {
 		p(api.Event{VM: vm.Name, Stage: "stop", Message: "killing the VMM"})
@@ -498,9 +539,12 @@ func (m *vmManager) stopLocked(ctx context.Context, id string, force bool, timeo
 		_ = m.update(sctx, vm, upd)
 		return fmt.Errorf("stop vm %q: the VMM (pid %d) is still running: %v", vm.Name, inst.PID(), err)
 	}
+	m.crashPoint(CrashStopVMMGone)
 	m.setInstance(id, nil)
 	m.releaseRuntime(sctx, id)
-	upd.State, upd.PID, upd.APISocket, upd.StoppedAt, upd.ExitStatus = store.VMStopped, 0, "", m.d.now(), inst.Exit().String()
+	m.crashPoint(CrashStopReleased)
+	upd.State, upd.StoppedAt, upd.ExitStatus = store.VMStopped, m.d.now(), inst.Exit().String()
+	clearProcess(&upd)
 	return m.update(sctx, vm, upd)
 }
 
@@ -551,10 +595,12 @@ func (m *vmManager) Delete(ctx context.Context, name string, p api.Progress) err
 	if err := m.update(ctx, vm, upd); err != nil {
 		return err
 	}
+	m.crashPoint(CrashDeleteDeleting)
 	p(api.Event{VM: vm.Name, Stage: "delete", Message: "removing disk and files"})
 	if err := m.removeFiles(vm.ID); err != nil {
 		return fmt.Errorf("delete vm %q: %w", vm.Name, err)
 	}
+	m.crashPoint(CrashDeleteFilesRemoved)
 	if err := m.deleteRow(ctx, vm); err != nil {
 		return fmt.Errorf("delete vm %q: %w", vm.Name, err)
 	}
@@ -673,20 +719,13 @@ func humanBytes(n int64) string {
 
 // tailFile returns up to n trailing lines of path ("" if unreadable).
 func tailFile(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
+	// The window stays inside the half of the cap a console trim keeps.
 	const window = 256 << 10
-	st, err := f.Stat()
+	b, err := vmmproc.ReadTail(path, window)
 	if err != nil {
 		return ""
 	}
-	off := max(st.Size()-window, 0)
-	buf := make([]byte, st.Size()-off)
-	k, _ := f.ReadAt(buf, off)
-	s := strings.TrimRight(string(buf[:k]), "\n")
+	s := strings.TrimRight(string(b), "\n")
 	if s == "" {
 		return ""
 	}

@@ -105,6 +105,15 @@ CREATE INDEX events_vm_id ON events(vm_id, id);
 CREATE INDEX events_at ON events(at);
 `,
 	},
+	{
+		ID:   4,
+		Name: "vmm start time",
+		SQL: `
+-- With pid, names the VMM process for good: a reused pid starts later.
+-- Clock ticks after boot (/proc/PID/stat field 22); 0 when unknown.
+ALTER TABLE vms ADD COLUMN pid_start_time INTEGER NOT NULL DEFAULT 0 CHECK (pid_start_time >= 0);
+`,
+	},
 }
 
 // Migrations returns a copy of the migrations this binary knows, oldest

@@ -57,6 +57,7 @@ type VM struct {
 	State      VMState
 	VMM        string // driver name: "firecracker", "qemu"
 	PID        int    // VMM process ID; 0 when not running
+	PIDStart   uint64 // start time of PID (/proc/PID/stat field 22); 0 when unknown
 	APISocket  string
 	RunDir     string
 	StartedAt  time.Time // zero: never started
@@ -76,6 +77,7 @@ func (vm VM) Observed() VMStateUpdate {
 		State:      vm.State,
 		VMM:        vm.VMM,
 		PID:        vm.PID,
+		PIDStart:   vm.PIDStart,
 		APISocket:  vm.APISocket,
 		RunDir:     vm.RunDir,
 		StartedAt:  vm.StartedAt,
@@ -92,6 +94,7 @@ type VMStateUpdate struct {
 	State      VMState
 	VMM        string
 	PID        int
+	PIDStart   uint64
 	APISocket  string
 	RunDir     string
 	StartedAt  time.Time
@@ -107,7 +110,7 @@ type VMStateUpdate struct {
 }
 
 const vmColumns = `id, name, image_id, image_name, vcpus, memory_mib, disk_size_bytes, network, autostart, created_at,
-	state, vmm, pid, api_socket, run_dir, started_at, stopped_at, updated_at, last_error, exit_status`
+	state, vmm, pid, api_socket, run_dir, started_at, stopped_at, updated_at, last_error, exit_status, pid_start_time`
 
 func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 	var (
@@ -121,7 +124,7 @@ func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 	if err := sc.Scan(&vm.ID, &vm.Name, &imageID, &vm.ImageName, &vm.VCPUs, &vm.MemoryMiB,
 		&vm.DiskSizeBytes, &network, &autostart, &created,
 		&state, &vm.VMM, &vm.PID, &vm.APISocket, &vm.RunDir, &started, &stopped, &updated,
-		&vm.LastError, &vm.ExitStatus); err != nil {
+		&vm.LastError, &vm.ExitStatus, &vm.PIDStart); err != nil {
 		return VM{}, err
 	}
 	vm.ImageID = imageID.String
@@ -193,12 +196,12 @@ func (s *Store) createVM(ctx context.Context, vm VM) error {
 	}
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			vm.ID, vm.Name, nullString(vm.ImageID), vm.ImageName, vm.VCPUs, vm.MemoryMiB,
 			vm.DiskSizeBytes, network, boolInt(vm.Autostart), formatTime(created),
 			string(vm.State), vm.VMM, vm.PID, vm.APISocket, vm.RunDir,
 			nullTime(vm.StartedAt), nullTime(vm.StoppedAt), formatTime(now),
-			vm.LastError, vm.ExitStatus)
+			vm.LastError, vm.ExitStatus, int64(vm.PIDStart))
 		switch {
 		case isUniqueViolation(err):
 			return alreadyExists(err, "vm")
@@ -280,11 +283,12 @@ func (s *Store) updateVMState(ctx context.Context, id string, upd VMStateUpdate)
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE vms SET
 			state = ?, vmm = ?, pid = ?, api_socket = ?, run_dir = ?,
-			started_at = ?, stopped_at = ?, updated_at = ?, last_error = ?, exit_status = ?
+			started_at = ?, stopped_at = ?, updated_at = ?, last_error = ?, exit_status = ?,
+			pid_start_time = ?
 			WHERE id = ?`,
 			string(upd.State), upd.VMM, upd.PID, upd.APISocket, upd.RunDir,
 			nullTime(upd.StartedAt), nullTime(upd.StoppedAt), formatTime(s.nowUTC()),
-			upd.LastError, upd.ExitStatus, id)
+			upd.LastError, upd.ExitStatus, int64(upd.PIDStart), id)
 		return err
 	})
 }

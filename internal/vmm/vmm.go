@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"time"
 )
@@ -64,6 +65,26 @@ type LaunchSpec struct {
 	SerialLogPath string `json:"serial_log_path"`
 	// VMMLogPath receives the VMM's own log.
 	VMMLogPath string `json:"vmm_log_path"`
+
+	// OnSpawn, when set, is called with the VMM's process as soon as it
+	// exists, before the driver configures it (API, QMP), so the caller can
+	// record which process to stop if it dies before Launch returns. An
+	// error aborts the launch: the process is killed.
+	OnSpawn func(Process) error `json:"-"`
+	// HeldFiles are inherited by the VMM process (as descriptors 3, 4, ...)
+	// and held open by it for its whole life, unused: a lock on the VM's disk
+	// then lasts exactly as long as the VMM. A driver whose VMM is started
+	// by someone else (a jailer launched by the root helper) cannot pass them.
+	HeldFiles []*os.File `json:"-"`
+}
+
+// Process identifies one VMM process for its whole life: a PID alone may be
+// reused after the process exits, the pair with its start time cannot.
+type Process struct {
+	PID int `json:"pid"`
+	// StartTime is field 22 of /proc/PID/stat (clock ticks after boot). Zero
+	// means unknown: Attach then checks only the command line.
+	StartTime uint64 `json:"start_time"`
 }
 
 // Capabilities describes what a driver can do on this host.
@@ -77,18 +98,30 @@ type Capabilities struct {
 // ExitStatus is how a VMM process ended.
 type ExitStatus struct {
 	// Code is the exit code, or -1 when the process died from a signal or
-	// was not our child (reconciled after a daemon restart).
+	// was not our child (see NotChild).
 	Code int `json:"code"`
 	// Signal names the signal that ended the process, if any.
 	Signal string `json:"signal,omitempty"`
 	// Err describes a supervision failure (e.g. the exit could not be observed).
 	Err string `json:"err,omitempty"`
+	// NotChild says the process was adopted (Attach), so it is not the
+	// daemon's child and how it ended cannot be known: a guest that powered
+	// off and a SIGKILL look the same.
+	NotChild bool `json:"not_child,omitempty"`
+}
+
+// Clean reports whether the process is known to have exited by itself with
+// code 0. An unknown exit is not clean.
+func (e ExitStatus) Clean() bool {
+	return e.Code == 0 && e.Signal == "" && e.Err == "" && !e.NotChild
 }
 
 func (e ExitStatus) String() string {
 	switch {
 	case e.Err != "":
 		return e.Err
+	case e.NotChild:
+		return "exit status unknown (not our child)"
 	case e.Signal != "":
 		return "killed by signal " + e.Signal
 	default:
@@ -106,8 +139,9 @@ type Driver interface {
 	// the agent's business.
 	Launch(ctx context.Context, spec LaunchSpec) (Instance, error)
 	// Attach adopts a VMM process that is still running from an earlier daemon
-	// (reconcile after restart). It fails if pid is gone or is not this VM's VMM.
-	Attach(ctx context.Context, spec LaunchSpec, pid int) (Instance, error)
+	// (reconcile after restart). It fails if the process is gone, started at
+	// another time than proc.StartTime (when known), or is not this VM's VMM.
+	Attach(ctx context.Context, spec LaunchSpec, proc Process) (Instance, error)
 }
 
 // Instance is one running VMM process.

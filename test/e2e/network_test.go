@@ -25,6 +25,12 @@ import (
 // made, so bridge, taps, NAT and DNS never touch the host's own namespace.
 func netnsHost(t *testing.T) (*host, string) {
 	t.Helper()
+	return netnsHostWith(t, bins.Bangerd)
+}
+
+// netnsHostWith is netnsHost running daemon (a bangerd build) with extraEnv.
+func netnsHostWith(t *testing.T, daemon string, extraEnv ...string) (*host, string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace for the daemon")
 	}
@@ -42,11 +48,11 @@ func netnsHost(t *testing.T) (*host, string) {
 		t.Fatalf("lo up: %v %s", err, out)
 	}
 	wrapper := filepath.Join(t.TempDir(), "bangerd-in-ns")
-	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", ns, bins.Bangerd)
+	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", ns, daemon)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h := newHost(t, "BANGER_DAEMON="+wrapper)
+	h := newHost(t, append(extraEnv, "BANGER_DAEMON="+wrapper)...)
 	cfg := fmt.Sprintf("vmm = \"firecracker\"\n[firecracker]\nbinary = %q\n[network]\nenabled = \"on\"\nsubnet = \"172.31.7.0/24\"\n", bins.FakeFirecracker)
 	if err := os.WriteFile(filepath.Join(h.dir, "config", "banger", "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // guest is the stand-in for the guest kernel: an ordinary process (normally
@@ -25,6 +27,11 @@ type guest struct {
 // serial console. Pdeathsig kills it if the fake dies without cleaning up
 // (SIGKILL), as a guest cannot outlive its VMM.
 func startGuest(bin string, args, env []string, console io.Writer) (*guest, error) {
+	// Descriptors the fake inherited beyond stdio (a lock on the VM's disk
+	// that banger hands its VMM) are the VMM's, not the guest's: a real
+	// guest cannot hold host files, and a stand-in that did would keep the
+	// lock past the VMM's exit.
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = nil

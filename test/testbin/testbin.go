@@ -26,6 +26,9 @@ type Set struct {
 	Bangerd         string
 	Agent           string
 	FakeFirecracker string
+	// CrashDaemon is bangerd with crash points (test/crashd), stamped
+	// like Bangerd so the CLI accepts it as the same build.
+	CrashDaemon string
 }
 
 // Build compiles banger, bangerd, banger-vsock-agent and fake-firecracker.
@@ -40,6 +43,7 @@ func Build() (Set, error) {
 		Bangerd:         filepath.Join(dir, "bangerd"),
 		Agent:           filepath.Join(dir, "banger-vsock-agent"),
 		FakeFirecracker: filepath.Join(dir, "fake-firecracker"),
+		CrashDaemon:     filepath.Join(dir, "bangerd-crash"),
 	}
 	stamp := Stamp(Version, Commit, BuiltAt)
 	for _, b := range []struct{ out, pkg, ldflags string }{
@@ -47,6 +51,7 @@ func Build() (Set, error) {
 		{s.Bangerd, "./cmd/bangerd", stamp},
 		{s.Agent, "./cmd/banger-vsock-agent", stamp},
 		{s.FakeFirecracker, "./test/fakefirecracker", ""},
+		{s.CrashDaemon, "./test/crashd", stamp},
 	} {
 		if err := GoBuild(b.out, b.pkg, b.ldflags); err != nil {
 			_ = os.RemoveAll(dir)

@@ -22,17 +22,19 @@ var ErrNotThisVMM = errors.New("process is not this VM's firecracker")
 // Attach adopts a Firecracker process left running by an earlier daemon.
 // The process must still run and its command line must carry this VM's
 // --api-sock and --id; anything else is refused, so a recycled pid is never
-// mistaken for a VM. Since the process is not our child, its exit is
-// observed through a pidfd and its exit code is unknown (-1).
-func (d *Driver) Attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (vmm.Instance, error) {
-	inst, err := d.attach(ctx, spec, pid)
+// mistaken for a VM; so is a process that started at another time than
+// proc.StartTime, when that is known. Since the process is not our child,
+// its exit is observed through a pidfd and how it ended is unknown.
+func (d *Driver) Attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Process) (vmm.Instance, error) {
+	inst, err := d.attach(ctx, spec, proc)
 	if err != nil {
-		return nil, fmt.Errorf("attach firecracker pid %d for vm %q: %w", pid, spec.Name, err)
+		return nil, fmt.Errorf("attach firecracker pid %d for vm %q: %w", proc.PID, spec.Name, err)
 	}
 	return inst, nil
 }
 
-func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Instance, error) {
+func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Process) (*Instance, error) {
+	pid := proc.PID
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -60,11 +62,17 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Ins
 		pf.Close()
 		return nil, err
 	}
+	started, err := vmmproc.CheckStarted(proc, ErrNotThisVMM)
+	if err != nil {
+		pf.Close()
+		return nil, err
+	}
 	if pf.Exited() {
 		pf.Close()
 		return nil, fmt.Errorf("process exited while attaching: %w", ErrNotThisVMM)
 	}
 	inst := d.newInstance(spec, l, pid)
+	inst.started = started
 	inst.kill = pf.Kill
 	if l.jailRoot != "" {
 		inst.cleanup = func() { d.removeJail(spec) }
@@ -74,11 +82,11 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Ins
 }
 
 // watchPidfd finishes inst once the process behind pf exits. Not our child,
-// so its exit code is unknown (-1).
+// so how it ended is unknown.
 func watchPidfd(inst *Instance, pf *vmmproc.Pidfd, what string) {
 	err := pf.Wait()
 	pf.Close()
-	st := vmm.ExitStatus{Code: -1}
+	st := vmm.ExitStatus{Code: -1, NotChild: true}
 	if err != nil {
 		st.Err = fmt.Sprintf("watch %s firecracker: %v", what, err)
 	}

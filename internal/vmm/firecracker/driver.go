@@ -50,6 +50,9 @@ type Config struct {
 	LogLevel string
 	// ExtraEnv is added to the VMM's environment (the jailer clears it).
 	ExtraEnv []string
+	// ConsoleLogMax caps the serial console log (vmmproc.CapLog); zero
+	// means vmmproc.DefaultConsoleLogMax.
+	ConsoleLogMax int64
 	// Logger receives driver progress; default discards.
 	Logger *slog.Logger
 }
@@ -126,6 +129,11 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 			log.Warn("kill firecracker after failed launch", "err", kerr)
 		}
 		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	if spec.OnSpawn != nil {
+		if err := spec.OnSpawn(inst.Process()); err != nil {
+			return fail("record the firecracker process", err)
+		}
 	}
 	if err := d.waitForAPI(ctx, inst, spec); err != nil {
 		return fail("wait for API socket", err)

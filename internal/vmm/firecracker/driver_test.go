@@ -357,7 +357,7 @@ func TestAttachSeesExitThroughPidfd(t *testing.T) {
 	first := launch(t, d, spec)
 
 	// A new daemon adopts the VMM it did not start.
-	adopted, err := New(Config{}).Attach(context.Background(), spec, first.PID())
+	adopted, err := New(Config{}).Attach(context.Background(), spec, vmm.Process{PID: first.PID()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,8 +372,8 @@ func TestAttachSeesExitThroughPidfd(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("adopted instance never saw the exit")
 	}
-	if st := adopted.Exit(); st.Code != -1 || st.Err != "" {
-		t.Fatalf("adopted exit status %+v, want code -1", st)
+	if st := adopted.Exit(); st.Code != -1 || st.Err != "" || !st.NotChild {
+		t.Fatalf("adopted exit status %+v, want code -1 and not our child", st)
 	}
 	<-first.Done()
 	if st := first.Exit(); st.Signal != "SIGKILL" {
@@ -385,7 +385,7 @@ func TestAttachWatchesExternalExit(t *testing.T) {
 	d, _ := newFakeDriver(t, fakeEnv{}, Config{})
 	spec := testSpec(t)
 	first := launch(t, d, spec)
-	adopted, err := New(Config{}).Attach(context.Background(), spec, first.PID())
+	adopted, err := New(Config{}).Attach(context.Background(), spec, vmm.Process{PID: first.PID()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,12 +406,12 @@ func TestAttachRefusesOtherProcesses(t *testing.T) {
 
 	other := spec
 	other.VMID = "vm-other"
-	if _, err := d.Attach(context.Background(), other, inst.PID()); !errors.Is(err, ErrNotThisVMM) {
+	if _, err := d.Attach(context.Background(), other, vmm.Process{PID: inst.PID()}); !errors.Is(err, ErrNotThisVMM) {
 		t.Errorf("attach with another VM's id: want ErrNotThisVMM, got %v", err)
 	}
 	moved := spec
 	moved.RunDir = filepath.Join(spec.RunDir, "elsewhere")
-	if _, err := d.Attach(context.Background(), moved, inst.PID()); !errors.Is(err, ErrNotThisVMM) {
+	if _, err := d.Attach(context.Background(), moved, vmm.Process{PID: inst.PID()}); !errors.Is(err, ErrNotThisVMM) {
 		t.Errorf("attach with another api socket: want ErrNotThisVMM, got %v", err)
 	}
 
@@ -420,14 +420,14 @@ func TestAttachRefusesOtherProcesses(t *testing.T) {
 		t.Skipf("cannot start sleep: %v", err)
 	}
 	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
-	if _, err := d.Attach(context.Background(), spec, sleeper.Process.Pid); !errors.Is(err, ErrNotThisVMM) {
+	if _, err := d.Attach(context.Background(), spec, vmm.Process{PID: sleeper.Process.Pid}); !errors.Is(err, ErrNotThisVMM) {
 		t.Errorf("attach to sleep: want ErrNotThisVMM, got %v", err)
 	}
 	if err := sleeper.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = sleeper.Wait() // "signal: killed"
-	if _, err := d.Attach(context.Background(), spec, sleeper.Process.Pid); !errors.Is(err, ErrNotThisVMM) {
+	if _, err := d.Attach(context.Background(), spec, vmm.Process{PID: sleeper.Process.Pid}); !errors.Is(err, ErrNotThisVMM) {
 		t.Errorf("attach to a reaped pid: want ErrNotThisVMM, got %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc/logcaptest"
 )
 
 // The driver tests run this test binary as a stand-in firecracker (the
@@ -25,7 +26,8 @@ import (
 // Knobs, all environment variables:
 //
 //	FAKEFC_FAIL  "PUT /boot-source": answer that request with a 400 fault
-//	FAKEFC_MODE  comma list of: ignore-ctrl-alt-del, exit-early, no-api
+//	FAKEFC_MODE  comma list of: ignore-ctrl-alt-del, exit-early, no-api,
+//	             flood-console (a guest printing floodConsoleBytes at once)
 const (
 	envHelper = "GO_WANT_HELPER_PROCESS"
 	envRecord = "FAKEFC_RECORD"
@@ -55,6 +57,9 @@ func runFakeFirecracker(args []string) int {
 		modes[m] = true
 	}
 	fmt.Println("fake firecracker: serial console") // stdout is the serial log
+	if modes["flood-console"] {
+		go func() { _ = logcaptest.Flood(os.Stdout, floodConsoleBytes, floodConsoleEnd) }()
+	}
 	if modes["exit-early"] {
 		fmt.Fprintln(os.Stderr, "Error: fake firecracker refuses to start")
 		return 3
@@ -174,3 +179,10 @@ func serveEchoVsock(path string) error {
 	}()
 	return nil
 }
+
+// floodConsoleBytes is what the flood-console mode prints before its
+// floodConsoleEnd line.
+const (
+	floodConsoleBytes = 64 << 20
+	floodConsoleEnd   = "fake guest: flood done"
+)

@@ -23,6 +23,7 @@ const ctrlAltDelTimeout = 2 * time.Second
 // vmm.AgentDialer.
 type Instance struct {
 	pid         int
+	started     uint64 // start time of pid (vmmproc.StartTime)
 	spec        vmm.LaunchSpec
 	layout      layout
 	client      *Client
@@ -66,11 +67,14 @@ func (i *Instance) finish(st vmm.ExitStatus) {
 // PID is the VMM's process id.
 func (i *Instance) PID() int { return i.pid }
 
+// Process is the VMM's PID with its start time.
+func (i *Instance) Process() vmm.Process { return vmm.Process{PID: i.pid, StartTime: i.started} }
+
 // Done is closed once the VMM process has exited and its sockets are gone.
 func (i *Instance) Done() <-chan struct{} { return i.done }
 
 // Exit reports how the VMM ended; valid after Done is closed. An adopted
-// process (Attach) is not our child, so its code is always -1.
+// process (Attach) is not our child, so how it ended is unknown (NotChild).
 func (i *Instance) Exit() vmm.ExitStatus {
 	select {
 	case <-i.done:

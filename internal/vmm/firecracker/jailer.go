@@ -222,7 +222,13 @@ func (d *Driver) adoptJailed(spec vmm.LaunchSpec, l layout, pid int) (*Instance,
 	if err != nil {
 		return nil, err
 	}
+	started, err := vmmproc.StartTime(pid)
+	if err != nil {
+		pf.Close()
+		return nil, err
+	}
 	inst := d.newInstance(spec, l, pid)
+	inst.started = started
 	inst.kill = func() error {
 		err := pf.Kill()
 		if errors.Is(err, unix.EPERM) {

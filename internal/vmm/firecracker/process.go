@@ -22,6 +22,7 @@ func (d *Driver) command(spec vmm.LaunchSpec, l layout) *exec.Cmd {
 	// Its own process group keeps terminal signals aimed at the daemon
 	// (Ctrl-C in user mode) away from the VMs; they must outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = spec.HeldFiles
 	return cmd
 }
 
@@ -37,11 +38,23 @@ func (d *Driver) start(cmd *exec.Cmd, spec vmm.LaunchSpec, l layout) (*Instance,
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
-	return newChildInstance(cmd, d.newInstance(spec, l, cmd.Process.Pid)), nil
+	// Read before the reaper starts: until then even a dead child's
+	// /proc entry stays.
+	started, err := vmmproc.StartTime(cmd.Process.Pid)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
+	}
+	inst := d.newInstance(spec, l, cmd.Process.Pid)
+	inst.started = started
+	return newChildInstance(cmd, inst), nil
 }
 
+// newInstance is called once a process exists (started, jailed or
+// adopted), and the caller closes done when it exits.
 func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, pid int) *Instance {
-	return &Instance{
+	inst := &Instance{
 		pid:         pid,
 		spec:        spec,
 		layout:      l,
@@ -50,6 +63,9 @@ func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, pid int) *Instance {
 		log:         d.cfg.Logger.With("vm", spec.Name, "pid", pid),
 		done:        make(chan struct{}),
 	}
+	// The guest writes the console; hold it to the cap while the VMM runs.
+	go vmmproc.CapLog(inst.done, spec.SerialLogPath, d.cfg.ConsoleLogMax, inst.log)
+	return inst
 }
 
 // waitForAPI polls GET / with backoff until Firecracker answers, the

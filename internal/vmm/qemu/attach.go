@@ -24,17 +24,19 @@ var ErrNotThisVMM = errors.New("process is not this VM's qemu")
 // the guest name and its QMP socket; anything else is refused, so a
 // recycled pid is never mistaken for a VM. The agent transport is read
 // from the command line, since it was decided when the process started.
-// Since the process is not our child, its exit is observed through a pidfd
-// and its exit code is unknown (-1).
-func (d *Driver) Attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (vmm.Instance, error) {
-	inst, err := d.attach(ctx, spec, pid)
+// A process that started at another time than proc.StartTime, when that is
+// known, is refused too. Since the process is not our child, its exit is
+// observed through a pidfd and how it ended is unknown.
+func (d *Driver) Attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Process) (vmm.Instance, error) {
+	inst, err := d.attach(ctx, spec, proc)
 	if err != nil {
-		return nil, fmt.Errorf("attach qemu pid %d for vm %q: %w", pid, spec.Name, err)
+		return nil, fmt.Errorf("attach qemu pid %d for vm %q: %w", proc.PID, spec.Name, err)
 	}
 	return inst, nil
 }
 
-func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Instance, error) {
+func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Process) (*Instance, error) {
+	pid := proc.PID
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -62,6 +64,11 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Ins
 		pf.Close()
 		return nil, err
 	}
+	started, err := vmmproc.CheckStarted(proc, ErrNotThisVMM)
+	if err != nil {
+		pf.Close()
+		return nil, err
+	}
 	tr, agentSock := agentFromCmdline(args)
 	l.agentSock = agentSock
 	if pf.Exited() {
@@ -69,11 +76,12 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, pid int) (*Ins
 		return nil, fmt.Errorf("process exited while attaching: %w", ErrNotThisVMM)
 	}
 	inst := d.newInstance(spec, l, tr, pid)
+	inst.started = started
 	inst.kill = pf.Kill
 	go func() {
 		err := pf.Wait()
 		pf.Close()
-		st := vmm.ExitStatus{Code: -1}
+		st := vmm.ExitStatus{Code: -1, NotChild: true}
 		if err != nil {
 			st.Err = fmt.Sprintf("watch adopted qemu: %v", err)
 		}

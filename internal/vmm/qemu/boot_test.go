@@ -548,7 +548,7 @@ func TestBootBusyboxGuestUnderTCG(t *testing.T) {
 	}
 
 	// A restarted daemon adopts the running QEMU.
-	adopted, err := New(Config{BinaryPath: qemuPath}).Attach(ctx, spec, inst.PID())
+	adopted, err := New(Config{BinaryPath: qemuPath}).Attach(ctx, spec, vmm.Process{PID: inst.PID()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,9 @@ type Config struct {
 	StopTimeout time.Duration
 	// Host is where detection looks; the zero value is the real host.
 	Host Host
+	// ConsoleLogMax caps the serial console log (vmmproc.CapLog); zero
+	// means vmmproc.DefaultConsoleLogMax.
+	ConsoleLogMax int64
 	// Logger receives driver progress; default discards.
 	Logger *slog.Logger
 }
@@ -177,6 +180,11 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 			log.Warn("kill qemu after failed launch", "err", kerr)
 		}
 		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	if spec.OnSpawn != nil {
+		if err := spec.OnSpawn(inst.Process()); err != nil {
+			return fail("record the qemu process", err)
+		}
 	}
 	if err := d.waitForQMP(ctx, inst, spec); err != nil {
 		return fail("wait for QMP", err)

@@ -394,7 +394,7 @@ func TestAttach(t *testing.T) {
 		if tt.mod != nil {
 			tt.mod(&s)
 		}
-		_, err := d.Attach(ctx, s, tt.pid)
+		_, err := d.Attach(ctx, s, vmm.Process{PID: tt.pid})
 		if !errors.Is(err, ErrNotThisVMM) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: Attach = %v, want ErrNotThisVMM and %q", tt.name, err, tt.want)
 		}
@@ -402,7 +402,7 @@ func TestAttach(t *testing.T) {
 
 	// A second driver stands in for the daemon after a restart.
 	d2 := New(Config{Host: d.cfg.Host})
-	vi, err := d2.Attach(ctx, spec, orig.PID())
+	vi, err := d2.Attach(ctx, spec, vmm.Process{PID: orig.PID()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestAttach(t *testing.T) {
 	if ex := adopted.Exit(); ex.Code != -1 || ex.Signal != "" || ex.Err != "" {
 		t.Errorf("adopted exit = %+v, want code -1 and nothing else", ex)
 	}
-	if _, err := d2.Attach(ctx, spec, orig.PID()); !errors.Is(err, ErrNotThisVMM) || !strings.Contains(err.Error(), "process is gone") {
+	if _, err := d2.Attach(ctx, spec, vmm.Process{PID: orig.PID()}); !errors.Is(err, ErrNotThisVMM) || !strings.Contains(err.Error(), "process is gone") {
 		t.Errorf("Attach to an exited pid = %v", err)
 	}
 }

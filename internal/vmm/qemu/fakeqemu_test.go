@@ -7,10 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/vmm/vmmproc/logcaptest"
 )
 
 // The test binary doubles as a fake qemu-system-x86_64 when envFakeQEMU is
@@ -20,8 +23,12 @@ const (
 	envFakeQEMU = "BANGER_FAKE_QEMU"
 	// envFakeMode selects a misbehaviour: "" behaves, "die" fails at
 	// startup like a bad -netdev, "deaf" ignores the power button, "mute"
-	// never listens on QMP.
+	// never listens on QMP, "flood" is a guest printing floodConsoleBytes
+	// on its serial console and then floodConsoleEnd.
 	envFakeMode = "BANGER_FAKE_QEMU_MODE"
+
+	floodConsoleBytes = 64 << 20
+	floodConsoleEnd   = "fake guest: flood done"
 )
 
 // fakeQEMUBinary writes a wrapper script that runs this test binary as the
@@ -75,6 +82,9 @@ func runFakeQEMU(args []string) int {
 		go f.serve(aln, f.agentSession)
 	}
 	go f.serve(qln, f.qmpSession)
+	if mode == "flood" {
+		go floodConsole(args)
+	}
 	code := <-f.exit
 	// QEMU removes its listening sockets on a clean exit.
 	_ = os.Remove(qmpPath)
@@ -180,4 +190,28 @@ func (f *fakeQEMU) agentSession(c net.Conn) {
 	for sc.Scan() {
 		fmt.Fprintf(c, "fake-agent %s\n", strings.TrimSpace(sc.Text()))
 	}
+}
+
+// floodConsole appends to the serial console's file chardev as QEMU does
+// with append=on (O_APPEND), floodConsoleBytes as fast as it goes.
+func floodConsole(args []string) {
+	var path string
+	for i, a := range args {
+		opts := splitOpts(a)
+		if i == 0 || args[i-1] != "-chardev" || len(opts) == 0 || opts[0] != "file" || !slices.Contains(opts, "id=console") {
+			continue
+		}
+		for _, o := range opts {
+			if v, ok := strings.CutPrefix(o, "path="); ok {
+				path = v
+			}
+		}
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake qemu: console:", err)
+		return
+	}
+	defer f.Close()
+	_ = logcaptest.Flood(f, floodConsoleBytes, floodConsoleEnd)
 }

@@ -24,6 +24,7 @@ func (d *Driver) start(spec vmm.LaunchSpec, p plan, args []string) (*Instance, e
 	// Its own process group keeps terminal signals aimed at the daemon
 	// (Ctrl-C in user mode) away from the VMs; they must outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = spec.HeldFiles
 	logPath := vmmLogPath(spec)
 	out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -34,7 +35,17 @@ func (d *Driver) start(spec vmm.LaunchSpec, p plan, args []string) (*Instance, e
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
-	return newChildInstance(cmd, d.newInstance(spec, p.layout, p.opts.Transport, cmd.Process.Pid)), nil
+	// Read before the reaper starts: until then even a dead child's
+	// /proc entry stays.
+	started, err := vmmproc.StartTime(cmd.Process.Pid)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
+	}
+	inst := d.newInstance(spec, p.layout, p.opts.Transport, cmd.Process.Pid)
+	inst.started = started
+	return newChildInstance(cmd, inst), nil
 }
 
 func vmmLogPath(spec vmm.LaunchSpec) string {
@@ -49,7 +60,7 @@ func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, tr Transport, pid in
 	if tr == TransportSerial && l.agentSock != "" {
 		serial = newSerialChannel(l.agentSock)
 	}
-	return &Instance{
+	inst := &Instance{
 		pid:         pid,
 		spec:        spec,
 		layout:      l,
@@ -59,6 +70,10 @@ func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, tr Transport, pid in
 		done:        make(chan struct{}),
 		serial:      serial,
 	}
+	// The guest writes the console; hold it to the cap while the VMM runs
+	// (the caller closes done when the process exits).
+	go vmmproc.CapLog(inst.done, spec.SerialLogPath, d.cfg.ConsoleLogMax, inst.log)
+	return inst
 }
 
 // waitForQMP polls the QMP socket until QEMU answers query-status with a

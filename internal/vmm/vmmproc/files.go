@@ -3,6 +3,7 @@ package vmmproc
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,21 +45,41 @@ func ReclaimSocket(path string, inUse error) error {
 // land, formatted for appending to an error ("" when there is nothing).
 func LogTail(path string) string {
 	const tailBytes = 512
-	f, err := os.Open(path)
+	b, err := ReadTail(path, tailBytes)
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() == 0 {
-		return ""
-	}
-	off := max(0, st.Size()-tailBytes)
-	buf := make([]byte, st.Size()-off)
-	n, _ := f.ReadAt(buf, off)
-	tail := strings.TrimSpace(string(buf[:n]))
+	tail := strings.TrimSpace(string(b))
 	if tail == "" {
 		return ""
 	}
 	return fmt.Sprintf("; end of %s: %q", filepath.Base(path), tail)
+}
+
+// ReadTail returns the last n bytes of the file at path (fewer if it is
+// shorter). A console log may be trimmed (CapLog) between the size check
+// and the read, which then comes back short: the read is retried then, so
+// the newest output is not lost to the race.
+func ReadTail(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	for range 3 {
+		st, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		off := max(0, st.Size()-n)
+		buf := make([]byte, st.Size()-off)
+		k, err := f.ReadAt(buf, off)
+		if k == len(buf) {
+			return buf, nil
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("read the end of %s: it keeps shrinking", path)
 }
