@@ -36,6 +36,11 @@ type DaemonInfo struct {
 	Schema    string         `json:"schema"`
 	VMM       string         `json:"vmm"`
 	Methods   []string       `json:"methods"`
+	// ConfigFile is the configuration file the daemon loaded at start, and
+	// ConfigFingerprint its values' config.Fingerprint: the CLI compares
+	// them with the file as it is now to spot edits not yet applied.
+	ConfigFile        string `json:"config_file,omitempty"`
+	ConfigFingerprint string `json:"config_fingerprint,omitempty"`
 	// Orphans are live VMM processes that belong to no VM; reported, not killed.
 	Orphans []OrphanVMM `json:"orphans,omitempty"`
 }
@@ -174,6 +179,9 @@ type ImageImportRequest struct {
 	Kernel string `json:"kernel"`
 	Rootfs string `json:"rootfs"`
 	Initrd string `json:"initrd,omitempty"`
+	// Modules is the kernel's lib/modules/<release> (with depmod output),
+	// for building an initrd when the kernel needs one and Initrd is empty.
+	Modules string `json:"modules,omitempty"`
 }
 
 // ImageRef names one image.

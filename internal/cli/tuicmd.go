@@ -54,17 +54,21 @@ func (app *App) onTerminal() bool {
 
 func (app *App) runTUI(cmd *cobra.Command, g *globalFlags, mouse bool) error {
 	return app.withClient(cmd, g, func(c *api.Client) error {
-		var ssh func(string) *exec.Cmd
+		var ssh, shell func(string) *exec.Cmd
 		if hasCommand(cmd.Root(), "vm", "ssh") {
-			ssh = app.sshCommand(g)
+			ssh = app.selfCommand(g, "vm", "ssh")
+		}
+		if hasCommand(cmd.Root(), "vm", "exec") {
+			shell = app.selfCommand(g, "vm", "exec", "-t")
 		}
 		return tui.Run(cmd.Context(), tui.Options{
-			Client:     c,
-			SSHCommand: ssh,
-			NoColor:    os.Getenv("NO_COLOR") != "",
-			Mouse:      mouse,
-			Input:      app.Stdin,
-			Output:     app.Stdout,
+			Client:       c,
+			SSHCommand:   ssh,
+			ShellCommand: shell,
+			NoColor:      os.Getenv("NO_COLOR") != "",
+			Mouse:        mouse,
+			Input:        app.Stdin,
+			Output:       app.Stdout,
 		})
 	})
 }
@@ -89,15 +93,16 @@ func hasCommand(root *cobra.Command, path ...string) bool {
 	return true
 }
 
-// sshCommand runs this binary's own `banger vm ssh NAME`, so the TUI and the
-// CLI share one ssh path (known_hosts, keys, options).
-func (app *App) sshCommand(g *globalFlags) func(name string) *exec.Cmd {
+// selfCommand runs this binary's own `banger ARGS... NAME` (`vm ssh`,
+// `vm exec -t`), so the TUI and the CLI share one path to a VM's shell
+// (known_hosts, keys, terminal handling).
+func (app *App) selfCommand(g *globalFlags, verb ...string) func(name string) *exec.Cmd {
 	return func(name string) *exec.Cmd {
 		self, err := os.Executable()
 		if err != nil {
 			self = os.Args[0]
 		}
-		args := []string{"vm", "ssh", name}
+		args := append(append([]string{}, verb...), name)
 		if g.system {
 			args = append([]string{"--system"}, args...)
 		}

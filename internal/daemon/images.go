@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/disk"
@@ -31,6 +33,10 @@ func (d *Daemon) imageImport(ctx context.Context, req api.ImageImportRequest, p 
 			return api.Image{}, err
 		}
 	}
+	initrd, err := planImportInitrd(req)
+	if err != nil {
+		return api.Image{}, err
+	}
 	if _, err := d.store.GetImage(ctx, req.Name); err == nil {
 		return api.Image{}, api.Errorf(api.CodeAlreadyExists, "an image named %q already exists", req.Name)
 	}
@@ -55,6 +61,13 @@ func (d *Daemon) imageImport(ctx context.Context, req api.ImageImportRequest, p 
 		p(api.Event{Stage: "copy", Message: "copying " + c[0]})
 		if _, err := disk.Clone(c[0], c[1], 0); err != nil {
 			return fail(err)
+		}
+	}
+	if initrd.modulesDir != "" {
+		im.InitrdPath = filepath.Join(dir, "initrd")
+		p(api.Event{Stage: "initrd", Message: "building an initrd for Linux " + initrd.release + " from " + initrd.modulesDir})
+		if _, err := image.BuildInitrd(image.InitrdSpec{ModulesDir: initrd.modulesDir, Busybox: initrd.busybox}, im.InitrdPath); err != nil {
+			return fail(fmt.Errorf("build the initrd: %w", err))
 		}
 	}
 	if err := d.store.CreateImage(ctx, im); err != nil {
@@ -94,6 +107,66 @@ func (d *Daemon) imageDelete(ctx context.Context, req api.ImageRef, _ api.Progre
 		d.log.Warn("remove image files", "image", im.Name, "err", err)
 	}
 	return struct{}{}, nil
+}
+
+// importInitrd is the initrd an import builds: none when modulesDir is "".
+type importInitrd struct {
+	release    string
+	modulesDir string
+	busybox    string
+}
+
+// planImportInitrd decides, for an import without --initrd, whether the
+// kernel can mount the root disk alone. A Linux kernel that loads
+// virtio_blk or ext4 as modules (Debian's does) cannot: without an initrd
+// it panics with "VFS: Unable to mount root fs". Its initrd is built the
+// way `image build` builds one, from --modules or the modules found beside
+// the kernel; with neither, the import is refused with what to pass.
+func planImportInitrd(req api.ImageImportRequest) (importInitrd, error) {
+	if req.Modules != "" && !filepath.IsAbs(req.Modules) {
+		return importInitrd{}, api.Errorf(api.CodeInvalidArgument, "modules path %q must be absolute", req.Modules)
+	}
+	if req.Initrd != "" {
+		if req.Modules != "" {
+			return importInitrd{}, api.Errorf(api.CodeInvalidArgument, "--initrd and --modules exclude each other: --modules builds an initrd; pass one of them")
+		}
+		return importInitrd{}, nil
+	}
+	kr, err := image.InspectKernelRoot(req.Kernel)
+	if err != nil {
+		return importInitrd{}, api.Errorf(api.CodeInvalidArgument, "%v", err)
+	}
+	if !kr.NeedsInitrd() {
+		if req.Modules != "" {
+			return importInitrd{}, api.Errorf(api.CodeInvalidArgument, "kernel %s needs no initrd (it has virtio_blk and ext4 built in, or is not a Linux kernel banger can read); leave out --modules", req.Kernel)
+		}
+		return importInitrd{}, nil
+	}
+	modular := strings.Join(kr.Modular, " and ")
+	plan := importInitrd{release: kr.Release, modulesDir: req.Modules}
+	if plan.modulesDir == "" {
+		plan.modulesDir = image.FindModulesDir(req.Kernel, kr.Release)
+	}
+	if plan.modulesDir == "" {
+		return importInitrd{}, api.Errorf(api.CodeInvalidArgument,
+			"kernel %s (Linux %s) loads %s as modules, so the image needs an initrd: pass --initrd FILE, or --modules DIR (its lib/modules/%s, with depmod run) to build one",
+			req.Kernel, kr.Release, modular, kr.Release)
+	}
+	if base := filepath.Base(plan.modulesDir); base != kr.Release {
+		return importInitrd{}, api.Errorf(api.CodeInvalidArgument, "--modules %s holds modules for Linux %s, but kernel %s is Linux %s; pass its own lib/modules/%s",
+			plan.modulesDir, base, req.Kernel, kr.Release, kr.Release)
+	}
+	if _, err := image.LoadModuleIndex(plan.modulesDir); err != nil {
+		return importInitrd{}, api.Errorf(api.CodeInvalidArgument, "%v", err)
+	}
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		return importInitrd{}, api.Errorf(api.CodeFailedPrecondition,
+			"kernel %s loads %s as modules, and building its initrd needs a static busybox on the daemon's host, which has none", req.Kernel, modular).
+			WithHint("install busybox-static, or pass --initrd FILE")
+	}
+	plan.busybox = bb
+	return plan, nil
 }
 
 func checkReadable(what, path string) error {

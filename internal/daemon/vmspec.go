@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/dustin/go-humanize"
+
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -54,6 +57,42 @@ func bootArgs(vm store.VM) string {
 		"banger.name=" + vm.Name,
 		fmt.Sprintf("banger.agent_port=%d", agentPort),
 	}, " ")
+}
+
+// checkDiskFits refuses a VM disk larger than the free space where VM disks
+// live. Disks are sparse, so this is a promise, not an allocation; but a
+// guest that fills a disk larger than the free space fills the host's file
+// system, and growing the disk's ext4 writes metadata in proportion to its
+// size (a 1 TiB grow fails on a host with a few GiB free, deep inside
+// resize2fs). Refusing up front says what fits instead.
+func (m *vmManager) checkDiskFits(size int64) error {
+	return diskFits(size, m.d.opts.Layout.VMsStateDir(), disk.FreeBytes)
+}
+
+// diskFits is checkDiskFits with the free-space probe passed in (tests).
+// dir need not exist yet: its nearest existing parent is measured.
+func diskFits(size int64, dir string, freeBytes func(string) (int64, error)) error {
+	for {
+		if _, err := os.Stat(dir); err == nil || filepath.Dir(dir) == dir {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	free, err := freeBytes(dir)
+	if err != nil {
+		return fmt.Errorf("check room for the VM disk: %w", err)
+	}
+	if size <= free {
+		return nil
+	}
+	room := "free space there, or choose a smaller --disk"
+	if fit := free &^ (1<<30 - 1); fit >= 1<<30 {
+		room = fmt.Sprintf("choose --disk %dG or smaller, or free space there", fit>>30)
+	} else if fit := free &^ (1<<20 - 1); fit >= 64<<20 {
+		room = fmt.Sprintf("choose --disk %dM or smaller, or free space there", fit>>20)
+	}
+	return api.Errorf(api.CodeFailedPrecondition, "a %s disk does not fit: %s has %s free; %s",
+		humanize.IBytes(uint64(size)), dir, humanize.IBytes(uint64(max(free, 0))), room)
 }
 
 func (m *vmManager) diskPath(id string) string {

@@ -95,24 +95,9 @@ func InspectKernel(path string) (KernelInfo, error) {
 // bzImage's payload is decompressed, an ELF is copied. dst is replaced
 // atomically, so a failure never leaves a partial kernel behind.
 func ExtractVmlinux(src, dst string) (KernelInfo, error) {
-	data, err := readKernelFile(src)
+	vmlinux, info, err := readVmlinux(src)
 	if err != nil {
 		return KernelInfo{}, err
-	}
-	info := KernelInfo{Format: FormatELF}
-	vmlinux := data
-	if !bytes.HasPrefix(data, []byte(elf.ELFMAG)) {
-		payload, err := bzImagePayload(data)
-		if err != nil {
-			return KernelInfo{}, fmt.Errorf("kernel %s: %w", src, err)
-		}
-		info = KernelInfo{Format: FormatBzImage, Compression: detectCompression(payload)}
-		if vmlinux, err = decompressPayload(payload); err != nil {
-			return KernelInfo{}, fmt.Errorf("kernel %s: decompress %s payload: %w", src, info.Compression, err)
-		}
-		if !bytes.HasPrefix(vmlinux, []byte(elf.ELFMAG)) {
-			return KernelInfo{}, fmt.Errorf("kernel %s: the decompressed payload is not an ELF vmlinux", src)
-		}
 	}
 	if info.PVH, err = hasPVHNote(vmlinux); err != nil {
 		return KernelInfo{}, fmt.Errorf("kernel %s: %w", src, err)
@@ -121,6 +106,31 @@ func ExtractVmlinux(src, dst string) (KernelInfo, error) {
 		return KernelInfo{}, fmt.Errorf("write vmlinux: %w", err)
 	}
 	return info, nil
+}
+
+// readVmlinux returns the ELF vmlinux of the kernel at src: the file
+// itself, or a bzImage's decompressed payload.
+func readVmlinux(src string) ([]byte, KernelInfo, error) {
+	data, err := readKernelFile(src)
+	if err != nil {
+		return nil, KernelInfo{}, err
+	}
+	if bytes.HasPrefix(data, []byte(elf.ELFMAG)) {
+		return data, KernelInfo{Format: FormatELF}, nil
+	}
+	payload, err := bzImagePayload(data)
+	if err != nil {
+		return nil, KernelInfo{}, fmt.Errorf("kernel %s: %w", src, err)
+	}
+	info := KernelInfo{Format: FormatBzImage, Compression: detectCompression(payload)}
+	vmlinux, err := decompressPayload(payload)
+	if err != nil {
+		return nil, KernelInfo{}, fmt.Errorf("kernel %s: decompress %s payload: %w", src, info.Compression, err)
+	}
+	if !bytes.HasPrefix(vmlinux, []byte(elf.ELFMAG)) {
+		return nil, KernelInfo{}, fmt.Errorf("kernel %s: the decompressed payload is not an ELF vmlinux", src)
+	}
+	return vmlinux, info, nil
 }
 
 func readKernelFile(path string) ([]byte, error) {

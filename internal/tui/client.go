@@ -1,11 +1,16 @@
 package tui
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"time"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/ssh"
 )
 
 // Client is the part of the daemon API the TUI uses. *api.Client satisfies
@@ -20,38 +25,92 @@ type Client interface {
 	VMRestart(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error)
 	VMDelete(ctx context.Context, name string, onEvent func(api.Event)) error
 	VMLogs(ctx context.Context, req api.VMLogsRequest) (api.VMLogs, error)
+	VMExec(ctx context.Context, req api.VMExecRequest) (*agent.Process, error)
+	VMSSHInfo(ctx context.Context, name string) (api.VMSSHInfo, error)
 	ImageList(ctx context.Context) ([]api.Image, error)
 	ImageDelete(ctx context.Context, name string) error
 	ImageBuild(ctx context.Context, req api.ImageBuildRequest, onEvent func(api.Event)) (api.Image, error)
 	WatchEvents(ctx context.Context, onEvent func(api.Event)) error
-	// Call reaches methods that have no typed wrapper yet (vm.exec).
-	Call(ctx context.Context, method string, req, resp any, onEvent func(api.Event)) error
 }
 
-// methodVMExec is offered only when the daemon lists it; it has no constant
-// in package api yet because its daemon side lands in another issue.
-const methodVMExec = "vm.exec"
-
-// execRequest and execResult are the TUI's guess at vm.exec's shape.
-// runExec is the one place that knows it: when api grows a typed VMExec,
-// replace its body and delete these types.
-type execRequest struct {
-	Name string   `json:"name"`
-	Argv []string `json:"argv"`
-}
-
+// execResult is one finished exec: what the exec screen shows.
 type execResult struct {
-	ExitCode int    `json:"exit_code"`
-	Stdout   string `json:"stdout"`
-	Stderr   string `json:"stderr"`
+	ExitCode int
+	Stdout   string
+	Stderr   string
 }
+
+// maxExecOutput bounds each output stream an exec keeps for the screen:
+// the guest decides how much it writes, the TUI decides how much it holds.
+const maxExecOutput = 1 << 20
 
 // runExec runs command through the guest's shell so the user can type a
-// command line as they would in ssh.
+// command line as they would in ssh. The command gets no input (its stdin
+// is closed at once), so one that reads stdin cannot hang the screen.
 func runExec(ctx context.Context, c Client, name, command string) (execResult, error) {
-	var out execResult
-	err := c.Call(ctx, methodVMExec, execRequest{Name: name, Argv: []string{"/bin/sh", "-c", command}}, &out, nil)
-	return out, err
+	p, err := c.VMExec(ctx, api.VMExecRequest{Name: name, Argv: []string{"/bin/sh", "-c", command}})
+	if err != nil {
+		return execResult{}, err
+	}
+	defer func() { _ = p.Close() }()
+	// Closing the stream is how a canceled exec (quit) kills the command.
+	stop := context.AfterFunc(ctx, func() { _ = p.Close() })
+	defer stop()
+	if err := p.CloseStdin(); err != nil {
+		return execResult{}, fmt.Errorf("vm %q: %w", name, err)
+	}
+	stdout, stderr := &cappedBuffer{max: maxExecOutput}, &cappedBuffer{max: maxExecOutput}
+	st, err := p.Wait(stdout, stderr)
+	if err != nil {
+		return execResult{}, fmt.Errorf("vm %q: %w", name, err)
+	}
+	errText := stderr.String()
+	if st.Error != "" {
+		errText += "banger: " + st.Error + "\n"
+	}
+	return execResult{ExitCode: st.ShellCode(), Stdout: stdout.String(), Stderr: errText}, nil
+}
+
+// cappedBuffer keeps the first max bytes written to it and counts the rest.
+type cappedBuffer struct {
+	buf     bytes.Buffer
+	max     int
+	dropped int64
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	room := b.max - b.buf.Len()
+	keep := min(max(room, 0), len(p))
+	b.buf.Write(p[:keep])
+	b.dropped += int64(len(p) - keep)
+	return len(p), nil
+}
+
+func (b *cappedBuffer) String() string {
+	if b.dropped == 0 {
+		return b.buf.String()
+	}
+	return fmt.Sprintf("%s\n[… %d more bytes not shown]\n", b.buf.String(), b.dropped)
+}
+
+// sshInfoTimeout bounds the question asked before a shell opens, so a
+// daemon that does not answer leaves Enter with an answer (the agent shell,
+// whose own error then says what is wrong) instead of none.
+const sshInfoTimeout = 5 * time.Second
+
+// sshReady reports whether `banger vm ssh` can reach the VM: it has an
+// address, and banger pinned its SSH host key at boot, which happens only
+// when the guest runs an sshd (a busybox guest has none). Anything that
+// cannot be checked counts as not ready: the agent shell works regardless.
+func sshReady(ctx context.Context, c Client, vm api.VM) bool {
+	ctx, cancel := context.WithTimeout(ctx, sshInfoTimeout)
+	defer cancel()
+	info, err := c.VMSSHInfo(ctx, vm.Name)
+	if err != nil || info.IP == "" || info.KnownHostsPath == "" {
+		return false
+	}
+	keys, err := ssh.KnownHosts{Path: info.KnownHostsPath}.Pinned(vm.ID)
+	return err == nil && len(keys) > 0
 }
 
 // isUnknownMethod reports whether the daemon answered that it has no such

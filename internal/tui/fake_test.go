@@ -2,11 +2,15 @@ package tui
 
 import (
 	"context"
-	"fmt"
+	"errors"
+	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 )
 
@@ -26,7 +30,10 @@ type fakeClient struct {
 	holds    map[string]chan struct{}
 	created  []api.VMCreateRequest
 	built    []api.ImageBuildRequest
-	execRes  execResult
+	sshInfo  map[string]api.VMSSHInfo
+	// agentSock is a real guest agent's socket (startAgent) for VMExec.
+	agentSock    string
+	agentClients []*agent.Client
 
 	// watchFirst is what WatchEvents sends when it starts; watchErr, if
 	// set, ends it right after.
@@ -44,6 +51,7 @@ func newFake() *fakeClient {
 	return &fakeClient{
 		info:       api.DaemonInfo{Methods: []string{api.MethodVMList, api.MethodEventsWatch}},
 		logs:       map[string]string{},
+		sshInfo:    map[string]api.VMSSHInfo{},
 		errs:       map[string]error{},
 		progress:   map[string][]api.Event{},
 		holds:      map[string]chan struct{}{},
@@ -289,20 +297,61 @@ func (f *fakeClient) WatchEvents(ctx context.Context, onEvent func(api.Event)) e
 	}
 }
 
-func (f *fakeClient) Call(ctx context.Context, method string, req, resp any, onEvent func(api.Event)) error {
-	arg := fmt.Sprint(req)
-	if r, ok := req.(execRequest); ok {
-		arg = r.Name + " " + strings.Join(r.Argv, " ")
+// VMExec runs the command for real, in a real guest agent serving on a
+// Unix socket (startAgent), so the TUI reads a genuine exec stream.
+func (f *fakeClient) VMExec(ctx context.Context, req api.VMExecRequest) (*agent.Process, error) {
+	if err := f.call(ctx, api.MethodVMExec, req.Name+" "+strings.Join(req.Argv, " "), nil); err != nil {
+		return nil, err
 	}
-	err := f.call(ctx, method, arg, onEvent)
+	if !slices.Contains(f.info.Methods, api.MethodVMExec) {
+		return nil, api.Errorf(api.CodeNotFound, "unknown API method %q", api.MethodVMExec)
+	}
+	if f.agentSock == "" {
+		return nil, errors.New("fake: no agent started (startAgent)")
+	}
+	conn, err := net.Dial("unix", f.agentSock)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if !slices.Contains(f.info.Methods, method) {
-		return api.Errorf(api.CodeNotFound, "unknown API method %q", method)
+	c, err := agent.NewClient(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
 	}
-	if out, ok := resp.(*execResult); ok {
-		*out = f.execRes
+	f.mu.Lock()
+	f.agentClients = append(f.agentClients, c)
+	f.mu.Unlock()
+	return c.Exec(ctx, agent.ExecRequest{Argv: req.Argv, Env: req.Env, Dir: req.Dir, TTY: req.TTY})
+}
+
+// startAgent serves a real guest agent for VMExec until the test ends.
+func (f *fakeClient) startAgent(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	ln, err := agent.Listen("unix:" + filepath.Join(dir, "agent.sock"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return nil
+	srv := &agent.Server{Root: dir, Power: func(string) error { return nil }}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		f.mu.Lock()
+		for _, c := range f.agentClients {
+			_ = c.Close()
+		}
+		f.mu.Unlock()
+		ln.Close()
+		<-done
+	})
+	f.agentSock = filepath.Join(dir, "agent.sock")
+}
+
+func (f *fakeClient) VMSSHInfo(ctx context.Context, name string) (api.VMSSHInfo, error) {
+	if err := f.call(ctx, api.MethodVMSSHInfo, name, nil); err != nil {
+		return api.VMSSHInfo{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sshInfo[name], nil
 }

@@ -35,7 +35,7 @@ func helpSections() []helpSection {
 			{"X", "force stop (asks)"},
 			{"r", "restart"},
 			{"d", "delete (asks)"},
-			{"enter", "ssh (suspends the TUI)"},
+			{"enter", "shell (suspends the TUI)"},
 			{"e", "exec a command"},
 			{"l", "reload serial log"},
 			{"o O", "sort column, reverse"},
@@ -53,7 +53,7 @@ func (m *Model) hints() [][2]string {
 		return [][2]string{{"b", "build"}, {"d", "delete"}, {"/", "filter"}, {"tab", "VMs"}, {"?", "help"}, {"q", "quit"}}
 	}
 	return [][2]string{{"n", "new"}, {"s", "start"}, {"x", "stop"}, {"r", "restart"}, {"d", "delete"},
-		{"⏎", "ssh"}, {"e", "exec"}, {"/", "filter"}, {"o", "sort"}, {"?", "help"}, {"q", "quit"}}
+		{"⏎", "shell"}, {"e", "exec"}, {"/", "filter"}, {"o", "sort"}, {"?", "help"}, {"q", "quit"}}
 }
 
 func (m *Model) handleKey(msg tea.KeyPressMsg) tea.Cmd {
@@ -235,7 +235,7 @@ func (m *Model) normalKey(key string) tea.Cmd {
 		return m.ask(fmt.Sprintf("Delete VM %s and its disk? This cannot be undone.", name),
 			func() tea.Cmd { return m.deleteVM(name) })
 	case "enter":
-		return m.ssh()
+		return m.shell()
 	case "e":
 		return m.openExec()
 	case "l":

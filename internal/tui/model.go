@@ -54,9 +54,10 @@ type Model struct {
 	ctx    context.Context
 	client Client
 	deps
-	sshCommand func(name string) *exec.Cmd
-	st         styles
-	keys       []helpSection
+	sshCommand   func(name string) *exec.Cmd
+	shellCommand func(name string) *exec.Cmd
+	st           styles
+	keys         []helpSection
 
 	width, height int
 	view          view
@@ -152,9 +153,16 @@ type (
 		op  int
 		err error
 	}
-	sshDoneMsg struct {
+	// shellChosenMsg says how to open a shell in vm: ssh, or the agent.
+	shellChosenMsg struct {
 		vm  string
-		err error
+		ssh bool
+	}
+	// shellDoneMsg ends a suspended session; what is "ssh dev" or
+	// "shell in dev".
+	shellDoneMsg struct {
+		what string
+		err  error
 	}
 	spinMsg    struct{}
 	logTickMsg struct{ gen int }
@@ -162,14 +170,15 @@ type (
 
 func newModel(ctx context.Context, opts Options, d deps) *Model {
 	m := &Model{
-		ctx:        ctx,
-		client:     opts.Client,
-		deps:       d,
-		sshCommand: opts.SSHCommand,
-		st:         newStyles(opts.NoColor),
-		mouse:      opts.Mouse,
-		seq:        map[string]int{},
-		ops:        map[int]*operation{},
+		ctx:          ctx,
+		client:       opts.Client,
+		deps:         d,
+		sshCommand:   opts.SSHCommand,
+		shellCommand: opts.ShellCommand,
+		st:           newStyles(opts.NoColor),
+		mouse:        opts.Mouse,
+		seq:          map[string]int{},
+		ops:          map[int]*operation{},
 	}
 	m.keys = helpSections()
 	m.filter = newField("/ ", "filter by name, state, image or address", m.st)
@@ -268,9 +277,11 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 		}
 		m.spin++
 		return m.after(spinEvery, spinMsg{})
-	case sshDoneMsg:
+	case shellChosenMsg:
+		return m.openShell(msg)
+	case shellDoneMsg:
 		if msg.err != nil {
-			m.setErr("ssh "+msg.vm, msg.err)
+			m.setErr(msg.what, msg.err)
 		}
 		return nil
 	}

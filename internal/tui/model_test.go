@@ -2,7 +2,9 @@ package tui
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -54,7 +56,9 @@ func TestGoldenScreens(t *testing.T) {
 		name string
 		w, h int
 		fake func() *fakeClient
-		act  func(h *harness)
+		// agent serves a real guest agent behind the fake's VMExec.
+		agent bool
+		act   func(h *harness)
 	}{
 		{name: "vms", w: 80, h: 24},
 		{name: "vms_wide", w: 120, h: 30},
@@ -122,19 +126,18 @@ func TestGoldenScreens(t *testing.T) {
 		}},
 		{name: "images_delete_in_use", w: 80, h: 24, act: func(h *harness) { h.keys("2", "j", "d") }},
 		{name: "help", w: 80, h: 24, act: func(h *harness) { h.keys("?") }},
-		{name: "exec_output", w: 80, h: 24, fake: func() *fakeClient {
+		{name: "exec_output", w: 80, h: 24, agent: true, fake: func() *fakeClient {
 			f := fixture()
-			f.info.Methods = append(f.info.Methods, methodVMExec)
-			f.execRes = execResult{ExitCode: 0, Stdout: "Linux dev 6.1.0-28-amd64 #1 SMP x86_64 GNU/Linux\n"}
+			f.info.Methods = append(f.info.Methods, api.MethodVMExec)
 			return f
 		}, act: func(h *harness) {
 			h.keys("G", "e")
-			h.typeText("uname -a")
+			h.typeText("echo Linux dev 6.1.0-28-amd64; echo oops >&2; exit 3")
 			h.keys("enter")
 		}},
 		{name: "exec_prompt", w: 80, h: 24, fake: func() *fakeClient {
 			f := fixture()
-			f.info.Methods = append(f.info.Methods, methodVMExec)
+			f.info.Methods = append(f.info.Methods, api.MethodVMExec)
 			return f
 		}, act: func(h *harness) {
 			h.keys("G", "e")
@@ -150,7 +153,11 @@ func TestGoldenScreens(t *testing.T) {
 			if tc.fake != nil {
 				mk = tc.fake
 			}
-			h := newHarness(t, mk(), tc.w, tc.h)
+			f := mk()
+			if tc.agent {
+				f.startAgent(t)
+			}
+			h := newHarness(t, f, tc.w, tc.h)
 			if tc.act != nil {
 				tc.act(h)
 			}
@@ -398,7 +405,7 @@ func TestExecNotAvailable(t *testing.T) {
 		h.keys("G", "e")
 		h.typeText("true")
 		h.keys("enter")
-		if f.called(methodVMExec) != 1 {
+		if f.called(api.MethodVMExec) != 1 {
 			t.Fatalf("exec not attempted: %v", f.calls)
 		}
 		if h.m.err != nil {
@@ -410,13 +417,22 @@ func TestExecNotAvailable(t *testing.T) {
 
 func TestExecRunsThroughShell(t *testing.T) {
 	f := fixture()
-	f.info.Methods = append(f.info.Methods, methodVMExec)
+	f.info.Methods = append(f.info.Methods, api.MethodVMExec)
+	f.startAgent(t)
 	h := newHarness(t, f, 80, 24)
 	h.keys("G", "e")
-	h.typeText("echo hi | wc -c")
+	h.typeText("echo hi | wc -c; cat; echo done")
 	h.keys("enter")
-	if f.called("vm.exec dev /bin/sh -c echo hi | wc -c") != 1 {
+	if f.called("vm.exec dev /bin/sh -c echo hi | wc -c; cat; echo done") != 1 {
 		t.Errorf("calls: %v", f.calls)
+	}
+	// cat sees end of input at once: an exec never waits for a keyboard
+	// the TUI does not hand over.
+	if h.m.execOut == nil {
+		t.Fatalf("no exec output; err %v", h.m.err)
+	}
+	if got := h.m.execOut.res; got.ExitCode != 0 || got.Stdout != "3\ndone\n" {
+		t.Errorf("exec result %+v, want exit 0 and \"3\\ndone\\n\"", got)
 	}
 	h.keys("esc")
 	if h.m.mode != modeNormal {
@@ -424,32 +440,108 @@ func TestExecRunsThroughShell(t *testing.T) {
 	}
 }
 
-func TestSSHSuspendsIntoCommand(t *testing.T) {
+func TestExecOutputIsBounded(t *testing.T) {
 	f := fixture()
-	var asked []string
+	f.info.Methods = append(f.info.Methods, api.MethodVMExec)
+	f.startAgent(t)
+	h := newHarness(t, f, 80, 24)
+	h.keys("G", "e")
+	// 3 MiB from a chatty (or hostile) guest: the screen keeps 1 MiB.
+	h.typeText("head -c 3145728 /dev/zero | tr '\\0' x")
+	h.keys("enter")
+	if h.m.execOut == nil {
+		t.Fatalf("no exec output; err %v", h.m.err)
+	}
+	out := h.m.execOut.res.Stdout
+	if !strings.HasPrefix(out, strings.Repeat("x", maxExecOutput)) || len(out) > maxExecOutput+100 {
+		t.Errorf("kept %d bytes, want the first %d and a note", len(out), maxExecOutput)
+	}
+	if !strings.Contains(out, "[… 2097152 more bytes not shown]") {
+		t.Errorf("no note about the dropped bytes: %q", out[maxExecOutput:])
+	}
+}
+
+// shellHarness records which of the two shell commands Enter runs.
+func shellHarness(t *testing.T, f *fakeClient, withSSH bool) (*harness, *[]string) {
+	var ran []string
 	h := newHarness(t, f, 80, 24, func(o *Options) {
-		o.SSHCommand = func(name string) *exec.Cmd {
-			asked = append(asked, name)
+		if withSSH {
+			o.SSHCommand = func(name string) *exec.Cmd {
+				ran = append(ran, "ssh "+name)
+				return exec.Command("true")
+			}
+		}
+		o.ShellCommand = func(name string) *exec.Cmd {
+			ran = append(ran, "exec -t "+name)
 			return exec.Command("true")
 		}
 	})
-	h.keys("G")
-	cmd := h.m.ssh()
-	if cmd == nil || !slices.Equal(asked, []string{"dev"}) {
-		t.Fatalf("ssh on dev: cmd %v, asked %v", cmd != nil, asked)
+	return h, &ran
+}
+
+func TestEnterOpensAShellThatWorks(t *testing.T) {
+	pinned := func(t *testing.T, vmID string) string {
+		p := filepath.Join(t.TempDir(), "known_hosts")
+		line := "dev.banger,172.30.0.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOTp9qUc5Yx4ZFv9vNqHUgS8y0S1o1v0Zt4J1mJxGk7Q banger-vm=" + vmID + "\n"
+		if err := os.WriteFile(p, []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	h.keys("k", "enter") // build is stopped
-	if len(asked) != 1 {
-		t.Error("ssh attempted into a stopped VM")
+	tests := []struct {
+		name    string
+		info    func(t *testing.T) api.VMSSHInfo
+		withSSH bool
+		want    string
+	}{
+		// The default busybox image: an address, but no sshd, so no pinned key.
+		{name: "no sshd", withSSH: true, want: "exec -t dev",
+			info: func(t *testing.T) api.VMSSHInfo {
+				return api.VMSSHInfo{IP: "172.30.0.2", KnownHostsPath: filepath.Join(t.TempDir(), "known_hosts")}
+			}},
+		{name: "no network", withSSH: true, want: "exec -t dev",
+			info: func(t *testing.T) api.VMSSHInfo { return api.VMSSHInfo{KnownHostsPath: pinned(t, "01HX0DEV")} }},
+		{name: "sshd and network", withSSH: true, want: "ssh dev",
+			info: func(t *testing.T) api.VMSSHInfo {
+				return api.VMSSHInfo{IP: "172.30.0.2", KnownHostsPath: pinned(t, "01HX0DEV")}
+			}},
+		{name: "another VM's key", withSSH: true, want: "exec -t dev",
+			info: func(t *testing.T) api.VMSSHInfo {
+				return api.VMSSHInfo{IP: "172.30.0.2", KnownHostsPath: pinned(t, "01HX0OTHER")}
+			}},
+		{name: "no vm ssh command", withSSH: false, want: "exec -t dev",
+			info: func(t *testing.T) api.VMSSHInfo {
+				return api.VMSSHInfo{IP: "172.30.0.2", KnownHostsPath: pinned(t, "01HX0DEV")}
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fixture()
+			f.sshInfo["dev"] = tc.info(t)
+			h, ran := shellHarness(t, f, tc.withSSH)
+			h.keys("G", "enter")
+			if !slices.Equal(*ran, []string{tc.want}) {
+				t.Errorf("Enter ran %v, want [%s]", *ran, tc.want)
+			}
+		})
+	}
+}
+
+func TestShellRefusedAndReported(t *testing.T) {
+	f := fixture()
+	h, ran := shellHarness(t, f, true)
+	h.keys("G", "k", "enter") // build is stopped
+	if len(*ran) != 0 {
+		t.Errorf("a shell was opened into a stopped VM: %v", *ran)
 	}
 	h.contains("build is stopped; start it first")
-	h.send(sshDoneMsg{vm: "dev", err: errors.New("exit status 255")})
+	h.send(shellDoneMsg{what: "ssh dev", err: errors.New("exit status 255")})
 	h.contains("ssh dev: exit status 255")
 
-	// Without `banger vm ssh` the key says so instead of failing.
+	// Without `vm ssh` and `vm exec` the key says so instead of failing.
 	h = newHarness(t, fixture(), 80, 24)
 	h.keys("G", "enter")
-	h.contains("ssh is not available yet")
+	h.contains("shells are not available yet")
 }
 
 func TestErrorsStayInline(t *testing.T) {
@@ -624,9 +716,19 @@ func TestFieldEditing(t *testing.T) {
 }
 
 func TestConsoleLinesAreSafe(t *testing.T) {
-	got := consoleLines("\x1b[1mbold\x1b[0m\r\nbar 10%\rbar 99%\n\ta\x07b\n")
-	want := []string{"bold", "bar 99%", " ab"}
+	got := consoleLines("\x1b[1mbold\x1b[0m\r\nbar 10%\rbar 99%\n\ta\x07b\x1b]52;c;ZXZpbA==\x07\r\n")
+	// Colours go; a redraw and other controls show, escaped, as in `vm logs`.
+	want := []string{"bold", `bar 10%\rbar 99%`, ` a\x07b\x1b]52;c;ZXZpbA==\x07`}
 	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestGuestTextInProgressIsEscaped: an event message may quote the guest
+// (its agent's version); the TUI draws it by the CLI's rule.
+func TestGuestTextInProgressIsEscaped(t *testing.T) {
+	got := progressText(api.Event{Message: "agent 1.0\x1b]52;c;ZXZpbA==\x07\nready"}, 10)
+	if want := `agent 1.0\x1b]52;c;ZXZpbA==\x07\nready`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -183,7 +183,7 @@ func (m *Model) openExec() tea.Cmd {
 	if !ok {
 		return nil
 	}
-	if m.methods != nil && !m.methods[methodVMExec] {
+	if m.methods != nil && !m.methods[api.MethodVMExec] {
 		m.err, m.info = nil, "exec is not available yet: this daemon has no vm.exec"
 		return nil
 	}
@@ -217,22 +217,44 @@ func (m *Model) runExec(name, command string) tea.Cmd {
 	})
 }
 
-// ssh suspends the TUI and runs the ssh command in the terminal.
-func (m *Model) ssh() tea.Cmd {
+// shell opens an interactive session in the selected VM, suspending the
+// TUI while it runs: ssh when the VM can take it, else a login shell
+// through the guest agent (`banger vm exec -t`), which needs neither an
+// sshd nor a network. Whether ssh can work is a daemon call, so the choice
+// arrives as a shellChosenMsg.
+func (m *Model) shell() tea.Cmd {
 	vm, ok := m.selectedVM()
 	if !ok {
 		return nil
 	}
-	if m.sshCommand == nil {
-		m.err, m.info = nil, "ssh is not available yet: this banger has no `vm ssh`"
+	if m.sshCommand == nil && m.shellCommand == nil {
+		m.err, m.info = nil, "shells are not available yet: this banger has neither `vm ssh` nor `vm exec`"
 		return nil
 	}
 	if vm.State != api.VMRunning {
 		m.err, m.info = nil, fmt.Sprintf("%s is %s; start it first (s)", vm.Name, vm.State)
 		return nil
 	}
-	name := vm.Name
-	return tea.ExecProcess(m.sshCommand(name), func(err error) tea.Msg { return sshDoneMsg{vm: name, err: err} })
+	if m.shellCommand == nil {
+		return m.openShell(shellChosenMsg{vm: vm.Name, ssh: true})
+	}
+	if m.sshCommand == nil {
+		return m.openShell(shellChosenMsg{vm: vm.Name})
+	}
+	ctx, client := m.ctx, m.client
+	return func() tea.Msg {
+		return shellChosenMsg{vm: vm.Name, ssh: sshReady(ctx, client, vm)}
+	}
+}
+
+// openShell runs the chosen session in the terminal.
+func (m *Model) openShell(msg shellChosenMsg) tea.Cmd {
+	cmd, via := m.shellCommand, "shell in "
+	if msg.ssh {
+		cmd, via = m.sshCommand, "ssh "
+	}
+	what := via + msg.vm
+	return tea.ExecProcess(cmd(msg.vm), func(err error) tea.Msg { return shellDoneMsg{what: what, err: err} })
 }
 
 // ask shows a yes/no question; run happens only on y.

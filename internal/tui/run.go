@@ -17,8 +17,13 @@ type Options struct {
 	// Client talks to the daemon; *api.Client in the real program.
 	Client Client
 	// SSHCommand returns the command that opens an interactive session in
-	// the named VM. The TUI suspends while it runs. Nil disables ssh.
+	// the named VM over ssh. The TUI suspends while it runs, and uses it
+	// only when the VM can take ssh (an address and a pinned host key).
 	SSHCommand func(name string) *exec.Cmd
+	// ShellCommand returns the command that opens a login shell in the
+	// named VM through its guest agent (`banger vm exec -t NAME`): the
+	// shell for VMs without sshd or network.
+	ShellCommand func(name string) *exec.Cmd
 	// NoColor renders without colors (bold and reverse video only), for
 	// NO_COLOR users and dumb terminals.
 	NoColor bool
@@ -65,7 +70,7 @@ func Run(ctx context.Context, opts Options) error {
 	p := tea.NewProgram(m, popts...)
 
 	// Forward the inbox to the program. Send blocks while a suspended
-	// ssh session owns the terminal, which back-pressures the event stream
+	// shell session owns the terminal, which back-pressures the event stream
 	// instead of dropping events.
 	go func() {
 		for {

@@ -154,6 +154,29 @@ func TestTUIInTmux(t *testing.T) {
 		t.Errorf("details pane lacks the spec:\n%s", s)
 	}
 
+	// e runs one command line through the guest agent and shows its output.
+	keys("e")
+	waitFor("exec prompt", `exec in tui1`)
+	text("echo hi-from-guest; exit")
+	keys("Enter")
+	waitFor("exec output", `(?s)exec in tui1: echo hi-from-guest; exit · exit 0.*hi-from-guest`)
+	keys("Escape")
+	waitFor("exec closed", `▸ tui1 +running`)
+
+	// Enter opens a shell. This VM has no network (so no ssh), which is
+	// also where a busybox guest without sshd lands: the shell comes from
+	// the agent. The arithmetic tells the command's output from its echo.
+	keys("Enter")
+	text("echo hi-from-guest-$((6*7))")
+	keys("Enter")
+	waitFor("shell output", `hi-from-guest-42`)
+	text("exit")
+	keys("Enter")
+	s = waitFor("shell closed, TUI back", `▸ tui1 +running`)
+	if strings.Contains(s, "✗") {
+		t.Errorf("the TUI reports an error after a clean shell exit:\n%s", s)
+	}
+
 	keys("x")
 	waitFor("stopped", `(?s)▸ tui1 +stopped.*tui1: stopped`)
 

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // Smallest screen the layout works in; below it the TUI says so instead of
@@ -370,7 +370,7 @@ func (m *Model) renderVMDetails(h int) []string {
 		kv("created", created)
 	}
 	if vm.LastError != "" {
-		for i, l := range wrapLines(vm.LastError, max(10, m.width-9)) {
+		for i, l := range wrapLines(termtext.Escape(vm.LastError), max(10, m.width-9)) {
 			if i == 3 {
 				break
 			}
@@ -410,27 +410,14 @@ func (m *Model) renderVMDetails(h int) []string {
 	return lines
 }
 
-// consoleLines makes a guest's serial output safe to draw: the guest's own
-// escape sequences, carriage-return redraws and tabs would wreck the layout.
+// consoleLines makes a guest's serial output safe to draw, by the same rule
+// as `banger vm logs` (termtext.Console: colours dropped, every other control
+// character shown escaped); tabs become spaces, which would wreck the layout.
 func consoleLines(text string) []string {
-	text = ansi.Strip(strings.TrimRight(text, "\n"))
-	raw := strings.Split(text, "\n")
-	out := make([]string, 0, len(raw))
-	for _, l := range raw {
-		l = strings.TrimRight(l, "\r")
-		if i := strings.LastIndexByte(l, '\r'); i >= 0 {
-			l = l[i+1:] // what a terminal would show after the redraw
-		}
-		l = strings.Map(func(r rune) rune {
-			switch {
-			case r == '\t':
-				return ' '
-			case unicode.IsControl(r):
-				return -1
-			}
-			return r
-		}, l)
-		out = append(out, l)
+	text = termtext.Console(strings.TrimRight(text, "\r\n"))
+	out := strings.Split(text, "\n")
+	for i, l := range out {
+		out[i] = strings.ReplaceAll(l, "\t", " ")
 	}
 	return out
 }
@@ -586,7 +573,7 @@ func (m *Model) renderStatus() string {
 	ops := m.sortedOps()
 	switch {
 	case m.err != nil:
-		s := m.st.err.Render("✗ " + m.err.Error())
+		s := m.st.err.Render("✗ " + termtext.Line(m.err.Error())) // it may quote the guest
 		if len(ops) > 0 {
 			s += fmt.Sprintf(" · %s %d running", spinnerFrame(m.spin), len(ops))
 		}
@@ -612,7 +599,7 @@ func (m *Model) renderStatus() string {
 
 // progressText is an event's sentence with a bar when it knows its total.
 func progressText(ev api.Event, barWidth int) string {
-	s := ev.Message
+	s := termtext.Line(ev.Message) // it may quote the guest
 	if s == "" {
 		s = ev.Stage
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/test/testbin"
 )
 
@@ -115,6 +116,10 @@ func TestScripts(t *testing.T) {
 			case "mkfs":
 				_, err := exec.LookPath("mkfs.ext4")
 				return err == nil, nil
+			case "room16t":
+				// 16 TiB free in the temp dir: a --disk 16T would really grow.
+				free, err := disk.FreeBytes(os.TempDir())
+				return err == nil && free >= 16<<40, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
