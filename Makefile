@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 BIN ?= bin
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION ?= $(shell sh scripts/version.sh)
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BUILT_AT ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 PKG := github.com/banger-dev/banger/internal/buildinfo

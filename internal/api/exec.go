@@ -103,6 +103,10 @@ type VMSSHInfo struct {
 	User           string `json:"user"`
 	KeyPath        string `json:"key_path"`
 	KnownHostsPath string `json:"known_hosts_path"`
+	// SSHServer says whether the guest runs an sshd: banger pinned its host
+	// keys at a boot, which it does only when the guest has one. Nil from a
+	// daemon too old to say.
+	SSHServer *bool `json:"ssh_server,omitempty"`
 }
 
 // SSHConfig is the `banger ssh-config` answer.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -12,18 +13,19 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/ssh"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // newAccessCmds returns the vm subcommands that reach into a VM: exec, cp,
@@ -55,8 +57,12 @@ func newVMExecCmd(app *App, g *globalFlags) *cobra.Command {
 		Long: `Run a command in a running VM through the guest agent (no network or SSH
 needed). Standard input streams to it, its output streams back, and banger
 exits with its exit code (128+N when signal N ended it). Ctrl-C and other
-signals are passed on. With -t the command gets a terminal (raw mode, window
-size kept in sync); with -t and no command you get a login shell.`,
+signals are passed on; if the command ignores them, a second Ctrl-C ends the
+session (the command is killed) and banger exits 130. With -t the command gets
+a terminal (raw mode, window size kept in sync); with -t and no command you get
+a login shell. In a -t session typed at a terminal, ~. at the start of a line
+ends the session (banger exits 255) and ~~ sends one ~, as in ssh.
+Output of the command is passed on unchanged, as ssh does.`,
 		Example: `  banger vm exec dev -- uname -a
   banger vm exec dev -- sh -c 'cd /src && make test'
   tar c . | banger vm exec dev -- tar x -C /tmp/src
@@ -123,13 +129,18 @@ func (app *App) runExec(ctx context.Context, g *globalFlags, o execOptions) (int
 	}
 	defer func() { _ = p.Close() }()
 
+	end := newSessionEnd(p)
+	restore := func() {}
 	sigs := make(chan os.Signal, 8)
-	if o.TTY && stdinTTY {
+	interactive := o.TTY && stdinTTY // a person typing into a terminal session
+	if interactive {
 		old, err := term.MakeRaw(stdinFd)
 		if err != nil {
 			return 0, fmt.Errorf("put the terminal in raw mode: %w", err)
 		}
-		defer func() { _ = term.Restore(stdinFd, old) }()
+		var once sync.Once
+		restore = func() { once.Do(func() { _ = term.Restore(stdinFd, old) }) }
+		defer restore()
 		// Keystrokes like ^C travel as bytes to the guest's terminal; only
 		// the window size needs a signal.
 		signal.Notify(sigs, syscall.SIGWINCH)
@@ -141,31 +152,25 @@ func (app *App) runExec(ctx context.Context, g *globalFlags, o execOptions) (int
 		signal.Stop(sigs)
 		close(sigs)
 	}()
-	go func() {
-		for sig := range sigs {
-			if sig == syscall.SIGWINCH {
-				if cols, rows, err := term.GetSize(stdoutFd); err == nil {
-					_ = p.Resize(uint16(rows), uint16(cols))
-				}
-				continue
-			}
-			if s, ok := sig.(syscall.Signal); ok {
-				_ = p.Signal(unix.SignalName(s))
-			}
+	go relaySignals(sigs, p, end, o.Name, func() {
+		if cols, rows, err := term.GetSize(stdoutFd); err == nil {
+			_ = p.Resize(uint16(rows), uint16(cols))
 		}
-	}()
-	go func() {
-		if app.Stdin != nil {
-			_, _ = io.Copy(p, app.Stdin)
-		}
-		_ = p.CloseStdin()
-	}()
+	})
+	go pumpStdin(p, app.Stdin, interactive, func() {
+		end.end(escapeExitCode, fmt.Sprintf("\nbanger: ~. ended the session with vm %q (which kills its command)", o.Name))
+	})
 	st, err := p.Wait(app.Stdout, app.Stderr)
+	if code, note, ok := end.ended(); ok {
+		restore() // so the note starts on a line of its own
+		fmt.Fprintln(app.Stderr, note)
+		return code, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("vm %q: %w", o.Name, err)
 	}
 	if st.Error != "" {
-		fmt.Fprintf(app.Stderr, "banger: vm %q: %s\n", o.Name, st.Error)
+		fmt.Fprintf(app.Stderr, "banger: vm %q: %s\n", o.Name, termtext.Escape(st.Error))
 	}
 	return st.ShellCode(), nil
 }
@@ -189,6 +194,11 @@ type cpOptions struct {
 	User          string
 	PreserveOwner bool
 	Quiet         bool
+	// Out of a VM only (see copyReceiver): limits and trust.
+	Limits      copyLimits
+	SpecialBits bool
+	// Umask is this process's umask, cleared from the modes the guest sends.
+	Umask fs.FileMode
 }
 
 func newVMCpCmd(app *App, g *globalFlags) *cobra.Command {
@@ -199,15 +209,27 @@ func newVMCpCmd(app *App, g *globalFlags) *cobra.Command {
 		Long: `Copy a file or a directory tree (recursively) between this machine and a
 running VM; write the VM side as NAME:PATH. PATH is absolute or relative to
 the guest user's home. As with cp, copying into an existing directory puts
-the source inside it. Modes and modification times are kept; files written in
-the VM belong to the guest user (--preserve-owner keeps the numeric owner
-instead). Progress goes to stderr.`,
+the source inside it. Progress goes to stderr.
+
+Into a VM, modes and modification times are kept and files belong to the
+guest user (--preserve-owner keeps the numeric owner instead).
+
+Out of a VM the guest is not trusted, so the copy is written as cp -r writes
+one: each mode is the guest's permission bits less your umask, setuid,
+setgid and sticky bits are dropped (--special-bits keeps them; refused as
+root), an existing directory keeps its mode, and files are yours
+(--preserve-owner as root keeps the guest's numeric owners). The copy stops
+when it would exceed --max-bytes or --max-files, would leave less than
+--min-free on the destination's file system, or receives nothing for
+--idle-timeout; it then removes its partial file and, if it created the
+destination, everything it wrote.`,
 		Example: `  banger vm cp ./src dev:/tmp/
   banger vm cp dev:/var/log/syslog .
   banger vm cp ~/.vimrc dev:`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Src, o.Dst = args[0], args[1]
+			o.Umask = agent.ProcessUmask("/proc/self/status")
 			return app.runCp(cmd.Context(), g, o)
 		},
 	}
@@ -215,6 +237,8 @@ instead). Progress goes to stderr.`,
 	f.StringVarP(&o.User, "user", "u", "", "guest user that owns the copy and anchors relative paths (default: the VM's login user)")
 	f.BoolVarP(&o.PreserveOwner, "preserve-owner", "p", false, "keep numeric owners (into a VM; out of one when run as root)")
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print nothing on success")
+	o.Limits.flags(f)
+	f.BoolVar(&o.SpecialBits, "special-bits", false, "out of a VM: keep setuid, setgid and sticky bits (refused as root)")
 	return cmd
 }
 
@@ -249,12 +273,15 @@ func (app *App) runCp(ctx context.Context, g *globalFlags, o cpOptions) error {
 		if st, err := os.Stat(local); err == nil && st.IsDir() {
 			local = filepath.Join(local, path.Base(gpath))
 		}
-		tr := agent.TreeReceiver{Progress: prog.add}
-		if o.PreserveOwner && os.Geteuid() == 0 {
-			tr.Owner = func(e agent.Entry) (int, int) { return e.UID, e.GID }
+		var tr agent.TreeReceiver
+		tr, err = copyReceiver(o, os.Geteuid(), prog.add)
+		if err != nil {
+			prog.stop()
+			return err
 		}
-		req := api.VMCopyRequest{Name: src[1], Path: gpath, User: o.User}
+		req := api.VMCopyRequest{Name: src[1], Path: gpath, User: o.User, MaxBytes: tr.MaxBytes}
 		res, err = c.VMCopyFrom(ctx, req, local, tr)
+		err = explainCopyError(err)
 		where = local
 	}
 	prog.stop()
@@ -262,7 +289,7 @@ func (app *App) runCp(ctx context.Context, g *globalFlags, o cpOptions) error {
 		return err
 	}
 	if !o.Quiet {
-		fmt.Fprintf(app.Stderr, "copied %s to %s in %s\n", describeCopy(res), where, time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(app.Stderr, "copied %s to %s in %s\n", describeCopy(res), termtext.Line(where), time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }
@@ -395,6 +422,21 @@ func sshCommand(info api.VMSSHInfo, argv []string) []string {
 	return args
 }
 
+// sshPrecondition says why ssh cannot reach the VM, before trying: it is
+// not running, has no address, or runs no sshd (banger learnt that at its
+// boot). Each case points at `vm exec -t`, which needs none of it.
+func sshPrecondition(name string, info api.VMSSHInfo) error {
+	switch {
+	case info.State != api.VMRunning:
+		return fmt.Errorf("vm %q is %s; start it with `banger vm start %s`", name, info.State, name)
+	case info.IP == "":
+		return fmt.Errorf("vm %q has no IP address yet (VM networking is off or not set up for it); `banger vm exec -t %s` works without one", name, name)
+	case info.SSHServer != nil && !*info.SSHServer:
+		return fmt.Errorf("vm %q runs no SSH server (its image has no sshd); `banger vm exec -t %s` opens a shell through the guest agent", name, name)
+	}
+	return nil
+}
+
 func (app *App) runSSH(ctx context.Context, g *globalFlags, name string, argv []string) (int, error) {
 	c, _, err := app.connect(ctx, g)
 	if err != nil {
@@ -405,11 +447,8 @@ func (app *App) runSSH(ctx context.Context, g *globalFlags, name string, argv []
 	if err != nil {
 		return 0, err
 	}
-	if info.State != api.VMRunning {
-		return 0, fmt.Errorf("vm %q is %s; start it with `banger vm start %s`", name, info.State, name)
-	}
-	if info.IP == "" {
-		return 0, fmt.Errorf("vm %q has no IP address yet (VM networking is off or not set up for it); `banger vm exec -t %s` works without one", name, name)
+	if err := sshPrecondition(name, info); err != nil {
+		return 0, err
 	}
 	bin, err := exec.LookPath("ssh")
 	if err != nil {
@@ -451,10 +490,10 @@ sync runs at every VM start.`,
 				}
 				return app.emit(g, res, func() error {
 					for _, s := range res.Synced {
-						fmt.Fprintf(app.Stdout, "%s -> %s (%s, %s)\n", s.Path, s.Dest, plural(s.Files, "file"), humanize.IBytes(uint64(s.Bytes)))
+						fmt.Fprintf(app.Stdout, "%s -> %s (%s, %s)\n", termtext.Line(s.Path), termtext.Line(s.Dest), plural(s.Files, "file"), humanize.IBytes(uint64(s.Bytes)))
 					}
 					for _, e := range res.Errors {
-						fmt.Fprintf(app.Stderr, "banger: %s\n", e)
+						fmt.Fprintf(app.Stderr, "banger: %s\n", termtext.Escape(e))
 					}
 					if len(res.Errors) > 0 {
 						return exitError{1}
@@ -471,12 +510,18 @@ sync runs at every VM start.`,
 func newSSHConfigCmd(app *App, g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ssh-config",
-		Short: "Print a ~/.ssh/config block for reaching VMs as NAME.banger",
-		Long: `Print a Host block that makes plain ssh (and scp, rsync, editors' remote
-modes) use banger's key and banger's pinned host keys for every VM name.
-Append it to ~/.ssh/config:
+		Short: "Print ~/.ssh/config entries for reaching VMs as NAME.banger",
+		Long: `Print Host entries that make plain ssh (and scp, rsync, editors' remote
+modes) reach each VM as NAME.banger with banger's key, checking banger's
+pinned host key. Each VM is listed with its address, so this works whether
+or not this machine resolves *.banger names (see banger doctor). Save it and
+include it at the top of ~/.ssh/config, before any Host line:
 
-  banger ssh-config >> ~/.ssh/config`,
+  banger ssh-config > ~/.ssh/banger.conf
+  # once, at the top of ~/.ssh/config:  Include banger.conf
+
+Run it again after creating VMs to add theirs. VMs without an address or
+without an sshd are listed as comments; banger vm exec -t reaches them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return app.withClient(cmd, g, func(c *api.Client) error {

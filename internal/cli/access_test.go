@@ -63,6 +63,31 @@ func TestSSHCommand(t *testing.T) {
 	}
 }
 
+func TestSSHPreconditionNeverTriesSSHWithoutSSHD(t *testing.T) {
+	yes, no := true, false
+	running := api.VMSSHInfo{Name: "dev", State: api.VMRunning, IP: "172.30.0.5"}
+	for _, tt := range []struct {
+		name string
+		info func(api.VMSSHInfo) api.VMSSHInfo
+		want string // "" means ssh runs
+	}{
+		{"sshd pinned", func(i api.VMSSHInfo) api.VMSSHInfo { i.SSHServer = &yes; return i }, ""},
+		{"older daemon does not say", func(i api.VMSSHInfo) api.VMSSHInfo { return i }, ""},
+		{"no sshd", func(i api.VMSSHInfo) api.VMSSHInfo { i.SSHServer = &no; return i },
+			`vm "dev" runs no SSH server (its image has no sshd); ` + "`banger vm exec -t dev` opens a shell through the guest agent"},
+		{"no address", func(i api.VMSSHInfo) api.VMSSHInfo { i.IP = ""; i.SSHServer = &no; return i }, `vm "dev" has no IP address yet`},
+		{"stopped", func(i api.VMSSHInfo) api.VMSSHInfo { i.State = api.VMStopped; return i }, "start it with `banger vm start dev`"},
+	} {
+		err := sshPrecondition("dev", tt.info(running))
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
 func TestDescribeCopy(t *testing.T) {
 	got := describeCopy(agent.CopyResult{Files: 3, Dirs: 1, Links: 2, Bytes: 3 << 20, Skipped: 1})
 	want := "3 files, 1 directory, 2 symlinks (3.0 MiB); skipped 1 special file (sockets, devices or FIFOs)"

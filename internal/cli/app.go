@@ -17,6 +17,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/buildinfo"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // App carries everything a command touches outside itself.
@@ -59,7 +60,7 @@ func Run(ctx context.Context, app *App, args []string) int {
 	root.SetIn(app.Stdin)
 	root.SetOut(app.Stdout)
 	root.SetErr(app.Stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
@@ -68,15 +69,18 @@ func Run(ctx context.Context, app *App, args []string) int {
 		return ee.code
 	}
 	printError(app.Stderr, err)
+	app.explainDaemonStop(cmd, err)
 	return 1
 }
 
 // printError prints one line a person can act on, plus the daemon's hint.
+// Both may quote the guest (a serial-console tail, an agent's error), so
+// they are escaped; newlines stay, for the multi-line ones.
 func printError(w io.Writer, err error) {
-	fmt.Fprintf(w, "banger: %s\n", err)
+	fmt.Fprintf(w, "banger: %s\n", termtext.Escape(err.Error()))
 	var ae *api.Error
 	if errors.As(err, &ae) && ae.Hint != "" {
-		fmt.Fprintf(w, "hint: %s\n", ae.Hint)
+		fmt.Fprintf(w, "hint: %s\n", termtext.Escape(ae.Hint))
 	}
 }
 
@@ -116,7 +120,9 @@ a second, as persistent objects you create, start, stop and delete.
 		newTUICmd(app, g),
 		newSystemCmd(app, g),
 		newUpdateCmd(app, g),
+		newUninstallCmd(app, g),
 	)
+	rejectUnknownSubcommands(root)
 	return root
 }
 
@@ -125,10 +131,15 @@ func addJSONFlag(cmd *cobra.Command, g *globalFlags) {
 	cmd.Flags().BoolVar(&g.json, "json", false, "print machine-readable JSON on stdout")
 }
 
+// writeJSON prints v indented, with the characters encoding/json leaves
+// literal but a terminal acts on escaped too (see termtext.JSON).
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(termtext.JSON(b), '\n'))
+	return err
 }
 
 // withClient connects to the daemon (starting it when needed), runs fn with

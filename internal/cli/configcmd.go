@@ -5,7 +5,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/paths"
 )
 
 func newConfigCmd(app *App, g *globalFlags) *cobra.Command {
@@ -41,7 +43,7 @@ func newConfigCmd(app *App, g *globalFlags) *cobra.Command {
 		Use:   "check",
 		Short: "Load and validate the configuration file",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			layout, err := app.Layout(g.system)
 			if err != nil {
 				return err
@@ -50,8 +52,39 @@ func newConfigCmd(app *App, g *globalFlags) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(app.Stdout, "%s: ok\n", layout.ConfigFile())
+			c := api.NewClient(layout.SocketPath())
+			defer c.Close()
+			info, err := c.DaemonInfo(cmd.Context())
+			fmt.Fprintln(app.Stdout, daemonConfigLine(layout, info, err))
 			return nil
 		},
 	})
 	return cmd
+}
+
+// daemonConfigLine says whether the running daemon uses the config file as
+// it is now, and how to apply it when not. It never starts a daemon.
+func daemonConfigLine(layout paths.Layout, info api.DaemonInfo, infoErr error) string {
+	if infoErr != nil {
+		return "daemon: not running; it loads this file when it starts"
+	}
+	return "daemon: " + daemonConfigState(layout, info)
+}
+
+// daemonConfigState is the running daemon's config against the file now.
+func daemonConfigState(layout paths.Layout, info api.DaemonInfo) string {
+	d := checkConfigDrift(layout, info)
+	switch {
+	case !d.known && info.ConfigFile != "" && info.ConfigFile != layout.ConfigFile():
+		return "runs with another file, " + info.ConfigFile
+	case !d.known:
+		return "cannot tell which configuration it uses (it is older than this CLI)"
+	case d.err != nil:
+		return "runs with the configuration it started with; the file now has an error (`banger config check`)"
+	case !d.changed:
+		return "runs with this configuration"
+	case layout.Mode == paths.ModeSystem:
+		return "runs with an older version of this file; `sudo systemctl restart bangerd` applies it"
+	}
+	return "runs with an older version of this file; the next banger command restarts it to apply it"
 }

@@ -58,6 +58,9 @@ func newDaemonStatusCmd(app *App, g *globalFlags) *cobra.Command {
 						fmt.Fprintf(w, "          (differs from this CLI, %s; the next banger command restarts it)\n", app.Build.Line("banger"))
 					}
 					fmt.Fprintf(w, "mode:     %s\nsocket:   %s\ndatabase: %s\nschema:   %s\n", info.Mode, info.Socket, info.Database, info.Schema)
+					if layout, err := app.Layout(g.system); err == nil {
+						fmt.Fprintf(w, "config:   %s\n", daemonConfigState(layout, info))
+					}
 					return nil
 				})
 			})

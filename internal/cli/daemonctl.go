@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/term"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/paths"
 )
 
@@ -28,15 +30,12 @@ func (app *App) connect(ctx context.Context, g *globalFlags) (*api.Client, paths
 	c := api.NewClient(layout.SocketPath())
 	info, err := c.DaemonInfo(ctx)
 	switch {
-	case err == nil && info.Build.SameBuild(app.Build):
-		return c, layout, nil
 	case err == nil:
-		if layout.Mode == paths.ModeSystem {
-			// The system daemon belongs to systemd; the CLI never replaces it.
+		why := app.restartReason(ctx, c, layout, info)
+		if why == "" {
 			return c, layout, nil
 		}
-		fmt.Fprintf(app.Stderr, "banger: restarting the daemon: it runs %s, this CLI is %s\n",
-			info.Build.Line("bangerd"), app.Build.Line("banger"))
+		fmt.Fprintf(app.Stderr, "banger: restarting the daemon: %s\n", why)
 		if err := stopDaemon(ctx, c, info.PID); err != nil {
 			return nil, layout, fmt.Errorf("stop stale daemon (pid %d): %w", info.PID, err)
 		}
@@ -51,6 +50,74 @@ func (app *App) connect(ctx context.Context, g *globalFlags) (*api.Client, paths
 		return nil, layout, err
 	}
 	return c, layout, nil
+}
+
+// restartReason says why the running daemon should be replaced before
+// this command ("" to keep it): it is from another build, or it runs with
+// a config file that has changed since it started. The system daemon
+// belongs to systemd and is never replaced; for a changed config the CLI
+// says how to apply it instead.
+func (app *App) restartReason(ctx context.Context, c *api.Client, layout paths.Layout, info api.DaemonInfo) string {
+	if !info.Build.SameBuild(app.Build) {
+		if layout.Mode == paths.ModeSystem {
+			return ""
+		}
+		return fmt.Sprintf("it runs %s, this CLI is %s", info.Build.Line("bangerd"), app.Build.Line("banger"))
+	}
+	drift := checkConfigDrift(layout, info)
+	switch {
+	case drift.err != nil:
+		fmt.Fprintf(app.Stderr, "banger: warning: %v; the daemon keeps the configuration it started with (`banger config check`)\n", drift.err)
+		return ""
+	case !drift.changed:
+		return ""
+	case layout.Mode == paths.ModeSystem:
+		fmt.Fprintf(app.Stderr, "banger: warning: the daemon runs with an older %s; `sudo systemctl restart bangerd` applies it\n", layout.ConfigFile())
+		return ""
+	}
+	if busy := vmsInTransition(ctx, c); len(busy) > 0 {
+		fmt.Fprintf(app.Stderr, "banger: warning: the daemon runs with an older %s; it is not restarted while %s starts or stops (`banger daemon stop` applies it)\n",
+			layout.ConfigFile(), strings.Join(busy, ", "))
+		return ""
+	}
+	return filepath.Base(layout.ConfigFile()) + " changed since it started"
+}
+
+// configDrift compares the config a daemon loaded with the file now.
+type configDrift struct {
+	// known is false when the daemon cannot say (an older build) or loaded
+	// another file (bangerd --config).
+	known   bool
+	changed bool
+	// err is the file's problem when it no longer loads.
+	err error
+}
+
+func checkConfigDrift(layout paths.Layout, info api.DaemonInfo) configDrift {
+	if info.ConfigFingerprint == "" || info.ConfigFile != layout.ConfigFile() {
+		return configDrift{}
+	}
+	cfg, err := config.Load(layout.ConfigFile())
+	if err != nil {
+		return configDrift{known: true, err: err}
+	}
+	return configDrift{known: true, changed: cfg.Fingerprint() != info.ConfigFingerprint}
+}
+
+// vmsInTransition names the VMs that are starting or stopping: a daemon
+// restart would cut those operations short.
+func vmsInTransition(ctx context.Context, c *api.Client) []string {
+	vms, err := c.VMList(ctx)
+	if err != nil {
+		return nil
+	}
+	var busy []string
+	for _, vm := range vms {
+		if vm.State == api.VMStarting || vm.State == api.VMStopping {
+			busy = append(busy, vm.Name)
+		}
+	}
+	return busy
 }
 
 // stopDaemon asks the daemon to exit and waits until its process is gone.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 func newImageBuildCmd(app *App, g *globalFlags) *cobra.Command {
@@ -112,7 +113,7 @@ func renderImage(w io.Writer, im api.Image) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			fmt.Fprintf(tw, "%s:\t%s\n", k, termtext.Line(v))
 		}
 	}
 	row("name", im.Name)

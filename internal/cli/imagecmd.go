@@ -3,12 +3,14 @@ package cli
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 func newImageCmd(app *App, g *globalFlags) *cobra.Command {
@@ -36,7 +38,7 @@ func newImageCmd(app *App, g *globalFlags) *cobra.Command {
 					tw := tabwriter.NewWriter(app.Stdout, 0, 0, 2, ' ', 0)
 					fmt.Fprintln(tw, "NAME\tSIZE\tSOURCE\tCREATED")
 					for _, im := range imgs {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Name, config.ByteSize(im.SizeBytes), im.Source, im.CreatedAt.Local().Format("2006-01-02 15:04"))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", termtext.Line(im.Name), config.ByteSize(im.SizeBytes), termtext.Line(im.Source), im.CreatedAt.Local().Format("2006-01-02 15:04"))
 					}
 					return tw.Flush()
 				})
@@ -51,18 +53,21 @@ func newImageCmd(app *App, g *globalFlags) *cobra.Command {
 func newImageImportCmd(app *App, g *globalFlags) *cobra.Command {
 	var req api.ImageImportRequest
 	cmd := &cobra.Command{
-		Use:   "import NAME --kernel FILE --rootfs FILE [--initrd FILE]",
+		Use:   "import NAME --kernel FILE --rootfs FILE [--initrd FILE | --modules DIR]",
 		Short: "Register an existing kernel, initrd and ext4 root filesystem as an image",
 		Long: `Copy a kernel (ELF vmlinux or bzImage), an optional initrd and an ext4 root
 filesystem into banger's image store under NAME. The rootfs should contain
 banger-vsock-agent started at boot; VMs clone it, so the original is never
-written.`,
+written. A kernel that loads virtio_blk and ext4 as modules (Debian's does)
+cannot mount its root disk alone: pass its --initrd, or --modules DIR (its
+lib/modules/RELEASE) and banger builds one; modules beside an unpacked
+kernel package are found without --modules.`,
 		Example: `  banger image import base --kernel ./vmlinux --rootfs ./rootfs.ext4
   banger image import deb --kernel /boot/vmlinuz-6.1.0-28-amd64 --initrd ./initrd.img --rootfs ./deb.ext4`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
-			for _, p := range []*string{&req.Kernel, &req.Rootfs, &req.Initrd} {
+			for _, p := range []*string{&req.Kernel, &req.Rootfs, &req.Initrd, &req.Modules} {
 				if *p != "" {
 					abs, err := filepath.Abs(*p)
 					if err != nil {
@@ -86,6 +91,7 @@ written.`,
 	cmd.Flags().StringVar(&req.Kernel, "kernel", "", "kernel image: ELF vmlinux or bzImage (required)")
 	cmd.Flags().StringVar(&req.Rootfs, "rootfs", "", "ext4 root filesystem image (required)")
 	cmd.Flags().StringVar(&req.Initrd, "initrd", "", "initial ramdisk (optional)")
+	cmd.Flags().StringVar(&req.Modules, "modules", "", "the kernel's lib/modules/RELEASE, to build the initrd a modular kernel needs")
 	_ = cmd.MarkFlagRequired("kernel")
 	_ = cmd.MarkFlagRequired("rootfs")
 	addJSONFlag(cmd, g)
@@ -93,19 +99,31 @@ written.`,
 }
 
 func newImageDeleteCmd(app *App, g *globalFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:     "delete NAME",
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "delete NAME...",
 		Aliases: []string{"rm"},
-		Short:   "Delete an image (refused while VMs use it)",
-		Args:    cobra.ExactArgs(1),
+		Short:   "Delete images (asks first unless --force; refused while VMs use one)",
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			names := strings.Join(args, ", ")
+			if err := app.confirm(confirmation{
+				Given: force, Flag: "--force", Action: "delete image " + names,
+				Question: "Delete image " + names + "? VMs can no longer be created from it.", Declined: "not deleted",
+			}); err != nil {
+				return err
+			}
 			return app.withClient(cmd, g, func(c *api.Client) error {
-				if err := c.ImageDelete(cmd.Context(), args[0]); err != nil {
-					return err
+				for _, name := range args {
+					if err := c.ImageDelete(cmd.Context(), name); err != nil {
+						return err
+					}
+					fmt.Fprintf(app.Stdout, "%s: deleted\n", termtext.Line(name))
 				}
-				fmt.Fprintf(app.Stdout, "%s: deleted\n", args[0])
 				return nil
 			})
 		},
 	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete without asking")
+	return cmd
 }

@@ -34,6 +34,8 @@ type systemHost struct {
 	lookupOwner    func(name string) (install.Owner, error)
 	// teardownNetwork removes the bridge and NAT during uninstall.
 	teardownNetwork func(ctx context.Context, layout paths.Layout) error
+	// linkExists reports whether a network interface of that name exists.
+	linkExists func(name string) bool
 }
 
 func defaultSystemHost() systemHost {
@@ -48,6 +50,10 @@ func defaultSystemHost() systemHost {
 		runner:          system.ExecRunner{},
 		lookupOwner:     install.LookupOwner,
 		teardownNetwork: teardownNetwork,
+		linkExists: func(name string) bool {
+			_, err := os.Stat(filepath.Join("/sys/class/net", name))
+			return err == nil
+		},
 	}
 }
 
@@ -332,10 +338,13 @@ func teardownNetwork(ctx context.Context, layout paths.Layout) error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, ops.RemoveNAT(ctx, privileged.NATSpec{Subnet: subnet, Bridge: bridge}))
-	taps, err := network.ListTaps(ctx)
+	// Only this install's taps: another banger on the host may be using its own.
+	taps, err := network.ListTapInfo(ctx)
 	errs = append(errs, err)
 	for _, tap := range taps {
-		errs = append(errs, ops.DeleteTap(ctx, tap))
+		if tap.BelongsTo(bridge, layout.StateDir) {
+			errs = append(errs, ops.DeleteTap(ctx, tap.Name))
+		}
 	}
 	errs = append(errs, ops.DeleteBridge(ctx, bridge))
 	return errors.Join(errs...)

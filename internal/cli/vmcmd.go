@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"regexp"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // vmNamePattern is checked here too so a typo fails before the daemon starts.
@@ -64,6 +64,16 @@ the [vm] section of the configuration (banger config defaults).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := validateVMName(req.Name); err != nil {
 				return err
+			}
+			// 0 on the wire means "the config's default", so an explicit
+			// --memory 0 or --vcpus 0 would silently become that default.
+			for _, f := range []struct {
+				name, example string
+				value         int
+			}{{"memory", "--memory 1024", req.MemoryMiB}, {"vcpus", "--vcpus 2", req.VCPUs}} {
+				if cmd.Flags().Changed(f.name) && f.value <= 0 {
+					return fmt.Errorf("--%s must be a positive number (e.g. %s); leave it out for the default from config", f.name, f.example)
+				}
 			}
 			if disk != "" {
 				size, err := config.ParseSize(disk)
@@ -127,7 +137,7 @@ func renderVMTable(w io.Writer, vms []api.VM, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATE\tIP\tIMAGE\tVCPUS\tMEMORY\tDISK\tAGE")
 	for _, vm := range vms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\t%s\n", vm.Name, vm.State, dash(vm.IP), dash(vm.Image),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\t%s\n", termtext.Line(vm.Name), termtext.Line(string(vm.State)), termtext.Line(dash(vm.IP)), termtext.Line(dash(vm.Image)),
 			vm.VCPUs, vm.MemoryMiB, config.ByteSize(vm.DiskSizeBytes), age(now.Sub(vm.CreatedAt)))
 	}
 	_ = tw.Flush()
@@ -158,9 +168,10 @@ func (app *App) printVM(g *globalFlags, vm api.VM) error {
 
 func renderVM(w io.Writer, vm api.VM) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// Fields such as the last error and exit status may quote the guest.
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			fmt.Fprintf(tw, "%s:\t%s\n", k, termtext.Line(v))
 		}
 	}
 	row("name", vm.Name)
@@ -260,7 +271,7 @@ func newVMStopCmd(app *App, g *globalFlags) *cobra.Command {
 
 func (app *App) printDone(g *globalFlags, vm api.VM) error {
 	return app.emit(g, vm, func() error {
-		fmt.Fprintf(app.Stdout, "%s: %s\n", vm.Name, vm.State)
+		fmt.Fprintf(app.Stdout, "%s: %s\n", termtext.Line(vm.Name), termtext.Line(string(vm.State)))
 		return nil
 	})
 }
@@ -278,16 +289,12 @@ func newVMDeleteCmd(app *App, g *globalFlags) *cobra.Command {
 					return err
 				}
 			}
-			if !force {
-				if !app.IsTerminal() {
-					return fmt.Errorf("refusing to delete %s without confirmation: stdin is not a terminal; pass --force", strings.Join(args, ", "))
-				}
-				fmt.Fprintf(app.Stderr, "Delete %s and their disks? This cannot be undone. [y/N] ", strings.Join(args, ", "))
-				answer, _ := bufio.NewReader(app.Stdin).ReadString('\n')
-				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
-					fmt.Fprintln(app.Stderr, "not deleted")
-					return exitError{code: 1}
-				}
+			names := strings.Join(args, ", ")
+			if err := app.confirm(confirmation{
+				Given: force, Flag: "--force", Action: "delete " + names,
+				Question: "Delete " + names + " and their disks? This cannot be undone.", Declined: "not deleted",
+			}); err != nil {
+				return err
 			}
 			return app.withClient(cmd, g, func(c *api.Client) error {
 				for _, name := range args {
@@ -308,11 +315,20 @@ func newVMDeleteCmd(app *App, g *globalFlags) *cobra.Command {
 }
 
 func newVMLogsCmd(app *App, g *globalFlags) *cobra.Command {
-	var req api.VMLogsRequest
+	var (
+		req api.VMLogsRequest
+		raw bool
+	)
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print the tail of a VM's serial console",
-		Args:  cobra.ExactArgs(1),
+		Long: `Print the last lines the VM wrote to its serial console. The guest wrote
+them, so banger shows control characters and escape sequences escaped (\x1b,
+\r, \u009b) and drops colours: a hostile guest cannot redraw your terminal,
+retitle it or write to your clipboard. That holds whether or not stdout is a
+terminal, since piped output is often viewed on one. --raw prints the bytes as
+the guest wrote them; --json keeps the raw text inside a JSON string.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return app.withClient(cmd, g, func(c *api.Client) error {
 				req.Name = args[0]
@@ -321,25 +337,32 @@ func newVMLogsCmd(app *App, g *globalFlags) *cobra.Command {
 					return err
 				}
 				return app.emit(g, logs, func() error {
-					_, err := io.WriteString(app.Stdout, logs.Text)
+					text := logs.Text
+					if !raw {
+						text = termtext.Console(text)
+					}
+					_, err := io.WriteString(app.Stdout, text)
 					return err
 				})
 			})
 		},
 	}
 	cmd.Flags().IntVarP(&req.Lines, "lines", "n", 200, "how many trailing lines to print")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the console's bytes unescaped, escape sequences included")
 	addJSONFlag(cmd, g)
 	return cmd
 }
 
-// progress prints events on stderr so stdout stays parseable.
+// progress prints events on stderr so stdout stays parseable. A message
+// may quote the guest (its agent's version, a build script's output), so
+// each is one escaped line.
 func (app *App) progress(g *globalFlags) func(api.Event) {
 	return func(ev api.Event) {
 		if ev.VM != "" {
-			fmt.Fprintf(app.Stderr, "%s: %s\n", ev.VM, ev.Message)
+			fmt.Fprintf(app.Stderr, "%s: %s\n", termtext.Line(ev.VM), termtext.Line(ev.Message))
 			return
 		}
-		fmt.Fprintln(app.Stderr, ev.Message)
+		fmt.Fprintln(app.Stderr, termtext.Line(ev.Message))
 	}
 }
 
@@ -366,27 +389,40 @@ func age(d time.Duration) string {
 func newVMPortForwardCmd(app *App, g *globalFlags) *cobra.Command {
 	var remove bool
 	cmd := &cobra.Command{
-		Use:   "port-forward NAME [HOSTADDR:]HOSTPORT:GUESTPORT",
-		Short: "Forward a host TCP port to a VM (persistent; --remove drops it)",
+		Use:   "port-forward NAME [[HOSTADDR:]HOSTPORT:GUESTPORT]",
+		Short: "List a VM's forwards, or forward a host TCP port to it (persistent; --remove drops one)",
 		Long: `Forward connections to a host port to a port in the VM. The forward is part
 of the VM: it is active whenever the VM runs and is removed with the VM. The
-host address defaults to 127.0.0.1, so only this machine can connect.`,
-		Example: `  banger vm port-forward dev 8080:80
+host address defaults to 127.0.0.1, so only this machine can connect. With
+only a VM name, list its forwards.`,
+		Example: `  banger vm port-forward dev
+  banger vm port-forward dev 8080:80
   banger vm port-forward dev 0.0.0.0:2222:22
   banger vm port-forward dev 8080:80 --remove`,
-		Args: cobra.ExactArgs(2),
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && remove {
+				return fmt.Errorf("--remove needs the forward to remove: banger vm port-forward %s HOSTPORT:GUESTPORT --remove", args[0])
+			}
 			return app.withClient(cmd, g, func(c *api.Client) error {
-				vm, err := c.VMPortForward(cmd.Context(), api.VMPortForwardRequest{Name: args[0], Spec: args[1], Remove: remove})
+				var (
+					vm  api.VM
+					err error
+				)
+				if len(args) == 1 {
+					vm, err = c.VMShow(cmd.Context(), args[0])
+				} else {
+					vm, err = c.VMPortForward(cmd.Context(), api.VMPortForwardRequest{Name: args[0], Spec: args[1], Remove: remove})
+				}
 				if err != nil {
 					return err
 				}
 				return app.emit(g, vm, func() error {
 					if len(vm.Forwards) == 0 {
-						fmt.Fprintf(app.Stdout, "%s: no forwards\n", vm.Name)
+						fmt.Fprintf(app.Stdout, "%s: no forwards\n", termtext.Line(vm.Name))
 					}
 					for _, f := range vm.Forwards {
-						fmt.Fprintf(app.Stdout, "%s: forward %s\n", vm.Name, f)
+						fmt.Fprintf(app.Stdout, "%s: forward %s\n", termtext.Line(vm.Name), termtext.Line(f))
 					}
 					return nil
 				})

@@ -142,18 +142,54 @@ func ClientArgs(keyPath, knownHosts, alias string) []string {
 	}
 }
 
-// ConfigBlock is the `banger ssh-config` output: a Host block for
-// ~/.ssh/config that makes `ssh NAME.DOMAIN` use banger's key and pins.
-func ConfigBlock(domain, user, keyPath, knownHosts string) string {
+// ConfigHost is one VM in the `banger ssh-config` output.
+type ConfigHost struct {
+	Name string
+	// IP is the VM's leased address; "" when it has none.
+	IP string
+	// SSHServer is true when banger pinned the VM's SSH host keys at a boot,
+	// which happens only for a guest that runs an sshd.
+	SSHServer bool
+}
+
+// ConfigParams is what ConfigBlock writes.
+type ConfigParams struct {
+	Domain, User        string
+	KeyPath, KnownHosts string
+	Hosts               []ConfigHost
+}
+
+// ConfigBlock is the `banger ssh-config` output for ~/.ssh/config. Each VM
+// with an address and an sshd gets a Host block naming that address, so
+// ssh, scp and rsync reach NAME.DOMAIN without the host resolving banger's
+// domain (it does only with systemd-resolved); HostKeyAlias keeps the check
+// against the key pinned for the name. A closing *.DOMAIN block gives every
+// VM banger's key and pins; for VMs created later it needs the name to
+// resolve, or the file generated again.
+func ConfigBlock(p ConfigParams) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# banger VMs; add to ~/.ssh/config (or Include a file holding it)\n")
-	fmt.Fprintf(&b, "Host *.%s\n", domain)
-	if user != "" {
-		fmt.Fprintf(&b, "    User %s\n", user)
+	fmt.Fprintf(&b, "# banger VMs, by address: ssh, scp and rsync need no DNS for *.%s.\n", p.Domain)
+	fmt.Fprintf(&b, "# Save it and Include it at the top of ~/.ssh/config (before any Host):\n")
+	fmt.Fprintf(&b, "#   banger ssh-config > ~/.ssh/banger.conf; then add: Include banger.conf\n")
+	fmt.Fprintf(&b, "# Run it again after creating VMs, to add theirs.\n")
+	for _, h := range p.Hosts {
+		name := h.Name + "." + p.Domain
+		switch {
+		case h.IP == "":
+			fmt.Fprintf(&b, "# %s: no address (VM networking is off for it); use `banger vm exec -t %s`\n", name, h.Name)
+		case !h.SSHServer:
+			fmt.Fprintf(&b, "# %s: no SSH host key pinned (its image runs no sshd, or it has not booted yet); use `banger vm exec -t %s`\n", name, h.Name)
+		default:
+			fmt.Fprintf(&b, "Host %s\n    HostName %s\n    HostKeyAlias %s\n", name, h.IP, name)
+		}
 	}
-	fmt.Fprintf(&b, "    IdentityFile %s\n", keyPath)
+	fmt.Fprintf(&b, "Host *.%s\n", p.Domain)
+	if p.User != "" {
+		fmt.Fprintf(&b, "    User %s\n", p.User)
+	}
+	fmt.Fprintf(&b, "    IdentityFile %s\n", p.KeyPath)
 	fmt.Fprintf(&b, "    IdentitiesOnly yes\n")
-	fmt.Fprintf(&b, "    UserKnownHostsFile %s\n", knownHosts)
+	fmt.Fprintf(&b, "    UserKnownHostsFile %s\n", p.KnownHosts)
 	fmt.Fprintf(&b, "    StrictHostKeyChecking yes\n")
 	return b.String()
 }

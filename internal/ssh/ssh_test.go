@@ -220,7 +220,15 @@ func TestClientArgsAndConfigBlock(t *testing.T) {
 			t.Errorf("args %q lack %q", args, want)
 		}
 	}
-	want := `# banger VMs; add to ~/.ssh/config (or Include a file holding it)
+	want := `# banger VMs, by address: ssh, scp and rsync need no DNS for *.banger.
+# Save it and Include it at the top of ~/.ssh/config (before any Host):
+#   banger ssh-config > ~/.ssh/banger.conf; then add: Include banger.conf
+# Run it again after creating VMs, to add theirs.
+Host dev.banger
+    HostName 172.30.0.5
+    HostKeyAlias dev.banger
+# tiny.banger: no SSH host key pinned (its image runs no sshd, or it has not booted yet); use ` + "`banger vm exec -t tiny`" + `
+# off.banger: no address (VM networking is off for it); use ` + "`banger vm exec -t off`" + `
 Host *.banger
     User alice
     IdentityFile /home/alice/.config/banger/ssh/id_ed25519
@@ -228,7 +236,19 @@ Host *.banger
     UserKnownHostsFile /home/alice/.config/banger/known_hosts
     StrictHostKeyChecking yes
 `
-	if got := ConfigBlock("banger", "alice", "/home/alice/.config/banger/ssh/id_ed25519", "/home/alice/.config/banger/known_hosts"); got != want {
+	if got := ConfigBlock(testConfigParams()); got != want {
 		t.Fatalf("config block:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func testConfigParams() ConfigParams {
+	return ConfigParams{
+		Domain: "banger", User: "alice",
+		KeyPath: "/home/alice/.config/banger/ssh/id_ed25519", KnownHosts: "/home/alice/.config/banger/known_hosts",
+		Hosts: []ConfigHost{
+			{Name: "dev", IP: "172.30.0.5", SSHServer: true},
+			{Name: "tiny", IP: "172.30.0.6"},
+			{Name: "off"},
+		},
 	}
 }

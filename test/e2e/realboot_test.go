@@ -458,7 +458,7 @@ func debianSSHFlow(t *testing.T, h *realHost, image string) {
 		t.Errorf("systemd state %q", out)
 	}
 	h.must("vm", "delete", "--force", "deb")
-	h.must("image", "delete", image)
+	h.must("image", "delete", "--force", image)
 }
 
 // nothingLeft deletes what remains, stops the daemon, and checks every
@@ -478,7 +478,7 @@ func nothingLeft(t *testing.T, h *realHost, before hostSnapshot) {
 	}
 	_ = json.Unmarshal([]byte(h.must("image", "list", "--json")), &imgs)
 	for _, im := range imgs.Images {
-		h.must("image", "delete", im.Name)
+		h.must("image", "delete", "--force", im.Name)
 	}
 	h.must("daemon", "stop")
 	for _, pid := range h.daemonPIDs() {
@@ -503,7 +503,7 @@ func nothingLeft(t *testing.T, h *realHost, before hostSnapshot) {
 			t.Errorf("files left in %s: %v", d, left)
 		}
 	}
-	if tables := nftTables(h.ns); !slices.Contains(tables, "table ip banger") {
+	if tables := nftTables(h.ns); !slices.Contains(tables, "table ip banger-banger0") {
 		t.Errorf("the NAT table is not where it belongs (%s): %v", h.ns, tables)
 	}
 	// The host's own namespace never saw any of it.
