@@ -94,8 +94,10 @@ func newRoot(app *App) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "banger",
 		Short: "Firecracker microVMs on your workstation",
-		Long: `banger gives you real VMs (own kernel, disk, network and DNS name) in about
-a second, as persistent objects you create, start, stop and delete.
+		Long: `banger gives you real VMs (own kernel, disk, network and DNS name) as
+persistent objects you create, start, stop and delete. Without usable KVM,
+QEMU's software emulation boots the default image in 5-15 s (measured on a
+2-core machine); KVM and Firecracker are much faster.
 
   banger vm create --name dev     create and boot a VM
   banger vm exec dev -- uname -a  run a command in it

@@ -28,7 +28,8 @@ after you (passwordless sudo) and your --script hooks run inside it; Debian's
 kernel (or --kernel) as an ELF vmlinux; and an initrd when the kernel's
 drivers are modules. Building needs a daemon running as root.
 
---from busybox builds a small image instead (seconds, no root needed): a
+--from busybox builds a small image instead (10-30 s measured on a 2-core
+machine; no root needed): a
 static busybox, the guest agent and an init that runs it, with Debian's
 kernel and banger's initrd. It has no sshd: use banger vm exec and vm cp.`,
 		Example: `  banger image build dev
