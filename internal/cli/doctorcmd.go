@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/doctor"
 	"github.com/banger-dev/banger/internal/install"
 	"github.com/banger-dev/banger/internal/installmeta"
+	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/network/firewall"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/privileged"
@@ -62,7 +64,11 @@ starts the daemon or changes anything.`,
 				doctor.HelperCheck(layout.InstallMetaPath(), os.Getuid(), helperInfo),
 				doctor.JailerCheck(h, cfg.Firecracker.Jailer, installedHelperInfo(layout, helperInfo)),
 				doctor.UnitsCheck(h, layout.InstallMetaPath(), []string{install.HelperUnit, install.DaemonUnit}),
-				doctor.NetworkCheck(h, cfg.Network.Bridge, doctor.NetworkProbe{Name: "NAT", Present: firewall.Present}),
+				doctor.NetworkCheck(h, cfg.Network.Bridge, doctor.NetworkProbe{Name: "NAT", Present: func(ctx context.Context) (bool, error) {
+					return firewall.Present(ctx, cfg.Network.Bridge)
+				}}),
+				doctor.NameResolutionCheck(h, nameSettings(cfg)),
+				doctor.VMNetworkCheck(doctor.RealVMNetwork(cfg.Network.Enabled != "off", cfg.Network.Bridge, cfg.Network.Subnet, layout.StateDir, doctor.DaemonRunningVMs(c))),
 				doctor.DiskSpaceCheck(h, layout.StateDir),
 			})
 			if err := app.emit(g, report, func() error { return report.Render(app.Stdout) }); err != nil {
@@ -85,4 +91,14 @@ func installedHelperInfo(layout paths.Layout, info doctor.HelperInfoFunc) doctor
 		return nil
 	}
 	return info
+}
+
+// nameSettings is what the name-resolution check needs from the config
+// (validated, so the subnet parses).
+func nameSettings(cfg config.Config) doctor.NameSettings {
+	s := doctor.NameSettings{Enabled: cfg.Network.Enabled != "off", Domain: cfg.Network.Domain, Bridge: cfg.Network.Bridge}
+	if subnet, err := netip.ParsePrefix(cfg.Network.Subnet); err == nil {
+		s.Gateway = network.Gateway(subnet)
+	}
+	return s
 }

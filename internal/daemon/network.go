@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 
 	"github.com/banger-dev/banger/internal/api"
@@ -41,6 +40,9 @@ type vmNetwork struct {
 	domain string
 	uid    int
 	gid    int
+	// stateDir is what the root helper marks our bridge and taps with
+	// (network.Owner): the state dir of this daemon, and of its helper.
+	stateDir string
 
 	mu  sync.Mutex
 	dns *dns.Server
@@ -76,7 +78,7 @@ func setupNetwork(ctx context.Context, d *Daemon, ops netOps, how string) (*vmNe
 	n := &vmNetwork{
 		log: d.log.With("component", "network"), ops: ops, store: d.store,
 		bridge: network.Bridge{Name: cfg.Bridge, Subnet: subnet}, domain: cfg.Domain,
-		uid: os.Getuid(), gid: os.Getgid(),
+		uid: os.Getuid(), gid: os.Getgid(), stateDir: d.opts.Layout.StateDir,
 	}
 	steps := []struct {
 		what string
@@ -161,10 +163,20 @@ func (n *vmNetwork) resolver() *dns.Server {
 	return n.dns
 }
 
-// lease gives the VM its address (stable for the VM's life) and its name.
+// lease gives the VM its address (stable for the VM's life, as long as
+// network.subnet does not change) and its name. A lease from an earlier
+// subnet is replaced by one in the current subnet: the guest learns its
+// address from the kernel command line at every boot, so the next start
+// moves it.
 func (n *vmNetwork) lease(ctx context.Context, vm store.VM) (store.Lease, error) {
 	if l, err := n.store.GetLease(ctx, vm.ID); err == nil {
-		return l, nil
+		if n.bridge.Subnet.Contains(l.IP) {
+			return l, nil
+		}
+		if err := n.store.ReleaseLease(ctx, vm.ID); err != nil {
+			return l, fmt.Errorf("release %s, outside network.subnet %s: %w", l.IP, n.bridge.Subnet, err)
+		}
+		n.log.Info("moving VM to the new subnet", "vm", vm.Name, "old", l.IP, "subnet", n.bridge.Subnet)
 	}
 	l, err := n.store.AllocateLease(ctx, vm.ID, network.MACAddress(vm.ID).String(), network.Candidates(n.bridge.Subnet))
 	if errors.Is(err, store.ErrExhausted) {
@@ -182,22 +194,24 @@ func (n *vmNetwork) lease(ctx context.Context, vm store.VM) (store.Lease, error)
 	return l, nil
 }
 
-// attach creates the VM's tap, pins it to the VM's MAC and address (cut
-// off from other VMs too when isolated) and returns the interface for the
-// launch spec and the guest's network boot parameters. The tap passes no
-// frame until it is pinned, so it is pinned before any VMM can use it.
+// attach pins the VM's port to its MAC and address (cut off from other VMs
+// too when isolated), creates its tap and returns the interface for the
+// launch spec and the guest's network boot parameters. The port is pinned
+// before the tap exists: the bridge's firewall filters only ports it was
+// told about (another banger's taps are not its business), so a tap of
+// ours must never exist unlisted.
 func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm.NetInterface, []string, error) {
 	l, err := n.lease(ctx, vm)
 	if err != nil {
 		return vmm.NetInterface{}, nil, err
 	}
 	tap := network.TapName(vm.ID)
-	if err := n.ops.CreateTap(ctx, privileged.TapSpec{Name: tap, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}); err != nil {
-		return vmm.NetInterface{}, nil, fmt.Errorf("create tap %s: %w", tap, err)
-	}
-	if err := n.ops.Isolate(ctx, guestPort(tap, l, isolated)); err != nil {
-		_ = n.ops.DeleteTap(ctx, tap)
+	if err := n.ops.Isolate(ctx, n.guestPort(tap, l, isolated)); err != nil {
 		return vmm.NetInterface{}, nil, fmt.Errorf("admit %s to the bridge firewall: %w", tap, err)
+	}
+	if err := n.ops.CreateTap(ctx, privileged.TapSpec{Name: tap, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}); err != nil {
+		n.evict(ctx, tap, l)
+		return vmm.NetInterface{}, nil, fmt.Errorf("create tap %s: %w", tap, err)
 	}
 	gw := n.bridge.Gateway()
 	args := []string{
@@ -209,26 +223,33 @@ func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm
 	return vmm.NetInterface{ID: "eth0", TapName: tap, MAC: l.MAC}, args, nil
 }
 
-// guestPort is the firewall's view of a VM's port: tap, MAC, address.
-func guestPort(tap string, l store.Lease, isolated bool) privileged.IsolationSpec {
-	return privileged.IsolationSpec{Tap: tap, MAC: l.MAC, Addr: l.IP, Isolated: isolated}
+// guestPort is the firewall's view of a VM's port: bridge, tap, MAC,
+// address.
+func (n *vmNetwork) guestPort(tap string, l store.Lease, isolated bool) privileged.IsolationSpec {
+	return privileged.IsolationSpec{Bridge: n.bridge.Name, Tap: tap, MAC: l.MAC, Addr: l.IP, Isolated: isolated}
 }
 
-// detach removes the VM's tap and its firewall bindings; the lease and
-// DNS name stay with the VM.
+// detach removes the VM's tap and then its firewall bindings; the lease
+// and DNS name stay with the VM.
 func (n *vmNetwork) detach(ctx context.Context, vmID string) {
-	tap := network.TapName(vmID)
-	if l, err := n.store.GetLease(ctx, vmID); err == nil {
-		n.evict(ctx, tap, l)
-	}
+	n.dropTap(ctx, network.TapName(vmID), vmID)
+}
+
+// dropTap deletes a tap of ours and, once it is gone, its firewall
+// bindings: a tap that stays keeps them, or it would pass unfiltered.
+func (n *vmNetwork) dropTap(ctx context.Context, tap, vmID string) {
 	if err := n.ops.DeleteTap(ctx, tap); err != nil {
 		n.log.Warn("delete tap", "tap", tap, "err", err)
+		return
+	}
+	if l, err := n.store.GetLease(ctx, vmID); err == nil {
+		n.evict(ctx, tap, l)
 	}
 }
 
 // evict drops the firewall bindings of a VM's port. Idempotent.
 func (n *vmNetwork) evict(ctx context.Context, tap string, l store.Lease) {
-	if err := n.ops.Unisolate(ctx, guestPort(tap, l, false)); err != nil {
+	if err := n.ops.Unisolate(ctx, n.guestPort(tap, l, false)); err != nil {
 		n.log.Warn("remove firewall bindings", "tap", tap, "err", err)
 	}
 }
@@ -240,14 +261,17 @@ func (n *vmNetwork) forget(name string) {
 	}
 }
 
-// removeStaleTaps deletes banger taps (and their firewall bindings) of VMs
-// that are not running, and admits the taps of running ones again: the
-// firewall keeps bindings across the daemon's own restarts, but not across
-// an upgrade from a banger that had none, and a tap nobody admitted passes
-// no frame.
+// removeStaleTaps deletes this daemon's taps (and then their firewall
+// bindings) of VMs that are not running, and admits and marks the taps of
+// running ones again: the firewall keeps bindings across the daemon's own
+// restarts, but not across an upgrade from a banger that had none, and a
+// tap nobody admitted passes unfiltered. Taps of another banger on the
+// host — marked with another owner, or unmarked on another bridge — are
+// left alone: that banger's VMs may be using them.
 func (n *vmNetwork) removeStaleTaps(ctx context.Context, running map[string]bool) {
-	taps, err := network.ListTaps(ctx)
+	taps, err := network.ListTapInfo(ctx)
 	if err != nil {
+		n.log.Warn("list taps", "err", err)
 		return
 	}
 	vms, leases, err := n.vmsByTap(ctx)
@@ -255,26 +279,36 @@ func (n *vmNetwork) removeStaleTaps(ctx context.Context, running map[string]bool
 		n.log.Warn("list VMs for their taps", "err", err)
 		return
 	}
-	for _, tap := range taps {
-		if !strings.HasPrefix(tap, network.TapPrefix) {
+	for _, t := range taps {
+		if !t.BelongsTo(n.bridge.Name, n.stateDir) {
 			continue
 		}
-		vm, known := vms[tap]
-		l, leased := leases[tap]
+		vm, known := vms[t.Name]
 		if !known || !running[vm.ID] {
-			n.log.Info("removing stale tap", "tap", tap)
-			if leased {
-				n.evict(ctx, tap, l)
-			}
-			_ = n.ops.DeleteTap(ctx, tap)
+			n.log.Info("removing stale tap", "tap", t.Name)
+			n.dropTap(ctx, t.Name, vm.ID)
 			continue
 		}
-		if !leased {
-			continue
+		if l, leased := leases[t.Name]; leased {
+			n.readmit(ctx, vm, t.Name, l)
 		}
-		if err := n.ops.Isolate(ctx, guestPort(tap, l, settingsOf(vm).Isolated)); err != nil {
-			n.log.Warn("admit running VM's tap to the bridge firewall", "vm", vm.Name, "tap", tap, "err", err)
-		}
+	}
+}
+
+// readmit pins a running VM's port again and re-attaches and marks its tap
+// (CreateTap is idempotent). A VM whose address is outside the current
+// subnet (network.subnet changed while it ran) keeps it until it restarts.
+func (n *vmNetwork) readmit(ctx context.Context, vm store.VM, tap string, l store.Lease) {
+	if !n.bridge.Subnet.Contains(l.IP) {
+		n.log.Warn("VM keeps its address from an earlier network.subnet and is unreachable until restarted; `banger vm stop` and `vm start` give it one in the new subnet",
+			"vm", vm.Name, "address", l.IP, "subnet", n.bridge.Subnet)
+	}
+	if err := n.ops.Isolate(ctx, n.guestPort(tap, l, settingsOf(vm).Isolated)); err != nil {
+		n.log.Warn("admit running VM's tap to the bridge firewall", "vm", vm.Name, "tap", tap, "err", err)
+		return
+	}
+	if err := n.ops.CreateTap(ctx, privileged.TapSpec{Name: tap, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}); err != nil {
+		n.log.Warn("re-attach running VM's tap", "vm", vm.Name, "tap", tap, "err", err)
 	}
 }
 

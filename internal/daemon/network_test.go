@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/network/nstest"
 	"github.com/banger-dev/banger/internal/privileged"
@@ -80,7 +82,7 @@ func newTestNetwork(t *testing.T, bridge string) (*vmNetwork, *recordingNetOps) 
 	return &vmNetwork{
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), ops: ops, store: st,
 		bridge: network.Bridge{Name: bridge, Subnet: netip.MustParsePrefix("172.30.0.0/24")},
-		domain: "banger", uid: os.Getuid(), gid: os.Getgid(),
+		domain: "banger", uid: os.Getuid(), gid: os.Getgid(), stateDir: testOwner.StateDir,
 	}, ops
 }
 
@@ -114,12 +116,12 @@ func TestNetworkAdmitsEveryVMPort(t *testing.T) {
 		if iface.MAC != network.MACAddress(vm.ID).String() || iface.TapName != tap {
 			t.Errorf("launch interface %+v, want tap %s with MAC %s", iface, tap, network.MACAddress(vm.ID))
 		}
-		want := []string{"CreateTap " + tap, fmt.Sprintf("Isolate %s %s %s isolated=%v", tap, iface.MAC, l.IP, isolated)}
+		want := []string{fmt.Sprintf("Isolate %s %s %s isolated=%v", tap, iface.MAC, l.IP, isolated), "CreateTap " + tap}
 		if got := ops.take(); !slices.Equal(got, want) {
 			t.Errorf("attach (isolated=%v) calls %q, want %q", isolated, got, want)
 		}
 		n.detach(ctx, vm.ID)
-		want = []string{fmt.Sprintf("Unisolate %s %s", tap, l.IP), "DeleteTap " + tap}
+		want = []string{"DeleteTap " + tap, fmt.Sprintf("Unisolate %s %s", tap, l.IP)}
 		if got := ops.take(); !slices.Equal(got, want) {
 			t.Errorf("detach calls %q, want %q", got, want)
 		}
@@ -128,14 +130,29 @@ func TestNetworkAdmitsEveryVMPort(t *testing.T) {
 
 // TestNetworkReadmitsRunningVMsTaps: at daemon start the taps of VMs that
 // kept running are admitted again (the firewall may have been rebuilt
-// without their bindings), and stale taps lose theirs with the tap.
+// without their bindings) and re-marked, stale taps lose theirs with the
+// tap, and another banger's taps on the host are left alone.
 func TestNetworkReadmitsRunningVMsTaps(t *testing.T) {
 	if nstest.Sandbox(t) {
 		return
 	}
 	ctx := context.Background()
 	n, ops := newTestNetwork(t, "banger0")
-	if err := network.EnsureBridge(ctx, n.bridge); err != nil {
+	if err := network.EnsureBridge(ctx, n.bridge, testOwner); err != nil {
+		t.Fatal(err)
+	}
+	// Another banger's bridge with a tap marked as its own, and an unmarked
+	// tap (an older banger's) on it: neither is this daemon's.
+	other := network.Bridge{Name: "banger1", Subnet: netip.MustParsePrefix("172.30.1.0/24")}
+	if err := network.EnsureBridge(ctx, other, network.Owner{UID: 1000, StateDir: "/home/dev/.local/state/banger"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tap := range []string{"bgt-theirs", "bgt-unmarked"} {
+		if err := network.CreateTap(ctx, tap, other.Name, 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := netlink.LinkSetAlias(mustLink(t, "bgt-unmarked"), ""); err != nil {
 		t.Fatal(err)
 	}
 	running := createTestVM(t, n.store, "running", true)
@@ -155,13 +172,63 @@ func TestNetworkReadmitsRunningVMsTaps(t *testing.T) {
 	runTap, staleTap := network.TapName(running.ID), network.TapName(stale.ID)
 	want := []string{
 		fmt.Sprintf("Isolate %s %s %s isolated=true", runTap, leases[running.ID].MAC, leases[running.ID].IP),
-		fmt.Sprintf("Unisolate %s %s", staleTap, leases[stale.ID].IP),
+		"CreateTap " + runTap,
 		"DeleteTap " + staleTap,
+		fmt.Sprintf("Unisolate %s %s", staleTap, leases[stale.ID].IP),
 	}
 	got := ops.take()
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
+		t.Errorf("calls %q, want %q", got, want)
+	}
+}
+
+// testOwner is the banger instance this package's test bridges are
+// marked with.
+var testOwner = network.Owner{UID: os.Getuid(), StateDir: "/var/lib/banger-test"}
+
+func mustLink(t *testing.T, name string) netlink.Link {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestNetworkMovesVMsToANewSubnet: after network.subnet changes, a VM's
+// next start gives it an address in the new subnet — lease, firewall
+// binding and the guest's boot parameters alike — instead of the old
+// address behind the new gateway.
+func TestNetworkMovesVMsToANewSubnet(t *testing.T) {
+	ctx := context.Background()
+	n, ops := newTestNetwork(t, "banger0")
+	vm := createTestVM(t, n.store, "dev", false)
+	old, err := n.lease(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.bridge.Subnet = netip.MustParsePrefix("10.213.0.0/24")
+	iface, args, err := n.attach(ctx, vm, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := n.store.GetLease(ctx, vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.bridge.Subnet.Contains(l.IP) || l.IP == old.IP {
+		t.Fatalf("lease after the subnet change: %s (was %s), want one in %s", l.IP, old.IP, n.bridge.Subnet)
+	}
+	wantArgs := []string{"banger.ip=" + l.IP.String() + "/24", "banger.gw=10.213.0.1"}
+	for _, a := range wantArgs {
+		if !slices.Contains(args, a) {
+			t.Errorf("guest boot parameters %q lack %q", args, a)
+		}
+	}
+	want := []string{fmt.Sprintf("Isolate %s %s %s isolated=false", iface.TapName, iface.MAC, l.IP), "CreateTap " + iface.TapName}
+	if got := ops.take(); !slices.Equal(got, want) {
 		t.Errorf("calls %q, want %q", got, want)
 	}
 }

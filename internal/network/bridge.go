@@ -39,19 +39,30 @@ func (b Bridge) GatewayPrefix() netip.Prefix {
 }
 
 // EnsureBridge makes the bridge exist, carry exactly its gateway address
-// (other IPv4 addresses, left by an earlier subnet, are removed) and be
-// up. It is idempotent. It refuses a subnet that overlaps a route on any
-// other interface (ErrSubnetConflict) and a name already used by an
-// interface that is not a bridge (ErrInterfaceConflict).
-func EnsureBridge(ctx context.Context, b Bridge) error {
-	if err := ensureBridge(ctx, b); err != nil {
+// (other IPv4 addresses, left by an earlier subnet, are removed), be
+// marked as owner's (Owner) and be up. It is idempotent. It refuses a
+// bridge another banger instance marked (*OwnedError), a subnet that
+// overlaps a route on any other interface (ErrSubnetConflict; another
+// instance's bridge among them) and a name already used by an interface
+// that is not a bridge (ErrInterfaceConflict). An unmarked bridge of that
+// name, as an older banger left it, is adopted.
+func EnsureBridge(ctx context.Context, b Bridge, owner Owner) error {
+	if err := ensureBridge(ctx, b, owner); err != nil {
 		return fmt.Errorf("ensure bridge %s: %w", b.Name, err)
 	}
 	return nil
 }
 
-func ensureBridge(ctx context.Context, b Bridge) error {
+func ensureBridge(ctx context.Context, b Bridge, owner Owner) error {
 	if err := b.Validate(); err != nil {
+		return err
+	}
+	if err := owner.Validate(); err != nil {
+		return err
+	}
+	// Ownership first: another instance's bridge must be named as such,
+	// not reported as a subnet conflict or silently re-addressed.
+	if err := CheckBridgeOwner(b.Name, owner); err != nil {
 		return err
 	}
 	routes, err := HostRoutes(ctx, b.Name)
@@ -79,6 +90,9 @@ func ensureBridge(ctx context.Context, b Bridge) error {
 		return err
 	}
 
+	if err := mark(link, owner.Alias()); err != nil {
+		return err
+	}
 	if mac := bridgeMAC(b.Name); !bytes.Equal(link.Attrs().HardwareAddr, mac) {
 		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
 			return fmt.Errorf("set MAC address: %w", err)
@@ -112,16 +126,17 @@ func ensureBridge(ctx context.Context, b Bridge) error {
 }
 
 // DeleteBridge removes the bridge. A missing bridge is not an error; an
-// interface of that name that is not a bridge is refused
-// (ErrInterfaceConflict). Taps still attached are detached, not deleted.
-func DeleteBridge(ctx context.Context, name string) error {
-	if err := deleteBridge(ctx, name); err != nil {
+// interface of that name that is not a bridge, or a bridge another
+// instance marked, is refused (ErrInterfaceConflict). Taps still attached
+// are detached, not deleted.
+func DeleteBridge(ctx context.Context, name string, owner Owner) error {
+	if err := deleteBridge(ctx, name, owner); err != nil {
 		return fmt.Errorf("delete bridge %s: %w", name, err)
 	}
 	return nil
 }
 
-func deleteBridge(ctx context.Context, name string) error {
+func deleteBridge(ctx context.Context, name string, owner Owner) error {
 	if err := ValidateBridgeName(name); err != nil {
 		return err
 	}
@@ -133,6 +148,9 @@ func deleteBridge(ctx context.Context, name string) error {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	if err := checkOwner("bridge", link, owner); err != nil {
 		return err
 	}
 	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {

@@ -28,7 +28,7 @@ func TestBridgeAndTapLifecycle(t *testing.T) {
 	ctx := context.Background()
 
 	for i := range 2 {
-		if err := network.EnsureBridge(ctx, testBridge); err != nil {
+		if err := network.EnsureBridge(ctx, testBridge, testOwner); err != nil {
 			t.Fatalf("EnsureBridge #%d: %v", i+1, err)
 		}
 	}
@@ -41,11 +41,11 @@ func TestBridgeAndTapLifecycle(t *testing.T) {
 
 	// A changed subnet replaces the old address instead of adding one.
 	moved := network.Bridge{Name: "banger0", Subnet: netip.MustParsePrefix("172.30.5.0/24")}
-	if err := network.EnsureBridge(ctx, moved); err != nil {
+	if err := network.EnsureBridge(ctx, moved, testOwner); err != nil {
 		t.Fatal(err)
 	}
 	assertAddrs(t, mustLink(t, "banger0"), "172.30.5.1/24")
-	if err := network.EnsureBridge(ctx, testBridge); err != nil {
+	if err := network.EnsureBridge(ctx, testBridge, testOwner); err != nil {
 		t.Fatal(err)
 	}
 	assertAddrs(t, mustLink(t, "banger0"), "172.30.0.1/24")
@@ -87,7 +87,7 @@ func TestBridgeAndTapLifecycle(t *testing.T) {
 		if err := network.DeleteTap(ctx, tap, 65534); err != nil {
 			t.Fatalf("DeleteTap #%d: %v", i+1, err)
 		}
-		if err := network.DeleteBridge(ctx, "banger0"); err != nil {
+		if err := network.DeleteBridge(ctx, "banger0", testOwner); err != nil {
 			t.Fatalf("DeleteBridge #%d: %v", i+1, err)
 		}
 	}
@@ -135,11 +135,11 @@ func TestRefusesBadInput(t *testing.T) {
 	ctx := context.Background()
 	subnet := testBridge.Subnet
 	calls := map[string]error{
-		"EnsureBridge eth0":        network.EnsureBridge(ctx, network.Bridge{Name: "eth0", Subnet: subnet}),
-		"EnsureBridge public":      network.EnsureBridge(ctx, network.Bridge{Name: "banger0", Subnet: netip.MustParsePrefix("8.8.8.0/24")}),
-		"EnsureBridge host bits":   network.EnsureBridge(ctx, network.Bridge{Name: "banger0", Subnet: netip.MustParsePrefix("172.30.0.1/24")}),
-		"EnsureBridge no subnet":   network.EnsureBridge(ctx, network.Bridge{Name: "banger0"}),
-		"DeleteBridge docker0":     network.DeleteBridge(ctx, "docker0"),
+		"EnsureBridge eth0":        network.EnsureBridge(ctx, network.Bridge{Name: "eth0", Subnet: subnet}, testOwner),
+		"EnsureBridge public":      network.EnsureBridge(ctx, network.Bridge{Name: "banger0", Subnet: netip.MustParsePrefix("8.8.8.0/24")}, testOwner),
+		"EnsureBridge host bits":   network.EnsureBridge(ctx, network.Bridge{Name: "banger0", Subnet: netip.MustParsePrefix("172.30.0.1/24")}, testOwner),
+		"EnsureBridge no subnet":   network.EnsureBridge(ctx, network.Bridge{Name: "banger0"}, testOwner),
+		"DeleteBridge docker0":     network.DeleteBridge(ctx, "docker0", testOwner),
 		"CreateTap eth0":           network.CreateTap(ctx, "eth0", "banger0", 1000, 1000),
 		"CreateTap foreign bridge": network.CreateTap(ctx, "bgt-x", "virbr0", 1000, 1000),
 		"CreateTap negative uid":   network.CreateTap(ctx, "bgt-x", "banger0", -1, 1000),
@@ -166,11 +166,11 @@ func TestRefusesConflicts(t *testing.T) {
 	addVeth(t, "bgt-dummy", netip.Prefix{})
 	addVeth(t, "lan0", netip.MustParsePrefix("172.30.0.77/16"))
 
-	err := network.EnsureBridge(ctx, network.Bridge{Name: "banger1", Subnet: netip.MustParsePrefix("10.213.0.0/24")})
+	err := network.EnsureBridge(ctx, network.Bridge{Name: "banger1", Subnet: netip.MustParsePrefix("10.213.0.0/24")}, testOwner)
 	if !errors.Is(err, network.ErrInterfaceConflict) {
 		t.Errorf("EnsureBridge over a veth: %v, want ErrInterfaceConflict", err)
 	}
-	if err := network.DeleteBridge(ctx, "banger1"); !errors.Is(err, network.ErrInterfaceConflict) {
+	if err := network.DeleteBridge(ctx, "banger1", testOwner); !errors.Is(err, network.ErrInterfaceConflict) {
 		t.Errorf("DeleteBridge on a veth: %v, want ErrInterfaceConflict", err)
 	}
 	if err := network.DeleteTap(ctx, "bgt-dummy", 1000); !errors.Is(err, network.ErrInterfaceConflict) {
@@ -179,7 +179,7 @@ func TestRefusesConflicts(t *testing.T) {
 	mustLink(t, "banger1")
 	mustLink(t, "bgt-dummy")
 
-	err = network.EnsureBridge(ctx, testBridge)
+	err = network.EnsureBridge(ctx, testBridge, testOwner)
 	var ce *network.SubnetConflictError
 	if !errors.Is(err, network.ErrSubnetConflict) || !errors.As(err, &ce) || ce.Route.Dev != "lan0" {
 		t.Fatalf("EnsureBridge on a routed subnet: %v, want a conflict with lan0", err)
@@ -196,11 +196,11 @@ func TestRefusesConflicts(t *testing.T) {
 		t.Errorf("ChooseSubnet with 172.30.0.0/16 routed = %v, %v", got, err)
 	}
 	ok := network.Bridge{Name: "banger0", Subnet: got}
-	if err := network.EnsureBridge(ctx, ok); err != nil {
+	if err := network.EnsureBridge(ctx, ok, testOwner); err != nil {
 		t.Fatalf("EnsureBridge on the chosen subnet: %v", err)
 	}
 	// Its own route must not count as a conflict the second time.
-	if err := network.EnsureBridge(ctx, ok); err != nil {
+	if err := network.EnsureBridge(ctx, ok, testOwner); err != nil {
 		t.Fatalf("EnsureBridge again: %v", err)
 	}
 	if err := network.CreateTap(ctx, "bgt-dummy", "banger0", 1000, 1000); !errors.Is(err, network.ErrInterfaceConflict) {

@@ -48,7 +48,7 @@ func TestGuestNetworking(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := network.Bridge{Name: "banger0", Subnet: subnet}
-	if err := network.EnsureBridge(ctx, br); err != nil {
+	if err := network.EnsureBridge(ctx, br, testOwner); err != nil {
 		t.Fatal(err)
 	}
 	if err := network.SetIPForward(true); err != nil {
@@ -88,7 +88,7 @@ func TestGuestNetworking(t *testing.T) {
 	guest := nstest.NewNS(t)
 	nstest.Link(t, guest, nstest.LinkConfig{HostName: "bgt-nic", Master: br.Name, GuestAddr: netip.PrefixFrom(lease.IP, br.Subnet.Bits()), GuestMAC: mac, Gateway: br.Gateway()})
 	// The veth stands in for the tap, so it is the port admitted.
-	if err := firewall.Admit(ctx, firewall.Guest{Tap: "bgt-nic", MAC: mac, Addr: lease.IP}); err != nil {
+	if err := firewall.Admit(ctx, firewall.Guest{Bridge: br.Name, Tap: "bgt-nic", MAC: mac, Addr: lease.IP}); err != nil {
 		t.Fatal(err)
 	}
 	app := listenIn(t, guest, netip.AddrPortFrom(lease.IP, 8000).String(), func(c net.Conn) { _, _ = io.WriteString(c, "hello from the guest\n") })
@@ -122,7 +122,7 @@ func TestGuestNetworking(t *testing.T) {
 	if err := fwd.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if err := firewall.Evict(ctx, "bgt-nic", lease.IP); err != nil {
+	if err := firewall.Evict(ctx, br.Name, "bgt-nic", lease.IP); err != nil {
 		t.Fatal(err)
 	}
 	if err := network.DeleteTap(ctx, tap, 65534); err != nil {
@@ -140,10 +140,10 @@ func TestGuestNetworking(t *testing.T) {
 	if err := resolver.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := firewall.Remove(ctx); err != nil {
+	if err := firewall.Remove(ctx, br.Name); err != nil {
 		t.Fatal(err)
 	}
-	if err := network.DeleteBridge(ctx, br.Name); err != nil {
+	if err := network.DeleteBridge(ctx, br.Name, testOwner); err != nil {
 		t.Fatal(err)
 	}
 	if taps, err := network.ListTaps(ctx); err != nil || len(taps) != 0 {

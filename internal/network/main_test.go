@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/network"
 )
 
 // The open-tap helper: the test binary re-executes itself as another uid
@@ -47,3 +49,6 @@ func openTapHelper(node, name string) int {
 	}
 	return 0
 }
+
+// testOwner is the banger instance the tests' bridges are marked with.
+var testOwner = network.Owner{UID: 0, StateDir: "/var/lib/banger-test"}

@@ -54,6 +54,8 @@ type Route struct {
 	Dst netip.Prefix
 	// Dev is the interface name, for messages ("used by docker0").
 	Dev string
+	// Owner is set when Dev is another banger instance's bridge.
+	Owner Owner
 }
 
 // SubnetConflictError says which existing route a subnet overlaps. It
@@ -67,6 +69,9 @@ func (e *SubnetConflictError) Error() string {
 	dev := ""
 	if e.Route.Dev != "" {
 		dev = " on " + e.Route.Dev
+	}
+	if e.Route.Owner.StateDir != "" {
+		return fmt.Sprintf("subnet %s overlaps %s%s, the bridge of another banger (%s); set network.bridge and network.subnet in your config to use another", e.Subnet, e.Route.Dst, dev, e.Route.Owner)
 	}
 	return fmt.Sprintf("subnet %s overlaps %s%s; set network.subnet to a free private range", e.Subnet, e.Route.Dst, dev)
 }
@@ -134,8 +139,12 @@ func HostRoutes(ctx context.Context, except string) ([]Route, error) {
 		return nil, fmt.Errorf("list host routes: list interfaces: %w", err)
 	}
 	names := make(map[int]string, len(links))
+	owners := map[int]Owner{}
 	for _, l := range links {
 		names[l.Attrs().Index] = l.Attrs().Name
+		if o, ok := ParseOwnerAlias(l.Attrs().Alias); ok {
+			owners[l.Attrs().Index] = o
+		}
 	}
 	var out []Route
 	add := func(dst netip.Prefix, ifindex int) {
@@ -143,7 +152,7 @@ func HostRoutes(ctx context.Context, except string) ([]Route, error) {
 		if except != "" && dev == except {
 			return
 		}
-		out = append(out, Route{Dst: dst.Masked(), Dev: dev})
+		out = append(out, Route{Dst: dst.Masked(), Dev: dev, Owner: owners[ifindex]})
 	}
 
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)

@@ -17,7 +17,12 @@ import (
 // TUNSETIFF, joins it to bridge and sets it up. It is idempotent: an
 // existing tap of that name with the same owner is re-attached and set up.
 // A missing bridge is ErrNoBridge; an existing interface of that name that
-// is not a single-queue tap with this owner is ErrInterfaceConflict.
+// is not a single-queue tap with this owner is ErrInterfaceConflict, and so
+// is a tap marked as another banger instance's (*OwnedError).
+//
+// The tap is marked with the bridge's owner (its alias, see Owner), so the
+// daemon that made it, and only that one, later recognises it as its own
+// whichever bridge it ends up on.
 //
 // The tap is created single-queue and without a fixed header mode: the
 // VMM chooses IFF_NO_PI/IFF_VNET_HDR when it opens it (Firecracker and
@@ -87,6 +92,14 @@ func createTap(ctx context.Context, name, bridge string, uid, gid int) error {
 		}
 		return err
 	}
+	if o, ok := ParseOwnerAlias(br.Attrs().Alias); ok {
+		if err := checkOwner("tap", tap, o); err != nil {
+			return err
+		}
+		if err := mark(tap, o.Alias()); err != nil {
+			return undo(err)
+		}
+	}
 	if tap.Attrs().MasterIndex != br.Attrs().Index {
 		if err := netlink.LinkSetMasterByIndex(tap, br.Attrs().Index); err != nil {
 			return undo(fmt.Errorf("attach to bridge: %w", err))
@@ -140,9 +153,47 @@ func deleteTap(ctx context.Context, name string, uid int) error {
 func tapOwner(tap *netlink.Tuntap) string { return fmt.Sprintf("uid %d", tap.Owner) }
 
 // ListTaps returns the names of the banger taps (TapPrefix, tuntap in tap
-// mode) in the current namespace, sorted, so the daemon can remove taps
-// whose VMs no longer exist. It needs no privilege.
+// mode) in the current namespace, whoever owns them, sorted. It needs no
+// privilege.
 func ListTaps(ctx context.Context) ([]string, error) {
+	infos, err := ListTapInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(infos))
+	for _, t := range infos {
+		out = append(out, t.Name)
+	}
+	return out, nil
+}
+
+// TapInfo is one banger tap as ListTapInfo sees it.
+type TapInfo struct {
+	Name string
+	// Master is the bridge the tap is a port of, "" if none.
+	Master string
+	// Owner is the instance marked on the tap; Marked is false for a tap
+	// without a mark (made by a banger that did not mark them).
+	Owner  Owner
+	Marked bool
+}
+
+// BelongsTo reports whether the tap is the banger instance's whose bridge
+// is bridge and whose state directory is stateDir: a marked tap when its
+// mark names that state directory, an unmarked one (left by a banger that
+// did not mark taps) when it is a port of that bridge. Anything else is
+// another banger's, whose VMs may be using it.
+func (t TapInfo) BelongsTo(bridge, stateDir string) bool {
+	if t.Marked {
+		return t.Owner.StateDir == stateDir
+	}
+	return t.Master == bridge
+}
+
+// ListTapInfo returns the banger taps (TapPrefix, tuntap in tap mode) in
+// the current namespace with their bridge and owner, sorted by name. It
+// needs no privilege.
+func ListTapInfo(ctx context.Context) ([]TapInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list taps: %w", err)
 	}
@@ -150,14 +201,24 @@ func ListTaps(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list taps: %w", err)
 	}
-	var out []string
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []TapInfo
 	for _, l := range links {
 		t, ok := l.(*netlink.Tuntap)
-		if ok && t.Mode == netlink.TUNTAP_MODE_TAP && strings.HasPrefix(t.Name, TapPrefix) {
-			out = append(out, t.Name)
+		if !ok || t.Mode != netlink.TUNTAP_MODE_TAP || !strings.HasPrefix(t.Name, TapPrefix) {
+			continue
 		}
+		info := TapInfo{Name: t.Name}
+		if t.MasterIndex != 0 {
+			info.Master = names[t.MasterIndex]
+		}
+		info.Owner, info.Marked = ParseOwnerAlias(t.Alias)
+		out = append(out, info)
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b TapInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 

@@ -18,7 +18,7 @@ func TestTapOfAnotherOwnerIsLeftAlone(t *testing.T) {
 		return
 	}
 	ctx := context.Background()
-	if err := network.EnsureBridge(ctx, testBridge); err != nil {
+	if err := network.EnsureBridge(ctx, testBridge, testOwner); err != nil {
 		t.Fatal(err)
 	}
 	const owner, other = 65534, 1000

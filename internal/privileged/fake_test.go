@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/network"
 )
 
 // fakeBackend records every call Local lets through. Loop backing files are
@@ -16,7 +18,9 @@ import (
 type fakeBackend struct {
 	mu    sync.Mutex
 	calls []string
-	loops map[string]string // device -> backing file
+	// bridgeErr is what CheckBridge says of a bridge (nil: ours).
+	bridgeErr map[string]error
+	loops     map[string]string // device -> backing file
 	// attached records the inode of each backing file AttachLoop received.
 	attached []inode
 	// touched records the inode of each Chown/Chmod target.
@@ -86,11 +90,16 @@ func (f *fakeBackend) Calls() []string {
 	return append([]string(nil), f.calls...)
 }
 
-func (f *fakeBackend) EnsureBridge(_ context.Context, s BridgeSpec) error {
-	return f.record("EnsureBridge %s %s", s.Name, s.Subnet)
+func (f *fakeBackend) EnsureBridge(_ context.Context, s BridgeSpec, o network.Owner) error {
+	return f.record("EnsureBridge %s %s %s", s.Name, s.Subnet, o.Alias())
 }
-func (f *fakeBackend) DeleteBridge(_ context.Context, n string) error {
-	return f.record("DeleteBridge %s", n)
+func (f *fakeBackend) DeleteBridge(_ context.Context, n string, o network.Owner) error {
+	return f.record("DeleteBridge %s %s", n, o.Alias())
+}
+func (f *fakeBackend) CheckBridge(_ context.Context, name string, o network.Owner) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bridgeErr[name]
 }
 func (f *fakeBackend) CreateTap(_ context.Context, s TapSpec) error {
 	return f.record("CreateTap %s %s %d:%d", s.Name, s.Bridge, s.UID, s.GID)

@@ -10,14 +10,21 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/network"
 )
 
 // Backend performs already-validated operations on the machine. The real one
 // (SystemBackend) delegates to internal/network and internal/disk; tests use
 // a fake. Local never calls it with an argument the policy refused.
 type Backend interface {
-	EnsureBridge(ctx context.Context, spec BridgeSpec) error
-	DeleteBridge(ctx context.Context, name string) error
+	// EnsureBridge and DeleteBridge mark, and refuse a bridge marked
+	// as, another instance than owner's (network.Owner).
+	EnsureBridge(ctx context.Context, spec BridgeSpec, owner network.Owner) error
+	DeleteBridge(ctx context.Context, name string, owner network.Owner) error
+	// CheckBridge refuses a bridge another instance than owner marked;
+	// a missing bridge passes.
+	CheckBridge(ctx context.Context, name string, owner network.Owner) error
 	CreateTap(ctx context.Context, spec TapSpec) error
 	// DeleteTap deletes the tap only if owner owns it.
 	DeleteTap(ctx context.Context, name string, owner Owner) error
@@ -128,12 +135,29 @@ func NewLocal(p Policy, b Backend) (*Local, error) {
 	return &Local{policy: p, backend: b}, nil
 }
 
+// instance is the banger instance this Local serves, as its bridge and
+// taps are marked: the policy's state dir and owner, never anything a
+// caller sends.
+func (l *Local) instance() network.Owner {
+	return network.Owner{UID: l.policy.Owner.UID, StateDir: l.policy.StateDir}
+}
+
+// ownBridge runs op if bridge is not another instance's.
+func (l *Local) ownBridge(ctx context.Context, bridge string, op func() error) error {
+	return l.locked(func() error {
+		if err := l.backend.CheckBridge(ctx, bridge, l.instance()); err != nil {
+			return err
+		}
+		return op()
+	})
+}
+
 // EnsureBridge implements Ops.
 func (l *Local) EnsureBridge(ctx context.Context, spec BridgeSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.EnsureBridge(ctx, spec) })
+	return l.locked(func() error { return l.backend.EnsureBridge(ctx, spec, l.instance()) })
 }
 
 // DeleteBridge implements Ops.
@@ -141,7 +165,7 @@ func (l *Local) DeleteBridge(ctx context.Context, name string) error {
 	if err := ValidBridgeName(name); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.DeleteBridge(ctx, name) })
+	return l.locked(func() error { return l.backend.DeleteBridge(ctx, name, l.instance()) })
 }
 
 // CreateTap implements Ops.
@@ -152,7 +176,7 @@ func (l *Local) CreateTap(ctx context.Context, spec TapSpec) error {
 	if err := l.ownerIDs(spec.UID, spec.GID); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.CreateTap(ctx, spec) })
+	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.CreateTap(ctx, spec) })
 }
 
 // DeleteTap implements Ops.
@@ -168,7 +192,7 @@ func (l *Local) EnsureNAT(ctx context.Context, spec NATSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.EnsureNAT(ctx, spec) })
+	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.EnsureNAT(ctx, spec) })
 }
 
 // RemoveNAT implements Ops.
@@ -176,7 +200,7 @@ func (l *Local) RemoveNAT(ctx context.Context, spec NATSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.RemoveNAT(ctx, spec) })
+	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.RemoveNAT(ctx, spec) })
 }
 
 // Isolate implements Ops.
@@ -184,7 +208,7 @@ func (l *Local) Isolate(ctx context.Context, spec IsolationSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.Isolate(ctx, spec) })
+	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.Isolate(ctx, spec) })
 }
 
 // Unisolate implements Ops.
@@ -192,7 +216,7 @@ func (l *Local) Unisolate(ctx context.Context, spec IsolationSpec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return l.locked(func() error { return l.backend.Unisolate(ctx, spec) })
+	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.Unisolate(ctx, spec) })
 }
 
 // EnableIPForward implements Ops.

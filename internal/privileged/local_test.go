@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/network"
 )
 
 // testTree is a state dir and a runtime dir with a Local over a fake backend.
@@ -339,8 +341,8 @@ func TestNetworkOpsReachBackendOnlyWhenValid(t *testing.T) {
 		tr.local.EnsureBridge(ctx, BridgeSpec{Name: "banger0", Subnet: subnet}),
 		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID, GID: o.GID}),
 		tr.local.EnsureNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger0"}),
-		tr.local.Isolate(ctx, IsolationSpec{Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
-		tr.local.Unisolate(ctx, IsolationSpec{Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
+		tr.local.Isolate(ctx, IsolationSpec{Bridge: "banger0", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
+		tr.local.Unisolate(ctx, IsolationSpec{Bridge: "banger0", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
 		tr.local.EnableIPForward(ctx),
 		tr.local.ConfigureResolver(ctx, ResolverSpec{Link: "banger0", Server: netip.MustParseAddr("172.30.0.1"), Domain: "banger"}),
 		tr.local.RevertResolver(ctx, "banger0"),
@@ -402,5 +404,39 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNetworkOpsStayOnTheirOwnersBridge: Local marks the bridge with its
+// policy's state dir and owner (never anything the caller sends) and
+// refuses every op on a bridge another banger marked, without reaching the
+// backend.
+func TestNetworkOpsStayOnTheirOwnersBridge(t *testing.T) {
+	tr := newTree(t, false)
+	ctx := context.Background()
+	subnet := netip.MustParsePrefix("172.30.0.0/24")
+	if err := tr.local.EnsureBridge(ctx, BridgeSpec{Name: "banger0", Subnet: subnet}); err != nil {
+		t.Fatal(err)
+	}
+	mark := network.Owner{UID: tr.owner.UID, StateDir: tr.state}.Alias()
+	if calls := tr.fake.Calls(); len(calls) != 1 || calls[0] != "EnsureBridge banger0 172.30.0.0/24 "+mark {
+		t.Errorf("backend calls %q, want EnsureBridge marked %q", calls, mark)
+	}
+	theirs := &network.OwnedError{Kind: "bridge", Name: "banger1", Owner: network.Owner{UID: 0, StateDir: "/var/lib/banger"}}
+	tr.fake.bridgeErr = map[string]error{"banger1": theirs}
+	o := tr.owner
+	for i, err := range []error{
+		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger1", UID: o.UID, GID: o.GID}),
+		tr.local.EnsureNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger1"}),
+		tr.local.RemoveNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger1"}),
+		tr.local.Isolate(ctx, IsolationSpec{Bridge: "banger1", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
+		tr.local.Unisolate(ctx, IsolationSpec{Bridge: "banger1", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
+	} {
+		if !errors.Is(err, network.ErrOwnedElsewhere) {
+			t.Errorf("op %d on another banger's bridge: %v, want ErrOwnedElsewhere", i, err)
+		}
+	}
+	if n := len(tr.fake.Calls()); n != 1 {
+		t.Errorf("backend reached for another banger's bridge: %q", tr.fake.Calls())
 	}
 }

@@ -30,9 +30,15 @@ import (
 // Ops is the menu of privileged operations. Every implementation validates
 // every argument before acting; callers get ErrInvalidArgument for a request
 // the policy refuses.
+//
+// Several bangers may share a host, each with its own bridge. The bridge
+// is marked with the instance the implementation serves (its policy's
+// state dir and owner, network.Owner), and every network operation
+// refuses a bridge marked as another instance's (network.ErrOwnedElsewhere).
 type Ops interface {
-	// EnsureBridge creates the bridge if missing, gives it the subnet's
-	// gateway address (the first host address) and sets it up; idempotent.
+	// EnsureBridge creates the bridge if missing, marks it as this
+	// instance's, gives it the subnet's gateway address (the first host
+	// address) and sets it up; idempotent.
 	EnsureBridge(ctx context.Context, spec BridgeSpec) error
 	// DeleteBridge removes a banger bridge; a missing bridge is not an error.
 	DeleteBridge(ctx context.Context, name string) error
@@ -41,9 +47,9 @@ type Ops interface {
 	// DeleteTap removes a banger tap; a missing tap is not an error.
 	DeleteTap(ctx context.Context, name string) error
 	// EnsureNAT masquerades Subnet leaving through anything but Bridge, in
-	// banger's own nftables table; idempotent.
+	// the bridge's own nftables tables; idempotent.
 	EnsureNAT(ctx context.Context, spec NATSpec) error
-	// RemoveNAT deletes banger's nftables tables (NAT, forwarding and
+	// RemoveNAT deletes the bridge's nftables tables (NAT, forwarding and
 	// isolation rules); missing tables are not an error.
 	RemoveNAT(ctx context.Context, spec NATSpec) error
 	// Isolate pins one VM's port to its MAC and address and, when
@@ -118,9 +124,11 @@ type NATSpec struct {
 // every VM; with Isolated the VM is also cut off from the other VMs.
 // Unisolate (firewall.Evict) removes both.
 type IsolationSpec struct {
-	Tap  string     `json:"tap"`
-	MAC  string     `json:"mac"`
-	Addr netip.Addr `json:"addr"`
+	// Bridge is the VM's bridge, whose tables admit it.
+	Bridge string     `json:"bridge"`
+	Tap    string     `json:"tap"`
+	MAC    string     `json:"mac"`
+	Addr   netip.Addr `json:"addr"`
 	// Isolated cuts the VM off from the other VMs (`vm create --isolated`).
 	Isolated bool `json:"isolated,omitempty"`
 }

@@ -224,7 +224,7 @@ func TestHelperServesOwnerOverSocket(t *testing.T) {
 	must(t, c.DetachLoop(ctx, "/dev/loop3"))
 
 	want := []string{
-		"EnsureBridge banger0 172.30.0.0/24",
+		"EnsureBridge banger0 172.30.0.0/24 " + fmt.Sprintf("banger uid=%d state=%s", me.UID, h.tree.state),
 		fmt.Sprintf("CreateTap bgt-abc banger0 %d:%d", me.UID, me.GID),
 		"EnsureNAT 172.30.0.0/24 banger0",
 		"EnableIPForward",

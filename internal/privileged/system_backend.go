@@ -46,7 +46,7 @@ func HostBackend() SystemBackend {
 	return SystemBackend{
 		Runner:     system.ExecRunner{},
 		Loops:      disk.HostLoops(),
-		DM:         disk.HostDMSetup(disk.ExecRunner{}),
+		DM:         disk.HostDMSetup(system.ExecRunner{}),
 		Sys:        "/sys",
 		ProcSelfFD: "/proc/self/fd",
 		DeviceSize: blockDeviceSize,
@@ -63,13 +63,21 @@ func netErr(err error) error {
 }
 
 // EnsureBridge implements Backend.
-func (SystemBackend) EnsureBridge(ctx context.Context, spec BridgeSpec) error {
-	return netErr(network.EnsureBridge(ctx, network.Bridge{Name: spec.Name, Subnet: spec.Subnet}))
+func (SystemBackend) EnsureBridge(ctx context.Context, spec BridgeSpec, owner network.Owner) error {
+	return netErr(network.EnsureBridge(ctx, network.Bridge{Name: spec.Name, Subnet: spec.Subnet}, owner))
 }
 
 // DeleteBridge implements Backend.
-func (SystemBackend) DeleteBridge(ctx context.Context, name string) error {
-	return netErr(network.DeleteBridge(ctx, name))
+func (SystemBackend) DeleteBridge(ctx context.Context, name string, owner network.Owner) error {
+	return netErr(network.DeleteBridge(ctx, name, owner))
+}
+
+// CheckBridge implements Backend.
+func (SystemBackend) CheckBridge(ctx context.Context, name string, owner network.Owner) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return netErr(network.CheckBridgeOwner(name, owner))
 }
 
 // CreateTap implements Backend.
@@ -87,10 +95,10 @@ func (SystemBackend) EnsureNAT(ctx context.Context, spec NATSpec) error {
 	return netErr(firewall.Ensure(ctx, firewall.Config{Bridge: spec.Bridge, Subnet: spec.Subnet}))
 }
 
-// RemoveNAT implements Backend: firewall.Remove drops both of banger's
+// RemoveNAT implements Backend: firewall.Remove drops the bridge's two
 // tables (and nothing else), whatever the subnet.
-func (SystemBackend) RemoveNAT(ctx context.Context, _ NATSpec) error {
-	return netErr(firewall.Remove(ctx))
+func (SystemBackend) RemoveNAT(ctx context.Context, spec NATSpec) error {
+	return netErr(firewall.Remove(ctx, spec.Bridge))
 }
 
 // Isolate implements Backend: firewall.Admit.
@@ -99,12 +107,12 @@ func (SystemBackend) Isolate(ctx context.Context, spec IsolationSpec) error {
 	if err != nil {
 		return netErr(err)
 	}
-	return netErr(firewall.Admit(ctx, firewall.Guest{Tap: spec.Tap, MAC: mac, Addr: spec.Addr, Isolated: spec.Isolated}))
+	return netErr(firewall.Admit(ctx, firewall.Guest{Bridge: spec.Bridge, Tap: spec.Tap, MAC: mac, Addr: spec.Addr, Isolated: spec.Isolated}))
 }
 
 // Unisolate implements Backend: firewall.Evict.
 func (SystemBackend) Unisolate(ctx context.Context, spec IsolationSpec) error {
-	return netErr(firewall.Evict(ctx, spec.Tap, spec.Addr))
+	return netErr(firewall.Evict(ctx, spec.Bridge, spec.Tap, spec.Addr))
 }
 
 // EnableIPForward implements Backend.

@@ -90,6 +90,9 @@ func (s ResolverSpec) Validate() error {
 
 // Validate checks the spec's shape.
 func (s IsolationSpec) Validate() error {
+	if err := network.ValidateBridgeName(s.Bridge); err != nil {
+		return asArg(err)
+	}
 	if err := network.ValidateTapName(s.Tap); err != nil {
 		return asArg(err)
 	}

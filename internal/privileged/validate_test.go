@@ -127,23 +127,26 @@ func TestResolverSpecHostile(t *testing.T) {
 }
 
 func TestIsolationSpecHostile(t *testing.T) {
-	good := IsolationSpec{Tap: "bgt-0123abcd456", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}
+	good := IsolationSpec{Bridge: "banger0", Tap: "bgt-0123abcd456", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid spec refused: %v", err)
 	}
 	var cases []IsolationSpec
 	for _, n := range append(hostileNames, "banger0") {
-		cases = append(cases, IsolationSpec{Tap: n, MAC: good.MAC, Addr: good.Addr})
+		cases = append(cases, IsolationSpec{Bridge: good.Bridge, Tap: n, MAC: good.MAC, Addr: good.Addr})
 	}
 	for _, a := range []string{"8.8.8.8", "0.0.0.0", "127.0.0.1", "fd00::2", "::ffff:172.30.0.2"} {
-		cases = append(cases, IsolationSpec{Tap: good.Tap, MAC: good.MAC, Addr: netip.MustParseAddr(a)})
+		cases = append(cases, IsolationSpec{Bridge: good.Bridge, Tap: good.Tap, MAC: good.MAC, Addr: netip.MustParseAddr(a)})
 	}
 	// No MAC, broadcast, multicast, vendor-assigned (not locally
 	// administered), not 6 bytes, not a MAC.
 	for _, m := range []string{"", "ff:ff:ff:ff:ff:ff", "03:00:00:00:00:01", "00:16:3e:00:00:01", "02:00:00:00:00:00:00:01", "02-00-00-00-00-02; rm -rf /"} {
-		cases = append(cases, IsolationSpec{Tap: good.Tap, MAC: m, Addr: good.Addr})
+		cases = append(cases, IsolationSpec{Bridge: good.Bridge, Tap: good.Tap, MAC: m, Addr: good.Addr})
 	}
-	cases = append(cases, IsolationSpec{Tap: good.Tap, MAC: good.MAC})
+	cases = append(cases, IsolationSpec{Bridge: good.Bridge, Tap: good.Tap, MAC: good.MAC})
+	for _, b := range append(hostileNames, "", "bgt-abc") {
+		cases = append(cases, IsolationSpec{Bridge: b, Tap: good.Tap, MAC: good.MAC, Addr: good.Addr})
+	}
 	for _, c := range cases {
 		assertInvalid(t, c.Validate(), "%+v", c)
 	}

@@ -31,6 +31,14 @@ func netnsHost(t *testing.T) (*host, string) {
 // netnsHostWith is netnsHost running daemon (a bangerd build) with extraEnv.
 func netnsHostWith(t *testing.T, daemon string, extraEnv ...string) (*host, string) {
 	t.Helper()
+	ns := newNetns(t)
+	return hostInNetns(t, ns, daemon, "subnet = \"172.31.7.0/24\"\n", extraEnv...), ns
+}
+
+// newNetns makes a network namespace (lo up) for daemons, removed when the
+// test ends.
+func newNetns(t *testing.T) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace for the daemon")
 	}
@@ -47,18 +55,26 @@ func netnsHostWith(t *testing.T, daemon string, extraEnv ...string) (*host, stri
 	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("lo up: %v %s", err, out)
 	}
+	return ns
+}
+
+// hostInNetns is a host (its own state, config and daemon) whose daemon
+// runs in ns with networking on and netCfg added to its [network] table.
+// Several hosts in one ns are several bangers on one machine.
+func hostInNetns(t *testing.T, ns, daemon, netCfg string, extraEnv ...string) *host {
+	t.Helper()
 	wrapper := filepath.Join(t.TempDir(), "bangerd-in-ns")
 	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", ns, daemon)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	h := newHost(t, append(extraEnv, "BANGER_DAEMON="+wrapper)...)
-	cfg := fmt.Sprintf("vmm = \"firecracker\"\n[firecracker]\nbinary = %q\n[network]\nenabled = \"on\"\nsubnet = \"172.31.7.0/24\"\n", bins.FakeFirecracker)
+	cfg := fmt.Sprintf("vmm = \"firecracker\"\n[firecracker]\nbinary = %q\n[network]\nenabled = \"on\"\n%s", bins.FakeFirecracker, netCfg)
 	if err := os.WriteFile(filepath.Join(h.dir, "config", "banger", "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h.must("daemon", "stop") // newHost's image import started a daemon with the old config
-	return h, ns
+	return h
 }
 
 func linkExists(ns, name string) bool {

@@ -60,7 +60,7 @@ func TestServer(t *testing.T) {
 	}
 	ctx := context.Background()
 	subnet := netip.MustParsePrefix("172.30.0.0/24")
-	if err := network.EnsureBridge(ctx, network.Bridge{Name: "banger0", Subnet: subnet}); err != nil {
+	if err := network.EnsureBridge(ctx, network.Bridge{Name: "banger0", Subnet: subnet}, network.Owner{StateDir: "/var/lib/banger-test"}); err != nil {
 		t.Fatal(err)
 	}
 	gw := network.Gateway(subnet)

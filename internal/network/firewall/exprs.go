@@ -53,11 +53,13 @@ func oif(name string, op expr.CmpOp) []expr.Any {
 	return metaCmp(expr.MetaKeyOIFNAME, op, ifname(name))
 }
 
-// iifPrefix matches (CmpOpEq) or excludes (CmpOpNeq) input interfaces
-// whose name starts with prefix ("iifname bgt-*": the comparison covers
-// only the prefix's bytes).
-func iifPrefix(prefix string, op expr.CmpOp) []expr.Any {
-	return metaCmp(expr.MetaKeyIIFNAME, op, []byte(prefix))
+// metaNotIn matches packets whose meta key (an interface name) is not in
+// set.
+func metaNotIn(key expr.MetaKey, set *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: reg},
+		&expr.Lookup{SourceRegister: reg, SetName: set.Name, SetID: set.ID, Invert: true},
+	}
 }
 
 func metaCmp(key expr.MetaKey, op expr.CmpOp, data []byte) []expr.Any {

@@ -2,13 +2,17 @@
 // VM subnet, forwarding rules for the bridge, what guests may send to the
 // host, per-VM anti-spoofing and per-VM isolation.
 //
-// Everything lives in banger's own two tables, "ip banger" (NAT, forward
-// and input filtering, isolated addresses) and "bridge banger" (each VM's
-// port pinned to its MAC and address, isolated bridge ports), built with
-// the nftables netlink API in one atomic transaction. banger never lists,
-// flushes or edits any other table: Remove deletes its two tables and
-// nothing else. Functions act on the current network namespace and need
-// CAP_NET_ADMIN; the root helper calls them.
+// Each banger bridge has its own two tables, named after it (TableName):
+// "ip banger-banger0" (NAT, forward and input filtering, isolated
+// addresses) and "bridge banger-banger0" (each VM's port pinned to its MAC
+// and address, isolated bridge ports), built with the nftables netlink API
+// in one atomic transaction. Two banger instances on one host (two users,
+// or a system install next to a root user-mode daemon) use two bridges and
+// so four tables side by side, and every rule matches only its own
+// bridge's traffic or its own admitted ports, so neither can drop the
+// other's. banger never flushes or edits any other table: Remove deletes
+// its bridge's two tables and nothing else. Functions act on the current
+// network namespace and need CAP_NET_ADMIN; the root helper calls them.
 //
 // Guests are hostile: a guest controls every byte its VM sends. The rules
 // therefore assume nothing about guest frames that the host did not hand
@@ -20,6 +24,7 @@
 package firewall
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,9 +37,18 @@ import (
 	"github.com/banger-dev/banger/internal/network"
 )
 
-// TableName is the name of both of banger's tables ("ip banger" and
-// "bridge banger").
-const TableName = "banger"
+// tablePrefix starts every banger table's name.
+const tablePrefix = "banger-"
+
+// TableName is the name of both of a bridge's tables ("ip banger-banger0"
+// and "bridge banger-banger0").
+func TableName(bridge string) string { return tablePrefix + bridge }
+
+// LegacyTableName is the one pair of tables ("ip banger", "bridge banger")
+// banger used for the whole host before each bridge had its own. Ensure
+// replaces them when they served its bridge, and leaves them to their
+// banger otherwise.
+const LegacyTableName = "banger"
 
 // linkLocal is where cloud metadata services live (169.254.169.254):
 // guests may not reach it through the host.
@@ -45,7 +59,7 @@ const linkLocal = "169.254.0.0/16"
 // iptables, so a spoofed frame is gone before anything else sees it.
 const bridgeFilterPriority = -200
 
-// ErrNotEnsured means Admit ran before Ensure created banger's tables.
+// ErrNotEnsured means Admit ran before Ensure created the bridge's tables.
 var ErrNotEnsured = errors.New("banger's nftables tables do not exist")
 
 // Config is what the rules are built from.
@@ -64,19 +78,23 @@ func (c Config) Validate() error {
 	return network.ValidateSubnet(c.Subnet)
 }
 
-// Ensure (re)builds banger's tables for cfg in one atomic transaction, so
+// Ensure (re)builds the tables of cfg.Bridge in one atomic transaction, so
 // there is never a moment with half the rules. It is idempotent, and keeps
-// the VMs already registered with Admit. The rules:
+// the VMs already registered with Admit. Tables an older banger made for
+// the whole host (LegacyTableName) are deleted in the same transaction if
+// they served cfg.Bridge, and their admitted VMs carried over. The rules:
 //
-//   - bridge prerouting: a frame entering a bridge from a banger tap (any
-//     port named network.TapPrefix*; "meta ibrname" would name the bridge
-//     instead, but needs nft_meta_bridge, which not every kernel has) passes
-//     only if it is IPv4 with the MAC and source address Admit
+//   - bridge prerouting: a frame entering a bridge from a port this
+//     bridge's Admit listed (the "ports" set; "meta ibrname" would name the
+//     bridge instead, but needs nft_meta_bridge, which not every kernel
+//     has) passes only if it is IPv4 with the MAC and source address Admit
 //     pinned to that port, or ARP (Ethernet/IPv4) whose Ethernet source and
 //     sender hardware address are that MAC and whose sender address is
-//     that address. Everything else is dropped: other ports' addresses,
-//     forged MACs, ARP poisoning, IPv6 (banger gives guests none), VLAN
-//     tags, frames from ports nobody admitted;
+//     that address. Everything else from it is dropped: other ports'
+//     addresses, forged MACs, ARP poisoning, IPv6 (banger gives guests
+//     none), VLAN tags. Frames from other ports — another instance's taps —
+//     are left to that instance's chain. The daemon admits a port before
+//     it creates the tap, so none of its taps exists unlisted;
 //   - input: from the bridge the host accepts replies (established or
 //     related: port forwards and SSH connect to guests), DNS (UDP and TCP
 //     53) and ICMP echo to the gateway, and drops everything else, so
@@ -112,19 +130,32 @@ func ensure(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	kept, err := members(c)
+	name := TableName(cfg.Bridge)
+	kept, err := members(c, name)
 	if err != nil {
 		return err
 	}
+	legacy, err := legacyTables(c, cfg.Bridge)
+	if err != nil {
+		return err
+	}
+	if len(legacy) > 0 && kept.empty() {
+		if kept, err = members(c, LegacyTableName); err != nil {
+			return err
+		}
+	}
 
-	ipT := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
-	brT := &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName}
+	ipT := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: name}
+	brT := &nftables.Table{Family: nftables.TableFamilyBridge, Name: name}
 	// Adding before deleting makes the delete valid whether or not the
 	// table existed; the three steps commit together.
 	for _, t := range []*nftables.Table{ipT, brT} {
 		c.AddTable(t)
 		c.DelTable(t)
 		c.AddTable(t)
+	}
+	for _, t := range legacy {
+		c.DelTable(t)
 	}
 	s, err := addSets(c, ipT, brT, kept)
 	if err != nil {
@@ -168,7 +199,7 @@ func rules(cfg Config, s sets, ch chains) []rule {
 	fromGuests := iif(br, expr.CmpOpEq)
 	toGateway := addrIs(offDaddr, gw)
 	return []rule{
-		{ch.brPre, join(iifPrefix(network.TapPrefix, expr.CmpOpNeq), accept)},
+		{ch.brPre, join(metaNotIn(expr.MetaKeyIIFNAME, s.ports), accept)},
 		{ch.brPre, join(etherType(unix.ETH_P_IP), pinned(s.guests, etherSaddr(), ipv4Saddr()), accept)},
 		{ch.brPre, join(etherType(unix.ETH_P_ARP), arpIsEthernetIPv4(),
 			pinned(s.guests, etherSaddr(), arpSpa()), pinned(s.guests, arpSha(), arpSpa()), accept)},
@@ -195,16 +226,20 @@ func rules(cfg Config, s sets, ch chains) []rule {
 	}
 }
 
-// Remove deletes banger's tables and with them every banger rule and set.
+// Remove deletes the bridge's tables and with them every rule and set of
+// it, and an older banger's host-wide tables if they served this bridge.
 // Missing tables are not an error; no other table is touched.
-func Remove(ctx context.Context) error {
-	if err := remove(ctx); err != nil {
-		return fmt.Errorf("remove banger's nftables tables: %w", err)
+func Remove(ctx context.Context, bridge string) error {
+	if err := remove(ctx, bridge); err != nil {
+		return fmt.Errorf("remove nftables tables of %s: %w", bridge, err)
 	}
 	return nil
 }
 
-func remove(ctx context.Context) error {
+func remove(ctx context.Context, bridge string) error {
+	if err := network.ValidateBridgeName(bridge); err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -212,49 +247,106 @@ func remove(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n := 0
+	doomed, err := legacyTables(c, bridge)
+	if err != nil {
+		return err
+	}
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyBridge} {
-		t, err := ownTable(c, fam)
+		t, err := ownTable(c, fam, TableName(bridge))
 		if err != nil {
 			return err
 		}
 		if t != nil {
-			c.DelTable(t)
-			n++
+			doomed = append(doomed, t)
 		}
 	}
-	if n == 0 {
+	if len(doomed) == 0 {
 		return nil
+	}
+	for _, t := range doomed {
+		c.DelTable(t)
 	}
 	return c.Flush()
 }
 
-// Present reports whether banger's NAT table exists, for doctor.
-func Present(ctx context.Context) (bool, error) {
+// Present reports whether the bridge's NAT table exists.
+func Present(ctx context.Context, bridge string) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	c, err := nftables.New()
 	if err != nil {
-		return false, fmt.Errorf("look up banger's nftables table: %w", err)
+		return false, fmt.Errorf("look up nftables table %s: %w", TableName(bridge), err)
 	}
-	t, err := ownTable(c, nftables.TableFamilyIPv4)
+	t, err := ownTable(c, nftables.TableFamilyIPv4, TableName(bridge))
 	if err != nil {
-		return false, fmt.Errorf("look up banger's nftables table: %w", err)
+		return false, fmt.Errorf("look up nftables table %s: %w", TableName(bridge), err)
 	}
 	return t != nil, nil
 }
 
-// ownTable returns banger's table of family, or nil if it does not exist.
-func ownTable(c *nftables.Conn, fam nftables.TableFamily) (*nftables.Table, error) {
+// ownTable returns the table of family named name, or nil if it does not
+// exist.
+func ownTable(c *nftables.Conn, fam nftables.TableFamily, name string) (*nftables.Table, error) {
 	tables, err := c.ListTablesOfFamily(fam)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
 	for _, t := range tables {
-		if t.Name == TableName {
+		if t.Name == name {
 			return t, nil
 		}
 	}
 	return nil, nil
+}
+
+// legacyTables returns an older banger's host-wide tables if they served
+// bridge: its ip table's rules compare interface names with the bridge's.
+// Tables serving another bridge belong to another banger and are left
+// alone (they match only that bridge's traffic); nil if there are none.
+func legacyTables(c *nftables.Conn, bridge string) ([]*nftables.Table, error) {
+	ipT, err := ownTable(c, nftables.TableFamilyIPv4, LegacyTableName)
+	if err != nil || ipT == nil {
+		return nil, err
+	}
+	serves, err := namesInterface(c, ipT, bridge)
+	if err != nil || !serves {
+		return nil, err
+	}
+	out := []*nftables.Table{ipT}
+	brT, err := ownTable(c, nftables.TableFamilyBridge, LegacyTableName)
+	if err != nil {
+		return nil, err
+	}
+	if brT != nil {
+		out = append(out, brT)
+	}
+	return out, nil
+}
+
+// namesInterface reports whether any rule of t compares an interface name
+// with name.
+func namesInterface(c *nftables.Conn, t *nftables.Table, name string) (bool, error) {
+	chains, err := c.ListChainsOfTableFamily(t.Family)
+	if err != nil {
+		return false, fmt.Errorf("list chains: %w", err)
+	}
+	want := ifname(name)
+	for _, ch := range chains {
+		if ch.Table.Name != t.Name {
+			continue
+		}
+		rs, err := c.GetRules(t, ch)
+		if err != nil {
+			return false, fmt.Errorf("list rules of %s: %w", ch.Name, err)
+		}
+		for _, r := range rs {
+			for _, e := range r.Exprs {
+				if cmp, ok := e.(*expr.Cmp); ok && bytes.Equal(cmp.Data, want) {
+					return true, nil
+				}
+			}
+		}
+	}
+	return false, nil
 }

@@ -24,6 +24,8 @@ var (
 	cfg    = firewall.Config{Bridge: "banger0", Subnet: subnet}
 	macA   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x0a}
 	macB   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x0b}
+	// testOwner is the banger instance the tests' bridges are marked with.
+	testOwner = network.Owner{UID: 0, StateDir: "/var/lib/banger-test"}
 )
 
 func TestRefusesBadConfig(t *testing.T) {
@@ -41,20 +43,21 @@ func TestRefusesBadConfig(t *testing.T) {
 			t.Errorf("%s: Ensure = %v, want ErrInvalid", name, err)
 		}
 	}
-	good := firewall.Guest{Tap: "bgt-a", MAC: macA, Addr: netip.MustParseAddr("172.30.0.2")}
+	good := firewall.Guest{Bridge: cfg.Bridge, Tap: "bgt-a", MAC: macA, Addr: netip.MustParseAddr("172.30.0.2")}
 	for name, g := range map[string]firewall.Guest{
-		"foreign interface": {Tap: "eth0", MAC: good.MAC, Addr: good.Addr},
-		"IPv6 address":      {Tap: good.Tap, MAC: good.MAC, Addr: netip.MustParseAddr("fd00::2")},
-		"no MAC":            {Tap: good.Tap, Addr: good.Addr},
-		"broadcast MAC":     {Tap: good.Tap, MAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, Addr: good.Addr},
-		"multicast MAC":     {Tap: good.Tap, MAC: net.HardwareAddr{0x03, 0, 0, 0, 0, 1}, Addr: good.Addr},
-		"vendor MAC":        {Tap: good.Tap, MAC: net.HardwareAddr{0x00, 0x16, 0x3e, 0, 0, 1}, Addr: good.Addr},
+		"foreign interface": {Bridge: good.Bridge, Tap: "eth0", MAC: good.MAC, Addr: good.Addr},
+		"foreign bridge":    {Bridge: "docker0", Tap: good.Tap, MAC: good.MAC, Addr: good.Addr},
+		"IPv6 address":      {Bridge: good.Bridge, Tap: good.Tap, MAC: good.MAC, Addr: netip.MustParseAddr("fd00::2")},
+		"no MAC":            {Bridge: good.Bridge, Tap: good.Tap, Addr: good.Addr},
+		"broadcast MAC":     {Bridge: good.Bridge, Tap: good.Tap, MAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, Addr: good.Addr},
+		"multicast MAC":     {Bridge: good.Bridge, Tap: good.Tap, MAC: net.HardwareAddr{0x03, 0, 0, 0, 0, 1}, Addr: good.Addr},
+		"vendor MAC":        {Bridge: good.Bridge, Tap: good.Tap, MAC: net.HardwareAddr{0x00, 0x16, 0x3e, 0, 0, 1}, Addr: good.Addr},
 	} {
 		if err := firewall.Admit(ctx, g); !errors.Is(err, network.ErrInvalid) {
 			t.Errorf("Admit(%s) = %v, want ErrInvalid", name, err)
 		}
 	}
-	if err := firewall.Evict(ctx, "eth0", good.Addr); !errors.Is(err, network.ErrInvalid) {
+	if err := firewall.Evict(ctx, cfg.Bridge, "eth0", good.Addr); !errors.Is(err, network.ErrInvalid) {
 		t.Errorf("Evict(eth0) = %v, want ErrInvalid", err)
 	}
 }
@@ -69,7 +72,7 @@ func TestNATAndIsolation(t *testing.T) {
 		return
 	}
 	ctx := context.Background()
-	if err := network.EnsureBridge(ctx, network.Bridge{Name: "banger0", Subnet: subnet}); err != nil {
+	if err := network.EnsureBridge(ctx, network.Bridge{Name: "banger0", Subnet: subnet}, testOwner); err != nil {
 		t.Fatal(err)
 	}
 	gw := network.Gateway(subnet)
@@ -99,15 +102,13 @@ func TestNATAndIsolation(t *testing.T) {
 		}
 	}
 	assertRuleCounts(t, map[string]int{"ip/postrouting": 1, "ip/forward": 7, "ip/input": 5, "bridge/prerouting": 4, "bridge/forward": 2})
-	// Until admitted, a port passes nothing.
-	mustNotReach(t, "guest A before Admit to the host", guestA, hostSrv)
-	guestPortA := firewall.Guest{Tap: "bgt-ga", MAC: macA, Addr: netip.MustParseAddr("172.30.0.2")}
-	for _, g := range []firewall.Guest{guestPortA, {Tap: "bgt-gb", MAC: macB, Addr: netip.MustParseAddr("172.30.0.3")}} {
+	guestPortA := firewall.Guest{Bridge: cfg.Bridge, Tap: "bgt-ga", MAC: macA, Addr: netip.MustParseAddr("172.30.0.2")}
+	for _, g := range []firewall.Guest{guestPortA, {Bridge: cfg.Bridge, Tap: "bgt-gb", MAC: macB, Addr: netip.MustParseAddr("172.30.0.3")}} {
 		if err := firewall.Admit(ctx, g); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if ok, err := firewall.Present(ctx); err != nil || !ok {
+	if ok, err := firewall.Present(ctx, cfg.Bridge); err != nil || !ok {
 		t.Errorf("Present = %v, %v; want true", ok, err)
 	}
 
@@ -153,21 +154,25 @@ func TestNATAndIsolation(t *testing.T) {
 	mustReach(t, "guest A to guest B once no longer isolated", guestA, guestBSrv)
 
 	for i := range 2 {
-		if err := firewall.Evict(ctx, guestPortA.Tap, guestPortA.Addr); err != nil {
+		if err := firewall.Evict(ctx, cfg.Bridge, guestPortA.Tap, guestPortA.Addr); err != nil {
 			t.Fatalf("Evict #%d: %v", i+1, err)
 		}
 	}
-	mustNotReach(t, "evicted guest A to guest B", guestA, guestBSrv)
+	// An evicted port is no longer this bridge's (the daemon deletes the
+	// tap before it evicts the port); its bindings are gone.
+	if st, err := firewall.Inspect(ctx, cfg.Bridge); err != nil || st.Admitted(guestPortA.Tap, guestPortA.MAC, guestPortA.Addr) || len(st.Missing) != 0 {
+		t.Errorf("after Evict: %+v, %v; want guest A's binding gone and every table, chain and set there", st, err)
+	}
 	if err := firewall.Admit(ctx, isolatedA); err != nil {
 		t.Fatal(err)
 	}
 
 	for i := range 2 {
-		if err := firewall.Remove(ctx); err != nil {
+		if err := firewall.Remove(ctx, cfg.Bridge); err != nil {
 			t.Fatalf("Remove #%d: %v", i+1, err)
 		}
 	}
-	if ok, err := firewall.Present(ctx); err != nil || ok {
+	if ok, err := firewall.Present(ctx, cfg.Bridge); err != nil || ok {
 		t.Errorf("Present after Remove = %v, %v; want false", ok, err)
 	}
 	c, err := nftables.New()
@@ -180,7 +185,7 @@ func TestNATAndIsolation(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, tb := range tables {
-			if tb.Name == firewall.TableName {
+			if tb.Name == firewall.TableName(cfg.Bridge) {
 				t.Errorf("table %v %s survived Remove", fam, tb.Name)
 			}
 		}
@@ -191,7 +196,7 @@ func TestNATAndIsolation(t *testing.T) {
 	if seen, err := ask(guestA, upstreamSrv); err != nil || !strings.HasPrefix(seen, "172.30.0.2:") {
 		t.Errorf("after Remove upstream saw the guest as %q (%v), want its own address: no NAT left", seen, err)
 	}
-	if err := firewall.Evict(ctx, guestPortA.Tap, guestPortA.Addr); err != nil {
+	if err := firewall.Evict(ctx, cfg.Bridge, guestPortA.Tap, guestPortA.Addr); err != nil {
 		t.Errorf("Evict without tables: %v, want nil", err)
 	}
 	if err := firewall.Admit(ctx, guestPortA); !errors.Is(err, firewall.ErrNotEnsured) {
@@ -255,10 +260,10 @@ func assertRuleCounts(t *testing.T, want map[string]int) {
 	fams := map[string]nftables.TableFamily{"ip": nftables.TableFamilyIPv4, "bridge": nftables.TableFamilyBridge}
 	for key, n := range want {
 		fam, chain, _ := strings.Cut(key, "/")
-		tb := &nftables.Table{Family: fams[fam], Name: firewall.TableName}
+		tb := &nftables.Table{Family: fams[fam], Name: firewall.TableName(cfg.Bridge)}
 		rules, err := c.GetRules(tb, &nftables.Chain{Name: chain, Table: tb})
 		if err != nil || len(rules) != n {
-			t.Errorf("%s %s chain %s: %d rules, %v; want %d", fam, firewall.TableName, chain, len(rules), err, n)
+			t.Errorf("%s %s chain %s: %d rules, %v; want %d", fam, firewall.TableName(cfg.Bridge), chain, len(rules), err, n)
 		}
 	}
 }

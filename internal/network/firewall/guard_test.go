@@ -45,7 +45,7 @@ type guestPair struct {
 func newGuestPair(t *testing.T) guestPair {
 	t.Helper()
 	ctx := context.Background()
-	if err := network.EnsureBridge(ctx, network.Bridge{Name: cfg.Bridge, Subnet: subnet}); err != nil {
+	if err := network.EnsureBridge(ctx, network.Bridge{Name: cfg.Bridge, Subnet: subnet}, testOwner); err != nil {
 		t.Fatal(err)
 	}
 	p := guestPair{a: nstest.NewNS(t), b: nstest.NewNS(t)}
@@ -58,7 +58,7 @@ func newGuestPair(t *testing.T) guestPair {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { assertRemoved(t) })
-	for _, g := range []firewall.Guest{{Tap: "bgt-ga", MAC: macA, Addr: addrA}, {Tap: "bgt-gb", MAC: macB, Addr: addrB}} {
+	for _, g := range []firewall.Guest{{Bridge: cfg.Bridge, Tap: "bgt-ga", MAC: macA, Addr: addrA}, {Bridge: cfg.Bridge, Tap: "bgt-gb", MAC: macB, Addr: addrB}} {
 		if err := firewall.Admit(ctx, g); err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +69,7 @@ func newGuestPair(t *testing.T) guestPair {
 // assertRemoved runs Remove and checks that no banger table survives.
 func assertRemoved(t *testing.T) {
 	t.Helper()
-	if err := firewall.Remove(context.Background()); err != nil {
+	if err := firewall.Remove(context.Background(), cfg.Bridge); err != nil {
 		t.Errorf("Remove: %v", err)
 		return
 	}
@@ -84,7 +84,7 @@ func assertRemoved(t *testing.T) {
 			t.Error(err)
 		}
 		for _, tb := range tables {
-			if tb.Name == firewall.TableName {
+			if tb.Name == firewall.TableName(cfg.Bridge) {
 				t.Errorf("table %v %s survived Remove", fam, tb.Name)
 			}
 		}
@@ -209,7 +209,7 @@ func TestAdmitReplacesBinding(t *testing.T) {
 	ctx := context.Background()
 	old := netip.MustParseAddr("172.30.0.9")
 	for _, addr := range []netip.Addr{old, addrA} {
-		if err := firewall.Admit(ctx, firewall.Guest{Tap: "bgt-ga", MAC: macA, Addr: addr}); err != nil {
+		if err := firewall.Admit(ctx, firewall.Guest{Bridge: cfg.Bridge, Tap: "bgt-ga", MAC: macA, Addr: addr}); err != nil {
 			t.Fatal(err)
 		}
 	}

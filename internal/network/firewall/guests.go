@@ -8,12 +8,17 @@ import (
 	"net/netip"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/network"
 )
 
-// Names of banger's sets.
+// Names of a bridge's sets.
 const (
+	// portsSet ("bridge" table) holds the taps Admit listed: the bridge
+	// prerouting chain filters frames from these ports and leaves other
+	// ports (another instance's) alone.
+	portsSet = "ports"
 	// guestsSet ("bridge banger") holds one tap . MAC . address binding per
 	// admitted VM: what its port may send.
 	guestsSet = "guests"
@@ -31,9 +36,11 @@ func guestKeyType() (nftables.SetDatatype, error) {
 // Guest is one VM's port on banger's bridge: the tap and the MAC and
 // address banger gave the VM.
 type Guest struct {
-	Tap  string
-	MAC  net.HardwareAddr
-	Addr netip.Addr
+	// Bridge is the bridge whose tables admit the VM.
+	Bridge string
+	Tap    string
+	MAC    net.HardwareAddr
+	Addr   netip.Addr
 	// Isolated also cuts the VM off from the other VMs (`--isolated`).
 	Isolated bool
 }
@@ -41,6 +48,9 @@ type Guest struct {
 // Validate checks the tap name, the MAC (network.ValidateGuestMAC) and the
 // address (IPv4).
 func (g Guest) Validate() error {
+	if err := network.ValidateBridgeName(g.Bridge); err != nil {
+		return err
+	}
 	if err := network.ValidateTapName(g.Tap); err != nil {
 		return err
 	}
@@ -54,7 +64,9 @@ func (g Guest) Validate() error {
 }
 
 // Admit lets the VM's port send: IPv4 from its MAC and address, and ARP
-// for them, nothing else (see Ensure). It replaces any earlier binding of
+// for them, nothing else (see Ensure). It lists the tap as this bridge's
+// port first, so it may run before the tap exists (the daemon admits a
+// port, then creates its tap). It replaces any earlier binding of
 // the tap. With g.Isolated it also cuts the VM off from the other VMs:
 // frames between its tap and any other bridge port are dropped, and so are
 // packets the host would route between it and another guest; it still
@@ -79,12 +91,15 @@ func admit(ctx context.Context, g Guest) error {
 	if err != nil {
 		return err
 	}
-	s, err := findSets(c)
+	s, err := findSets(c, TableName(g.Bridge))
 	if err != nil {
 		return err
 	}
 	if !s.complete() {
 		return ErrNotEnsured
+	}
+	if err := c.SetAddElements(s.ports, []nftables.SetElement{{Key: ifname(g.Tap)}}); err != nil {
+		return err
 	}
 	if err := replaceBinding(c, s.guests, g); err != nil {
 		return err
@@ -121,17 +136,22 @@ func replaceBinding(c *nftables.Conn, set *nftables.Set, g Guest) error {
 	return c.SetAddElements(set, []nftables.SetElement{{Key: key}})
 }
 
-// Evict undoes Admit for the VM with tap and addr: every binding of the
-// tap goes, and its isolation. Idempotent: a VM that was never admitted,
-// or missing tables, are not errors.
-func Evict(ctx context.Context, tap string, addr netip.Addr) error {
-	if err := evict(ctx, tap, addr); err != nil {
+// Evict undoes Admit for the VM with tap and addr on bridge: every
+// binding of the tap goes, its isolation, and its place among the bridge's
+// ports. Idempotent: a VM that was never admitted, or missing tables, are
+// not errors. Evict a port only once its tap is gone: a tap not listed
+// passes the bridge's prerouting chain unfiltered.
+func Evict(ctx context.Context, bridge, tap string, addr netip.Addr) error {
+	if err := evict(ctx, bridge, tap, addr); err != nil {
 		return fmt.Errorf("evict %s (%s): %w", tap, addr, err)
 	}
 	return nil
 }
 
-func evict(ctx context.Context, tap string, addr netip.Addr) error {
+func evict(ctx context.Context, bridge, tap string, addr netip.Addr) error {
+	if err := network.ValidateBridgeName(bridge); err != nil {
+		return err
+	}
 	if err := network.ValidateTapName(tap); err != nil {
 		return err
 	}
@@ -145,9 +165,14 @@ func evict(ctx context.Context, tap string, addr netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	s, err := findSets(c)
+	s, err := findSets(c, TableName(bridge))
 	if err != nil {
 		return err
+	}
+	if s.ports != nil {
+		if err := deleteIfPresent(c, s.ports, ifname(tap)); err != nil {
+			return err
+		}
 	}
 	if s.guests != nil {
 		old, err := bindingsOf(c, s.guests, tap)
@@ -166,13 +191,13 @@ func evict(ctx context.Context, tap string, addr netip.Addr) error {
 	return c.Flush()
 }
 
-// sets are banger's sets; nil where missing.
+// sets are a bridge's sets; nil where missing.
 type sets struct {
-	guests, isolatedPorts, isolatedAddrs *nftables.Set
+	ports, guests, isolatedPorts, isolatedAddrs *nftables.Set
 }
 
 func (s sets) complete() bool {
-	return s.guests != nil && s.isolatedPorts != nil && s.isolatedAddrs != nil
+	return s.ports != nil && s.guests != nil && s.isolatedPorts != nil && s.isolatedAddrs != nil
 }
 
 // membership is one element of one set.
@@ -192,16 +217,22 @@ func (s sets) isolation(tap string, addr netip.Addr) []membership {
 // the whole transaction with ENOENT.
 func dropIsolation(c *nftables.Conn, s sets, tap string, addr netip.Addr) error {
 	for _, m := range s.isolation(tap, addr) {
-		elems, err := c.GetSetElements(m.set)
-		if err != nil {
-			return fmt.Errorf("list set %s: %w", m.set.Name, err)
+		if err := deleteIfPresent(c, m.set, m.key); err != nil {
+			return err
 		}
-		for _, e := range elems {
-			if bytes.Equal(e.Key, m.key) {
-				if err := c.SetDeleteElements(m.set, []nftables.SetElement{{Key: m.key}}); err != nil {
-					return err
-				}
-			}
+	}
+	return nil
+}
+
+// deleteIfPresent queues the deletion of key from set if it is there.
+func deleteIfPresent(c *nftables.Conn, set *nftables.Set, key []byte) error {
+	elems, err := c.GetSetElements(set)
+	if err != nil {
+		return fmt.Errorf("list set %s: %w", set.Name, err)
+	}
+	for _, e := range elems {
+		if bytes.Equal(e.Key, key) {
+			return c.SetDeleteElements(set, []nftables.SetElement{{Key: key}})
 		}
 	}
 	return nil
@@ -240,9 +271,13 @@ func bindingsOf(c *nftables.Conn, set *nftables.Set, tap string) ([]nftables.Set
 	return out, nil
 }
 
-// setContents are the elements of banger's sets.
+// setContents are the elements of a bridge's sets.
 type setContents struct {
-	guests, isolatedPorts, isolatedAddrs []nftables.SetElement
+	ports, guests, isolatedPorts, isolatedAddrs []nftables.SetElement
+}
+
+func (s setContents) empty() bool {
+	return len(s.ports)+len(s.guests)+len(s.isolatedPorts)+len(s.isolatedAddrs) == 0
 }
 
 // addSets adds banger's sets to a transaction that is rebuilding the
@@ -258,11 +293,12 @@ func addSets(c *nftables.Conn, ipT, brT *nftables.Table, kept setContents) (sets
 		guests:        &nftables.Set{Table: brT, Name: guestsSet, ID: 1, KeyType: keyType, Concatenation: true},
 		isolatedPorts: &nftables.Set{Table: brT, Name: isolatedPortsSet, ID: 2, KeyType: nftables.TypeIFName},
 		isolatedAddrs: &nftables.Set{Table: ipT, Name: isolatedAddrsSet, ID: 3, KeyType: nftables.TypeIPAddr},
+		ports:         &nftables.Set{Table: brT, Name: portsSet, ID: 4, KeyType: nftables.TypeIFName},
 	}
 	for _, p := range []struct {
 		set   *nftables.Set
 		elems []nftables.SetElement
-	}{{s.guests, kept.guests}, {s.isolatedPorts, kept.isolatedPorts}, {s.isolatedAddrs, kept.isolatedAddrs}} {
+	}{{s.guests, kept.guests}, {s.isolatedPorts, kept.isolatedPorts}, {s.isolatedAddrs, kept.isolatedAddrs}, {s.ports, kept.ports}} {
 		if err := c.AddSet(p.set, p.elems); err != nil {
 			return sets{}, err
 		}
@@ -270,10 +306,11 @@ func addSets(c *nftables.Conn, ipT, brT *nftables.Table, kept setContents) (sets
 	return s, nil
 }
 
-// members returns the elements of banger's sets, empty where missing, for
-// Ensure to carry them over.
-func members(c *nftables.Conn) (setContents, error) {
-	s, err := findSets(c)
+// members returns the elements of the sets in the tables named table,
+// empty where missing, for Ensure to carry them over. Tables without a
+// ports set (an older banger's) get one listing the guests' taps.
+func members(c *nftables.Conn, table string) (setContents, error) {
+	s, err := findSets(c, table)
 	if err != nil {
 		return setContents{}, err
 	}
@@ -281,7 +318,7 @@ func members(c *nftables.Conn) (setContents, error) {
 	for _, p := range []struct {
 		set *nftables.Set
 		dst *[]nftables.SetElement
-	}{{s.guests, &out.guests}, {s.isolatedPorts, &out.isolatedPorts}, {s.isolatedAddrs, &out.isolatedAddrs}} {
+	}{{s.ports, &out.ports}, {s.guests, &out.guests}, {s.isolatedPorts, &out.isolatedPorts}, {s.isolatedAddrs, &out.isolatedAddrs}} {
 		if p.set == nil {
 			continue
 		}
@@ -291,23 +328,45 @@ func members(c *nftables.Conn) (setContents, error) {
 		}
 		*p.dst = keysOnly(elems)
 	}
+	if s.ports == nil {
+		out.ports = portsOf(out.guests)
+	}
 	return out, nil
 }
 
-// findSets returns banger's sets, nil where missing (no tables yet, or
-// tables made by an older banger).
-func findSets(c *nftables.Conn) (sets, error) {
+// portsOf lists the taps of guest bindings (their keys start with the
+// tap's padded name), once each.
+func portsOf(guests []nftables.SetElement) []nftables.SetElement {
+	seen := map[string]bool{}
+	var out []nftables.SetElement
+	for _, g := range guests {
+		if len(g.Key) < unix.IFNAMSIZ {
+			continue
+		}
+		tap := string(g.Key[:unix.IFNAMSIZ])
+		if !seen[tap] {
+			seen[tap] = true
+			out = append(out, nftables.SetElement{Key: []byte(tap)})
+		}
+	}
+	return out
+}
+
+// findSets returns the sets of the tables named table, nil where missing
+// (no tables yet, or tables made by an older banger).
+func findSets(c *nftables.Conn, table string) (sets, error) {
 	var s sets
 	for _, f := range []struct {
 		fam  nftables.TableFamily
 		name string
 		dst  **nftables.Set
 	}{
+		{nftables.TableFamilyBridge, portsSet, &s.ports},
 		{nftables.TableFamilyBridge, guestsSet, &s.guests},
 		{nftables.TableFamilyBridge, isolatedPortsSet, &s.isolatedPorts},
 		{nftables.TableFamilyIPv4, isolatedAddrsSet, &s.isolatedAddrs},
 	} {
-		t, err := ownTable(c, f.fam)
+		t, err := ownTable(c, f.fam, table)
 		if err != nil {
 			return sets{}, err
 		}
