@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // connect returns a client for a daemon of this very build, starting one in
@@ -176,6 +178,8 @@ func (app *App) startDaemon(ctx context.Context, layout paths.Layout) error {
 		return fmt.Errorf("open daemon log: %w", err)
 	}
 	defer logf.Close()
+	// Where this start's output begins, so a failure can quote its reason.
+	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := exec.Command(bin)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -194,6 +198,9 @@ func (app *App) startDaemon(ctx context.Context, layout paths.Layout) error {
 		}
 		select {
 		case err := <-exited:
+			if reason := daemonStartFailure(layout.DaemonLogPath(), logStart); reason != "" {
+				return fmt.Errorf("the daemon could not start: %s (log: %s)", reason, layout.DaemonLogPath())
+			}
 			return fmt.Errorf("the daemon exited during start-up (%v); see %s", err, layout.DaemonLogPath())
 		case <-ctx.Done():
 			return ctx.Err()
@@ -203,6 +210,34 @@ func (app *App) startDaemon(ctx context.Context, layout paths.Layout) error {
 			return fmt.Errorf("the daemon did not answer within %s; see %s", app.StartTimeout, layout.DaemonLogPath())
 		}
 	}
+}
+
+// daemonStartFailure returns the reason a daemon that just exited gave for
+// it: the last "bangerd: …" line (what bangerd prints before exiting on an
+// error) that it wrote to its log after offset. It reads at most the last
+// 64 KiB, and the line is escaped: the log is ours, but it may quote
+// anything.
+func daemonStartFailure(logPath string, offset int64) string {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const window = 64 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size()-offset > window {
+		offset = fi.Size() - window
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, offset, window))
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if reason, ok := strings.CutPrefix(lines[i], "bangerd: "); ok {
+			return termtext.Short(reason, 300)
+		}
+	}
+	return ""
 }
 
 // findDaemonBinary prefers $BANGER_DAEMON, then bangerd next to this

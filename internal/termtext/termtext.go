@@ -32,6 +32,19 @@ func Line(s string) string {
 	return escape(s, func(rune) bool { return false })
 }
 
+// Short is Line for at most n runes of s, marked with "…" when cut: the way
+// to quote untrusted text of any length in a one-line message.
+func Short(s string, n int) string {
+	runes := 0
+	for i := range s {
+		if runes == n {
+			return Line(s[:i]) + "…"
+		}
+		runes++
+	}
+	return Line(s)
+}
+
 // Console is Escape for a guest's serial-console output: the CR of each CRLF
 // line end is dropped and colour (SGR) sequences, which a booting guest
 // prints on every line, are removed; every other control character,

@@ -114,3 +114,20 @@ func TestJSON(t *testing.T) {
 		t.Error("clean JSON was copied")
 	}
 }
+
+func TestShortCutsAndEscapes(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"héllo\x1b[2J", 3, "hél…"},
+		{"ok\r", 10, `ok\r`},
+		{"exact", 5, "exact"},
+		{"", 3, ""},
+	} {
+		if got := Short(tc.in, tc.n); got != tc.want {
+			t.Errorf("Short(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}

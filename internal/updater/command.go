@@ -46,23 +46,9 @@ func quoteOutput(b []byte) string {
 	if i := bytes.IndexByte(line, '\n'); i >= 0 {
 		line = bytes.TrimSpace(line[:i])
 	}
-	cut := false
 	// maxQuoted runes take at most 4 bytes each: no need to look further.
-	if len(line) > 4*maxQuoted {
-		line, cut = line[:4*maxQuoted], true
+	if len(line) > 4*maxQuoted+1 {
+		line = line[:4*maxQuoted+1]
 	}
-	s := string(line)
-	runes := 0
-	for i := range s {
-		if runes == maxQuoted {
-			s, cut = s[:i], true
-			break
-		}
-		runes++
-	}
-	q := termtext.Line(s)
-	if cut {
-		q += "…"
-	}
-	return q
+	return termtext.Short(string(line), maxQuoted)
 }
