@@ -1,15 +1,10 @@
 package firecracker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/vmmproc"
@@ -34,13 +29,6 @@ func (d *Driver) Attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Proce
 }
 
 func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Process) (*Instance, error) {
-	pid := proc.PID
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if pid <= 0 {
-		return nil, fmt.Errorf("invalid pid: %w", ErrNotThisVMM)
-	}
 	l, err := d.layoutFor(spec)
 	if err != nil {
 		return nil, err
@@ -49,61 +37,20 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Proce
 		// A jailed Firecracker made the vsock socket in its jail root.
 		spec.Agent.UDSPath = jailedVsock(l)
 	}
-	// Open the pidfd first: it pins this exact process, so the command
-	// line read next cannot belong to a successor that reused the pid.
-	pf, err := vmmproc.OpenPidfd(pid)
-	if errors.Is(err, unix.ESRCH) {
-		return nil, fmt.Errorf("process is gone: %w", ErrNotThisVMM)
-	}
+	p, _, err := vmmproc.Recognize(ctx, proc, ErrNotThisVMM, func(args []string) error {
+		return checkCmdline(args, l.apiSockArg, spec.VMID)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("pidfd_open: %w", err)
-	}
-	if err := checkCmdline(pid, l.apiSockArg, spec.VMID); err != nil {
-		pf.Close()
 		return nil, err
 	}
-	started, err := vmmproc.CheckStarted(proc, ErrNotThisVMM)
-	if err != nil {
-		pf.Close()
-		return nil, err
-	}
-	if pf.Exited() {
-		pf.Close()
-		return nil, fmt.Errorf("process exited while attaching: %w", ErrNotThisVMM)
-	}
-	inst := d.newInstance(spec, l, pid)
-	inst.started = started
-	inst.kill = pf.Kill
-	if l.jailRoot != "" {
-		inst.cleanup = func() { d.removeJail(spec) }
-	}
-	go watchPidfd(inst, pf, "adopted")
-	return inst, nil
+	return d.newInstance(spec, l, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+		return p.Supervise(cfg), nil
+	})
 }
 
-// watchPidfd finishes inst once the process behind pf exits. Not our child,
-// so how it ended is unknown.
-func watchPidfd(inst *Instance, pf *vmmproc.Pidfd, what string) {
-	err := pf.Wait()
-	pf.Close()
-	st := vmm.ExitStatus{Code: -1, NotChild: true}
-	if err != nil {
-		st.Err = fmt.Sprintf("watch %s firecracker: %v", what, err)
-	}
-	inst.finish(st)
-}
-
-// checkCmdline verifies /proc/<pid>/cmdline names apiSock and vmID. The
-// jailer passes "--id=<id>", banger passes "--id <id>"; both are accepted.
-func checkCmdline(pid int, apiSock, vmID string) error {
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("process is gone: %w", ErrNotThisVMM)
-	}
-	if err != nil {
-		return fmt.Errorf("read command line: %w", err)
-	}
-	args := strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")
+// checkCmdline verifies a command line names apiSock and vmID. The jailer
+// passes "--id=<id>", banger passes "--id <id>"; both are accepted.
+func checkCmdline(args []string, apiSock, vmID string) error {
 	if flagValue(args, "--api-sock") != apiSock || flagValue(args, "--id") != vmID {
 		return fmt.Errorf("command line %q does not have --api-sock %s --id %s: %w", strings.Join(args, " "), apiSock, vmID, ErrNotThisVMM)
 	}

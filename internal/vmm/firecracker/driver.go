@@ -2,11 +2,10 @@ package firecracker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
+	"os/exec"
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
@@ -25,9 +24,7 @@ const (
 
 // Owner is a uid/gid that sockets and log files are handed to, so an
 // unprivileged owner can use a VM whose VMM was started by root.
-type Owner struct {
-	UID, GID int
-}
+type Owner = vmmproc.Owner
 
 // Config configures the Firecracker driver. The zero value runs
 // "firecracker" from $PATH, unjailed, with the default timeouts.
@@ -60,9 +57,9 @@ type Config struct {
 // Driver launches and adopts Firecracker VMMs. It implements vmm.Driver.
 type Driver struct {
 	cfg Config
-	// chown is os.Lchown; tests replace it to observe ownership hand-over
-	// without root.
-	chown func(path string, uid, gid int) error
+	// files hands the VM's files to cfg.Owner; tests replace its Chown to
+	// observe the hand-over without root.
+	files vmmproc.HandOver
 }
 
 var (
@@ -87,7 +84,7 @@ func New(cfg Config) *Driver {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, chown: os.Lchown}
+	return &Driver{cfg: cfg, files: vmmproc.HandOver{Owner: cfg.Owner, Chown: os.Lchown}}
 }
 
 // Name is the driver's config name.
@@ -120,41 +117,36 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 	}
 	// Under the jailer the spec now names the files staged into the jail.
 	spec, l := inst.spec, inst.layout
-	log := d.cfg.Logger.With("vm", spec.Name, "pid", inst.pid)
+	log := d.cfg.Logger.With("vm", spec.Name, "pid", inst.PID())
 	log.Debug("firecracker started", "api_sock", l.apiSock)
 
-	fail := func(step string, err error) (*Instance, error) {
-		// Kill waits for the reaper, which removes the sockets.
-		if kerr := inst.Kill(); kerr != nil {
-			log.Warn("kill firecracker after failed launch", "err", kerr)
-		}
-		return nil, fmt.Errorf("%s: %w", step, err)
+	steps := []vmmproc.Step{
+		{Name: "wait for API socket", Do: func(ctx context.Context) error {
+			return vmmproc.WaitReady(ctx, inst.Supervisor, d.apiReadiness(inst))
+		}},
+		{Name: "hand over API socket", Do: func(context.Context) error { return d.files.File(l.apiSock) }},
 	}
-	if spec.OnSpawn != nil {
-		if err := spec.OnSpawn(inst.Process()); err != nil {
-			return fail("record the firecracker process", err)
-		}
+	boot, err := d.bootSteps(spec, l, inst.client)
+	if err != nil {
+		// Reported as a step so the VMM, already running, is killed.
+		boot = []vmmproc.Step{{Name: "translate paths into the jail", Do: func(context.Context) error { return err }}}
 	}
-	if err := d.waitForAPI(ctx, inst, spec); err != nil {
-		return fail("wait for API socket", err)
-	}
-	if err := d.handOver(l.apiSock); err != nil {
-		return fail("hand over API socket", err)
-	}
-	if step, err := d.boot(ctx, inst.client, spec, l); err != nil {
-		return fail(step, err)
-	}
+	steps = append(steps, boot...)
 	if spec.Agent.UDSPath != "" {
-		if err := d.handOver(spec.Agent.UDSPath); err != nil {
-			return fail("hand over vsock socket", err)
-		}
+		steps = append(steps, vmmproc.Step{Name: "hand over vsock socket", Do: func(context.Context) error {
+			return d.files.File(spec.Agent.UDSPath)
+		}})
+	}
+	if err := vmmproc.Boot(ctx, inst.Supervisor, spec.OnSpawn, steps...); err != nil {
+		return nil, err
 	}
 	log.Info("firecracker guest started")
 	return inst, nil
 }
 
 // startVMM starts the Firecracker process: through the jail launcher when
-// jailed, else as our own child.
+// jailed, else as our own child with its output appended to the serial
+// log (Firecracker writes the guest's serial console to its stdout).
 func (d *Driver) startVMM(ctx context.Context, spec vmm.LaunchSpec) (*Instance, error) {
 	if d.cfg.Jailer != nil {
 		return d.launchJailed(ctx, spec)
@@ -163,77 +155,44 @@ func (d *Driver) startVMM(ctx context.Context, spec vmm.LaunchSpec) (*Instance, 
 	if err != nil {
 		return nil, err
 	}
-	if err := d.prepareFiles(spec, l); err != nil {
+	if err := d.files.Prepare("firecracker", spec, l.apiSock, spec.Agent.UDSPath); err != nil {
 		return nil, err
 	}
-	return d.start(d.command(spec, l), spec, l)
+	return d.newInstance(spec, l, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+		return vmmproc.Spawn(d.command(spec, l), spec.SerialLogPath, cfg)
+	})
+}
+
+// command builds the VMM command line.
+func (d *Driver) command(spec vmm.LaunchSpec, l layout) *exec.Cmd {
+	cmd := vmmproc.Command(d.cfg.BinaryPath, []string{"--api-sock", l.apiSockArg, "--id", spec.VMID}, spec.HeldFiles)
+	if len(d.cfg.ExtraEnv) > 0 {
+		cmd.Env = append(os.Environ(), d.cfg.ExtraEnv...)
+	}
+	return cmd
+}
+
+// apiReadiness is how Launch waits for the API: GET / until Firecracker
+// answers, within APIReadyTimeout.
+func (d *Driver) apiReadiness(inst *Instance) vmmproc.Readiness {
+	return vmmproc.Readiness{
+		What:   "its API",
+		Socket: inst.layout.apiSock,
+		Probe: func(ctx context.Context) error {
+			_, err := inst.client.InstanceInfo(ctx)
+			return err
+		},
+		Timeout: d.cfg.APIReadyTimeout,
+		LogPath: inst.spec.SerialLogPath,
+	}
 }
 
 func (d *Driver) validate(spec vmm.LaunchSpec) error {
-	var missing []string
-	for _, f := range [][2]string{
-		{"vm_id", spec.VMID}, {"run_dir", spec.RunDir}, {"kernel_path", spec.KernelPath},
-		{"root_drive.path", spec.RootDrive.Path}, {"serial_log_path", spec.SerialLogPath},
-	} {
-		if f[1] == "" {
-			missing = append(missing, f[0])
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("launch spec is missing %s", strings.Join(missing, ", "))
-	}
-	if spec.VCPUs < 1 || spec.MemoryMiB < 1 {
-		return fmt.Errorf("launch spec needs vcpus and memory_mib of at least 1 (got %d, %d)", spec.VCPUs, spec.MemoryMiB)
+	if err := vmmproc.ValidateSpec(spec); err != nil {
+		return err
 	}
 	if !validInstanceID(spec.VMID) {
 		return fmt.Errorf("vm id %q cannot be a firecracker instance id: use at most 64 letters, digits and hyphens", spec.VMID)
-	}
-	return nil
-}
-
-// prepareFiles creates the run dir and log files and frees the socket paths
-// Firecracker will bind.
-func (d *Driver) prepareFiles(spec vmm.LaunchSpec, l layout) error {
-	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
-		return fmt.Errorf("create run dir: %w", err)
-	}
-	if err := d.handOver(spec.RunDir); err != nil {
-		return err
-	}
-	if err := vmmproc.ReclaimSocket(l.apiSock, ErrSocketInUse); err != nil {
-		if errors.Is(err, ErrSocketInUse) {
-			return fmt.Errorf("another firecracker is using %s: %w", l.apiSock, ErrSocketInUse)
-		}
-		return fmt.Errorf("reclaim API socket: %w", err)
-	}
-	if spec.Agent.UDSPath != "" {
-		if err := vmmproc.ReclaimSocket(spec.Agent.UDSPath, ErrSocketInUse); err != nil {
-			return fmt.Errorf("reclaim vsock socket: %w", err)
-		}
-	}
-	// Firecracker opens the log path but does not create it.
-	for _, p := range []string{spec.SerialLogPath, spec.VMMLogPath} {
-		if p == "" {
-			continue
-		}
-		if err := createLog(p); err != nil {
-			return err
-		}
-		if err := d.handOver(p); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// handOver gives path to Config.Owner, if one is set.
-func (d *Driver) handOver(path string) error {
-	o := d.cfg.Owner
-	if o == nil {
-		return nil
-	}
-	if err := d.chown(path, o.UID, o.GID); err != nil {
-		return fmt.Errorf("chown %s to %d:%d: %w", path, o.UID, o.GID, err)
 	}
 	return nil
 }

@@ -325,7 +325,7 @@ func TestLaunchRefusesLiveSocket(t *testing.T) {
 func TestLaunchHandsFilesToOwner(t *testing.T) {
 	d, _ := newFakeDriver(t, fakeEnv{}, Config{Owner: &Owner{UID: 4242, GID: 4343}})
 	var chowned []string
-	d.chown = func(path string, uid, gid int) error {
+	d.files.Chown = func(path string, uid, gid int) error {
 		if uid != 4242 || gid != 4343 {
 			t.Errorf("chown %s to %d:%d", path, uid, gid)
 		}

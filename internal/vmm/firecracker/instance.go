@@ -2,141 +2,52 @@ package firecracker
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
-// ctrlAltDelTimeout bounds the SendCtrlAltDel call itself; the shutdown
-// that follows is bounded by Stop's timeout.
-const ctrlAltDelTimeout = 2 * time.Second
-
 // Instance is one running Firecracker process, started by Launch or adopted
-// by Attach. It implements vmm.Instance, vmm.Pauser, vmm.Snapshotter and
-// vmm.AgentDialer.
+// by Attach. Its vmmproc.Supervisor makes it a vmm.Instance (Stop sends
+// Ctrl-Alt-Del: Firecracker exits when the guest reboots); it also
+// implements vmm.Pauser, vmm.Snapshotter and vmm.AgentDialer.
 type Instance struct {
-	pid         int
-	started     uint64 // start time of pid (vmmproc.StartTime)
-	spec        vmm.LaunchSpec
-	layout      layout
-	client      *Client
-	stopTimeout time.Duration
-	log         *slog.Logger
-
-	// kill sends SIGKILL; it returns nil if the process is already gone.
-	kill func() error
-	// cleanup, if set, runs once the process is gone (a jail's removal).
-	cleanup func()
-	done    chan struct{}
-	exit    vmm.ExitStatus // written once, before done is closed
+	*vmmproc.Supervisor
+	spec   vmm.LaunchSpec
+	layout layout
+	client *Client
 }
 
-// newChildInstance supervises a process this daemon started.
-func newChildInstance(cmd *exec.Cmd, inst *Instance) *Instance {
-	inst.kill = vmmproc.Supervise(cmd, "firecracker", inst.finish)
-	return inst
-}
-
-// finish records the exit, removes the sockets the dead process left
-// behind, and only then closes done, so a relaunch that waits on Done never
-// races the cleanup.
-func (i *Instance) finish(st vmm.ExitStatus) {
-	for _, p := range []string{i.layout.apiSock, i.spec.Agent.UDSPath} {
-		if p == "" {
-			continue
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			i.log.Warn("remove socket of exited firecracker", "path", p, "err", err)
-		}
+// newInstance supervises one Firecracker process of spec, which start
+// runs or adopts (vmmproc.Spawn, Pinned.Supervise) with the driver's
+// supervision config.
+func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, start func(vmmproc.Config) (*vmmproc.Supervisor, error)) (*Instance, error) {
+	c := NewClient(l.apiSock)
+	cfg := vmmproc.Config{
+		Name:          "firecracker",
+		VM:            spec.Name,
+		ConsoleLog:    spec.SerialLogPath,
+		ConsoleLogMax: d.cfg.ConsoleLogMax,
+		Sockets:       []string{l.apiSock, spec.Agent.UDSPath},
+		PowerOff:      c.SendCtrlAltDel,
+		PowerOffName:  "Ctrl-Alt-Del",
+		StopTimeout:   d.cfg.StopTimeout,
+		Logger:        d.cfg.Logger,
 	}
-	if i.cleanup != nil {
-		i.cleanup()
+	if l.jailRoot != "" {
+		cfg.OnExit = func() { d.removeJail(spec) }
 	}
-	i.exit = st
-	i.log.Info("firecracker exited", "status", st.String())
-	close(i.done)
-}
-
-// PID is the VMM's process id.
-func (i *Instance) PID() int { return i.pid }
-
-// Process is the VMM's PID with its start time.
-func (i *Instance) Process() vmm.Process { return vmm.Process{PID: i.pid, StartTime: i.started} }
-
-// Done is closed once the VMM process has exited and its sockets are gone.
-func (i *Instance) Done() <-chan struct{} { return i.done }
-
-// Exit reports how the VMM ended; valid after Done is closed. An adopted
-// process (Attach) is not our child, so how it ended is unknown (NotChild).
-func (i *Instance) Exit() vmm.ExitStatus {
-	select {
-	case <-i.done:
-		return i.exit
-	default:
-		return vmm.ExitStatus{Code: -1, Err: "firecracker is still running"}
+	s, err := start(cfg)
+	if err != nil {
+		return nil, err
 	}
+	return &Instance{Supervisor: s, spec: spec, layout: l, client: c}, nil
 }
 
 // Client is the API client for this VMM, for calls the Instance does not wrap.
 func (i *Instance) Client() *Client { return i.client }
-
-// Stop sends Ctrl-Alt-Del so the guest shuts down cleanly (Firecracker
-// exits when the guest reboots), waits up to timeout (the driver's
-// StopTimeout if zero), then kills the process. It returns only once the
-// process is gone. If the request cannot be delivered the process is killed
-// at once: waiting could not help.
-func (i *Instance) Stop(ctx context.Context, timeout time.Duration) error {
-	if timeout <= 0 {
-		timeout = i.stopTimeout
-	}
-	select {
-	case <-i.done:
-		return nil
-	default:
-	}
-	actx, cancel := context.WithTimeout(ctx, ctrlAltDelTimeout)
-	err := i.client.SendCtrlAltDel(actx)
-	cancel()
-	if err != nil {
-		i.log.Warn("Ctrl-Alt-Del not delivered; killing firecracker", "err", err)
-		return i.Kill()
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-i.done:
-		return nil
-	case <-t.C:
-		i.log.Warn("guest ignored Ctrl-Alt-Del; killing firecracker", "timeout", timeout)
-		return i.Kill()
-	case <-ctx.Done():
-		if err := i.Kill(); err != nil {
-			return err
-		}
-		return fmt.Errorf("stop vm %q: killed after %w", i.spec.Name, ctx.Err())
-	}
-}
-
-// Kill sends SIGKILL and waits until the process is gone.
-func (i *Instance) Kill() error {
-	select {
-	case <-i.done:
-		return nil
-	default:
-	}
-	if err := i.kill(); err != nil {
-		return fmt.Errorf("kill firecracker pid %d: %w", i.pid, err)
-	}
-	<-i.done
-	return nil
-}
 
 // Pause pauses the guest's vCPUs.
 func (i *Instance) Pause(ctx context.Context) error {

@@ -109,7 +109,7 @@ func (d *Driver) launchJailed(ctx context.Context, spec vmm.LaunchSpec) (*Instan
 	if err != nil {
 		return nil, err
 	}
-	if err := createLog(spec.SerialLogPath); err != nil {
+	if err := vmmproc.CreateLog(spec.SerialLogPath); err != nil {
 		return nil, err
 	}
 	req, closeAll, err := openForJail(spec)
@@ -214,33 +214,28 @@ func stagedSpec(spec vmm.LaunchSpec, res privileged.JailedVMM, l layout) (vmm.La
 	return out, nil
 }
 
-// adoptJailed watches pid, the jailer that becomes Firecracker, through a
-// pidfd. Until the jailer drops to the owner the owner cannot signal it, so
-// a kill that is refused goes through the launcher, which started it.
+// adoptJailed supervises pid, the jailer that becomes Firecracker, through
+// a pidfd: it is the launcher's child, not ours.
 func (d *Driver) adoptJailed(spec vmm.LaunchSpec, l layout, pid int) (*Instance, error) {
-	pf, err := vmmproc.OpenPidfd(pid)
+	p, err := vmmproc.Pin(pid)
 	if err != nil {
 		return nil, err
 	}
-	started, err := vmmproc.StartTime(pid)
-	if err != nil {
-		pf.Close()
-		return nil, err
-	}
-	inst := d.newInstance(spec, l, pid)
-	inst.started = started
-	inst.kill = func() error {
-		err := pf.Kill()
-		if errors.Is(err, unix.EPERM) {
-			ctx, cancel := context.WithTimeout(context.Background(), removeJailTimeout)
-			defer cancel()
-			return d.cfg.Jailer.Launcher.RemoveJail(ctx, spec.VMID)
+	return d.newInstance(spec, l, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+		// Until the jailer drops to the owner the owner cannot signal it,
+		// so a kill that is refused goes through the launcher, which
+		// started it.
+		cfg.Kill = func() error {
+			err := p.Kill()
+			if errors.Is(err, unix.EPERM) {
+				ctx, cancel := context.WithTimeout(context.Background(), removeJailTimeout)
+				defer cancel()
+				return d.cfg.Jailer.Launcher.RemoveJail(ctx, spec.VMID)
+			}
+			return err
 		}
-		return err
-	}
-	inst.cleanup = func() { d.removeJail(spec) }
-	go watchPidfd(inst, pf, "jailed")
-	return inst, nil
+		return p.Supervise(cfg), nil
+	})
 }
 
 // removeJail drops the VM's jail (and the hard links that would keep a
@@ -251,16 +246,6 @@ func (d *Driver) removeJail(spec vmm.LaunchSpec) {
 	if err := d.cfg.Jailer.Launcher.RemoveJail(ctx, spec.VMID); err != nil {
 		d.cfg.Logger.Warn("remove jail", "vm", spec.Name, "err", err)
 	}
-}
-
-// createLog creates a log file Firecracker (or the launcher) opens but does
-// not create.
-func createLog(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("create log file: %w", err)
-	}
-	return f.Close()
 }
 
 // validInstanceID mirrors Firecracker's and the jailer's rule for --id:

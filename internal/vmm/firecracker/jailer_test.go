@@ -228,7 +228,7 @@ func TestJailPathTranslation(t *testing.T) {
 func TestJailedBootNeedsStagedFiles(t *testing.T) {
 	d, spec, _ := jailedDriver(t, &fakeLauncher{})
 	l, _ := d.layoutFor(spec)
-	if _, err := d.bootSteps(spec, l); err == nil || !strings.Contains(err.Error(), "outside the jail") {
+	if _, err := d.bootSteps(spec, l, nil); err == nil || !strings.Contains(err.Error(), "outside the jail") {
 		t.Fatalf("kernel outside the jail must be refused, got %v", err)
 	}
 }

@@ -137,7 +137,7 @@ func (c *VsockConn) CloseWrite() error {
 // connections is left alone and reported.
 func ListenHybridVsock(udsPath string, port uint32) (net.Listener, error) {
 	path := fmt.Sprintf("%s_%d", udsPath, port)
-	if err := vmmproc.ReclaimSocket(path, ErrSocketInUse); err != nil {
+	if err := vmmproc.ReclaimSocket(path); err != nil {
 		return nil, fmt.Errorf("vsock listen %s: %w", path, err)
 	}
 	ln, err := net.Listen("unix", path)
@@ -149,4 +149,4 @@ func ListenHybridVsock(udsPath string, port uint32) (net.Listener, error) {
 
 // ErrSocketInUse means a live process answers on a socket path we were
 // about to take.
-var ErrSocketInUse = errors.New("socket is in use by a live process")
+var ErrSocketInUse = vmmproc.ErrSocketInUse

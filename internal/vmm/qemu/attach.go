@@ -1,15 +1,10 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/vmmproc"
@@ -36,70 +31,21 @@ func (d *Driver) Attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Proce
 }
 
 func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Process) (*Instance, error) {
-	pid := proc.PID
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if pid <= 0 {
-		return nil, fmt.Errorf("invalid pid: %w", ErrNotThisVMM)
-	}
 	if spec.RunDir == "" || spec.VMID == "" {
 		return nil, errors.New("launch spec is missing vm_id or run_dir")
 	}
-	// Open the pidfd first: it pins this exact process, so the command
-	// line read next cannot belong to a successor that reused the pid.
-	pf, err := vmmproc.OpenPidfd(pid)
-	if errors.Is(err, unix.ESRCH) {
-		return nil, fmt.Errorf("process is gone: %w", ErrNotThisVMM)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pidfd_open: %w", err)
-	}
 	l := layoutFor(spec, "")
-	args, err := d.cmdline(pid)
-	if err == nil {
-		err = checkCmdline(args, spec.VMID, l.qmpSock)
-	}
+	p, args, err := vmmproc.Recognize(ctx, proc, ErrNotThisVMM, func(args []string) error {
+		return checkCmdline(args, spec.VMID, l.qmpSock)
+	})
 	if err != nil {
-		pf.Close()
-		return nil, err
-	}
-	started, err := vmmproc.CheckStarted(proc, ErrNotThisVMM)
-	if err != nil {
-		pf.Close()
 		return nil, err
 	}
 	tr, agentSock := agentFromCmdline(args)
 	l.agentSock = agentSock
-	if pf.Exited() {
-		pf.Close()
-		return nil, fmt.Errorf("process exited while attaching: %w", ErrNotThisVMM)
-	}
-	inst := d.newInstance(spec, l, tr, pid)
-	inst.started = started
-	inst.kill = pf.Kill
-	go func() {
-		err := pf.Wait()
-		pf.Close()
-		st := vmm.ExitStatus{Code: -1, NotChild: true}
-		if err != nil {
-			st.Err = fmt.Sprintf("watch adopted qemu: %v", err)
-		}
-		inst.finish(st)
-	}()
-	return inst, nil
-}
-
-// cmdline reads /proc/<pid>/cmdline.
-func (d *Driver) cmdline(pid int) ([]string, error) {
-	raw, err := os.ReadFile(d.cfg.Host.proc(strconv.Itoa(pid), "cmdline"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("process is gone: %w", ErrNotThisVMM)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read command line: %w", err)
-	}
-	return strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00"), nil
+	return d.newInstance(spec, l, tr, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+		return p.Supervise(cfg), nil
+	})
 }
 
 // checkCmdline verifies args are what Args wrote for vmID and qmpSock.

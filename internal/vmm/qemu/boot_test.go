@@ -23,8 +23,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/agent"
-	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/system"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -267,7 +267,7 @@ func testKernel(t *testing.T) (image.DebianKernel, string) {
 	defer cancel()
 	start := time.Now()
 	cache := filepath.Join(testCacheDir(t), "kernels")
-	kern, err := image.DebianKernels{Runner: disk.ExecRunner{}, CacheDir: cache}.Fetch(ctx, image.DefaultKernelPackage)
+	kern, err := image.DebianKernels{Runner: system.ExecRunner{}, CacheDir: cache}.Fetch(ctx, image.DefaultKernelPackage)
 	if err != nil {
 		t.Skipf("the Debian kernel package cannot be fetched here (no apt access?): %v", err)
 	}

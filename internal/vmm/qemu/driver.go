@@ -8,12 +8,10 @@ package qemu
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
@@ -39,9 +37,7 @@ const (
 
 // Owner is a uid/gid that sockets and log files are handed to, so an
 // unprivileged owner can use a VM whose VMM was started by root.
-type Owner struct {
-	UID, GID int
-}
+type Owner = vmmproc.Owner
 
 // Config configures the QEMU driver. The zero value runs
 // qemu-system-x86_64 from $PATH with acceleration and agent transport
@@ -77,9 +73,9 @@ type Config struct {
 // Driver launches and adopts QEMU microvm VMMs. It implements vmm.Driver.
 type Driver struct {
 	cfg Config
-	// chown is os.Lchown; tests replace it to observe ownership hand-over
-	// without root.
-	chown func(path string, uid, gid int) error
+	// files hands the VM's files to cfg.Owner; tests replace its Chown to
+	// observe the hand-over without root.
+	files vmmproc.HandOver
 }
 
 var (
@@ -103,7 +99,7 @@ func New(cfg Config) *Driver {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, chown: os.Lchown}
+	return &Driver{cfg: cfg, files: vmmproc.HandOver{Owner: cfg.Owner, Chown: os.Lchown}}
 }
 
 // Name is the driver's config name.
@@ -164,41 +160,66 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 	if err != nil {
 		return nil, err
 	}
-	if err := d.prepareFiles(spec, p.layout); err != nil {
+	if err := d.files.Prepare("qemu", spec, p.qmpSock, p.agentSock); err != nil {
 		return nil, err
 	}
-	inst, err := d.start(spec, p, args)
+	inst, err := d.newInstance(spec, p.layout, p.opts.Transport, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+		cmd := vmmproc.Command(d.cfg.BinaryPath, args, spec.HeldFiles)
+		return vmmproc.Spawn(cmd, vmmLogPath(spec), cfg)
+	})
 	if err != nil {
 		return nil, err
 	}
-	log := inst.log
+	log := d.cfg.Logger.With("vm", spec.Name, "pid", inst.PID())
 	log.Debug("qemu started", "accel", p.opts.Accel, "transport", p.opts.Transport, "qmp_sock", p.qmpSock)
 
-	fail := func(step string, err error) (*Instance, error) {
-		// Kill waits for the reaper, which removes the sockets.
-		if kerr := inst.Kill(); kerr != nil {
-			log.Warn("kill qemu after failed launch", "err", kerr)
-		}
-		return nil, fmt.Errorf("%s: %w", step, err)
-	}
-	if spec.OnSpawn != nil {
-		if err := spec.OnSpawn(inst.Process()); err != nil {
-			return fail("record the qemu process", err)
-		}
-	}
-	if err := d.waitForQMP(ctx, inst, spec); err != nil {
-		return fail("wait for QMP", err)
-	}
-	for _, s := range []string{p.qmpSock, p.agentSock} {
-		if s == "" {
-			continue
-		}
-		if err := d.handOver(s); err != nil {
-			return fail("hand over sockets", err)
-		}
+	err = vmmproc.Boot(ctx, inst.Supervisor, spec.OnSpawn,
+		vmmproc.Step{Name: "wait for QMP", Do: func(ctx context.Context) error {
+			return vmmproc.WaitReady(ctx, inst.Supervisor, d.qmpReadiness(inst))
+		}},
+		vmmproc.Step{Name: "hand over sockets", Do: func(context.Context) error {
+			for _, s := range []string{p.qmpSock, p.agentSock} {
+				if s == "" {
+					continue
+				}
+				if err := d.files.File(s); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
+	if err != nil {
+		return nil, err
 	}
 	log.Info("qemu guest started", "accel", p.opts.Accel, "transport", p.opts.Transport)
 	return inst, nil
+}
+
+// vmmLogPath is where QEMU's stdout and stderr go: the VMM log, or the
+// serial log when the spec has none.
+func vmmLogPath(spec vmm.LaunchSpec) string {
+	if spec.VMMLogPath != "" {
+		return spec.VMMLogPath
+	}
+	return spec.SerialLogPath
+}
+
+// qmpReadiness is how Launch waits for QEMU: query-status over QMP until
+// it reports a running guest, within QMPReadyTimeout.
+func (d *Driver) qmpReadiness(inst *Instance) vmmproc.Readiness {
+	return vmmproc.Readiness{
+		What:   "QMP",
+		Socket: inst.layout.qmpSock,
+		Probe: func(ctx context.Context) error {
+			st, err := inst.Status(ctx)
+			if err == nil && !st.Running {
+				err = fmt.Errorf("guest is %s, not running", st.Status)
+			}
+			return err
+		},
+		Timeout: d.cfg.QMPReadyTimeout,
+		LogPath: vmmLogPath(inst.spec),
+	}
 }
 
 // plan validates spec and decides acceleration, agent transport and
@@ -247,20 +268,8 @@ func layoutFor(spec vmm.LaunchSpec, tr Transport) layout {
 }
 
 func validate(spec vmm.LaunchSpec) error {
-	var missing []string
-	for _, f := range [][2]string{
-		{"vm_id", spec.VMID}, {"run_dir", spec.RunDir}, {"kernel_path", spec.KernelPath},
-		{"root_drive.path", spec.RootDrive.Path}, {"serial_log_path", spec.SerialLogPath},
-	} {
-		if f[1] == "" {
-			missing = append(missing, f[0])
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("launch spec is missing %s", strings.Join(missing, ", "))
-	}
-	if spec.VCPUs < 1 || spec.MemoryMiB < 1 {
-		return fmt.Errorf("launch spec needs vcpus and memory_mib of at least 1 (got %d, %d)", spec.VCPUs, spec.MemoryMiB)
+	if err := vmmproc.ValidateSpec(spec); err != nil {
+		return err
 	}
 	// The id is QEMU's guest name and how Attach recognizes the process.
 	if !validVMID(spec.VMID) {
@@ -280,54 +289,4 @@ func validVMID(id string) bool {
 		}
 	}
 	return true
-}
-
-// prepareFiles creates the run dir and log files and frees the socket
-// paths QEMU will bind.
-func (d *Driver) prepareFiles(spec vmm.LaunchSpec, l layout) error {
-	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
-		return fmt.Errorf("create run dir: %w", err)
-	}
-	if err := d.handOver(spec.RunDir); err != nil {
-		return err
-	}
-	for _, s := range []string{l.qmpSock, l.agentSock} {
-		if s == "" {
-			continue
-		}
-		if err := vmmproc.ReclaimSocket(s, ErrSocketInUse); err != nil {
-			if errors.Is(err, ErrSocketInUse) {
-				return fmt.Errorf("another qemu is using %s: %w", s, ErrSocketInUse)
-			}
-			return fmt.Errorf("reclaim socket: %w", err)
-		}
-	}
-	// Created here (QEMU would create them too) so they can be handed to
-	// the owner before QEMU writes a line.
-	for _, p := range []string{spec.SerialLogPath, spec.VMMLogPath} {
-		if p == "" {
-			continue
-		}
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-		if err != nil {
-			return fmt.Errorf("create log file: %w", err)
-		}
-		f.Close()
-		if err := d.handOver(p); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// handOver gives path to Config.Owner, if one is set.
-func (d *Driver) handOver(path string) error {
-	o := d.cfg.Owner
-	if o == nil {
-		return nil
-	}
-	if err := d.chown(path, o.UID, o.GID); err != nil {
-		return fmt.Errorf("chown %s to %d:%d: %w", path, o.UID, o.GID, err)
-	}
-	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // fakeSpec is a launch spec whose files live under a short temp dir.
@@ -41,8 +42,6 @@ func fakeDriver(t *testing.T, mode string, cfg Config) *Driver {
 	t.Helper()
 	cfg.BinaryPath = fakeQEMUBinary(t, mode)
 	cfg.Host = fakeHost(t, nil)
-	// Attach reads the fake's command line from the real /proc.
-	cfg.Host.ProcRoot = ""
 	if cfg.TSCKHz == 0 {
 		cfg.TSCKHz = 2596148
 	}
@@ -92,7 +91,7 @@ func TestLaunchPauseResumeStop(t *testing.T) {
 	if inst.Transport() != TransportSerial || inst.APISocket() != filepath.Join(spec.RunDir, "qmp.sock") {
 		t.Errorf("transport %s, qmp %s", inst.Transport(), inst.APISocket())
 	}
-	args, err := d.cmdline(inst.PID())
+	args, err := vmmproc.Cmdline(inst.PID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +270,7 @@ func TestLaunchHandsFilesToOwner(t *testing.T) {
 	d := fakeDriver(t, "", Config{Owner: &Owner{UID: 1234, GID: 5678}})
 	var mu sync.Mutex
 	var got []string
-	d.chown = func(p string, uid, gid int) error {
+	d.files.Chown = func(p string, uid, gid int) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if uid != 1234 || gid != 5678 {
@@ -367,7 +366,18 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 }
 
 func TestDialAgentWithoutChannel(t *testing.T) {
-	inst := &Instance{spec: vmm.LaunchSpec{Name: "x"}, done: make(chan struct{})}
+	// A running process (sleep) supervised as a QEMU with no agent transport.
+	out := filepath.Join(t.TempDir(), "out.log")
+	if err := vmmproc.CreateLog(out); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := New(Config{}).newInstance(vmm.LaunchSpec{Name: "x"}, layout{}, "", func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+		return vmmproc.Spawn(vmmproc.Command("sleep", []string{"60"}, nil), out, cfg)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inst.Kill() })
 	if _, err := inst.DialAgent(context.Background()); !errors.Is(err, vmm.ErrNotSupported) {
 		t.Errorf("DialAgent = %v", err)
 	}

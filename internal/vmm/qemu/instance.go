@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"time"
 
 	"github.com/mdlayher/vsock"
 
@@ -16,78 +12,54 @@ import (
 	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
-// qmpCallTimeout bounds one QMP exchange inside Stop, where the caller's
-// context may allow far longer than a healthy QEMU needs to answer.
-const qmpCallTimeout = 2 * time.Second
-
 // ErrAgentBusy means the single virtio-serial agent stream is held by
 // another caller of DialAgent on this Instance.
 var ErrAgentBusy = errors.New("the virtio-serial agent stream is held by another connection; close it first")
 
+// ErrSocketInUse means a socket path is bound by a live process, most
+// likely another QEMU for the same VM.
+var ErrSocketInUse = vmmproc.ErrSocketInUse
+
 // Instance is one running QEMU process, started by Launch or adopted by
-// Attach. It implements vmm.Instance, vmm.Pauser and vmm.AgentDialer.
+// Attach. Its vmmproc.Supervisor makes it a vmm.Instance (Stop presses the
+// ACPI power button: QEMU exits when the guest powers off); it also
+// implements vmm.Pauser and vmm.AgentDialer.
 type Instance struct {
-	pid         int
-	started     uint64 // start time of pid (vmmproc.StartTime)
-	spec        vmm.LaunchSpec
-	layout      layout
-	transport   Transport
-	stopTimeout time.Duration
-	log         *slog.Logger
+	*vmmproc.Supervisor
+	spec      vmm.LaunchSpec
+	layout    layout
+	transport Transport
 
 	// serial is the virtio-serial agent stream; nil with vhost-vsock.
 	serial *serialChannel
-
-	// kill sends SIGKILL; it returns nil if the process is already gone.
-	kill func() error
-	done chan struct{}
-	exit vmm.ExitStatus // written once, before done is closed
 }
 
-// newChildInstance supervises a process this daemon started.
-func newChildInstance(cmd *exec.Cmd, inst *Instance) *Instance {
-	inst.kill = vmmproc.Supervise(cmd, "qemu", inst.finish)
-	return inst
-}
-
-// finish records the exit, removes the sockets the dead process left
-// behind, and only then closes done, so a relaunch that waits on Done
-// never races the cleanup.
-func (i *Instance) finish(st vmm.ExitStatus) {
-	if i.serial != nil {
-		i.serial.close()
+// newInstance supervises one QEMU process of spec, which start runs or
+// adopts (vmmproc.Spawn, Pinned.Supervise) with the driver's supervision
+// config.
+func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, tr Transport, start func(vmmproc.Config) (*vmmproc.Supervisor, error)) (*Instance, error) {
+	inst := &Instance{spec: spec, layout: l, transport: tr}
+	cfg := vmmproc.Config{
+		Name:          "qemu",
+		VM:            spec.Name,
+		ConsoleLog:    spec.SerialLogPath,
+		ConsoleLogMax: d.cfg.ConsoleLogMax,
+		Sockets:       []string{l.qmpSock, l.agentSock},
+		PowerOff:      inst.pressPowerButton,
+		PowerOffName:  "the power button",
+		StopTimeout:   d.cfg.StopTimeout,
+		Logger:        d.cfg.Logger,
 	}
-	for _, p := range []string{i.layout.qmpSock, i.layout.agentSock} {
-		if p == "" {
-			continue
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			i.log.Warn("remove socket of exited qemu", "path", p, "err", err)
-		}
+	if tr == TransportSerial && l.agentSock != "" {
+		inst.serial = newSerialChannel(l.agentSock)
+		cfg.OnExit = inst.serial.close
 	}
-	i.exit = st
-	i.log.Info("qemu exited", "status", st.String())
-	close(i.done)
-}
-
-// PID is the VMM's process id.
-func (i *Instance) PID() int { return i.pid }
-
-// Process is the VMM's PID with its start time.
-func (i *Instance) Process() vmm.Process { return vmm.Process{PID: i.pid, StartTime: i.started} }
-
-// Done is closed once the VMM process has exited and its sockets are gone.
-func (i *Instance) Done() <-chan struct{} { return i.done }
-
-// Exit reports how the VMM ended; valid after Done is closed. An adopted
-// process (Attach) is not our child, so how it ended is unknown (NotChild).
-func (i *Instance) Exit() vmm.ExitStatus {
-	select {
-	case <-i.done:
-		return i.exit
-	default:
-		return vmm.ExitStatus{Code: -1, Err: "qemu is still running"}
+	s, err := start(cfg)
+	if err != nil {
+		return nil, err
 	}
+	inst.Supervisor = s
+	return inst, nil
 }
 
 // Transport is the agent transport this QEMU was started with.
@@ -130,67 +102,21 @@ func (i *Instance) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
-// Stop presses the guest's ACPI power button (resuming a paused guest
-// first, which could not react otherwise), waits up to timeout (the
-// driver's StopTimeout if zero) for QEMU to exit, then kills it. QEMU
-// exits when the guest powers off. It returns only once the process is
-// gone. If the request cannot be delivered the process is killed at once:
-// waiting could not help.
-func (i *Instance) Stop(ctx context.Context, timeout time.Duration) error {
-	if timeout <= 0 {
-		timeout = i.stopTimeout
-	}
-	select {
-	case <-i.done:
-		return nil
-	default:
-	}
-	qctx, cancel := context.WithTimeout(ctx, qmpCallTimeout)
-	err := i.qmp(qctx, func(c *QMPClient) error {
-		st, err := c.QueryStatus(qctx)
+// pressPowerButton presses the guest's ACPI power button, resuming a
+// paused guest first, which could not react otherwise.
+func (i *Instance) pressPowerButton(ctx context.Context) error {
+	return i.qmp(ctx, func(c *QMPClient) error {
+		st, err := c.QueryStatus(ctx)
 		if err != nil {
 			return err
 		}
 		if st.Status == "paused" {
-			if err := c.Cont(qctx); err != nil {
+			if err := c.Cont(ctx); err != nil {
 				return err
 			}
 		}
-		return c.SystemPowerdown(qctx)
+		return c.SystemPowerdown(ctx)
 	})
-	cancel()
-	if err != nil {
-		i.log.Warn("power button not delivered; killing qemu", "err", err)
-		return i.Kill()
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-i.done:
-		return nil
-	case <-t.C:
-		i.log.Warn("guest ignored the power button; killing qemu", "timeout", timeout)
-		return i.Kill()
-	case <-ctx.Done():
-		if err := i.Kill(); err != nil {
-			return err
-		}
-		return fmt.Errorf("stop vm %q: killed after %w", i.spec.Name, ctx.Err())
-	}
-}
-
-// Kill sends SIGKILL and waits until the process is gone.
-func (i *Instance) Kill() error {
-	select {
-	case <-i.done:
-		return nil
-	default:
-	}
-	if err := i.kill(); err != nil {
-		return fmt.Errorf("kill qemu pid %d: %w", i.pid, err)
-	}
-	<-i.done
-	return nil
 }
 
 // Pause stops the guest's vCPUs (QMP stop).
@@ -236,7 +162,7 @@ func (i *Instance) DialAgent(ctx context.Context) (net.Conn, error) {
 
 func (i *Instance) dialAgent(ctx context.Context) (net.Conn, error) {
 	select {
-	case <-i.done:
+	case <-i.Done():
 		return nil, fmt.Errorf("qemu is not running (%s)", i.Exit())
 	default:
 	}
@@ -244,9 +170,9 @@ func (i *Instance) dialAgent(ctx context.Context) (net.Conn, error) {
 	case i.transport == TransportVsock:
 		return dialVsock(ctx, i.spec.Agent.GuestCID, i.spec.Agent.Port)
 	case i.serial != nil:
-		conn, err := i.serial.acquire(ctx, i.done)
+		conn, err := i.serial.acquire(ctx, i.Done())
 		if errors.Is(err, errQEMUGone) {
-			<-i.done // the reaper is finishing; Exit is valid once it has
+			<-i.Done() // the reaper is finishing; Exit is valid once it has
 			return nil, fmt.Errorf("qemu is not running (%s)", i.Exit())
 		}
 		return conn, err

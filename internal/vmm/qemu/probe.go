@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // Host is the machine the driver runs on, as seen through /proc, /sys and
@@ -27,8 +27,8 @@ type Host struct {
 	ProcRoot, SysRoot, DevRoot string
 	// LookPath finds the QEMU binary; default exec.LookPath.
 	LookPath func(file string) (string, error)
-	// Runner runs `qemu-system-x86_64 --version`; default disk.ExecRunner.
-	Runner disk.Runner
+	// Runner runs `qemu-system-x86_64 --version`; default system.ExecRunner.
+	Runner system.Runner
 	// CheckKVM opens the KVM device and asks its API version; the default
 	// does the real ioctl. It returns nil when the device answers.
 	CheckKVM func(devPath string) error
@@ -211,16 +211,16 @@ func (h Host) Probe(ctx context.Context, binary string) Probe {
 	p.QEMUPath = path
 	r := h.Runner
 	if r == nil {
-		r = disk.ExecRunner{}
+		r = system.ExecRunner{}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := r.Run(ctx, disk.Command{Name: path, Args: []string{"--version"}})
+	out, err := system.RunChecked(ctx, r, system.Command{Path: path, Args: []string{"--version"}})
 	if err != nil {
 		p.Err = fmt.Sprintf("%s does not run: %v", path, err)
 		return p
 	}
-	if m := versionPattern.FindSubmatch(out); m != nil {
+	if m := versionPattern.FindSubmatch(out.Stdout); m != nil {
 		p.Version = string(m[1])
 	}
 	return p

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // fakeHost builds a /proc, /sys and /dev tree in a temp dir. files maps
@@ -123,12 +123,12 @@ func TestTSCKHz(t *testing.T) {
 type versionRunner struct {
 	out string
 	err error
-	got []disk.Command
+	got []system.Command
 }
 
-func (r *versionRunner) Run(_ context.Context, c disk.Command) ([]byte, error) {
+func (r *versionRunner) Run(_ context.Context, c system.Command) (system.Output, error) {
 	r.got = append(r.got, c)
-	return []byte(r.out), r.err
+	return system.Output{Stdout: []byte(r.out)}, r.err
 }
 
 func TestProbe(t *testing.T) {

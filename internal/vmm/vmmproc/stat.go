@@ -35,8 +35,8 @@ func StartTime(pid int) (uint64, error) {
 	return st, nil
 }
 
-// Identify returns pid with its start time.
-func Identify(pid int) (vmm.Process, error) {
+// identify returns pid with its start time.
+func identify(pid int) (vmm.Process, error) {
 	st, err := StartTime(pid)
 	if err != nil {
 		return vmm.Process{}, err
@@ -44,11 +44,11 @@ func Identify(pid int) (vmm.Process, error) {
 	return vmm.Process{PID: pid, StartTime: st}, nil
 }
 
-// CheckStarted verifies that the live process proc.PID started at
+// checkStarted verifies that the live process proc.PID started at
 // proc.StartTime (any time when that is zero) and returns its start time.
 // Call it while holding a pidfd for the process, so the PID cannot be
 // reused between the check and its use. Errors wrap notThis.
-func CheckStarted(proc vmm.Process, notThis error) (uint64, error) {
+func checkStarted(proc vmm.Process, notThis error) (uint64, error) {
 	st, err := StartTime(proc.PID)
 	if err != nil {
 		return 0, fmt.Errorf("process is gone: %w", notThis)

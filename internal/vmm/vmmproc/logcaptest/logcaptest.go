@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,4 +63,24 @@ func Flood(w io.Writer, total int, end string) error {
 	}
 	_, err := io.WriteString(w, end+"\n")
 	return err
+}
+
+// AwaitCapped waits until the console log at path is held to limit (Use)
+// and its last 200 bytes hold the flood's end line (Flood): the newest
+// output survived the trimming (a fake VMM may print a line after it). The 30 s guard only keeps a broken cap from
+// hanging the test.
+func AwaitCapped(t testing.TB, path string, limit int64, end string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		used, what := Use(t, path)
+		tail := Tail(t, path, 200)
+		if used <= limit && strings.Contains(tail, end+"\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the serial log's %s is %d (cap %d) and it ends with %q", what, used, limit, tail)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
