@@ -8,6 +8,9 @@ BUILT_AT ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 PKG := github.com/banger-dev/banger/internal/buildinfo
 LDFLAGS := -s -w -X $(PKG).version=$(VERSION) -X $(PKG).commit=$(COMMIT) -X $(PKG).builtAt=$(BUILT_AT)
 GOLANGCI_LINT_VERSION ?= v2.6.2
+# deadcode from x/tools: v0.53.0 builds with go1.26 (the module itself
+# needs x/tools v0.52.0 only indirectly).
+DEADCODE_VERSION ?= v0.53.0
 
 .PHONY: help build build-test test test-short lint smoke bench demo clean
 
@@ -30,16 +33,18 @@ test: ## run every test tier this machine supports (skips say why)
 test-short: ## unit tests only
 	$(GO) test -short -count=1 ./...
 
-lint: ## gofmt, go vet and golangci-lint (installed on first use)
+lint: ## gofmt, go vet, golangci-lint and deadcode (tools installed on first use)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@command -v golangci-lint >/dev/null || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" golangci-lint run ./...
+	@PATH="$$PATH:$$($(GO) env GOPATH)/bin"; command -v deadcode >/dev/null || $(GO) install golang.org/x/tools/cmd/deadcode@$(DEADCODE_VERSION)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" bash scripts/deadcode.sh
 
 demo: ## as root on Debian: install deps, build and install banger, boot a VM and exec in it (scripts/demo.sh)
 	bash scripts/demo.sh
 
-smoke: ## real-boot suite + boot benchmark on Firecracker if usable, else QEMU (root; scripts/smoke.sh)
+smoke: ## real-boot suite + boot benchmark on Firecracker if usable, else QEMU, then system mode under systemd (root; scripts/smoke.sh)
 	bash scripts/smoke.sh
 
 bench: ## control-plane benchmarks (see docs/performance.md)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -57,19 +58,47 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// MarshalText writes the size the way a person would.
-func (b ByteSize) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
-
-func (b ByteSize) String() string {
-	for _, u := range []struct {
-		suffix string
-		size   int64
-	}{{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
-		if int64(b) >= u.size && int64(b)%u.size == 0 {
-			return strconv.FormatInt(int64(b)/u.size, 10) + u.suffix
+// MarshalText writes the size the way a person would, and exactly: as
+// FormatBytes does when that is exact, else as a whole number of the largest
+// unit that divides it ("1536M"), else as the byte count.
+func (b ByteSize) MarshalText() ([]byte, error) {
+	n := int64(b)
+	for _, u := range byteUnits {
+		if n != 0 && n%u.size == 0 {
+			return []byte(strconv.FormatInt(n/u.size, 10) + u.suffix), nil
 		}
 	}
-	return strconv.FormatInt(int64(b), 10)
+	return []byte(strconv.FormatInt(n, 10)), nil
+}
+
+// String is FormatBytes.
+func (b ByteSize) String() string { return FormatBytes(int64(b)) }
+
+// byteUnits are the binary units sizes are written in, largest first.
+var byteUnits = []struct {
+	suffix string
+	size   int64
+}{{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}}
+
+// FormatBytes is banger's one way to show a byte count to people, in the
+// units ParseSize reads: the largest unit the count reaches, as a whole
+// number when it is one ("4G", "64M", "100B"), else rounded to one decimal
+// ("1.5G").
+func FormatBytes(n int64) string {
+	if n < 0 && n != math.MinInt64 {
+		return "-" + FormatBytes(-n)
+	}
+	for _, u := range byteUnits {
+		switch {
+		case n < u.size:
+			continue
+		case n%u.size == 0:
+			return strconv.FormatInt(n/u.size, 10) + u.suffix
+		default:
+			return strconv.FormatFloat(float64(n)/float64(u.size), 'f', 1, 64) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
 }
 
 // Duration is a time.Duration written as "10s" or "2m" in TOML.

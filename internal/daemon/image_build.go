@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/store"
 )
@@ -19,33 +18,41 @@ import (
 // agentBinaryName is the guest agent shipped with every release.
 const agentBinaryName = "banger-vsock-agent"
 
-// imageBuild builds an image (debootstrap rootfs, Debian kernel, initrd)
-// into the image store and records it. Like import, a failed build leaves
-// neither files nor a row, and its work dir is removed.
+// imageFlavour is what one kind of `image build --from` adds to the common
+// build: its own request checks (done by the function that returns it),
+// what it needs of the host, and the builder call that makes its files.
+type imageFlavour struct {
+	// ready checks the host can build this flavour, after the request
+	// checks; nil when anything goes.
+	ready func() error
+	// build makes the image's files in outDir, using workDir for the tree.
+	build func(ctx context.Context, b *image.Builder, outDir, workDir, agent string, progress image.Progress) (image.BuildResult, error)
+	// logArgs describe the build in the daemon's log.
+	logArgs []any
+}
+
+// imageBuild builds an image into the image store and records it: a Debian
+// image (debootstrap rootfs, Debian kernel, initrd) or, with --from
+// busybox, the busybox image. Like import, a failed build leaves neither
+// files nor a row, and its work dir is removed.
 func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p api.Progress) (api.Image, error) {
 	if !vmNamePattern.MatchString(req.Name) {
 		return api.Image{}, api.Errorf(api.CodeInvalidArgument, "invalid image name %q: use 1-63 lowercase letters, digits and dashes", req.Name)
 	}
+	var flavour imageFlavour
+	var err error
 	if req.From == image.FromBusybox {
-		return d.imageBuildBusybox(ctx, req, p)
+		flavour, err = d.busyboxFlavour(req)
+	} else {
+		flavour, err = d.debianFlavour(req)
 	}
-	suite := d.opts.Config.Image.Suite
-	if req.From != "" && req.From != "debian" {
-		s, ok := strings.CutPrefix(req.From, "debian:")
-		if !ok || s == "" {
-			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "--from %q is not supported: use busybox, debian or debian:SUITE, e.g. debian:bookworm", req.From)
-		}
-		suite = s
-	}
-	if req.SizeBytes != 0 && req.SizeBytes < 256<<20 {
-		return api.Image{}, api.Errorf(api.CodeInvalidArgument, "image size %d bytes is too small: use at least 256M", req.SizeBytes)
-	}
-	for _, path := range append(append([]string{}, req.Scripts...), req.Kernel) {
-		if path != "" && !filepath.IsAbs(path) {
-			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "path %q must be absolute", path)
-		}
+	if err != nil {
+		return api.Image{}, err
 	}
 	if req.Kernel != "" {
+		if !filepath.IsAbs(req.Kernel) {
+			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "path %q must be absolute", req.Kernel)
+		}
 		if _, err := image.InspectKernel(req.Kernel); err != nil {
 			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "%v", err)
 		}
@@ -53,14 +60,10 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 	if _, err := d.store.GetImage(ctx, req.Name); err == nil {
 		return api.Image{}, api.Errorf(api.CodeAlreadyExists, "an image named %q already exists", req.Name)
 	}
-	if uid := os.Geteuid(); uid != 0 {
-		return api.Image{}, api.Errorf(api.CodeFailedPrecondition,
-			"building an image needs root (debootstrap and chroot), but bangerd runs as uid %d", uid).
-			WithHint("run the build with a root daemon, or import a prebuilt image with `banger image import`")
-	}
-	owner, ownerUID, err := d.imageUser(req.User)
-	if err != nil {
-		return api.Image{}, err
+	if flavour.ready != nil {
+		if err := flavour.ready(); err != nil {
+			return api.Image{}, err
+		}
 	}
 	agent, err := d.agentBinary()
 	if err != nil {
@@ -72,54 +75,38 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return api.Image{}, err
 	}
-	fail := func(err error) (api.Image, error) {
-		_ = os.RemoveAll(dir)
-		return api.Image{}, fmt.Errorf("build image %q: %w", req.Name, err)
-	}
 	b := &image.Builder{
-		Runner:   disk.ExecRunner{},
+		Runner: d.opts.Runner,
+		// Keyed by inputs inside: kernels/<package>_<version>, the
+		// busybox image's boot/<package>_<version>-<hash> (vmlinux +
+		// initrd), debootstrap/<suite>.
 		CacheDir: filepath.Join(d.opts.Layout.StateDir, "cache"),
 		Geteuid:  os.Geteuid,
 		Now:      d.now,
 	}
-	spec := image.BuildSpec{
-		OutDir: dir,
-		// Beside the image dir, so it is on the same file system and a
-		// crashed build's leftovers are easy to recognize (".<id>.work").
-		WorkDir:   filepath.Join(d.opts.Layout.ImagesDir(), "."+id+".work"),
-		SizeBytes: req.SizeBytes,
-		Kernel:    req.Kernel,
-		Rootfs: image.RootfsSpec{
-			Mirror:      d.opts.Config.Image.DebianMirror,
-			Suite:       suite,
-			Packages:    req.Packages,
-			User:        owner,
-			UID:         ownerUID,
-			Timezone:    req.Timezone,
-			AgentBinary: agent,
-			Scripts:     req.Scripts,
-		},
-	}
-	d.log.Info("image build", "image", req.Name, "id", id, "suite", suite, "user", owner)
-	res, err := b.Build(ctx, spec, func(stage, msg string) {
+	// Beside the image dir, so it is on the same file system and a crashed
+	// build's leftovers are easy to recognize (".<id>.work").
+	workDir := filepath.Join(d.opts.Layout.ImagesDir(), "."+id+".work")
+	d.log.Info("image build", append([]any{"image", req.Name, "id", id}, flavour.logArgs...)...)
+	res, err := flavour.build(ctx, b, dir, workDir, agent, func(stage, msg string) {
 		p(api.Event{Stage: stage, Message: msg})
 	})
 	if err != nil {
+		_ = os.RemoveAll(dir)
 		if errors.Is(err, image.ErrNeedsRoot) {
-			_ = os.RemoveAll(dir)
 			return api.Image{}, api.Errorf(api.CodeFailedPrecondition, "%v", err)
 		}
-		return fail(err)
+		return api.Image{}, fmt.Errorf("build image %q: %w", req.Name, err)
 	}
 	im := store.Image{ID: id, Name: req.Name, Source: store.ImageSourceBuild,
 		KernelPath: res.Kernel, InitrdPath: res.Initrd, RootfsPath: res.Rootfs,
 		RootfsSizeBytes: res.RootfsBytes, Meta: res.Recipe.JSON()}
 	if err := d.store.CreateImage(ctx, im); err != nil {
+		_ = os.RemoveAll(dir)
 		if errors.Is(err, store.ErrAlreadyExists) {
-			_ = os.RemoveAll(dir)
 			return api.Image{}, api.Errorf(api.CodeAlreadyExists, "an image named %q already exists", req.Name)
 		}
-		return fail(err)
+		return api.Image{}, fmt.Errorf("build image %q: %w", req.Name, err)
 	}
 	d.log.Info("image built", "image", req.Name, "id", id, "seconds", res.Recipe.BuildSeconds)
 	saved, err := d.store.GetImage(ctx, id)
@@ -128,6 +115,60 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 	}
 	d.events.publish(api.Event{Time: d.now(), Kind: "image.changed", Stage: "built", Message: "image " + saved.Name + " built"})
 	return imageToAPI(saved), nil
+}
+
+// debianFlavour checks a Debian build request (`--from debian[:SUITE]`,
+// the default): debootstrap and chroot need a root daemon.
+func (d *Daemon) debianFlavour(req api.ImageBuildRequest) (imageFlavour, error) {
+	suite := d.opts.Config.Image.Suite
+	if req.From != "" && req.From != "debian" {
+		s, ok := strings.CutPrefix(req.From, "debian:")
+		if !ok || s == "" {
+			return imageFlavour{}, api.Errorf(api.CodeInvalidArgument, "--from %q is not supported: use busybox, debian or debian:SUITE, e.g. debian:bookworm", req.From)
+		}
+		suite = s
+	}
+	if req.SizeBytes != 0 && req.SizeBytes < 256<<20 {
+		return imageFlavour{}, api.Errorf(api.CodeInvalidArgument, "image size %d bytes is too small: use at least 256M", req.SizeBytes)
+	}
+	for _, path := range req.Scripts {
+		if !filepath.IsAbs(path) {
+			return imageFlavour{}, api.Errorf(api.CodeInvalidArgument, "path %q must be absolute", path)
+		}
+	}
+	owner, ownerUID, err := d.imageUser(req.User)
+	if err != nil {
+		return imageFlavour{}, err
+	}
+	return imageFlavour{
+		ready: func() error {
+			if uid := os.Geteuid(); uid != 0 {
+				return api.Errorf(api.CodeFailedPrecondition,
+					"building an image needs root (debootstrap and chroot), but bangerd runs as uid %d", uid).
+					WithHint("run the build with a root daemon, or import a prebuilt image with `banger image import`")
+			}
+			return nil
+		},
+		build: func(ctx context.Context, b *image.Builder, outDir, workDir, agent string, progress image.Progress) (image.BuildResult, error) {
+			return b.Build(ctx, image.BuildSpec{
+				OutDir:    outDir,
+				WorkDir:   workDir,
+				SizeBytes: req.SizeBytes,
+				Kernel:    req.Kernel,
+				Rootfs: image.RootfsSpec{
+					Mirror:      d.opts.Config.Image.DebianMirror,
+					Suite:       suite,
+					Packages:    req.Packages,
+					User:        owner,
+					UID:         ownerUID,
+					Timezone:    req.Timezone,
+					AgentBinary: agent,
+					Scripts:     req.Scripts,
+				},
+			}, progress)
+		},
+		logArgs: []any{"suite", suite, "user", owner},
+	}, nil
 }
 
 // imageShow returns one image.

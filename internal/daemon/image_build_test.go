@@ -11,6 +11,8 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 // imageTestDaemon is a Daemon with a store and layout but no socket, for
@@ -26,7 +28,7 @@ func imageTestDaemon(t *testing.T) *Daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	return &Daemon{opts: Options{Layout: layout, Config: testConfig()}, log: slog.New(slog.DiscardHandler),
+	return &Daemon{opts: Options{Layout: layout, Config: testConfig(), Runner: system.ExecRunner{}}, log: slog.New(slog.DiscardHandler),
 		now: time.Now, store: st, events: newHub()}
 }
 
@@ -102,6 +104,39 @@ func TestImageBuildFailureLeavesNothing(t *testing.T) {
 		if len(events) < 2 || events[0].Stage != "kernel" {
 			t.Errorf("progress events %+v", events)
 		}
+	}
+	assertNoImageLeftovers(t, d, 0)
+}
+
+// TestImageBuildRunsCommandsThroughTheDaemonsRunner: the build's external
+// commands go through Options.Runner, and its failure comes back quoting the
+// tool's cause, with nothing left behind.
+func TestImageBuildRunsCommandsThroughTheDaemonsRunner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a Debian build is refused before any command runs without root")
+	}
+	d := imageTestDaemon(t)
+	run := &systemtest.Runner{Reply: func(system.Command) (system.Output, error) {
+		return systemtest.Exit(1, "E: the fake mirror is down")
+	}}
+	d.opts.Runner = run
+	agent := filepath.Join(d.opts.Layout.SystemRoot, "usr", "local", "lib", "banger", agentBinaryName)
+	if err := os.MkdirAll(filepath.Dir(agent), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.imageBuild(context.Background(), api.ImageBuildRequest{Name: "faked", Kernel: self, User: "dev"}, noProgress)
+	if err == nil || !strings.Contains(err.Error(), "debootstrap exited with status 1: E: the fake mirror is down") {
+		t.Fatalf("err = %v, want the fake debootstrap's failure", err)
+	}
+	if got := programs(run); len(got) != 1 || got[0] != "debootstrap" {
+		t.Fatalf("ran %v through the daemon's runner, want debootstrap", got)
 	}
 	assertNoImageLeftovers(t, d, 0)
 }

@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // diskOps is what dm-snapshot disks need from the privileged side; the
@@ -33,7 +33,7 @@ type overlayDisks struct {
 	ops diskOps
 	log *slog.Logger
 	// runner resizes the file system on the snapshot device at first boot.
-	runner disk.Runner
+	runner system.Runner
 	// loops lists loop devices (sysfs, no privilege needed) so detach finds
 	// a VM's loops by their banger names, even after a daemon restart.
 	loops func() ([]disk.Loop, error)
@@ -48,9 +48,7 @@ func (o *overlayDisks) prepare(vm store.VM, stateDir string) error {
 	if err != nil {
 		return fmt.Errorf("create COW file: %w", err)
 	}
-	// The snapshot needs room for every block the VM may write plus
-	// metadata; sparse, so the size costs nothing until written.
-	if err := f.Truncate(vm.DiskSizeBytes + vm.DiskSizeBytes/128 + 8<<20); err != nil {
+	if err := f.Truncate(disk.COWSize(vm.DiskSizeBytes)); err != nil {
 		_ = f.Close()
 		return err
 	}
@@ -125,19 +123,19 @@ func (o *overlayDisks) detach(ctx context.Context, vmID string) error {
 // chooseDisks probes the host once at start: dm-snapshot when device-mapper
 // and privileged operations are both there, else nil (reflink or sparse
 // clones, which need no privilege).
-func chooseDisks(layout paths.Layout, ops privileged.Ops, log *slog.Logger) *overlayDisks {
+func chooseDisks(layout paths.Layout, ops privileged.Ops, runner system.Runner, log *slog.Logger) *overlayDisks {
 	loops := disk.HostLoops()
 	methods, missing := disk.Probe(disk.ProbeSpec{
 		Dir:        layout.StateDir,
 		Privileged: ops != nil && ops != privileged.Unavailable(),
-		DM:         disk.HostDMSetup(disk.ExecRunner{}),
+		DM:         disk.HostDMSetup(runner),
 		Loops:      loops,
 	})
 	log.Info("vm disks", "method", methods[0], "unavailable", missing)
 	if methods[0] != disk.DMSnapshot {
 		return nil
 	}
-	return &overlayDisks{ops: ops, log: log, runner: disk.ExecRunner{}, loops: loops.List}
+	return &overlayDisks{ops: privilegedDisks{ops}, log: log, runner: runner, loops: loops.List}
 }
 
 // cleanOrphans removes snapshots and loops left by VMs that are not running
@@ -151,12 +149,8 @@ func (o *overlayDisks) cleanOrphans(ctx context.Context, running map[string]bool
 	}
 	seen := map[string]bool{}
 	for _, l := range loops {
-		rest, ok := strings.CutPrefix(l.Name, disk.NamePrefix)
-		if !ok {
-			continue
-		}
-		id, _, _ := strings.Cut(rest, "-")
-		if running[id] || seen[id] {
+		id, ok := disk.OwnerID(l.Name)
+		if !ok || running[id] || seen[id] {
 			continue
 		}
 		seen[id] = true

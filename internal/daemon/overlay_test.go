@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 // fakeDiskOps records privileged disk calls and keeps the loop table the
@@ -73,14 +74,7 @@ func (f *fakeDiskOps) list() ([]disk.Loop, error) {
 	return slices.Clone(f.loops), nil
 }
 
-type recordRunner struct{ cmds []string }
-
-func (r *recordRunner) Run(_ context.Context, c disk.Command) ([]byte, error) {
-	r.cmds = append(r.cmds, c.Name)
-	return nil, nil
-}
-
-func overlayFixture(t *testing.T) (*overlayDisks, *fakeDiskOps, *recordRunner, store.VM, store.Image, string) {
+func overlayFixture(t *testing.T) (*overlayDisks, *fakeDiskOps, *systemtest.Runner, store.VM, store.Image, string) {
 	t.Helper()
 	dir := t.TempDir()
 	base := filepath.Join(dir, "image.ext4")
@@ -88,7 +82,7 @@ func overlayFixture(t *testing.T) (*overlayDisks, *fakeDiskOps, *recordRunner, s
 		t.Fatal(err)
 	}
 	ops := &fakeDiskOps{snapshots: map[string]bool{}, device: "/dev/mapper/banger-0123456789abcdef"}
-	run := &recordRunner{}
+	run := &systemtest.Runner{}
 	o := &overlayDisks{ops: ops, log: slog.New(slog.DiscardHandler), runner: run, loops: ops.list}
 	vm := store.VM{ID: "0123456789abcdef", Name: "dev", DiskSizeBytes: 256 << 20}
 	stateDir := filepath.Join(dir, "vm")
@@ -162,17 +156,26 @@ func TestOverlayFirstBootGrowsFileSystem(t *testing.T) {
 	if _, err := o.attach(context.Background(), vm, img, stateDir, true); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(run.cmds, "resize2fs") {
-		t.Fatalf("first boot did not grow the file system: %v", run.cmds)
+	ran := programs(run)
+	if !slices.Contains(ran, "resize2fs") {
+		t.Fatalf("first boot did not grow the file system: %v", ran)
 	}
-	run.cmds = nil
 	_ = o.detach(context.Background(), vm.ID)
 	if _, err := o.attach(context.Background(), vm, img, stateDir, false); err != nil {
 		t.Fatal(err)
 	}
-	if len(run.cmds) != 0 {
-		t.Fatalf("a later boot resized again: %v", run.cmds)
+	if again := programs(run); len(again) != len(ran) {
+		t.Fatalf("a later boot resized again: %v", again[len(ran):])
 	}
+}
+
+// programs lists the programs r ran, in order.
+func programs(r *systemtest.Runner) []string {
+	var out []string
+	for _, c := range r.Commands() {
+		out = append(out, c.Path)
+	}
+	return out
 }
 
 func TestOverlayOrphanCleanupTouchesOnlyDeadBangerDevices(t *testing.T) {

@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/dustin/go-humanize"
-
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -52,11 +52,8 @@ func (m *vmManager) launchSpec(vm store.VM, img store.Image) vmm.LaunchSpec {
 // bootArgs is the guest kernel command line. banger.* parameters are read
 // by the guest agent, so one image works for every VM and every VMM.
 func bootArgs(vm store.VM) string {
-	return strings.Join([]string{
-		"console=ttyS0", "reboot=k", "panic=1", "pci=off",
-		"banger.name=" + vm.Name,
-		fmt.Sprintf("banger.agent_port=%d", agentPort),
-	}, " ")
+	guest := agent.BootParams{Hostname: vm.Name, AgentPort: agentPort}
+	return strings.Join(append([]string{"console=ttyS0", "reboot=k", "panic=1", "pci=off"}, guest.Args()...), " ")
 }
 
 // checkDiskFits refuses a VM disk larger than the free space where VM disks
@@ -92,7 +89,7 @@ func diskFits(size int64, dir string, freeBytes func(string) (int64, error)) err
 		room = fmt.Sprintf("choose --disk %dM or smaller, or free space there", fit>>20)
 	}
 	return api.Errorf(api.CodeFailedPrecondition, "a %s disk does not fit: %s has %s free; %s",
-		humanize.IBytes(uint64(size)), dir, humanize.IBytes(uint64(max(free, 0))), room)
+		config.FormatBytes(size), dir, config.FormatBytes(max(free, 0)), room)
 }
 
 func (m *vmManager) diskPath(id string) string {
@@ -110,18 +107,10 @@ func (m *vmManager) prepareDisk(ctx context.Context, vm store.VM, img store.Imag
 		return m.d.overlays.prepare(vm, dir)
 	}
 	// The clone grows to the VM's disk size, file system included.
-	method, err := disk.CloneResized(ctx, disk.ExecRunner{}, img.RootfsPath, m.diskPath(vm.ID), vm.DiskSizeBytes)
+	method, err := disk.CloneResized(ctx, m.d.opts.Runner, img.RootfsPath, m.diskPath(vm.ID), vm.DiskSizeBytes)
 	if err != nil {
 		return fmt.Errorf("clone image %q: %w", img.Name, err)
 	}
 	m.log.Debug("disk cloned", "vm", vm.Name, "method", method)
 	return nil
-}
-
-// apiSocketOf asks the instance for its control socket, when it has one.
-func apiSocketOf(inst vmm.Instance) string {
-	if s, ok := inst.(interface{ APISocket() string }); ok {
-		return s.APISocket()
-	}
-	return ""
 }

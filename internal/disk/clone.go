@@ -4,8 +4,8 @@
 // block with the image until the VM writes; failing that, a sparse copy
 // copies only the data extents (SEEK_DATA/SEEK_HOLE + copy_file_range), so
 // a mostly-empty 4G image costs only what it holds. Device-mapper snapshots
-// over loop devices (Overlays) are faster still but need root and dm; Probe
-// says which methods this host offers.
+// over loop devices (made by the privileged side) are faster still but need
+// root and dm; Probe says which methods this host offers.
 package disk
 
 import (
@@ -16,6 +16,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // Method says how a clone was made.
@@ -95,7 +97,7 @@ func ProbeReflink(dir string) error {
 // copy) and grows the clone's file system to size bytes with resize2fs. A
 // size smaller than the image's file system is refused; on any error dst
 // is removed.
-func CloneResized(ctx context.Context, r Runner, src, dst string, size int64) (Method, error) {
+func CloneResized(ctx context.Context, r system.Runner, src, dst string, size int64) (Method, error) {
 	info, err := ReadExt4(src)
 	if err != nil {
 		return "", err

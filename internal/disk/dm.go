@@ -6,6 +6,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // DMTarget is one line of a device-mapper table. Start and Length are in
@@ -101,15 +103,15 @@ func FormatTable(table []DMTarget) string {
 	return b.String()
 }
 
-// DMSetup drives dmsetup through a Runner with validated arguments only.
+// DMSetup drives dmsetup through a runner with validated arguments only.
 type DMSetup struct {
-	Runner Runner
+	Runner system.Runner
 	// Control is /dev/mapper/control; its absence means no device-mapper.
 	Control string
 }
 
 // HostDMSetup is dmsetup on this host.
-func HostDMSetup(r Runner) DMSetup { return DMSetup{Runner: r, Control: "/dev/mapper/control"} }
+func HostDMSetup(r system.Runner) DMSetup { return DMSetup{Runner: r, Control: "/dev/mapper/control"} }
 
 // Available implements DMRunner.
 func (d DMSetup) Available() error {
@@ -127,7 +129,7 @@ func (d DMSetup) Create(ctx context.Context, name string, table []DMTarget) erro
 	if err := ValidateTable(table); err != nil {
 		return err
 	}
-	_, err := d.Runner.Run(ctx, Command{Name: "dmsetup", Args: []string{"create", name},
+	_, err := system.RunChecked(ctx, d.Runner, system.Command{Path: "dmsetup", Args: []string{"create", name},
 		Stdin: strings.NewReader(FormatTable(table))})
 	if err != nil {
 		return fmt.Errorf("create dm device %s: %w", name, err)
@@ -141,7 +143,7 @@ func (d DMSetup) Remove(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	if _, err := d.Runner.Run(ctx, Command{Name: "dmsetup", Args: []string{"remove", "--retry", name}}); err != nil {
+	if _, err := system.RunChecked(ctx, d.Runner, system.Command{Path: "dmsetup", Args: []string{"remove", "--retry", name}}); err != nil {
 		return fmt.Errorf("remove dm device %s: %w", name, err)
 	}
 	return nil
@@ -149,11 +151,11 @@ func (d DMSetup) Remove(ctx context.Context, name string) error {
 
 // List implements DMRunner.
 func (d DMSetup) List(ctx context.Context) ([]string, error) {
-	out, err := d.Runner.Run(ctx, Command{Name: "dmsetup", Args: []string{"ls"}})
+	out, err := system.RunChecked(ctx, d.Runner, system.Command{Path: "dmsetup", Args: []string{"ls"}})
 	if err != nil {
 		return nil, fmt.Errorf("list dm devices: %w", err)
 	}
-	return parseDMList(string(out)), nil
+	return parseDMList(string(out.Stdout)), nil
 }
 
 // parseDMList reads `dmsetup ls` output: "name\t(253:0)" lines, or "No
@@ -169,11 +171,8 @@ func parseDMList(out string) []string {
 	return names
 }
 
-// sectors converts bytes to 512-byte sectors, refusing sizes that are not
-// sector-aligned because dm tables cannot express them.
-func sectors(n int64) (int64, error) {
-	if n <= 0 || n%512 != 0 {
-		return 0, fmt.Errorf("size %d bytes is not a positive multiple of 512", n)
-	}
-	return n / 512, nil
-}
+// COWSize is the size of the sparse copy-on-write file behind a dm
+// snapshot of a disk of diskBytes: room for a full rewrite of the disk plus
+// dm-snapshot's exception metadata (16 bytes per 4 KiB chunk, plus a
+// header). Sparse, the headroom costs nothing until written.
+func COWSize(diskBytes int64) int64 { return diskBytes + diskBytes/128 + 8<<20 }

@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // Ext4Info is what banger reads from an ext2/3/4 superblock.
@@ -98,7 +100,7 @@ type Ext4Spec struct {
 
 // MakeExt4 creates an ext4 image populated from a directory without
 // mounting anything, so it needs no privileges beyond reading the tree.
-func MakeExt4(ctx context.Context, r Runner, s Ext4Spec) error {
+func MakeExt4(ctx context.Context, r system.Runner, s Ext4Spec) error {
 	if s.SizeBytes < 8<<20 {
 		return fmt.Errorf("ext4 image size %d bytes is too small: use at least 8 MiB", s.SizeBytes)
 	}
@@ -113,7 +115,7 @@ func MakeExt4(ctx context.Context, r Runner, s Ext4Spec) error {
 		args = append(args, "-L", s.Label)
 	}
 	args = append(args, s.Path, strconv.FormatInt(s.SizeBytes/1024, 10)+"k")
-	if _, err := r.Run(ctx, Command{Name: "mkfs.ext4", Args: args}); err != nil {
+	if _, err := system.RunChecked(ctx, r, system.Command{Path: "mkfs.ext4", Args: args}); err != nil {
 		_ = os.Remove(s.Path)
 		return fmt.Errorf("make ext4 image: %w", err)
 	}
@@ -123,7 +125,7 @@ func MakeExt4(ctx context.Context, r Runner, s Ext4Spec) error {
 // Resize grows the ext4 file system at path to sizeBytes. A regular file is
 // first extended (sparsely); a block device (a dm snapshot) must already be
 // that large. Shrinking is refused: a VM disk is never smaller than its image.
-func Resize(ctx context.Context, r Runner, path string, sizeBytes int64) error {
+func Resize(ctx context.Context, r system.Runner, path string, sizeBytes int64) error {
 	info, err := ReadExt4(path)
 	if err != nil {
 		return err
@@ -145,14 +147,14 @@ func Resize(ctx context.Context, r Runner, path string, sizeBytes int64) error {
 	}
 	// resize2fs insists on a freshly checked file system; -p repairs only
 	// what is safe unattended, and exit status 1 means "fixed something".
-	if _, err := r.Run(ctx, Command{Name: "e2fsck", Args: []string{"-f", "-p", path}}); err != nil {
-		var ce *CommandError
-		if !errors.As(err, &ce) || ce.ExitCode != 1 {
+	if _, err := system.RunChecked(ctx, r, system.Command{Path: "e2fsck", Args: []string{"-f", "-p", path}}); err != nil {
+		var ee *system.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode != 1 {
 			return fmt.Errorf("check file system before resize: %w", err)
 		}
 	}
 	size := strconv.FormatInt(sizeBytes/1024, 10) + "K"
-	if _, err := r.Run(ctx, Command{Name: "resize2fs", Args: []string{path, size}}); err != nil {
+	if _, err := system.RunChecked(ctx, r, system.Command{Path: "resize2fs", Args: []string{path, size}}); err != nil {
 		return fmt.Errorf("resize file system: %w", err)
 	}
 	return nil

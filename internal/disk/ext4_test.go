@@ -9,6 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 func TestReadExt4(t *testing.T) {
@@ -51,7 +54,7 @@ func TestReadExt4(t *testing.T) {
 
 func TestMakeExt4Errors(t *testing.T) {
 	ctx := context.Background()
-	r := &recordingRunner{}
+	r := &systemtest.Runner{}
 	existing := filepath.Join(t.TempDir(), "img")
 	if err := os.WriteFile(existing, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -68,15 +71,15 @@ func TestMakeExt4Errors(t *testing.T) {
 			t.Errorf("MakeExt4(%+v) = %v, want %q", tc.spec, err, tc.want)
 		}
 	}
-	if len(r.cmds) != 0 {
-		t.Fatalf("ran %v", r.cmds)
+	if len(r.Lines()) != 0 {
+		t.Fatalf("ran %v", r.Lines())
 	}
 	// A failing mkfs removes what it may have started.
-	failing := &recordingRunner{reply: func(c Command) ([]byte, error) {
+	failing := &systemtest.Runner{Reply: func(c system.Command) (system.Output, error) {
 		if err := os.WriteFile(c.Args[len(c.Args)-2], []byte("partial"), 0o644); err != nil {
-			return nil, err
+			return system.Output{}, err
 		}
-		return nil, &CommandError{Command: c.String(), ExitCode: 1, Output: "mkfs.ext4: Could not allocate block in ext2 filesystem"}
+		return systemtest.Exit(1, "mkfs.ext4: Could not allocate block in ext2 filesystem")
 	}}
 	out := filepath.Join(t.TempDir(), "new.ext4")
 	err := MakeExt4(ctx, failing, Ext4Spec{SourceDir: t.TempDir(), Path: out, SizeBytes: 64 << 20})
@@ -92,10 +95,10 @@ func TestResizeForReal(t *testing.T) {
 	needCmd(t, "resize2fs", "e2fsck")
 	img := makeExt4(t, 64<<20)
 	ctx := context.Background()
-	if err := Resize(ctx, ExecRunner{}, img, 32<<20); err == nil || !strings.Contains(err.Error(), "smaller than the image") {
+	if err := Resize(ctx, system.ExecRunner{}, img, 32<<20); err == nil || !strings.Contains(err.Error(), "smaller than the image") {
 		t.Fatalf("shrink: %v", err)
 	}
-	if err := Resize(ctx, ExecRunner{}, img, 256<<20); err != nil {
+	if err := Resize(ctx, system.ExecRunner{}, img, 256<<20); err != nil {
 		t.Fatal(err)
 	}
 	info, err := ReadExt4(img)
@@ -109,31 +112,31 @@ func TestResizeForReal(t *testing.T) {
 		t.Fatalf("e2fsck after resize: %v\n%s", err, out)
 	}
 	// Same size: nothing to run.
-	r := &recordingRunner{}
-	if err := Resize(ctx, r, img, 256<<20); err != nil || len(r.cmds) != 0 {
-		t.Fatalf("no-op resize: %v, ran %v", err, r.cmds)
+	r := &systemtest.Runner{}
+	if err := Resize(ctx, r, img, 256<<20); err != nil || len(r.Lines()) != 0 {
+		t.Fatalf("no-op resize: %v, ran %v", err, r.Lines())
 	}
 }
 
 func TestResizeRunsCheckThenResize(t *testing.T) {
 	img := makeExt4(t, 64<<20)
-	r := &recordingRunner{reply: func(c Command) ([]byte, error) {
-		if c.Name == "e2fsck" {
-			return nil, &CommandError{Command: c.String(), ExitCode: 1} // "errors corrected" is fine
+	r := &systemtest.Runner{Reply: func(c system.Command) (system.Output, error) {
+		if c.Path == "e2fsck" {
+			return systemtest.Exit(1, "") // "errors corrected" is fine
 		}
-		return nil, nil
+		return system.Output{}, nil
 	}}
 	if err := Resize(context.Background(), r, img, 128<<20); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"e2fsck -f -p " + img, "resize2fs " + img + " 131072K"}
-	if strings.Join(r.cmds, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("ran %q, want %q", r.cmds, want)
+	if strings.Join(r.Lines(), "\n") != strings.Join(want, "\n") {
+		t.Fatalf("ran %q, want %q", r.Lines(), want)
 	}
-	r.reply = func(c Command) ([]byte, error) {
-		return nil, &CommandError{Command: c.String(), ExitCode: 4, Output: "UNEXPECTED INCONSISTENCY"}
-	}
-	if err := Resize(context.Background(), r, img, 256<<20); err == nil || !strings.Contains(err.Error(), "UNEXPECTED INCONSISTENCY") {
+	failing := &systemtest.Runner{Reply: func(system.Command) (system.Output, error) {
+		return systemtest.Exit(4, "UNEXPECTED INCONSISTENCY")
+	}}
+	if err := Resize(context.Background(), failing, img, 256<<20); err == nil || !strings.Contains(err.Error(), "UNEXPECTED INCONSISTENCY") {
 		t.Fatalf("failing fsck: %v", err)
 	}
 }
@@ -146,7 +149,7 @@ func TestCloneResizedSparse(t *testing.T) {
 	img := makeExt4(t, 64<<20)
 	before, _ := os.ReadFile(img)
 	dst := filepath.Join(t.TempDir(), "vm.ext4")
-	m, err := CloneResized(context.Background(), ExecRunner{}, img, dst, 512<<20)
+	m, err := CloneResized(context.Background(), system.ExecRunner{}, img, dst, 512<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +169,7 @@ func TestCloneResizedSparse(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Fatal("base image changed by clone + resize")
 	}
-	if _, err := CloneResized(context.Background(), ExecRunner{}, img, filepath.Join(t.TempDir(), "small"), 16<<20); err == nil ||
+	if _, err := CloneResized(context.Background(), system.ExecRunner{}, img, filepath.Join(t.TempDir(), "small"), 16<<20); err == nil ||
 		!strings.Contains(err.Error(), "smaller than the image") {
 		t.Fatalf("smaller disk: %v", err)
 	}
@@ -174,7 +177,7 @@ func TestCloneResizedSparse(t *testing.T) {
 	if err := os.WriteFile(notImg, make([]byte, 4096), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CloneResized(context.Background(), ExecRunner{}, notImg, filepath.Join(t.TempDir(), "y"), 1<<30); err == nil ||
+	if _, err := CloneResized(context.Background(), system.ExecRunner{}, notImg, filepath.Join(t.TempDir(), "y"), 1<<30); err == nil ||
 		!strings.Contains(err.Error(), "not an ext4") {
 		t.Fatalf("wrong magic: %v", err)
 	}

@@ -7,11 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/system"
 )
 
 func needRoot(t testing.TB) {
@@ -37,83 +37,6 @@ func needLoops(t testing.TB) {
 	if err := HostLoops().Available(); err != nil {
 		t.Skip(err.Error())
 	}
-}
-
-// recordingRunner records commands and answers with reply (nil: success).
-type recordingRunner struct {
-	mu    sync.Mutex
-	cmds  []string
-	stdin []string
-	reply func(c Command) ([]byte, error)
-}
-
-func (r *recordingRunner) Run(_ context.Context, c Command) ([]byte, error) {
-	in := ""
-	if c.Stdin != nil {
-		in = readAll(c)
-	}
-	r.mu.Lock()
-	r.cmds = append(r.cmds, c.String())
-	r.stdin = append(r.stdin, in)
-	r.mu.Unlock()
-	if r.reply != nil {
-		return r.reply(c)
-	}
-	return nil, nil
-}
-
-func readAll(c Command) string {
-	var b strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := c.Stdin.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			return b.String()
-		}
-	}
-}
-
-// fakeLoops is an in-memory LoopAttacher.
-type fakeLoops struct {
-	next     int
-	attached map[string]Loop
-	failOn   string // backing path whose attach fails
-	log      []string
-}
-
-func newFakeLoops() *fakeLoops { return &fakeLoops{attached: map[string]Loop{}} }
-
-func (f *fakeLoops) Attach(backing string, o LoopOptions) (Loop, error) {
-	if err := ValidName(o.Name); err != nil {
-		return Loop{}, err
-	}
-	if backing == f.failOn {
-		return Loop{}, errors.New("attach failed (fake)")
-	}
-	dev := fmt.Sprintf("/dev/loop%d", f.next)
-	f.next++
-	l := Loop{Device: dev, Backing: backing, Name: o.Name, ReadOnly: o.ReadOnly}
-	f.attached[dev] = l
-	f.log = append(f.log, "attach "+dev+" "+o.Name)
-	return l, nil
-}
-
-func (f *fakeLoops) Detach(dev string) error {
-	if _, ok := f.attached[dev]; !ok {
-		return fmt.Errorf("%s is not attached", dev)
-	}
-	delete(f.attached, dev)
-	f.log = append(f.log, "detach "+dev)
-	return nil
-}
-
-func (f *fakeLoops) List() ([]Loop, error) {
-	var out []Loop
-	for _, l := range f.attached {
-		out = append(out, l)
-	}
-	return out, nil
 }
 
 // fakeDM is an in-memory DMRunner that validates like the real one.
@@ -186,7 +109,7 @@ func makeExt4(t testing.TB, size int64) string {
 		t.Fatal(err)
 	}
 	img := filepath.Join(dir, "rootfs.ext4")
-	if err := MakeExt4(context.Background(), ExecRunner{}, Ext4Spec{SourceDir: src, Path: img, SizeBytes: size, Label: "banger-root"}); err != nil {
+	if err := MakeExt4(context.Background(), system.ExecRunner{}, Ext4Spec{SourceDir: src, Path: img, SizeBytes: size, Label: "banger-root"}); err != nil {
 		t.Fatal(err)
 	}
 	return img

@@ -2,7 +2,6 @@ package disk
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -121,64 +120,5 @@ func TestLoopBadInputs(t *testing.T) {
 	}
 	if err := (Loops{Dev: t.TempDir()}).Available(); err == nil || !strings.Contains(err.Error(), "loop-control") {
 		t.Errorf("available without loop-control: %v", err)
-	}
-}
-
-// TestCleanupOrphanLoopsForReal attaches a banger-named loop and a
-// foreign-named one; cleanup detaches only the banger one whose owner is
-// not live.
-func TestCleanupOrphanLoopsForReal(t *testing.T) {
-	needLoops(t)
-	loops := HostLoops()
-	dir := t.TempDir()
-	mk := func(n string) string {
-		p := filepath.Join(dir, n)
-		if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	orphanID := fmt.Sprintf("orphan%d", os.Getpid())
-	liveID := fmt.Sprintf("live%d", os.Getpid())
-	orphan, err := loops.Attach(mk("a"), LoopOptions{Name: "banger-" + orphanID + "-cow"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	live, err := loops.Attach(mk("b"), LoopOptions{Name: "banger-" + liveID + "-cow"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = loops.Detach(orphan.Device); _ = loops.Detach(live.Device) })
-	cow := filepath.Join(dir, COWFileName(orphanID))
-	liveCOW := filepath.Join(dir, COWFileName(liveID))
-	if err := os.WriteFile(cow, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(liveCOW, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	// Other tests on this host may own banger loops too: only our orphan
-	// counts as dead here.
-	isLive := func(id string) bool { return id != orphanID }
-	ov := Overlays{Loops: loops, DM: HostDMSetup(ExecRunner{})}
-	got, err := ov.CleanupOrphans(context.Background(), isLive, filepath.Join(dir, "*.cow"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got.Loops) != 1 || got.Loops[0] != orphan.Device {
-		t.Fatalf("detached %v, want only %s", got.Loops, orphan.Device)
-	}
-	if len(got.COWFiles) != 1 || got.COWFiles[0] != cow {
-		t.Fatalf("removed COW files %v, want %s", got.COWFiles, cow)
-	}
-	if _, err := os.Stat(liveCOW); err != nil {
-		t.Fatal("live COW file removed")
-	}
-	list, _ := loops.List()
-	for _, l := range list {
-		if l.Name == "banger-"+orphanID+"-cow" {
-			t.Fatal("orphan still attached")
-		}
 	}
 }

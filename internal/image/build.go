@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // File names inside a built image's directory.
@@ -88,7 +87,7 @@ func (r Recipe) JSON() json.RawMessage {
 
 // Builder builds images. Every outside effect is injected.
 type Builder struct {
-	Runner disk.Runner
+	Runner system.Runner
 	// CacheDir keeps Debian kernels and debootstrap's .debs between builds.
 	CacheDir string
 	// Geteuid is os.Geteuid; building needs root (debootstrap, chroot).
@@ -108,14 +107,7 @@ type Progress func(stage, message string)
 // Build runs the whole build: kernel, rootfs tree, customization, modules,
 // initrd, ext4 image. The work dir is removed whatever happens; on failure
 // OutDir may hold partial files for the caller to remove.
-func (b *Builder) Build(ctx context.Context, spec BuildSpec, progress Progress) (res BuildResult, err error) {
-	if progress == nil {
-		progress = func(string, string) {}
-	}
-	now := b.Now
-	if now == nil {
-		now = time.Now
-	}
+func (b *Builder) Build(ctx context.Context, spec BuildSpec, progress Progress) (BuildResult, error) {
 	if b.Geteuid != nil && b.Geteuid() != 0 {
 		return BuildResult{}, ErrNeedsRoot
 	}
@@ -134,130 +126,79 @@ func (b *Builder) Build(ctx context.Context, spec BuildSpec, progress Progress) 
 			return BuildResult{}, err
 		}
 	}
-	if err := os.MkdirAll(spec.WorkDir, 0o700); err != nil {
-		return BuildResult{}, fmt.Errorf("create work dir: %w", err)
-	}
-	defer func() {
-		if rerr := RemoveTree(spec.WorkDir, b.Mountinfo); rerr != nil && err == nil {
-			err = rerr
-		}
-	}()
-
-	start := now()
 	recipe := Recipe{Suite: spec.Rootfs.Suite, Mirror: spec.Rootfs.Mirror, Packages: spec.Rootfs.Packages,
 		User: spec.Rootfs.User}
 	for _, s := range spec.Rootfs.Scripts {
 		recipe.Scripts = append(recipe.Scripts, filepath.Base(s))
 	}
-	timed := func(name string, fn func() error) error {
-		t := now()
-		err := fn()
-		recipe.StageDurations = append(recipe.StageDurations, Stage{Name: name, Seconds: now().Sub(t).Seconds()})
-		return err
-	}
-	res.Kernel = filepath.Join(spec.OutDir, KernelFile)
-	res.Rootfs = filepath.Join(spec.OutDir, RootfsFile)
-
-	var deb DebianKernel
-	err = timed("kernel", func() error {
-		src := spec.Kernel
-		if src == "" {
-			progress("kernel", "fetching Debian package "+spec.KernelPackage)
+	return b.runPipeline(spec.OutDir, spec.WorkDir, recipe, progress, func(p *pipeline) error {
+		var deb DebianKernel
+		err := p.stage(ctx, "kernel", func() error {
+			if spec.Kernel != "" {
+				return p.customKernel(spec.Kernel)
+			}
 			var err error
-			deb, err = DebianKernels{Runner: b.Runner, CacheDir: filepath.Join(b.CacheDir, "kernels")}.Fetch(ctx, spec.KernelPackage)
-			if err != nil {
+			if deb, err = p.fetchKernel(ctx, spec.KernelPackage); err != nil {
 				return err
 			}
-			src = deb.Vmlinuz
-			recipe.KernelPackage, recipe.KernelVersion, recipe.KernelRelease = deb.Package, deb.Version, deb.Release
-		} else {
-			recipe.KernelSource = spec.Kernel
-		}
-		progress("kernel", "extracting the ELF vmlinux")
-		var err error
-		res.KernelInfo, err = ExtractVmlinux(src, res.Kernel)
-		return err
-	})
-	if err != nil {
-		return BuildResult{}, err
-	}
-
-	err = timed("debootstrap", func() error {
-		progress("rootfs", fmt.Sprintf("debootstrap %s from %s (about a minute)", spec.Rootfs.Suite, spec.Rootfs.Mirror))
-		r := spec.Rootfs
-		if b.CacheDir != "" {
-			r.CacheDir = filepath.Join(b.CacheDir, "debootstrap", r.Suite)
-		}
-		return Debootstrap(ctx, b.Runner, r)
-	})
-	if err != nil {
-		return BuildResult{}, err
-	}
-	if err := ctx.Err(); err != nil {
-		return BuildResult{}, err
-	}
-
-	err = timed("customize", func() error {
-		progress("customize", "installing the agent, sshd setup and user "+spec.Rootfs.User)
-		return Customize(ctx, b.Runner, spec.Rootfs)
-	})
-	if err != nil {
-		return BuildResult{}, err
-	}
-
-	if deb.ModulesDir != "" {
-		err = timed("initrd", func() error {
-			progress("modules", "installing kernel modules "+deb.Release)
-			if err := InstallModules(ctx, b.Runner, deb.ModulesDir, spec.Rootfs.Dir); err != nil {
-				return err
-			}
-			ix, err := LoadModuleIndex(deb.ModulesDir)
-			if err != nil {
-				return err
-			}
-			if !NeedsInitrd(ix) {
-				return nil
-			}
-			progress("initrd", "building the initrd")
-			res.Initrd = filepath.Join(spec.OutDir, InitrdFile)
-			ir, err := BuildInitrd(InitrdSpec{ModulesDir: deb.ModulesDir,
-				Busybox: filepath.Join(spec.Rootfs.Dir, "bin", "busybox")}, res.Initrd)
-			if err != nil {
-				return err
-			}
-			for _, m := range ir.Modules {
-				recipe.InitrdModules = append(recipe.InitrdModules, m.Name)
-			}
-			return nil
+			p.progress("kernel", "extracting the ELF vmlinux")
+			p.res.KernelInfo, err = ExtractVmlinux(deb.Vmlinuz, p.res.Kernel)
+			return err
 		})
 		if err != nil {
-			return BuildResult{}, err
+			return err
 		}
-	}
-
-	err = timed("ext4", func() error {
-		used, err := treeSize(spec.Rootfs.Dir)
+		err = p.stage(ctx, "debootstrap", func() error {
+			p.progress("rootfs", fmt.Sprintf("debootstrap %s from %s (about a minute)", spec.Rootfs.Suite, spec.Rootfs.Mirror))
+			r := spec.Rootfs
+			if b.CacheDir != "" {
+				r.CacheDir = filepath.Join(b.CacheDir, "debootstrap", r.Suite)
+			}
+			return Debootstrap(ctx, b.Runner, r, p.progress)
+		})
 		if err != nil {
-			return fmt.Errorf("measure rootfs: %w", err)
+			return err
+		}
+		err = p.stage(ctx, "customize", func() error {
+			p.progress("customize", "installing the agent, sshd setup and user "+spec.Rootfs.User)
+			return Customize(ctx, b.Runner, spec.Rootfs)
+		})
+		if err != nil {
+			return err
+		}
+		if deb.ModulesDir != "" {
+			if err := p.stage(ctx, "initrd", func() error { return p.debianInitrd(ctx, deb, spec) }); err != nil {
+				return err
+			}
 		}
 		// ext4 needs room for inodes, the journal and reserved blocks.
-		if need := used + used/5 + 128<<20; need > spec.SizeBytes {
-			return fmt.Errorf("the rootfs holds %d MiB, too much for a %d MiB image: build with a larger --size (at least %d MiB)",
-				used>>20, spec.SizeBytes>>20, need>>20+1)
-		}
-		progress("ext4", fmt.Sprintf("making a %d MiB ext4 image (%d MiB used)", spec.SizeBytes>>20, used>>20))
-		return disk.MakeExt4(ctx, b.Runner, disk.Ext4Spec{SourceDir: spec.Rootfs.Dir, Path: res.Rootfs,
-			SizeBytes: spec.SizeBytes, Label: "banger-root"})
+		return p.ext4(ctx, spec.Rootfs.Dir, spec.SizeBytes, 128<<20)
 	})
-	if err != nil {
-		return BuildResult{}, err
+}
+
+// debianInitrd installs deb's modules into the tree and, when the kernel
+// needs one to reach its root disk, builds the initrd.
+func (p *pipeline) debianInitrd(ctx context.Context, deb DebianKernel, spec BuildSpec) error {
+	p.progress("modules", "installing kernel modules "+deb.Release)
+	if err := InstallModules(ctx, p.b.Runner, deb.ModulesDir, spec.Rootfs.Dir); err != nil {
+		return err
 	}
-	info, err := disk.ReadExt4(res.Rootfs)
+	ix, err := LoadModuleIndex(deb.ModulesDir)
 	if err != nil {
-		return BuildResult{}, err
+		return err
 	}
-	res.RootfsBytes = info.FileBytes
-	recipe.BuildSeconds = now().Sub(start).Seconds()
-	res.Recipe = recipe
-	return res, nil
+	if !NeedsInitrd(ix) {
+		return nil
+	}
+	p.progress("initrd", "building the initrd")
+	p.res.Initrd = filepath.Join(spec.OutDir, InitrdFile)
+	ir, err := BuildInitrd(InitrdSpec{ModulesDir: deb.ModulesDir,
+		Busybox: filepath.Join(spec.Rootfs.Dir, "bin", "busybox")}, p.res.Initrd)
+	if err != nil {
+		return err
+	}
+	for _, m := range ir.Modules {
+		p.recipe.InitrdModules = append(p.recipe.InitrdModules, m.Name)
+	}
+	return nil
 }

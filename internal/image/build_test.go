@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 	imagescripts "github.com/banger-dev/banger/scripts/image"
 )
 
@@ -67,7 +68,7 @@ func TestBuildImageForReal(t *testing.T) {
 
 	out := t.TempDir()
 	work := filepath.Join(t.TempDir(), "work")
-	b := &Builder{Runner: disk.ExecRunner{}, CacheDir: testCacheDir(t), Geteuid: os.Geteuid}
+	b := &Builder{Runner: system.ExecRunner{}, CacheDir: testCacheDir(t), Geteuid: os.Geteuid}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	var stages []string
@@ -171,7 +172,7 @@ func TestBuildImageForReal(t *testing.T) {
 }
 
 func TestBuildNeedsRoot(t *testing.T) {
-	b := &Builder{Runner: &fakeRunner{}, Geteuid: func() int { return 1000 }}
+	b := &Builder{Runner: &systemtest.Runner{}, Geteuid: func() int { return 1000 }}
 	_, err := b.Build(context.Background(), BuildSpec{OutDir: t.TempDir(), WorkDir: t.TempDir()}, nil)
 	if !errors.Is(err, ErrNeedsRoot) {
 		t.Fatalf("err = %v, want ErrNeedsRoot", err)
@@ -198,7 +199,7 @@ func TestBuildRejectsBadSpecsBeforeWork(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &fakeRunner{}
+			r := &systemtest.Runner{}
 			work := filepath.Join(t.TempDir(), "work")
 			spec := BuildSpec{OutDir: t.TempDir(), WorkDir: work, Rootfs: good}
 			tc.mutate(&spec)
@@ -206,8 +207,8 @@ func TestBuildRejectsBadSpecsBeforeWork(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
-			if len(r.cmds) > 0 {
-				t.Errorf("ran %v before validating", r.names())
+			if len(r.Lines()) > 0 {
+				t.Errorf("ran %v before validating", r.Lines())
 			}
 			if _, err := os.Stat(work); !os.IsNotExist(err) {
 				t.Error("work dir created for a bad spec")
@@ -224,14 +225,14 @@ func TestBuildFailureCleansWorkDir(t *testing.T) {
 	vmlinux := filepath.Join(t.TempDir(), "vmlinux")
 	writeFile(t, vmlinux, testELF(true, 1024))
 	work := filepath.Join(t.TempDir(), "work")
-	r := &fakeRunner{reply: func(c disk.Command) ([]byte, error) {
-		if c.Name == "debootstrap" {
+	r := &systemtest.Runner{Reply: func(c system.Command) (system.Output, error) {
+		if c.Path == "debootstrap" {
 			if err := os.MkdirAll(filepath.Join(c.Args[len(c.Args)-2], "debootstrap"), 0o755); err != nil {
-				return nil, err
+				return system.Output{}, err
 			}
-			return nil, &disk.CommandError{Command: c.String(), ExitCode: 1, Output: "E: Couldn't download packages"}
+			return systemtest.Exit(1, "E: Couldn't download packages")
 		}
-		return nil, nil
+		return system.Output{}, nil
 	}}
 	b := &Builder{Runner: r, Geteuid: func() int { return 0 }}
 	_, err := b.Build(context.Background(), BuildSpec{OutDir: t.TempDir(), WorkDir: work, Kernel: vmlinux,
@@ -297,5 +298,34 @@ func TestCustomizeScriptSyntax(t *testing.T) {
 				t.Errorf("systemd-analyze verify: %s", line)
 			}
 		}
+	}
+}
+
+// TestBuildStopsAtTheNextStageOnceCancelled: a build cancelled while a
+// stage runs starts no further stage, and its work dir is gone.
+func TestBuildStopsAtTheNextStageOnceCancelled(t *testing.T) {
+	agent := filepath.Join(t.TempDir(), "agent")
+	writeFile(t, agent, []byte("x"))
+	vmlinux := filepath.Join(t.TempDir(), "vmlinux")
+	writeFile(t, vmlinux, testELF(true, 1024))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// debootstrap "succeeds" while the user gives up.
+	r := &systemtest.Runner{Reply: func(system.Command) (system.Output, error) {
+		cancel()
+		return system.Output{}, nil
+	}}
+	work := filepath.Join(t.TempDir(), "work")
+	b := &Builder{Runner: r, Geteuid: func() int { return 0 }}
+	res, err := b.Build(ctx, BuildSpec{OutDir: t.TempDir(), WorkDir: work, Kernel: vmlinux,
+		Rootfs: RootfsSpec{Mirror: "http://deb.debian.org/debian", Suite: "bookworm", User: "root", AgentBinary: agent}}, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Build = %+v, %v; want context.Canceled", res, err)
+	}
+	if got := r.Lines(); len(got) != 1 || !strings.HasPrefix(got[0], "debootstrap ") {
+		t.Errorf("ran %q, want only debootstrap", got)
+	}
+	if _, err := os.Stat(work); !os.IsNotExist(err) {
+		t.Error("cancelled build left its work dir")
 	}
 }

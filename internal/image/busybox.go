@@ -16,9 +16,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"time"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // FromBusybox names the busybox flavour in recipes and `image build --from`.
@@ -87,14 +86,7 @@ var busyboxVersionPattern = regexp.MustCompile(`BusyBox v[0-9][0-9A-Za-z.+~-]*`)
 // CacheDir/boot/<package>_<version>-<key>, the key hashing every input
 // (kernel package and version, busybox binary, the initrd's init, the
 // module list), so a rebuild spends its time on the apt lookup and mkfs.
-func (b *Builder) BuildBusybox(ctx context.Context, spec BusyboxSpec, progress Progress) (res BuildResult, err error) {
-	if progress == nil {
-		progress = func(string, string) {}
-	}
-	now := b.Now
-	if now == nil {
-		now = time.Now
-	}
+func (b *Builder) BuildBusybox(ctx context.Context, spec BusyboxSpec, progress Progress) (BuildResult, error) {
 	if spec.SizeBytes == 0 {
 		spec.SizeBytes = DefaultBusyboxRootfsSize
 	}
@@ -123,90 +115,38 @@ func (b *Builder) BuildBusybox(ctx context.Context, spec BusyboxSpec, progress P
 			return BuildResult{}, err
 		}
 	}
-	if err := os.MkdirAll(spec.WorkDir, 0o700); err != nil {
-		return BuildResult{}, fmt.Errorf("create work dir: %w", err)
-	}
-	defer func() {
-		if rerr := RemoveTree(spec.WorkDir, b.Mountinfo); rerr != nil && err == nil {
-			err = rerr
-		}
-	}()
-
-	start := now()
 	recipe := Recipe{From: FromBusybox, User: "root", Busybox: busyboxVersionPattern.FindString(string(bb))}
-	timed := func(name string, fn func() error) error {
-		t := now()
-		err := fn()
-		recipe.StageDurations = append(recipe.StageDurations, Stage{Name: name, Seconds: now().Sub(t).Seconds()})
-		return err
-	}
-	res.Kernel = filepath.Join(spec.OutDir, KernelFile)
-	res.Rootfs = filepath.Join(spec.OutDir, RootfsFile)
-
-	if spec.Kernel != "" {
-		recipe.KernelSource = spec.Kernel
-		err = timed("kernel", func() error {
-			progress("kernel", "extracting the ELF vmlinux from "+spec.Kernel)
-			var err error
-			res.KernelInfo, err = ExtractVmlinux(spec.Kernel, res.Kernel)
-			return err
-		})
-	} else {
-		var meta bootCacheMeta
-		err = timed("kernel", func() error {
-			progress("kernel", "fetching Debian package "+spec.KernelPackage)
-			deb, err := DebianKernels{Runner: b.Runner, CacheDir: filepath.Join(b.CacheDir, "kernels")}.Fetch(ctx, spec.KernelPackage)
+	return b.runPipeline(spec.OutDir, spec.WorkDir, recipe, progress, func(p *pipeline) error {
+		err := p.stage(ctx, "kernel", func() error {
+			if spec.Kernel != "" {
+				return p.customKernel(spec.Kernel)
+			}
+			deb, err := p.fetchKernel(ctx, spec.KernelPackage)
 			if err != nil {
 				return err
 			}
-			recipe.KernelPackage, recipe.KernelVersion, recipe.KernelRelease = deb.Package, deb.Version, deb.Release
-			progress("kernel", "preparing the ELF vmlinux and the initrd")
-			meta, err = b.busyboxBoot(deb, spec.Busybox, bb, spec.OutDir)
-			return err
+			p.progress("kernel", "preparing the ELF vmlinux and the initrd")
+			meta, err := b.busyboxBoot(deb, spec.Busybox, bb, spec.OutDir)
+			if err != nil {
+				return err
+			}
+			p.res.KernelInfo, p.recipe.InitrdModules = meta.KernelInfo, meta.InitrdModules
+			p.res.Initrd = filepath.Join(spec.OutDir, InitrdFile)
+			return nil
 		})
-		res.KernelInfo, recipe.InitrdModules = meta.KernelInfo, meta.InitrdModules
-		res.Initrd = filepath.Join(spec.OutDir, InitrdFile)
-	}
-	if err != nil {
-		return BuildResult{}, err
-	}
-	if err := ctx.Err(); err != nil {
-		return BuildResult{}, err
-	}
-
-	tree := filepath.Join(spec.WorkDir, "rootfs")
-	err = timed("rootfs", func() error {
-		progress("rootfs", "assembling busybox, its applet links, the agent and /sbin/init")
-		return BusyboxTree(ctx, b.Runner, tree, spec.Busybox, spec.AgentBinary)
-	})
-	if err != nil {
-		return BuildResult{}, err
-	}
-
-	err = timed("ext4", func() error {
-		used, err := treeSize(tree)
 		if err != nil {
-			return fmt.Errorf("measure rootfs: %w", err)
+			return err
 		}
-		if need := used + used/5 + 16<<20; need > spec.SizeBytes {
-			return fmt.Errorf("the rootfs holds %d MiB, too much for a %d MiB image: build with a larger --size (at least %d MiB)",
-				used>>20, spec.SizeBytes>>20, need>>20+1)
+		tree := filepath.Join(spec.WorkDir, "rootfs")
+		err = p.stage(ctx, "rootfs", func() error {
+			p.progress("rootfs", "assembling busybox, its applet links, the agent and /sbin/init")
+			return BusyboxTree(ctx, b.Runner, tree, spec.Busybox, spec.AgentBinary)
+		})
+		if err != nil {
+			return err
 		}
-		progress("ext4", fmt.Sprintf("making a %d MiB ext4 image (%d MiB used)", spec.SizeBytes>>20, used>>20))
-		return disk.MakeExt4(ctx, b.Runner, disk.Ext4Spec{SourceDir: tree, Path: res.Rootfs,
-			SizeBytes: spec.SizeBytes, Label: "banger-root"})
+		return p.ext4(ctx, tree, spec.SizeBytes, 16<<20)
 	})
-	if err != nil {
-		return BuildResult{}, err
-	}
-	info, err := disk.ReadExt4(res.Rootfs)
-	if err != nil {
-		return BuildResult{}, err
-	}
-	res.RootfsBytes = info.FileBytes
-	recipe.BuildSeconds = now().Sub(start).Seconds()
-	res.Recipe = recipe
-	return res, nil
 }
 
 // busyboxBoot puts the vmlinux and initrd for deb into outDir, from the
@@ -313,7 +253,7 @@ var busyboxEtc = map[string]string{
 // BusyboxTree creates dir (which must not exist) as the busybox image's
 // root file system tree: busybox with a link for each applet it lists, the
 // agent, /sbin/init and a minimal /etc.
-func BusyboxTree(ctx context.Context, r disk.Runner, dir, busybox, agentBinary string) error {
+func BusyboxTree(ctx context.Context, r system.Runner, dir, busybox, agentBinary string) error {
 	if _, err := os.Lstat(dir); err == nil {
 		return fmt.Errorf("rootfs directory %s already exists", dir)
 	}
@@ -337,12 +277,12 @@ func BusyboxTree(ctx context.Context, r disk.Runner, dir, busybox, agentBinary s
 	if err := copyFile(busybox, filepath.Join(dir, "bin", "busybox"), 0o755); err != nil {
 		return fmt.Errorf("install busybox: %w", err)
 	}
-	out, err := r.Run(ctx, disk.Command{Name: busybox, Args: []string{"--list-full"}})
+	out, err := system.RunChecked(ctx, r, system.Command{Path: busybox, Args: []string{"--list-full"}})
 	if err != nil {
 		return fmt.Errorf("list busybox applets: %w", err)
 	}
 	links := 0
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(string(out.Stdout), "\n") {
 		applet := strings.TrimSpace(line)
 		// /sbin/init is banger's script; linuxrc is for initrds.
 		if applet == "" || applet == "sbin/init" || applet == "linuxrc" || applet == "bin/busybox" ||

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 // staticBusybox returns the host's static busybox or skips.
@@ -56,7 +57,7 @@ func TestBusyboxTree(t *testing.T) {
 	agent := filepath.Join(t.TempDir(), "agent")
 	writeFile(t, agent, []byte("#!/bin/sh\n"))
 	dir := filepath.Join(t.TempDir(), "rootfs")
-	if err := BusyboxTree(context.Background(), disk.ExecRunner{}, dir, bb, agent); err != nil {
+	if err := BusyboxTree(context.Background(), system.ExecRunner{}, dir, bb, agent); err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range []string{"bin/sh", "bin/mount", "sbin/poweroff", "usr/bin/wget"} {
@@ -81,7 +82,7 @@ func TestBusyboxTree(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dir, "linuxrc")); err == nil {
 		t.Error("linuxrc applet linked into the rootfs")
 	}
-	if err := BusyboxTree(context.Background(), disk.ExecRunner{}, dir, bb, agent); err == nil {
+	if err := BusyboxTree(context.Background(), system.ExecRunner{}, dir, bb, agent); err == nil {
 		t.Error("BusyboxTree overwrote an existing tree")
 	}
 }
@@ -92,7 +93,7 @@ func TestBuildBusyboxRejectsBadInputs(t *testing.T) {
 	writeFile(t, agent, []byte("x"))
 	dynamic := filepath.Join(t.TempDir(), "busybox")
 	writeFile(t, dynamic, []byte("not an ELF"))
-	b := &Builder{Runner: &fakeRunner{}}
+	b := &Builder{Runner: &systemtest.Runner{}}
 	for name, spec := range map[string]BusyboxSpec{
 		"missing agent":   {Busybox: bb, AgentBinary: "/nonexistent/agent"},
 		"bad busybox":     {Busybox: dynamic, AgentBinary: agent},
@@ -117,7 +118,7 @@ func TestBuildBusyboxForReal(t *testing.T) {
 	kern := realKernel(t) // skips without root or apt; shares the cache below
 	agent := buildAgent(t)
 	cache := testCacheDir(t)
-	b := &Builder{Runner: disk.ExecRunner{}, CacheDir: cache}
+	b := &Builder{Runner: system.ExecRunner{}, CacheDir: cache}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 

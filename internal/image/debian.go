@@ -10,8 +10,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // DefaultKernelPackage is Debian's metapackage for the current amd64 kernel.
@@ -34,9 +35,13 @@ type DebianKernel struct {
 // CacheDir/<package>_<version>, so a second build of the same version
 // downloads nothing.
 type DebianKernels struct {
-	Runner   disk.Runner
+	Runner   system.Runner
 	CacheDir string
 }
+
+// kernelDownloadTimeout bounds apt-get downloading one kernel package
+// (tens of MiB).
+const kernelDownloadTimeout = 10 * time.Minute
 
 var debPackagePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 
@@ -69,7 +74,7 @@ func (k DebianKernels) Fetch(ctx context.Context, pkg string) (DebianKernel, err
 	}
 	// Running as root, apt would try to drop to the _apt user, which cannot
 	// write into our directory; the download is verified by apt either way.
-	if _, err := k.Runner.Run(ctx, disk.Command{Name: "apt-get", Dir: dl,
+	if _, err := system.RunChecked(ctx, k.Runner, system.Command{Path: "apt-get", Dir: dl, Timeout: kernelDownloadTimeout,
 		Args: []string{"-q", "-o", "APT::Sandbox::User=root", "download", name + "=" + version}}); err != nil {
 		return DebianKernel{}, aptErr(fmt.Errorf("download %s %s: %w", name, version, err))
 	}
@@ -78,14 +83,14 @@ func (k DebianKernels) Fetch(ctx context.Context, pkg string) (DebianKernel, err
 		return DebianKernel{}, fmt.Errorf("download %s %s: apt-get left %d .deb files, want 1", name, version, len(debs))
 	}
 	unpacked := filepath.Join(tmp, "root")
-	if _, err := k.Runner.Run(ctx, disk.Command{Name: "dpkg-deb", Args: []string{"-x", debs[0], unpacked}}); err != nil {
+	if _, err := system.RunChecked(ctx, k.Runner, system.Command{Path: "dpkg-deb", Args: []string{"-x", debs[0], unpacked}}); err != nil {
 		return DebianKernel{}, fmt.Errorf("unpack %s: %w", filepath.Base(debs[0]), err)
 	}
 	release, err := kernelRelease(unpacked)
 	if err != nil {
 		return DebianKernel{}, fmt.Errorf("package %s: %w", name, err)
 	}
-	if _, err := k.Runner.Run(ctx, disk.Command{Name: "depmod", Args: []string{"-b", unpacked, release}}); err != nil {
+	if _, err := system.RunChecked(ctx, k.Runner, system.Command{Path: "depmod", Args: []string{"-b", unpacked, release}}); err != nil {
 		return DebianKernel{}, fmt.Errorf("index modules of %s: %w", release, err)
 	}
 	_ = os.RemoveAll(dir) // an incomplete earlier attempt
@@ -99,11 +104,11 @@ func (k DebianKernels) Fetch(ctx context.Context, pkg string) (DebianKernel, err
 // the package and its candidate version.
 func (k DebianKernels) resolve(ctx context.Context, pkg string) (string, string, error) {
 	for range 3 {
-		out, err := k.Runner.Run(ctx, disk.Command{Name: "apt-cache", Args: []string{"show", "--no-all-versions", pkg}})
+		out, err := system.RunChecked(ctx, k.Runner, system.Command{Path: "apt-cache", Args: []string{"show", "--no-all-versions", pkg}})
 		if err != nil {
 			return "", "", aptErr(fmt.Errorf("look up package %s: %w", pkg, err))
 		}
-		fields := parseControl(string(out))
+		fields := parseControl(string(out.Stdout))
 		if fields["Package"] == "" || fields["Version"] == "" {
 			return "", "", fmt.Errorf("apt knows no package %s (run apt-get update?)", pkg)
 		}

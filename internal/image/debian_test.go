@@ -10,7 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 const (
@@ -30,35 +31,35 @@ Description: Linux 6.1 for 64-bit PCs (signed)
 )
 
 // fakeAptReply plays apt-cache, apt-get download, dpkg-deb and depmod.
-func fakeAptReply(t *testing.T) func(c disk.Command) ([]byte, error) {
-	return func(c disk.Command) ([]byte, error) {
-		switch c.Name {
+func fakeAptReply(t *testing.T) func(c system.Command) (system.Output, error) {
+	return func(c system.Command) (system.Output, error) {
+		switch c.Path {
 		case "apt-cache":
 			switch c.Args[len(c.Args)-1] {
 			case "linux-image-amd64":
-				return []byte(metaShow), nil
+				return systemtest.Print(metaShow)
 			case "linux-image-6.1.0-56-amd64":
-				return []byte(imageShow), nil
+				return systemtest.Print(imageShow)
 			}
-			return nil, &disk.CommandError{Command: c.String(), ExitCode: 100, Output: "E: No packages found"}
+			return systemtest.Exit(100, "E: No packages found")
 		case "apt-get":
-			return nil, os.WriteFile(filepath.Join(c.Dir, "linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"), []byte("deb"), 0o644)
+			return system.Output{}, os.WriteFile(filepath.Join(c.Dir, "linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"), []byte("deb"), 0o644)
 		case "dpkg-deb":
 			root := c.Args[2]
 			writeFile(t, filepath.Join(root, "boot", "vmlinuz-6.1.0-56-amd64"), []byte("kernel"))
 			writeFile(t, filepath.Join(root, "lib", "modules", "6.1.0-56-amd64", "modules.order"), nil)
-			return nil, nil
+			return system.Output{}, nil
 		case "depmod":
 			writeFile(t, filepath.Join(c.Args[1], "lib", "modules", c.Args[2], "modules.dep"), nil)
-			return nil, nil
+			return system.Output{}, nil
 		}
-		return nil, errors.New("unexpected command " + c.String())
+		return system.Output{}, errors.New("unexpected command " + c.String())
 	}
 }
 
 func TestFetchDebianKernelFollowsMetapackageAndCaches(t *testing.T) {
 	cache := t.TempDir()
-	r := &fakeRunner{reply: fakeAptReply(t)}
+	r := &systemtest.Runner{Reply: fakeAptReply(t)}
 	k := DebianKernels{Runner: r, CacheDir: cache}
 	got, err := k.Fetch(context.Background(), "linux-image-amd64")
 	if err != nil {
@@ -70,7 +71,7 @@ func TestFetchDebianKernelFollowsMetapackageAndCaches(t *testing.T) {
 	if got.Dir != filepath.Join(cache, "linux-image-6.1.0-56-amd64_6.1.192-2") {
 		t.Fatalf("cache dir %s is not keyed by package and version", got.Dir)
 	}
-	cmds := strings.Join(r.names(), "\n")
+	cmds := strings.Join(r.Lines(), "\n")
 	for _, want := range []string{"apt-get -q -o APT::Sandbox::User=root download linux-image-6.1.0-56-amd64=6.1.192-2", "depmod -b "} {
 		if !strings.Contains(cmds, want) {
 			t.Errorf("commands lack %q:\n%s", want, cmds)
@@ -82,11 +83,11 @@ func TestFetchDebianKernelFollowsMetapackageAndCaches(t *testing.T) {
 	}
 
 	// A second fetch of the same version downloads nothing.
-	r2 := &fakeRunner{reply: fakeAptReply(t)}
+	r2 := &systemtest.Runner{Reply: fakeAptReply(t)}
 	if _, err := (DebianKernels{Runner: r2, CacheDir: cache}).Fetch(context.Background(), "linux-image-amd64"); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range r2.names() {
+	for _, c := range r2.Lines() {
 		if !strings.HasPrefix(c, "apt-cache ") {
 			t.Errorf("cached fetch ran %s", c)
 		}
@@ -94,7 +95,7 @@ func TestFetchDebianKernelFollowsMetapackageAndCaches(t *testing.T) {
 }
 
 func TestFetchDebianKernelErrors(t *testing.T) {
-	k := DebianKernels{Runner: &fakeRunner{reply: fakeAptReply(t)}, CacheDir: t.TempDir()}
+	k := DebianKernels{Runner: &systemtest.Runner{Reply: fakeAptReply(t)}, CacheDir: t.TempDir()}
 	if _, err := k.Fetch(context.Background(), "linux-image-nope"); err == nil || !strings.Contains(err.Error(), "look up package linux-image-nope") {
 		t.Fatalf("unknown package: %v", err)
 	}
@@ -102,8 +103,8 @@ func TestFetchDebianKernelErrors(t *testing.T) {
 		t.Fatalf("bad name: %v", err)
 	}
 	// No apt on the host: the error points at --kernel.
-	noApt := DebianKernels{CacheDir: t.TempDir(), Runner: &fakeRunner{reply: func(c disk.Command) ([]byte, error) {
-		return nil, fmt.Errorf("run %s: %w", c.Name, &exec.Error{Name: c.Name, Err: exec.ErrNotFound})
+	noApt := DebianKernels{CacheDir: t.TempDir(), Runner: &systemtest.Runner{Reply: func(c system.Command) (system.Output, error) {
+		return system.Output{}, fmt.Errorf("run %s: %w", c.Path, &exec.Error{Name: c.Path, Err: exec.ErrNotFound})
 	}}}
 	if _, err := noApt.Fetch(context.Background(), "linux-image-amd64"); err == nil || !strings.Contains(err.Error(), "--kernel") {
 		t.Fatalf("no apt: %v", err)

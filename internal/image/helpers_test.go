@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // needRoot skips tests that need root, saying so.
@@ -66,7 +66,7 @@ func realKernel(t testing.TB) DebianKernel {
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		k := DebianKernels{Runner: disk.ExecRunner{}, CacheDir: filepath.Join(testCacheDir(t), "kernels")}
+		k := DebianKernels{Runner: system.ExecRunner{}, CacheDir: filepath.Join(testCacheDir(t), "kernels")}
 		debianKernel, debianKernelErr = k.Fetch(ctx, DefaultKernelPackage)
 		debianKernelTime = time.Since(start)
 	})
@@ -156,31 +156,4 @@ func fakeBzImage(payload []byte) []byte {
 
 func withSize(compressed []byte, size int) []byte {
 	return binary.LittleEndian.AppendUint32(compressed, uint32(size))
-}
-
-// fakeRunner records commands and answers them with a function.
-type fakeRunner struct {
-	mu    sync.Mutex
-	cmds  []disk.Command
-	reply func(c disk.Command) ([]byte, error)
-}
-
-func (f *fakeRunner) Run(_ context.Context, c disk.Command) ([]byte, error) {
-	f.mu.Lock()
-	f.cmds = append(f.cmds, c)
-	f.mu.Unlock()
-	if f.reply == nil {
-		return nil, nil
-	}
-	return f.reply(c)
-}
-
-func (f *fakeRunner) names() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, c := range f.cmds {
-		out = append(out, c.String())
-	}
-	return out
 }

@@ -13,10 +13,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/system"
 	imagescripts "github.com/banger-dev/banger/scripts/image"
 )
 
@@ -123,9 +124,18 @@ func regularFile(what, p string) error {
 	return nil
 }
 
+// Bounds on the long steps of a Debian build: generous for a slow mirror or
+// a hook installing packages, but a hung download or script does not hold
+// the build, its mounts and its work dir forever.
+const (
+	debootstrapTimeout = 30 * time.Minute
+	customizeTimeout   = 30 * time.Minute
+)
+
 // Debootstrap creates the tree with debootstrap --variant=minbase. It needs
-// root.
-func Debootstrap(ctx context.Context, r disk.Runner, s RootfsSpec) error {
+// root. Its phases ("I: Resolving dependencies ...", not the per-package
+// lines) go to progress as they happen: the step takes minutes.
+func Debootstrap(ctx context.Context, r system.Runner, s RootfsSpec, progress Progress) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
@@ -145,7 +155,13 @@ func Debootstrap(ctx context.Context, r disk.Runner, s RootfsSpec) error {
 		args = append(args, "--cache-dir="+abs)
 	}
 	args = append(args, s.Suite, s.Dir, s.Mirror)
-	if _, err := r.Run(ctx, disk.Command{Name: "debootstrap", Args: args}); err != nil {
+	phases := &lineWriter{line: func(l string) {
+		if debootstrapPhase(l) {
+			progress("rootfs", l)
+		}
+	}}
+	c := system.Command{Path: "debootstrap", Args: args, Stream: phases, Timeout: debootstrapTimeout}
+	if _, err := system.RunChecked(ctx, r, c); err != nil {
 		return fmt.Errorf("debootstrap %s from %s: %w", s.Suite, s.Mirror, err)
 	}
 	return nil
@@ -153,7 +169,7 @@ func Debootstrap(ctx context.Context, r disk.Runner, s RootfsSpec) error {
 
 // Customize installs the agent, runs scripts/image/customize.sh and the
 // user's hooks inside the tree. It needs root (chroot).
-func Customize(ctx context.Context, r disk.Runner, s RootfsSpec) (err error) {
+func Customize(ctx context.Context, r system.Runner, s RootfsSpec) (err error) {
 	if err := s.validate(); err != nil {
 		return err
 	}
@@ -207,7 +223,8 @@ func Customize(ctx context.Context, r disk.Runner, s RootfsSpec) (err error) {
 	if s.UID > 0 {
 		uid = strconv.Itoa(s.UID)
 	}
-	_, err = r.Run(ctx, disk.Command{Name: "chroot", Args: []string{s.Dir, "/bin/sh", "/" + setupDir + "/customize.sh"},
+	_, err = system.RunChecked(ctx, r, system.Command{Path: "chroot", Args: []string{s.Dir, "/bin/sh", "/" + setupDir + "/customize.sh"},
+		Timeout: customizeTimeout,
 		Env: []string{
 			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 			"HOME=/root",
@@ -222,6 +239,47 @@ func Customize(ctx context.Context, r disk.Runner, s RootfsSpec) (err error) {
 		return fmt.Errorf("customize rootfs: %w", err)
 	}
 	return nil
+}
+
+// debootstrapPhase says whether a line of debootstrap's output marks a
+// phase worth showing: its "I: " lines, less the four it prints for every
+// package.
+func debootstrapPhase(line string) bool {
+	rest, ok := strings.CutPrefix(line, "I: ")
+	if !ok {
+		return false
+	}
+	for _, perPackage := range []string{"Retrieving ", "Validating ", "Extracting ", "Unpacking ", "Configuring "} {
+		if strings.HasPrefix(rest, perPackage) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxStreamLine bounds a line a lineWriter holds: a command printing
+// without newlines has its output cut into lines of this size.
+const maxStreamLine = 4 << 10
+
+// lineWriter calls line for each line written to it, without its newline;
+// a last line without one is dropped.
+type lineWriter struct {
+	line func(string)
+	buf  []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if b == '\n' || len(w.buf) == maxStreamLine {
+			w.line(strings.TrimSpace(string(w.buf)))
+			w.buf = w.buf[:0]
+			if b == '\n' {
+				continue
+			}
+		}
+		w.buf = append(w.buf, b)
+	}
+	return len(p), nil
 }
 
 func sanitizeName(n string) string {
@@ -293,7 +351,7 @@ var (
 
 // InstallModules copies the kernel's guest-relevant modules into the tree
 // (lib/modules/<release>) and indexes them with depmod.
-func InstallModules(ctx context.Context, r disk.Runner, modulesDir, root string) error {
+func InstallModules(ctx context.Context, r system.Runner, modulesDir, root string) error {
 	release := filepath.Base(modulesDir)
 	dst := filepath.Join(root, "lib", "modules", release)
 	err := filepath.WalkDir(modulesDir, func(p string, d fs.DirEntry, err error) error {
@@ -321,7 +379,7 @@ func InstallModules(ctx context.Context, r disk.Runner, modulesDir, root string)
 	if err != nil {
 		return fmt.Errorf("install kernel modules: %w", err)
 	}
-	if _, err := r.Run(ctx, disk.Command{Name: "depmod", Args: []string{"-b", root, release}}); err != nil {
+	if _, err := system.RunChecked(ctx, r, system.Command{Path: "depmod", Args: []string{"-b", root, release}}); err != nil {
 		return fmt.Errorf("index kernel modules in the rootfs: %w", err)
 	}
 	return nil

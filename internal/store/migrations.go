@@ -114,11 +114,16 @@ CREATE INDEX events_at ON events(at);
 ALTER TABLE vms ADD COLUMN pid_start_time INTEGER NOT NULL DEFAULT 0 CHECK (pid_start_time >= 0);
 `,
 	},
+	{
+		ID:   5,
+		Name: "drop events",
+		SQL: `
+-- Migration 3's event log was never written: the daemon's events go to
+-- subscribers as they happen and to its log. Its indexes go with it.
+DROP TABLE events;
+`,
+	},
 }
-
-// Migrations returns a copy of the migrations this binary knows, oldest
-// first, for diagnostics (`banger doctor`, documentation).
-func Migrations() []Migration { return slices.Clone(migrations) }
 
 // schemaMigrationsDDL creates the bookkeeping table. It is not a numbered
 // migration: it must exist before any migration can be recorded.

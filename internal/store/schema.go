@@ -30,18 +30,6 @@ const (
 	SchemaIncompatible
 )
 
-func (k SchemaKind) String() string {
-	switch k {
-	case SchemaCompatible:
-		return "compatible"
-	case SchemaMigrationsNeeded:
-		return "migrations needed"
-	case SchemaIncompatible:
-		return "incompatible"
-	}
-	return fmt.Sprintf("SchemaKind(%d)", int(k))
-}
-
 // SchemaState is the result of InspectSchemaState.
 type SchemaState struct {
 	Kind SchemaKind

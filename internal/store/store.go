@@ -202,9 +202,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Path returns the absolute path of the database file.
-func (s *Store) Path() string { return s.path }
-
 func (s *Store) nowUTC() time.Time { return s.now().UTC() }
 
 // writeTx runs fn in a write transaction (BEGIN IMMEDIATE), committing if fn

@@ -253,3 +253,34 @@ func TestNewID(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// TestOpenDropsTheUnusedEventsTable: a database from before migration 5,
+// holding an events row, opens with the table and its indexes gone.
+func TestOpenDropsTheUnusedEventsTable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "banger.db")
+	buildDB(t, path, 4, `INSERT INTO events (at, kind) VALUES ('2026-01-02T03:04:05.000000000Z', 'vm.started')`)
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	var left []string
+	rows, err := s.db.Query(`SELECT name FROM sqlite_schema WHERE name LIKE 'events%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, name)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("after migrating, the schema still holds %v", left)
+	}
+}

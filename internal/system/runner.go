@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -20,6 +22,19 @@ type Command struct {
 	// Env, when non-empty, is added to the caller's environment (later
 	// entries win), so a command keeps PATH and friends.
 	Env []string
+	// Dir is the working directory; the caller's when empty.
+	Dir string
+	// Stdin feeds the program; it reads nothing when nil.
+	Stdin io.Reader
+	// Stream, when set, also receives everything the command prints on
+	// stdout and stderr as it prints it, uncapped: the live progress of a
+	// long command (debootstrap). Output still keeps the capped copy. A
+	// Stream that fails is dropped; it never fails the command.
+	Stream io.Writer
+	// Timeout, when positive, bounds this command alone: past it the
+	// command and everything it started are killed and Run fails with an
+	// error naming the bound and wrapping context.DeadlineExceeded.
+	Timeout time.Duration
 }
 
 // String renders the command for messages: program and arguments,
@@ -89,12 +104,25 @@ func (r ExecRunner) Run(ctx context.Context, c Command) (Output, error) {
 	if waitDelay <= 0 {
 		waitDelay = DefaultWaitDelay
 	}
-	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
+	runCtx := ctx
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(runCtx, c.Path, c.Args...)
 	if len(c.Env) > 0 {
 		cmd.Env = append(os.Environ(), c.Env...)
 	}
+	cmd.Dir, cmd.Stdin = c.Dir, c.Stdin
 	stdout, stderr := &cappedBuffer{max: maxOut}, &cappedBuffer{max: maxOut}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if c.Stream != nil {
+		// os/exec copies stdout and stderr in two goroutines: the stream
+		// is shared, so it is written under a lock.
+		s := &streamWriter{w: c.Stream}
+		cmd.Stdout, cmd.Stderr = io.MultiWriter(stdout, s), io.MultiWriter(stderr, s)
+	}
 	// Killing only the command would leave its children running, holding
 	// the output pipes and so Run itself: the group goes as a whole.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -113,6 +141,9 @@ func (r ExecRunner) Run(ctx context.Context, c Command) (Output, error) {
 		return out, nil
 	case ctx.Err() != nil:
 		return out, fmt.Errorf("run %s: %w", c, ctx.Err())
+	case runCtx.Err() != nil:
+		return out, fmt.Errorf("`%s` did not finish within %s, so it and everything it started were killed: %w",
+			c, c.Timeout, runCtx.Err())
 	case errors.Is(err, exec.ErrWaitDelay):
 		return out, fmt.Errorf("run %s: %w", c, ErrOutputHeld)
 	case errors.As(err, &ee) && ee.Exited():
@@ -150,3 +181,23 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 
 // Bytes returns what was kept.
 func (b *cappedBuffer) Bytes() []byte { return b.buf.Bytes() }
+
+// streamWriter passes a command's output on to Command.Stream, one write
+// at a time. Like cappedBuffer it never fails a write: after the stream's
+// first error it stops passing output on.
+type streamWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	failed bool
+}
+
+func (s *streamWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.failed {
+		if _, err := s.w.Write(p); err != nil {
+			s.failed = true
+		}
+	}
+	return len(p), nil
+}

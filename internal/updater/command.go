@@ -3,7 +3,6 @@ package updater
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/banger-dev/banger/internal/system"
@@ -15,20 +14,17 @@ const maxQuoted = 200
 
 // runBounded is the one place the update runs a program: the staged
 // binaries (which are not trusted until they pass these checks), systemctl
-// and doctor. Each run gets opts.CommandTimeout. The runner
-// (system.ExecRunner in production) runs the program in its own process
-// group, kills the group when the timeout ends it, bounds the wait for a
-// child holding its output and keeps only the start of a flood of
-// output (system.DefaultMaxOutput of each stream); here a run that was cut short or printed more than was kept becomes
-// an error saying so, since its answer cannot be trusted whole.
+// and doctor. Each run is bounded by opts.CommandTimeout (Command.Timeout).
+// The runner (system.ExecRunner in production) runs the program in its own
+// process group, kills the group when the timeout ends it, bounds the wait
+// for a child holding its output and keeps only the start of a flood of
+// output (system.DefaultMaxOutput of each stream); here a run that printed
+// more than was kept becomes an error saying so, since its answer cannot be
+// trusted whole.
 func runBounded(ctx context.Context, opts Options, c system.Command) (system.Output, error) {
-	runCtx, cancel := context.WithTimeout(ctx, opts.CommandTimeout)
-	defer cancel()
-	out, err := opts.Runner.Run(runCtx, c)
+	c.Timeout = opts.CommandTimeout
+	out, err := opts.Runner.Run(ctx, c)
 	switch {
-	case err != nil && ctx.Err() == nil && errors.Is(runCtx.Err(), context.DeadlineExceeded):
-		return out, fmt.Errorf("`%s` did not finish within %s, so it and everything it started were killed: %w",
-			c, opts.CommandTimeout, context.DeadlineExceeded)
 	case err != nil:
 		return out, err
 	case out.Dropped > 0:

@@ -31,9 +31,6 @@ type SwapResult struct {
 	Replaced []system.Replacement `json:"replaced"`
 }
 
-// SwappedTargets is how many targets Swap replaced.
-func (r SwapResult) SwappedTargets() int { return len(r.Replaced) }
-
 // swapOrder pairs staged files with targets in the order they are
 // replaced: the guest agent first (nothing on the host runs it), then the
 // daemon (systemd restarts it later), and the CLI last, so the command

@@ -49,8 +49,8 @@ func TestSwapThenRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.SwappedTargets() != 3 {
-		t.Fatalf("swapped %d", res.SwappedTargets())
+	if len(res.Replaced) != 3 {
+		t.Fatalf("swapped %d", len(res.Replaced))
 	}
 	// The order is part of the contract: agent, daemon, CLI.
 	for i, want := range []string{tg.VsockAgent, tg.Bangerd, tg.Banger} {
@@ -114,8 +114,8 @@ func TestSwapPartialFailureRollsBackTwo(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "2 of 3 replaced") || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("err = %v", err)
 	}
-	if res.SwappedTargets() != 2 {
-		t.Fatalf("SwappedTargets = %d, want 2", res.SwappedTargets())
+	if len(res.Replaced) != 2 {
+		t.Fatalf("replaced %d targets, want 2", len(res.Replaced))
 	}
 	if got := content(t, tg.Bangerd); got != "new bangerd" {
 		t.Fatalf("bangerd = %q before rollback", got)

@@ -1,5 +1,6 @@
-// Package systemtest holds test helpers for code that runs processes:
-// checks that nothing a command started outlived it.
+// Package systemtest holds test helpers for code that runs processes: the
+// one fake system.Runner, and checks that nothing a command started
+// outlived it.
 package systemtest
 
 import (
