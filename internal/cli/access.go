@@ -18,12 +18,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/ssh"
 	"github.com/banger-dev/banger/internal/termtext"
 )
@@ -315,7 +315,7 @@ func describeCopy(r agent.CopyResult) string {
 	if r.Links > 0 {
 		parts = append(parts, plural(r.Links, "symlink"))
 	}
-	s := strings.Join(parts, ", ") + " (" + humanize.IBytes(uint64(r.Bytes)) + ")"
+	s := strings.Join(parts, ", ") + " (" + config.FormatBytes(int64(r.Bytes)) + ")"
 	if r.Skipped > 0 {
 		s += fmt.Sprintf("; skipped %s (sockets, devices or FIFOs)", plural(r.Skipped, "special file"))
 	}
@@ -363,7 +363,7 @@ func newCopyProgress(w io.Writer, quiet bool) *copyProgress {
 				case <-t.C:
 					n := p.bytes.Load()
 					rate := float64(n) / time.Since(start).Seconds()
-					fmt.Fprintf(p.w, "\rcopying: %s (%s/s)   ", humanize.IBytes(uint64(n)), humanize.IBytes(uint64(rate)))
+					fmt.Fprintf(p.w, "\rcopying: %s (%s/s)   ", config.FormatBytes(int64(n)), config.FormatBytes(int64(rate)))
 				}
 			}
 		}()
@@ -490,7 +490,7 @@ sync runs at every VM start.`,
 				}
 				return app.emit(g, res, func() error {
 					for _, s := range res.Synced {
-						fmt.Fprintf(app.Stdout, "%s -> %s (%s, %s)\n", termtext.Line(s.Path), termtext.Line(s.Dest), plural(s.Files, "file"), humanize.IBytes(uint64(s.Bytes)))
+						fmt.Fprintf(app.Stdout, "%s -> %s (%s, %s)\n", termtext.Line(s.Path), termtext.Line(s.Dest), plural(s.Files, "file"), config.FormatBytes(int64(s.Bytes)))
 					}
 					for _, e := range res.Errors {
 						fmt.Fprintf(app.Stderr, "banger: %s\n", termtext.Escape(e))

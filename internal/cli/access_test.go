@@ -90,11 +90,11 @@ func TestSSHPreconditionNeverTriesSSHWithoutSSHD(t *testing.T) {
 
 func TestDescribeCopy(t *testing.T) {
 	got := describeCopy(agent.CopyResult{Files: 3, Dirs: 1, Links: 2, Bytes: 3 << 20, Skipped: 1})
-	want := "3 files, 1 directory, 2 symlinks (3.0 MiB); skipped 1 special file (sockets, devices or FIFOs)"
+	want := "3 files, 1 directory, 2 symlinks (3M); skipped 1 special file (sockets, devices or FIFOs)"
 	if got != want {
 		t.Fatalf("%q, want %q", got, want)
 	}
-	if got := describeCopy(agent.CopyResult{Files: 1, Dirs: 2, Bytes: 27}); !strings.HasPrefix(got, "1 file, 2 directories (27 B)") {
+	if got := describeCopy(agent.CopyResult{Files: 1, Dirs: 2, Bytes: 27}); !strings.HasPrefix(got, "1 file, 2 directories (27B)") {
 		t.Fatalf("%q", got)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/banger-dev/banger/internal/config"
 )
 
 // Errors callers branch on.
@@ -386,7 +388,7 @@ type stallError struct {
 
 func (e stallError) Error() string {
 	return fmt.Sprintf("download of %s stalled: %s in %s, less than %s/s over the last %s; check your connection and retry",
-		e.url, humanBytes(e.received), roundDuration(e.elapsed), humanBytes(e.minRate), e.window)
+		e.url, config.FormatBytes(e.received), roundDuration(e.elapsed), config.FormatBytes(e.minRate), e.window)
 }
 
 func (e stallError) Is(target error) bool { return target == ErrStalled }

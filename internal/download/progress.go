@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/banger-dev/banger/internal/config"
 )
 
 // progressBar renders one self-overwriting line of download progress.
@@ -47,7 +49,7 @@ func (p *progressBar) finish(ok bool) {
 func (p *progressBar) draw() {
 	p.drawn = true
 	if p.total <= 0 {
-		fmt.Fprintf(p.w, "\rdownloading %s  %s", p.name, humanBytes(p.done))
+		fmt.Fprintf(p.w, "\rdownloading %s  %s", p.name, config.FormatBytes(p.done))
 		return
 	}
 	const width = 30
@@ -64,18 +66,5 @@ func (p *progressBar) draw() {
 			bar[i] = ' '
 		}
 	}
-	fmt.Fprintf(p.w, "\rdownloading %s [%s] %3.0f%% %s / %s", p.name, bar, frac*100, humanBytes(p.done), humanBytes(p.total))
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	fmt.Fprintf(p.w, "\rdownloading %s [%s] %3.0f%% %s / %s", p.name, bar, frac*100, config.FormatBytes(p.done), config.FormatBytes(p.total))
 }
