@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,18 +11,13 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/lifecycle"
 	"github.com/banger-dev/banger/internal/termtext"
 )
 
-// vmNamePattern is checked here too so a typo fails before the daemon starts.
-var vmNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-
-func validateVMName(name string) error {
-	if !vmNamePattern.MatchString(name) {
-		return fmt.Errorf("invalid VM name %q: use 1-63 lowercase letters, digits and dashes, starting with a letter or digit", name)
-	}
-	return nil
-}
+// validateVMName applies the lifecycle's one name rule here too, so a typo
+// fails before the daemon starts.
+func validateVMName(name string) error { return lifecycle.ValidateName(name) }
 
 func newVMCmd(app *App, g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{

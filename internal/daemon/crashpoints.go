@@ -1,42 +1,28 @@
 package daemon
 
+import "github.com/banger-dev/banger/internal/lifecycle"
+
 // Crash points name the steps of the VM lifecycle after which a test may
-// kill the daemon (Options.CrashPoint) to prove that the next daemon
-// reconciles whatever the step left behind. The names are stable: crash
-// tests refer to them, so a refactor keeps them on the equivalent step.
+// kill the daemon (Options.CrashPoint); the lifecycle package defines them
+// and says what each leaves behind. Crash tests refer to them by these names.
 const (
-	CrashCreateRecorded      = "create.recorded"       // the row exists (creating), no disk yet
-	CrashCreateDiskReady     = "create.disk-ready"     // the disk is cloned, no boot yet
-	CrashBootStarting        = "boot.starting"         // the row says starting, nothing acquired
-	CrashBootDiskLocked      = "boot.disk-locked"      // the disk lock is taken
-	CrashBootDiskAttached    = "boot.disk-attached"    // the overlay disk is attached (overlays only)
-	CrashBootNetworkAttached = "boot.network-attached" // the tap is attached (networking only)
-	CrashBootSpawned         = "boot.spawned"          // the VMM process exists, not yet recorded
-	CrashBootPIDRecorded     = "boot.pid-recorded"     // the VMM's pid and start time are recorded, not configured
-	CrashBootLaunched        = "boot.launched"         // the VMM is configured and the guest started
-	CrashBootAgentReady      = "boot.agent-ready"      // the guest agent answered, guest setup not done
-	CrashBootRunning         = "boot.running"          // recorded running, not yet supervised
-	CrashStopStopping        = "stop.stopping"         // recorded stopping, the VMM not yet asked
-	CrashStopVMMGone         = "stop.vmm-gone"         // the VMM exited, runtime not released
-	CrashStopReleased        = "stop.released"         // runtime released, not yet recorded stopped
-	CrashDeleteDeleting      = "delete.deleting"       // recorded deleting, files still there
-	CrashDeleteFilesRemoved  = "delete.files-removed"  // files removed, the row still there
+	CrashCreateRecorded      = lifecycle.CrashCreateRecorded
+	CrashCreateDiskReady     = lifecycle.CrashCreateDiskReady
+	CrashBootStarting        = lifecycle.CrashBootStarting
+	CrashBootDiskLocked      = lifecycle.CrashBootDiskLocked
+	CrashBootDiskAttached    = lifecycle.CrashBootDiskAttached
+	CrashBootNetworkAttached = lifecycle.CrashBootNetworkAttached
+	CrashBootSpawned         = lifecycle.CrashBootSpawned
+	CrashBootPIDRecorded     = lifecycle.CrashBootPIDRecorded
+	CrashBootLaunched        = lifecycle.CrashBootLaunched
+	CrashBootAgentReady      = lifecycle.CrashBootAgentReady
+	CrashBootRunning         = lifecycle.CrashBootRunning
+	CrashStopStopping        = lifecycle.CrashStopStopping
+	CrashStopVMMGone         = lifecycle.CrashStopVMMGone
+	CrashStopReleased        = lifecycle.CrashStopReleased
+	CrashDeleteDeleting      = lifecycle.CrashDeleteDeleting
+	CrashDeleteFilesRemoved  = lifecycle.CrashDeleteFilesRemoved
 )
 
 // CrashPoints lists every crash point, in lifecycle order.
-func CrashPoints() []string {
-	return []string{
-		CrashCreateRecorded, CrashCreateDiskReady,
-		CrashBootStarting, CrashBootDiskLocked, CrashBootDiskAttached, CrashBootNetworkAttached,
-		CrashBootSpawned, CrashBootPIDRecorded, CrashBootLaunched, CrashBootAgentReady, CrashBootRunning,
-		CrashStopStopping, CrashStopVMMGone, CrashStopReleased,
-		CrashDeleteDeleting, CrashDeleteFilesRemoved,
-	}
-}
-
-// crashPoint hands step to Options.CrashPoint, which only crash tests set.
-func (m *vmManager) crashPoint(step string) {
-	if f := m.d.opts.CrashPoint; f != nil {
-		f(step)
-	}
-}
+func CrashPoints() []string { return lifecycle.CrashPoints() }

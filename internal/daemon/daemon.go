@@ -20,6 +20,7 @@ import (
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/system"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -40,6 +41,9 @@ type Options struct {
 	// Privileged performs root-only operations; when nil the daemon picks
 	// in-process (root), the root helper (system install) or none.
 	Privileged privileged.Ops
+	// Runner runs the daemon's own external commands (image builds,
+	// mkfs/resize2fs on VM disks); system.ExecRunner when nil.
+	Runner system.Runner
 	// ShutdownGrace bounds how long in-flight calls may run after a stop
 	// request; 10s when zero.
 	ShutdownGrace time.Duration
@@ -80,6 +84,9 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 	}
 	if opts.ShutdownGrace == 0 {
 		opts.ShutdownGrace = 10 * time.Second
+	}
+	if opts.Runner == nil {
+		opts.Runner = system.ExecRunner{}
 	}
 	if err := opts.Layout.Ensure(); err != nil {
 		return err
@@ -131,12 +138,12 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 	if d.net, err = d.startNetwork(ctx, ops, how); err != nil {
 		return err
 	}
-	d.overlays = chooseDisks(opts.Layout, ops, d.log)
+	d.overlays = chooseDisks(opts.Layout, ops, opts.Runner, d.log)
 	if d.net != nil {
 		defer d.net.close()
 	}
 	d.vms = newVMManager(d, driver)
-	autostart, err := d.vms.reconcile(ctx)
+	autostart, err := d.vms.lc.Reconcile(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile VMs: %w", err)
 	}
@@ -148,7 +155,7 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 		return err
 	}
 	if len(autostart) > 0 {
-		go d.vms.autostartVMs(ctx, autostart)
+		go d.vms.lc.Autostart(ctx, autostart)
 	}
 	return d.serve(ctx, ln, ready)
 }
@@ -207,11 +214,8 @@ func (d *Daemon) register() {
 		return api.VMList{VMs: vms}, err
 	})
 	api.Handle(d.api, api.MethodVMShow, func(ctx context.Context, req api.VMRef, _ api.Progress) (api.VM, error) {
-		vm, err := m.get(ctx, req.Name)
-		if err != nil {
-			return api.VM{}, err
-		}
-		return m.view(ctx, vm.ID)
+		vm, err := m.lc.Get(ctx, req.Name)
+		return m.present(ctx, vm, err)
 	})
 	api.Handle(d.api, api.MethodVMStart, func(ctx context.Context, req api.VMRef, p api.Progress) (api.VM, error) {
 		return m.Start(ctx, req.Name, p)
@@ -297,11 +301,7 @@ func (d *Daemon) privilegedOps() (privileged.Ops, string, error) {
 
 // startNetwork sets up VM networking with ops, or returns nil without it.
 func (d *Daemon) startNetwork(ctx context.Context, ops privileged.Ops, how string) (*vmNetwork, error) {
-	var port netOps = ops
-	if ops == privileged.Unavailable() {
-		port = nil
-	}
-	n, err := setupNetwork(ctx, d, port, how)
+	n, err := setupNetwork(ctx, d, netPort(ops), how)
 	if err != nil && d.opts.Config.Network.Enabled == "auto" {
 		d.log.Warn("vm networking disabled", "err", err)
 		return nil, nil

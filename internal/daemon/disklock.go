@@ -1,19 +1,14 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/store"
 )
 
 // diskLockByte is the one byte of a VM's disk file that banger's lock
@@ -81,28 +76,4 @@ func holdersOf(path string) string {
 		return "a process this daemon cannot see"
 	}
 	return strings.Join(found, ", ")
-}
-
-// bootRefused records that a boot did not begin because the VM's disk is
-// held by a VMM this daemon does not supervise, and says so. Nothing of the
-// VM's runtime is released: it may belong to that VMM.
-func (m *vmManager) bootRefused(vm store.VM, cause error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if cur, err := m.d.store.GetVM(ctx, vm.ID); err == nil {
-		upd := cur.Observed()
-		upd.State, upd.LastError, upd.StoppedAt = store.VMFailed, cause.Error(), m.d.now()
-		clearProcess(&upd)
-		if err := m.update(ctx, vm, upd); err != nil {
-			m.log.Error("record refused boot", "vm", vm.Name, "err", err)
-		}
-	}
-	m.log.Warn("vm boot refused", "vm", vm.Name, "err", cause)
-	return api.Errorf(api.CodeFailedPrecondition, "vm %q cannot start: %v; two VMMs on one disk would corrupt it", vm.Name, cause).
-		WithHint("stop that process first (`banger daemon status` lists VMM processes the daemon does not supervise), then `banger vm start " + vm.Name + "`")
-}
-
-// clearProcess forgets the VMM process in upd: the VM has none now.
-func clearProcess(upd *store.VMStateUpdate) {
-	upd.PID, upd.PIDStart, upd.APISocket = 0, 0, ""
 }

@@ -5,7 +5,6 @@ import (
 	"sync"
 
 	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/store"
 )
 
 // hub fans change events out to events.watch subscribers. A subscriber that
@@ -67,23 +66,4 @@ func (d *Daemon) watch(ctx context.Context, _ struct{}, p api.Progress) (struct{
 			p(ev)
 		}
 	}
-}
-
-// update writes a VM's observed state and tells watchers.
-func (m *vmManager) update(ctx context.Context, vm store.VM, upd store.VMStateUpdate) error {
-	if err := m.d.store.UpdateVMState(ctx, vm.ID, upd); err != nil {
-		return err
-	}
-	m.d.events.publish(api.Event{Time: m.d.now(), Kind: "vm.state", VM: vm.Name, State: api.VMState(upd.State),
-		Stage: string(upd.State), Message: "vm " + vm.Name + " is " + string(upd.State)})
-	return nil
-}
-
-// deleteRow removes a VM's row and tells watchers.
-func (m *vmManager) deleteRow(ctx context.Context, vm store.VM) error {
-	if err := m.d.store.DeleteVM(ctx, vm.ID); err != nil {
-		return err
-	}
-	m.d.events.publish(api.Event{Time: m.d.now(), Kind: "vm.deleted", VM: vm.Name, Stage: "deleted", Message: "vm " + vm.Name + " deleted"})
-	return nil
 }

@@ -8,28 +8,24 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/banger-dev/banger/internal/lifecycle"
 )
 
-// VMState is a VM's lifecycle state as last observed by the daemon.
-type VMState string
+// VMState is a VM's lifecycle state: the lifecycle package owns the states
+// and their transitions; the store keeps them and refuses unknown values.
+type VMState = lifecycle.State
 
-// The VM lifecycle states. The daemon owns the transitions; the store only
-// refuses values outside this set.
+// The VM lifecycle states, under the names the store's callers use.
 const (
-	VMCreating VMState = "creating"
-	VMStarting VMState = "starting"
-	VMRunning  VMState = "running"
-	VMStopping VMState = "stopping"
-	VMStopped  VMState = "stopped"
-	VMFailed   VMState = "failed"
-	VMDeleting VMState = "deleting"
+	VMCreating = lifecycle.Creating
+	VMStarting = lifecycle.Starting
+	VMRunning  = lifecycle.Running
+	VMStopping = lifecycle.Stopping
+	VMStopped  = lifecycle.Stopped
+	VMFailed   = lifecycle.Failed
+	VMDeleting = lifecycle.Deleting
 )
-
-// vmStates lists every valid state, in lifecycle order.
-var vmStates = []VMState{VMCreating, VMStarting, VMRunning, VMStopping, VMStopped, VMFailed, VMDeleting}
-
-// Valid reports whether s is one of the lifecycle states.
-func (s VMState) Valid() bool { return slices.Contains(vmStates, s) }
 
 // VM is one persistent virtual machine: its spec (what the user asked for)
 // and its observed state (what the daemon last saw).

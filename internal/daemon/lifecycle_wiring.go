@@ -1,0 +1,302 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/lifecycle"
+	"github.com/banger-dev/banger/internal/ssh"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// This file adapts the daemon's pieces (store, disks, network, VMM driver,
+// guest agent, events) to the ports of the lifecycle package, and maps its
+// values and errors to and from the API's and the store's.
+
+// newLifecycle builds the VM lifecycle over the daemon's pieces. driver,
+// d.net and d.overlays may each be nil.
+func newLifecycle(d *Daemon, m *vmManager, driver vmm.Driver) *lifecycle.Manager {
+	cfg := d.opts.Config
+	ports := lifecycle.Ports{
+		Store:      lcStore{d.store},
+		Files:      lcFiles{m},
+		Forwards:   lcForwards{m},
+		Specs:      lcSpecs{m},
+		Agent:      agentWaiter{},
+		Guest:      lcGuest{m},
+		Processes:  hostProcesses{runDir: d.opts.Layout.VMsRunDir()},
+		Events:     lcEvents{d},
+		Now:        d.now,
+		Log:        d.log,
+		NewID:      store.NewID,
+		CrashPoint: d.opts.CrashPoint,
+	}
+	// Interfaces holding a nil pointer are not nil: set only what exists.
+	if driver != nil {
+		ports.Driver = driver
+	}
+	if d.overlays != nil {
+		ports.Overlays = lcOverlays{m}
+	}
+	if d.net != nil {
+		ports.Network = lcNetwork{d.net}
+	}
+	return lifecycle.New(lifecycle.Config{
+		VCPUs:         cfg.VM.VCPUs,
+		MemoryMiB:     cfg.VM.MemoryMiB,
+		DiskSizeBytes: int64(cfg.VM.DiskSize),
+		Image:         cfg.VM.Image,
+		BootTimeout:   cfg.VM.BootTimeout.Std(),
+		StopTimeout:   cfg.VM.StopTimeout.Std(),
+		FormatBytes:   config.FormatBytes,
+	}, ports)
+}
+
+// vmNamePattern is the lifecycle's name rule; image names follow it too.
+var vmNamePattern nameRule
+
+type nameRule struct{}
+
+func (nameRule) MatchString(s string) bool { return lifecycle.ValidName(s) }
+
+// apiState maps a lifecycle state to the API's.
+func apiState(s lifecycle.State) api.VMState { return api.VMState(s) }
+
+// apiError maps a lifecycle refusal to an API error, keeping the context
+// wrapped around it; other errors pass as they are.
+func apiError(err error) error {
+	var e *lifecycle.Error
+	if err == nil || !errors.As(err, &e) {
+		return err
+	}
+	return &api.Error{Code: apiCode(e.Kind), Message: err.Error(), Hint: e.Hint}
+}
+
+func apiCode(k lifecycle.ErrorKind) api.Code {
+	switch k {
+	case lifecycle.Invalid:
+		return api.CodeInvalidArgument
+	case lifecycle.NotFound:
+		return api.CodeNotFound
+	case lifecycle.Exists:
+		return api.CodeAlreadyExists
+	case lifecycle.Precondition:
+		return api.CodeFailedPrecondition
+	case lifecycle.Unavailable:
+		return api.CodeUnavailable
+	}
+	return api.CodeInternal
+}
+
+// progressTo sends lifecycle progress to an API caller.
+func progressTo(p api.Progress) lifecycle.Progress {
+	return func(r lifecycle.Report) {
+		p(api.Event{VM: r.VM, Stage: r.Stage, Message: r.Message, Done: r.Done, Total: r.Total})
+	}
+}
+
+// progressFrom sends the API-shaped progress of guest setup on to the
+// lifecycle's progress (which progressTo maps back).
+func progressFrom(p lifecycle.Progress) api.Progress {
+	return func(ev api.Event) {
+		p(lifecycle.Report{VM: ev.VM, Stage: ev.Stage, Message: ev.Message, Done: ev.Done, Total: ev.Total})
+	}
+}
+
+func toStoreVM(vm lifecycle.VM) store.VM {
+	return store.VM{
+		ID: vm.ID, Name: vm.Name, ImageID: vm.ImageID, ImageName: vm.ImageName,
+		VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, DiskSizeBytes: vm.DiskSizeBytes,
+		Network: vm.Network, Autostart: vm.Autostart, CreatedAt: vm.CreatedAt,
+		State: vm.State, VMM: vm.VMM, PID: vm.PID, PIDStart: vm.PIDStart, APISocket: vm.APISocket,
+		RunDir: vm.RunDir, StartedAt: vm.StartedAt, StoppedAt: vm.StoppedAt,
+		LastError: vm.LastError, ExitStatus: vm.ExitStatus,
+	}
+}
+
+func fromStoreVM(vm store.VM) lifecycle.VM {
+	return lifecycle.VM{
+		ID: vm.ID, Name: vm.Name, ImageID: vm.ImageID, ImageName: vm.ImageName,
+		VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, DiskSizeBytes: vm.DiskSizeBytes,
+		Network: vm.Network, Autostart: vm.Autostart, CreatedAt: vm.CreatedAt,
+		State: vm.State, VMM: vm.VMM, PID: vm.PID, PIDStart: vm.PIDStart, APISocket: vm.APISocket,
+		RunDir: vm.RunDir, StartedAt: vm.StartedAt, StoppedAt: vm.StoppedAt,
+		LastError: vm.LastError, ExitStatus: vm.ExitStatus,
+	}
+}
+
+func toStoreImage(img lifecycle.Image) store.Image {
+	return store.Image{ID: img.ID, Name: img.Name, KernelPath: img.Kernel, InitrdPath: img.Initrd,
+		RootfsPath: img.Rootfs, RootfsSizeBytes: img.RootfsSizeBytes}
+}
+
+// lcStore is the lifecycle's Store: the state database.
+type lcStore struct{ st *store.Store }
+
+// notFound marks store.ErrNotFound as the lifecycle's too.
+func notFound(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %w", lifecycle.ErrNotFound, err)
+	}
+	return err
+}
+
+func (s lcStore) GetVM(ctx context.Context, ref string) (lifecycle.VM, error) {
+	vm, err := s.st.GetVM(ctx, ref)
+	return fromStoreVM(vm), notFound(err)
+}
+
+func (s lcStore) ListVMs(ctx context.Context) ([]lifecycle.VM, error) {
+	vms, err := s.st.ListVMs(ctx)
+	out := make([]lifecycle.VM, 0, len(vms))
+	for _, vm := range vms {
+		out = append(out, fromStoreVM(vm))
+	}
+	return out, err
+}
+
+func (s lcStore) InsertVM(ctx context.Context, vm lifecycle.VM) error {
+	err := s.st.CreateVM(ctx, toStoreVM(vm))
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return fmt.Errorf("%w: %w", lifecycle.ErrExists, err)
+	}
+	return err
+}
+
+func (s lcStore) SaveVM(ctx context.Context, vm lifecycle.VM) error {
+	return s.st.UpdateVMState(ctx, vm.ID, toStoreVM(vm).Observed())
+}
+
+func (s lcStore) DeleteVM(ctx context.Context, id string) error {
+	return notFound(s.st.DeleteVM(ctx, id))
+}
+
+func (s lcStore) GetImage(ctx context.Context, ref string) (lifecycle.Image, error) {
+	img, err := s.st.GetImage(ctx, ref)
+	return lifecycle.Image{ID: img.ID, Name: img.Name, Kernel: img.KernelPath, Initrd: img.InitrdPath,
+		Rootfs: img.RootfsPath, RootfsSizeBytes: img.RootfsSizeBytes}, notFound(err)
+}
+
+// lcFiles is the lifecycle's Files: the VM's directories and disk.
+type lcFiles struct{ m *vmManager }
+
+func (f lcFiles) CheckFits(size int64) error { return f.m.checkDiskFits(size) }
+
+func (f lcFiles) Prepare(ctx context.Context, vm lifecycle.VM, img lifecycle.Image) error {
+	return f.m.prepareDisk(ctx, toStoreVM(vm), toStoreImage(img))
+}
+
+func (f lcFiles) LockDisk(id string) (*os.File, error) { return lockDisk(f.m.lockedDiskPath(id)) }
+
+func (f lcFiles) MakeRunDir(id string) error {
+	return os.MkdirAll(f.m.d.opts.Layout.VMRunDir(id), 0o700)
+}
+
+func (f lcFiles) RemoveRunDir(id string) { _ = os.RemoveAll(f.m.d.opts.Layout.VMRunDir(id)) }
+
+func (f lcFiles) RemoveAll(id string) error {
+	layout := f.m.d.opts.Layout
+	if err := os.RemoveAll(layout.VMRunDir(id)); err != nil {
+		return err
+	}
+	// A jailed VM's chroot (<jail dir>/<vmm binary>/<id>) holds links to its disk.
+	jails, _ := filepath.Glob(filepath.Join(layout.JailDir(), "*", id))
+	for _, j := range jails {
+		if err := os.RemoveAll(j); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(layout.VMStateDir(id))
+}
+
+func (f lcFiles) CleanLeftovers(known map[string]bool) { f.m.cleanLeftovers(known) }
+
+// lcOverlays is the lifecycle's Overlays: dm-snapshot disks.
+type lcOverlays struct{ m *vmManager }
+
+func (o lcOverlays) Attach(ctx context.Context, vm lifecycle.VM, img lifecycle.Image) (string, error) {
+	return o.m.d.overlays.attach(ctx, toStoreVM(vm), toStoreImage(img), o.m.d.opts.Layout.VMStateDir(vm.ID), vm.StartedAt.IsZero())
+}
+
+func (o lcOverlays) Detach(ctx context.Context, id string) {
+	if err := o.m.d.overlays.detach(ctx, id); err != nil {
+		o.m.log.Warn("release vm disk", "vm_id", id, "err", err)
+	}
+}
+
+func (o lcOverlays) CleanOrphans(ctx context.Context, running map[string]bool) {
+	o.m.d.overlays.cleanOrphans(ctx, running)
+}
+
+// lcNetwork is the lifecycle's Network: the bridge, taps, leases and DNS.
+type lcNetwork struct{ n *vmNetwork }
+
+func (n lcNetwork) Bridge() string { return n.n.bridge.Name }
+
+func (n lcNetwork) Attach(ctx context.Context, vm lifecycle.VM) (vmm.NetInterface, []string, error) {
+	sv := toStoreVM(vm)
+	return n.n.attach(ctx, sv, settingsOf(sv).Isolated)
+}
+
+func (n lcNetwork) Detach(ctx context.Context, id string) { n.n.detach(ctx, id) }
+func (n lcNetwork) Forget(name string)                    { n.n.forget(name) }
+func (n lcNetwork) RemoveStaleTaps(ctx context.Context, running map[string]bool) {
+	n.n.removeStaleTaps(ctx, running)
+}
+
+// lcForwards is the lifecycle's Forwards: host port forwards.
+type lcForwards struct{ m *vmManager }
+
+func (f lcForwards) Start(ctx context.Context, vm lifecycle.VM) {
+	f.m.startForwards(ctx, toStoreVM(vm))
+}
+func (f lcForwards) Stop(id string) { f.m.stopForwards(id) }
+
+// lcSpecs is the lifecycle's Specs.
+type lcSpecs struct{ m *vmManager }
+
+func (s lcSpecs) LaunchSpec(vm lifecycle.VM, img lifecycle.Image) vmm.LaunchSpec {
+	return s.m.launchSpec(toStoreVM(vm), toStoreImage(img))
+}
+
+func (s lcSpecs) ConsoleExcerpt(id string) string {
+	return bootConsoleExcerpt(s.m.serialLogPath(id))
+}
+
+// agentWaiter is the lifecycle's Agent.
+type agentWaiter struct{}
+
+func (agentWaiter) Wait(ctx context.Context, inst vmm.Instance) (string, error) {
+	info, err := waitForAgent(ctx, inst)
+	return info.AgentVersion, err
+}
+
+// lcGuest is the lifecycle's Guest: guest setup and pinned host keys.
+type lcGuest struct{ m *vmManager }
+
+func (g lcGuest) Setup(ctx context.Context, vm lifecycle.VM, inst vmm.Instance, p lifecycle.Progress) error {
+	return g.m.afterAgentReady(ctx, toStoreVM(vm), inst, progressFrom(p))
+}
+
+// Forget drops the VM's pinned host keys (a recreate would replace them anyway).
+func (g lcGuest) Forget(vm lifecycle.VM) {
+	_ = ssh.KnownHosts{Path: ssh.KnownHostsPath(g.m.d.opts.Layout.OwnerDir())}.Forget(vm.ID)
+}
+
+// lcEvents is the lifecycle's Events: the events.watch hub.
+type lcEvents struct{ d *Daemon }
+
+func (e lcEvents) Changed(vm lifecycle.VM) {
+	e.d.events.publish(api.Event{Time: e.d.now(), Kind: "vm.state", VM: vm.Name, State: apiState(vm.State),
+		Stage: string(vm.State), Message: "vm " + vm.Name + " is " + string(vm.State)})
+}
+
+func (e lcEvents) Deleted(vm lifecycle.VM) {
+	e.d.events.publish(api.Event{Time: e.d.now(), Kind: "vm.deleted", VM: vm.Name, Stage: "deleted", Message: "vm " + vm.Name + " deleted"})
+}

@@ -1,0 +1,35 @@
+package lifecycle
+
+// Crash points name the steps of the VM lifecycle after which a test may
+// kill the daemon (Ports.CrashPoint) to prove that the next daemon
+// reconciles whatever the step left behind. The names are stable: crash
+// tests refer to them, so a refactor keeps them on the equivalent step.
+const (
+	CrashCreateRecorded      = "create.recorded"       // the record exists (creating), no disk yet
+	CrashCreateDiskReady     = "create.disk-ready"     // the disk is made, no boot yet
+	CrashBootStarting        = "boot.starting"         // recorded starting, nothing acquired
+	CrashBootDiskLocked      = "boot.disk-locked"      // the disk lock is taken
+	CrashBootDiskAttached    = "boot.disk-attached"    // the overlay disk is attached (overlays only)
+	CrashBootNetworkAttached = "boot.network-attached" // the tap is attached (networking only)
+	CrashBootSpawned         = "boot.spawned"          // the VMM process exists, not yet recorded
+	CrashBootPIDRecorded     = "boot.pid-recorded"     // the VMM's pid and start time are recorded, not configured
+	CrashBootLaunched        = "boot.launched"         // the VMM is configured and the guest started
+	CrashBootAgentReady      = "boot.agent-ready"      // the guest agent answered, guest setup not done
+	CrashBootRunning         = "boot.running"          // recorded running, not yet supervised
+	CrashStopStopping        = "stop.stopping"         // recorded stopping, the VMM not yet asked
+	CrashStopVMMGone         = "stop.vmm-gone"         // the VMM exited, runtime not released
+	CrashStopReleased        = "stop.released"         // runtime released, not yet recorded stopped
+	CrashDeleteDeleting      = "delete.deleting"       // recorded deleting, files still there
+	CrashDeleteFilesRemoved  = "delete.files-removed"  // files removed, the record still there
+)
+
+// CrashPoints lists every crash point, in lifecycle order.
+func CrashPoints() []string {
+	return []string{
+		CrashCreateRecorded, CrashCreateDiskReady,
+		CrashBootStarting, CrashBootDiskLocked, CrashBootDiskAttached, CrashBootNetworkAttached,
+		CrashBootSpawned, CrashBootPIDRecorded, CrashBootLaunched, CrashBootAgentReady, CrashBootRunning,
+		CrashStopStopping, CrashStopVMMGone, CrashStopReleased,
+		CrashDeleteDeleting, CrashDeleteFilesRemoved,
+	}
+}

@@ -1,0 +1,138 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// CreateRequest is what a user asks for; zero fields take the defaults.
+type CreateRequest struct {
+	Name          string
+	Image         string
+	VCPUs         int
+	MemoryMiB     int
+	DiskSizeBytes int64
+	Autostart     bool
+	// NoStart records the VM stopped instead of booting it.
+	NoStart bool
+	// Network is the VM's network settings (see VM.Network).
+	Network []byte
+}
+
+// Create validates the request, records the VM, gives it a disk and (unless
+// NoStart) boots it. Anything that fails before the boot is undone entirely;
+// a boot that fails leaves the VM recorded as failed with the reason, and no
+// process or socket behind.
+func (m *Manager) Create(ctx context.Context, req CreateRequest, p Progress) (VM, error) {
+	vm, img, err := m.newVM(ctx, req)
+	if err != nil {
+		return VM{}, err
+	}
+	unlock := m.Lock(vm.ID)
+	defer unlock()
+	if err := m.ports.Store.InsertVM(ctx, vm); err != nil {
+		if errors.Is(err, ErrExists) {
+			return VM{}, Errorf(Exists, "a VM named %q already exists", req.Name).
+				WithHint("pick another name, or remove it with `banger vm delete " + req.Name + "`")
+		}
+		return VM{}, fmt.Errorf("record vm %q: %w", req.Name, err)
+	}
+	m.ports.Events.Changed(vm)
+	m.crash(CrashCreateRecorded)
+	p(Report{VM: vm.Name, Stage: "disk", Message: fmt.Sprintf("cloning image %s into a %s disk", img.Name, m.cfg.FormatBytes(vm.DiskSizeBytes))})
+	if err := m.ports.Files.Prepare(ctx, vm, img); err != nil {
+		m.undoCreate(vm)
+		return VM{}, fmt.Errorf("create vm %q: %w", vm.Name, err)
+	}
+	m.crash(CrashCreateDiskReady)
+	if req.NoStart {
+		if err := m.record(ctx, &vm, Stopped); err != nil {
+			m.undoCreate(vm)
+			return VM{}, err
+		}
+		return vm, nil
+	}
+	if err := m.boot(ctx, &vm, img, p); err != nil {
+		return VM{}, fmt.Errorf("create vm %q: %w", vm.Name, err)
+	}
+	return vm, nil
+}
+
+// newVM checks a create request and builds the VM it asks for, not yet
+// recorded, with its image.
+func (m *Manager) newVM(ctx context.Context, req CreateRequest) (VM, Image, error) {
+	if err := ValidateName(req.Name); err != nil {
+		return VM{}, Image{}, err
+	}
+	vm := VM{
+		ID: m.ports.NewID(), Name: req.Name, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB,
+		DiskSizeBytes: req.DiskSizeBytes, Autostart: req.Autostart, Network: req.Network,
+		State: Creating, CreatedAt: m.ports.Now().UTC(),
+	}
+	if vm.VCPUs == 0 {
+		vm.VCPUs = m.cfg.VCPUs
+	}
+	if vm.MemoryMiB == 0 {
+		vm.MemoryMiB = m.cfg.MemoryMiB
+	}
+	if vm.DiskSizeBytes == 0 {
+		vm.DiskSizeBytes = m.cfg.DiskSizeBytes
+	}
+	if err := validateSizes(vm); err != nil {
+		return VM{}, Image{}, err
+	}
+	if err := m.ports.Files.CheckFits(vm.DiskSizeBytes); err != nil {
+		return VM{}, Image{}, err
+	}
+	imageName := req.Image
+	if imageName == "" {
+		imageName = m.cfg.Image
+	}
+	img, err := m.ports.Store.GetImage(ctx, imageName)
+	if errors.Is(err, ErrNotFound) {
+		return VM{}, Image{}, Errorf(NotFound, "no image named %q", imageName).
+			WithHint("`banger image list` shows images; add one with `banger image import`")
+	}
+	if err != nil {
+		return VM{}, Image{}, err
+	}
+	if vm.DiskSizeBytes < img.RootfsSizeBytes {
+		return VM{}, Image{}, Errorf(Invalid, "disk size %d bytes is smaller than image %q (%d bytes)", vm.DiskSizeBytes, img.Name, img.RootfsSizeBytes)
+	}
+	driver, err := m.driver()
+	if err != nil && !req.NoStart {
+		return VM{}, Image{}, err
+	}
+	vm.ImageID, vm.ImageName = img.ID, img.Name
+	if driver != nil {
+		vm.VMM = driver.Name()
+	}
+	return vm, img, nil
+}
+
+func validateSizes(vm VM) error {
+	switch {
+	case vm.VCPUs < 1 || vm.VCPUs > 32:
+		return Errorf(Invalid, "invalid vcpus %d: use 1 to 32", vm.VCPUs)
+	case vm.MemoryMiB < 128 || vm.MemoryMiB > 256*1024:
+		return Errorf(Invalid, "invalid memory %d MiB: use 128 to 262144", vm.MemoryMiB)
+	case vm.DiskSizeBytes < 64<<20:
+		return Errorf(Invalid, "invalid disk size %d bytes: use at least 64M", vm.DiskSizeBytes)
+	case vm.DiskSizeBytes > 16<<40:
+		return Errorf(Invalid, "invalid disk size %d bytes: use at most 16T", vm.DiskSizeBytes)
+	}
+	return nil
+}
+
+// undoCreate removes everything a create made before the boot.
+func (m *Manager) undoCreate(vm VM) {
+	ctx, cancel := cleanupContext()
+	defer cancel()
+	if err := m.ports.Files.RemoveAll(vm.ID); err != nil {
+		m.ports.Log.Error("undo create: remove files", "vm", vm.Name, "err", err)
+	}
+	if err := m.deleteRecord(ctx, vm); err != nil && !errors.Is(err, ErrNotFound) {
+		m.ports.Log.Error("undo create: delete record", "vm", vm.Name, "err", err)
+	}
+}
