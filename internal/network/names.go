@@ -35,17 +35,6 @@ func ValidateTapName(name string) error {
 	return nil
 }
 
-// ValidateInterfaceName accepts any interface name banger may manage: a
-// bridge name or a tap name. The root helper calls it on every interface
-// name a caller sends, so foreign interfaces ("eth0", "docker0") are never
-// touched.
-func ValidateInterfaceName(name string) error {
-	if ValidateBridgeName(name) == nil || ValidateTapName(name) == nil {
-		return nil
-	}
-	return fmt.Errorf("%w: interface name %q is not banger's: bridges start with %q and taps with %q, at most %d characters of [a-z0-9-]", ErrInvalid, name, BridgePrefix, TapPrefix, maxIfNameLen)
-}
-
 func validIfName(name string) bool {
 	if len(name) == 0 || len(name) > maxIfNameLen {
 		return false

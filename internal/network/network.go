@@ -25,8 +25,6 @@ var (
 	// ErrSubnetConflict means the subnet overlaps a network the host
 	// already routes; errors.As with *SubnetConflictError says which.
 	ErrSubnetConflict = errors.New("subnet conflicts with an existing route")
-	// ErrNoFreeSubnet means ChooseSubnet found every candidate in use.
-	ErrNoFreeSubnet = errors.New("no free subnet")
 	// ErrInterfaceConflict means an interface with the requested name
 	// exists but is not what banger would have made there (a veth where a
 	// bridge belongs, a tap owned by someone else).

@@ -3,7 +3,6 @@ package network
 import (
 	"context"
 	"fmt"
-	"iter"
 	"net/netip"
 	"slices"
 
@@ -95,34 +94,6 @@ func CheckSubnet(subnet netip.Prefix, routes []Route) error {
 		}
 	}
 	return nil
-}
-
-// SubnetCandidates are the /24s ChooseSubnet tries, in order:
-// 172.30.0.0/24 … 172.30.255.0/24, then 10.213.0.0/24 … 10.213.255.0/24.
-// The ranges are ones home routers, Docker (172.17–172.29 by default) and
-// libvirt (192.168.122/24) rarely use.
-func SubnetCandidates() iter.Seq[netip.Prefix] {
-	return func(yield func(netip.Prefix) bool) {
-		for _, base := range [][2]byte{{172, 30}, {10, 213}} {
-			for third := range 256 {
-				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{base[0], base[1], byte(third), 0}), 24)
-				if !yield(p) {
-					return
-				}
-			}
-		}
-	}
-}
-
-// ChooseSubnet returns the first of SubnetCandidates that overlaps none of
-// routes, or an error wrapping ErrNoFreeSubnet.
-func ChooseSubnet(routes []Route) (netip.Prefix, error) {
-	for p := range SubnetCandidates() {
-		if CheckSubnet(p, routes) == nil {
-			return p, nil
-		}
-	}
-	return netip.Prefix{}, fmt.Errorf("%w: every /24 in 172.30.0.0/16 and 10.213.0.0/16 overlaps an existing route; set network.subnet explicitly", ErrNoFreeSubnet)
 }
 
 // HostRoutes lists the IPv4 networks the current namespace reaches: routes

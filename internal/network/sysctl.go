@@ -23,13 +23,3 @@ func SetIPForward(enabled bool) error {
 	}
 	return nil
 }
-
-// IPForward reports whether IPv4 forwarding is on in the current network
-// namespace; doctor uses it. It needs no privilege.
-func IPForward() (bool, error) {
-	b, err := os.ReadFile(ipForwardPath)
-	if err != nil {
-		return false, fmt.Errorf("read net.ipv4.ip_forward: %w", err)
-	}
-	return strings.TrimSpace(string(b)) == "1", nil
-}

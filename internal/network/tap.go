@@ -152,21 +152,6 @@ func deleteTap(ctx context.Context, name string, uid int) error {
 // such a tap is never the (unprivileged) owner's either.
 func tapOwner(tap *netlink.Tuntap) string { return fmt.Sprintf("uid %d", tap.Owner) }
 
-// ListTaps returns the names of the banger taps (TapPrefix, tuntap in tap
-// mode) in the current namespace, whoever owns them, sorted. It needs no
-// privilege.
-func ListTaps(ctx context.Context) ([]string, error) {
-	infos, err := ListTapInfo(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, 0, len(infos))
-	for _, t := range infos {
-		out = append(out, t.Name)
-	}
-	return out, nil
-}
-
 // TapInfo is one banger tap as ListTapInfo sees it.
 type TapInfo struct {
 	Name string

@@ -8,29 +8,28 @@ import (
 	"testing"
 )
 
-func TestValidateInterfaceName(t *testing.T) {
+func TestValidateBridgeAndTapNames(t *testing.T) {
 	tests := []struct {
-		name         string
-		bridge, tap  bool
-		anyInterface bool
+		name        string
+		bridge, tap bool
 	}{
-		{"banger0", true, false, true},
-		{"banger", true, false, true},
-		{"banger-dev-123", true, false, true},
-		{"bgt-0123456789a", false, true, true},
-		{"bgt-x", false, true, true},
-		{"bgt-", false, false, false},
-		{"bgt-0123456789ab", false, false, false}, // 16 characters
-		{"banger0123456789", false, false, false},
-		{"eth0", false, false, false},
-		{"docker0", false, false, false},
-		{"lo", false, false, false},
-		{"", false, false, false},
-		{"Banger0", false, false, false},
-		{"banger0/../x", false, false, false},
-		{"bgt-a b", false, false, false},
-		{"bgt-a\x00", false, false, false},
-		{"bangerX", false, false, false},
+		{"banger0", true, false},
+		{"banger", true, false},
+		{"banger-dev-123", true, false},
+		{"bgt-0123456789a", false, true},
+		{"bgt-x", false, true},
+		{"bgt-", false, false},
+		{"bgt-0123456789ab", false, false}, // 16 characters
+		{"banger0123456789", false, false},
+		{"eth0", false, false},
+		{"docker0", false, false},
+		{"lo", false, false},
+		{"", false, false},
+		{"Banger0", false, false},
+		{"banger0/../x", false, false},
+		{"bgt-a b", false, false},
+		{"bgt-a\x00", false, false},
+		{"bangerX", false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,7 +44,6 @@ func TestValidateInterfaceName(t *testing.T) {
 			}
 			check("ValidateBridgeName", ValidateBridgeName(tt.name), tt.bridge)
 			check("ValidateTapName", ValidateTapName(tt.name), tt.tap)
-			check("ValidateInterfaceName", ValidateInterfaceName(tt.name), tt.anyInterface)
 		})
 	}
 }
@@ -132,25 +130,6 @@ func TestCheckSubnet(t *testing.T) {
 	}
 	if err := CheckSubnet(netip.MustParsePrefix("8.8.8.0/24"), nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("public subnet: %v, want ErrInvalid", err)
-	}
-}
-
-func TestChooseSubnet(t *testing.T) {
-	p, err := ChooseSubnet(nil)
-	if err != nil || p != netip.MustParsePrefix("172.30.0.0/24") {
-		t.Errorf("ChooseSubnet(nil) = %v, %v", p, err)
-	}
-	p, err = ChooseSubnet([]Route{{Dst: netip.MustParsePrefix("172.30.0.0/23")}})
-	if err != nil || p != netip.MustParsePrefix("172.30.2.0/24") {
-		t.Errorf("ChooseSubnet(172.30.0.0/23 taken) = %v, %v", p, err)
-	}
-	p, err = ChooseSubnet([]Route{{Dst: netip.MustParsePrefix("172.30.0.0/16")}})
-	if err != nil || p != netip.MustParsePrefix("10.213.0.0/24") {
-		t.Errorf("ChooseSubnet(172.30.0.0/16 taken) = %v, %v", p, err)
-	}
-	_, err = ChooseSubnet([]Route{{Dst: netip.MustParsePrefix("172.30.0.0/16")}, {Dst: netip.MustParsePrefix("10.0.0.0/8")}})
-	if !errors.Is(err, ErrNoFreeSubnet) {
-		t.Errorf("everything taken: %v, want ErrNoFreeSubnet", err)
 	}
 }
 

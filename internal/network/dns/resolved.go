@@ -33,15 +33,6 @@ type Resolved struct {
 	Runner system.Runner
 }
 
-// Available returns nil if resolvectl runs and resolved answers, else an
-// error wrapping ErrResolvedUnavailable with the reason.
-func (r Resolved) Available(ctx context.Context) error {
-	if err := r.run(ctx, "status", "--no-pager"); err != nil {
-		return fmt.Errorf("check systemd-resolved: %w", err)
-	}
-	return nil
-}
-
 // Configure points resolved at server for domain on link (the bridge).
 func (r Resolved) Configure(ctx context.Context, link string, server netip.Addr, domain string) error {
 	if err := network.ValidateBridgeName(link); err != nil {

@@ -83,9 +83,6 @@ func TestResolvedConfigure(t *testing.T) {
 	ctx := context.Background()
 	run := &fakeRunner{}
 	r := dns.Resolved{Runner: run}
-	if err := r.Available(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if err := r.Configure(ctx, "banger0", netip.MustParseAddr("172.30.0.1"), "banger"); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +90,6 @@ func TestResolvedConfigure(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"resolvectl status --no-pager",
 		"resolvectl dns banger0 172.30.0.1",
 		"resolvectl domain banger0 ~banger",
 		"resolvectl default-route banger0 false",
@@ -135,9 +131,6 @@ func TestResolvedAbsent(t *testing.T) {
 	}
 	for name, answer := range cases {
 		r := dns.Resolved{Runner: &fakeRunner{answer: answer}}
-		if err := r.Available(ctx); !errors.Is(err, dns.ErrResolvedUnavailable) {
-			t.Errorf("%s: Available = %v, want ErrResolvedUnavailable", name, err)
-		}
 		if err := r.Configure(ctx, "banger0", netip.MustParseAddr("172.30.0.1"), "banger"); !errors.Is(err, dns.ErrResolvedUnavailable) {
 			t.Errorf("%s: Configure = %v, want ErrResolvedUnavailable", name, err)
 		}

@@ -77,9 +77,6 @@ func (s Spec) String() string {
 	return fmt.Sprintf("%s:%d:%d", s.HostAddr, s.HostPort, s.GuestPort)
 }
 
-// Host is the address to listen on.
-func (s Spec) Host() netip.AddrPort { return netip.AddrPortFrom(s.HostAddr, s.HostPort) }
-
 // dialTimeout bounds the connection to the guest, so a client of a stopped
 // or firewalled guest is closed promptly instead of hanging.
 const dialTimeout = 5 * time.Second
