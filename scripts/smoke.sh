@@ -10,6 +10,13 @@
 # openssh-client. BANGER_E2E_VMM=qemu|firecracker forces a VMM;
 # BANGER_E2E_DEBIAN=0 skips the Debian image flow (about two minutes);
 # SMOKE_BENCH=0 skips the benchmark.
+#
+# Then the system tier (test/system, TestSystemMode): `banger system install`
+# in a systemd container (systemd-nspawn, package systemd-container), VMs as
+# the unprivileged owner through bangerd.service and the root helper, a
+# daemon restart that keeps VMs, uninstall. Always QEMU (KVM when usable,
+# else TCG); the container tree is debootstrapped once and cached in
+# ~/.cache/banger-test/system. SMOKE_SYSTEM=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -57,5 +64,26 @@ if [ "${SMOKE_BENCH:-1}" != 0 ]; then
 	echo
 	echo "make smoke: create → agent-ready benchmark on $vmm (docs/performance.md)"
 	go test -count=1 -run '^$' -bench '^BenchmarkCreateToAgentReady$' -benchtime 5x ./test/e2e 2>&1 | grep -E '^(Benchmark|ok|FAIL|PASS)'
+fi
+
+if [ "${SMOKE_SYSTEM:-1}" != 0 ]; then
+	echo
+	echo "make smoke: system tier: system mode under systemd (systemd-nspawn), VMM qemu ($(kvm_usable && echo KVM || echo TCG))"
+	syslog=$(mktemp /tmp/banger-smoke-system.XXXXXX)
+	set +e
+	go test -count=1 -v -timeout 30m -run '^TestSystemMode$' ./test/system 2>&1 | tee "$syslog" | grep -E '^(=== RUN|\s*--- |\s+system_test|\s+container_test|PASS|FAIL|ok )'
+	status=${PIPESTATUS[0]}
+	set -e
+	if [ "$status" != 0 ]; then
+		echo "make smoke: system tier FAILED; full output in $syslog" >&2
+		exit "$status"
+	fi
+	if grep -q -- '--- SKIP: TestSystemMode ' "$syslog"; then
+		echo "make smoke: the system tier skipped on this host (SMOKE_SYSTEM=0 to leave it out):" >&2
+		grep -A2 -- '--- SKIP: TestSystemMode ' "$syslog" >&2
+		rm -f "$syslog"
+		exit 1
+	fi
+	rm -f "$syslog"
 fi
 echo "make smoke: passed on $vmm"

@@ -366,6 +366,7 @@ func startUnits(ctx context.Context, j *journal, res *Result, r system.Runner, c
 	if changed {
 		verb = "restart"
 	}
+	resetFailed(ctx, r)
 	if err := systemctl(ctx, r, verb, HelperUnit, DaemonUnit); err != nil {
 		return err
 	}
@@ -382,7 +383,18 @@ func startUnits(ctx context.Context, j *journal, res *Result, r system.Runner, c
 
 // Restart restarts both units, helper first (the daemon needs it).
 func Restart(ctx context.Context, r system.Runner) error {
+	resetFailed(ctx, r)
 	return systemctl(ctx, r, "restart", HelperUnit, DaemonUnit)
+}
+
+// resetFailed clears the units' failed state and start-rate counter. A
+// daemon that crash-loops (Restart=on-failure every 2 s) exhausts systemd's
+// start limit within seconds; from then on systemd refuses every start,
+// including the restart the user runs once the cause is fixed ("start of
+// the service was attempted too often"). Best effort: a unit that is not
+// failed is left as it is, and a real problem shows in the start after.
+func resetFailed(ctx context.Context, r system.Runner) {
+	_ = systemctl(ctx, r, "reset-failed", HelperUnit, DaemonUnit)
 }
 
 func systemctl(ctx context.Context, r system.Runner, args ...string) error {

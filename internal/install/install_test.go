@@ -40,11 +40,14 @@ var testOwner = Owner{User: "alice", UID: 4242, GID: 4343, Group: "alice", Home:
 var testBuild = buildinfo.Info{Version: "v0.1.0", Commit: "0123456789abcdef0123456789abcdef01234567", BuiltAt: "2026-04-28T20:45:50Z"}
 
 // fakeSystemctl records systemctl calls; fail makes the named verb exit 1.
+// startLimitHit are units that crash-looped into systemd's start limit:
+// systemd refuses to start them until `reset-failed`.
 type fakeSystemctl struct {
-	mu      sync.Mutex
-	calls   []string
-	fail    string
-	enabled bool
+	mu            sync.Mutex
+	calls         []string
+	fail          string
+	enabled       bool
+	startLimitHit map[string]bool
 }
 
 func (f *fakeSystemctl) Run(_ context.Context, c system.Command) (system.Output, error) {
@@ -61,6 +64,16 @@ func (f *fakeSystemctl) Run(_ context.Context, c system.Command) (system.Output,
 		return system.Output{ExitCode: 1, Stderr: []byte("Failed to " + verb + ": boom")}, nil
 	}
 	switch verb {
+	case "reset-failed":
+		for _, u := range c.Args[1:] {
+			delete(f.startLimitHit, u)
+		}
+	case "start", "restart":
+		for _, u := range c.Args[1:] {
+			if f.startLimitHit[u] {
+				return system.Output{ExitCode: 1, Stderr: []byte("Job for " + u + " failed because start of the service was attempted too often.")}, nil
+			}
+		}
 	case "enable":
 		f.enabled = true
 	case "disable":
@@ -400,6 +413,7 @@ func TestInstallSystemctlSequence(t *testing.T) {
 		"systemctl is-enabled --quiet bangerd.service",
 		"systemctl is-enabled --quiet banger-root-helper.service",
 		"systemctl enable banger-root-helper.service bangerd.service",
+		"systemctl reset-failed banger-root-helper.service bangerd.service",
 		"systemctl restart banger-root-helper.service bangerd.service",
 		"systemctl restart systemd-sysctl.service systemd-modules-load.service",
 	}
@@ -417,6 +431,7 @@ func TestInstallSystemctlSequence(t *testing.T) {
 		"systemctl is-enabled --quiet bangerd.service",
 		"systemctl is-enabled --quiet banger-root-helper.service",
 		"systemctl enable banger-root-helper.service bangerd.service",
+		"systemctl reset-failed banger-root-helper.service bangerd.service",
 		"systemctl start banger-root-helper.service bangerd.service",
 		"systemctl restart systemd-sysctl.service systemd-modules-load.service",
 	}
@@ -434,6 +449,26 @@ func TestInstallSystemctlSequence(t *testing.T) {
 	}
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "bridge and NAT") {
 		t.Errorf("uninstall warnings %q", res.Warnings)
+	}
+}
+
+// A daemon that crash-looped into systemd's start limit (found by the
+// system tier: a broken bangerd restarted every 2 s is refused after five
+// starts) must come back with `banger system restart` or a reinstall once
+// its cause is fixed, as status and doctor tell the user to do.
+func TestRestartAfterStartLimit(t *testing.T) {
+	r := &fakeSystemctl{enabled: true, startLimitHit: map[string]bool{DaemonUnit: true}}
+	if err := Restart(context.Background(), r); err != nil {
+		t.Fatalf("restart of a unit past its start limit: %v", err)
+	}
+
+	requireRoot(t)
+	root := t.TempDir()
+	_, err := Install(context.Background(), opts(root, sourceDir(t, "v1"), &fakeSystemctl{}))
+	must(t, err)
+	r = &fakeSystemctl{enabled: true, startLimitHit: map[string]bool{DaemonUnit: true, HelperUnit: true}}
+	if _, err := Install(context.Background(), opts(root, sourceDir(t, "v2"), r)); err != nil {
+		t.Fatalf("reinstall over units past their start limit: %v\n%s", err, strings.Join(r.Calls(), "\n"))
 	}
 }
 

@@ -369,6 +369,11 @@ func rollbackAll(ctx context.Context, opts Options, swap SwapResult, metaPath st
 		errs = append(errs, fmt.Errorf("restore %s: %w", metaPath, err))
 	}
 	if restart {
+		// The new daemon may have crash-looped into systemd's start limit
+		// while doctor waited for it; systemd then refuses the restart
+		// below ("start of the service was attempted too often") until the
+		// counter is reset. Best effort: the restart reports what is left.
+		_ = runChecked(ctx, opts, system.Command{Path: "systemctl", Args: append([]string{"reset-failed"}, opts.Units...)})
 		if err := restartUnits(ctx, opts); err != nil {
 			errs = append(errs, fmt.Errorf("%w; run `sudo systemctl restart %s` once the files are fixed", err, strings.Join(opts.Units, " ")))
 		}

@@ -477,6 +477,37 @@ func TestRollbackAfterSwap(t *testing.T) {
 			step: "banger doctor", restarts: 4, wantInCause: "checks failing on the new install: daemon",
 		},
 		{
+			// Found by test/system under a real systemd: the broken daemon,
+			// restarted every 2 s, hits systemd's start limit while doctor
+			// waits, and systemd refuses the rollback's restart.
+			name: "the new daemon crash-looped into systemd's start limit",
+			setup: func(t *testing.T, f *fixture) context.Context {
+				f.runner.Doctor = func(v string) []string {
+					if v == newVersion {
+						return []string{"daemon"}
+					}
+					return nil
+				}
+				started, limited := false, false
+				f.runner.Systemctl = func(args []string) (system.Output, error) {
+					switch {
+					case args[0] == "reset-failed":
+						limited = false
+					case args[0] == "restart" && args[len(args)-1] == "bangerd.service":
+						if limited {
+							return system.Output{ExitCode: 1, Stderr: []byte("Job for bangerd.service failed because start of the service was attempted too often.")}, nil
+						}
+						if !started {
+							started, limited = true, true
+						}
+					}
+					return system.Output{}, nil
+				}
+				return context.Background()
+			},
+			step: "banger doctor", restarts: 4, wantInCause: "checks failing on the new install: daemon",
+		},
+		{
 			name: "restart fails",
 			setup: func(t *testing.T, f *fixture) context.Context {
 				n := 0

@@ -114,3 +114,17 @@ func FakeJailer(dir, agent string) (string, error) {
 	}
 	return jailer, os.WriteFile(jailer+".testconf", conf, 0o644)
 }
+
+// CacheDir is where test tiers keep downloads and built trees between runs
+// (keyed by their inputs inside): $BANGER_TEST_CACHE, else
+// ~/.cache/banger-test.
+func CacheDir() (string, error) {
+	if d := os.Getenv("BANGER_TEST_CACHE"); d != "" {
+		return d, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "banger-test"), nil
+}
