@@ -3,6 +3,7 @@ package install
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -547,6 +548,16 @@ func TestStatus(t *testing.T) {
 	must(t, err)
 	if !st.Helper.Reachable || len(st.Problems) != 1 || !strings.Contains(st.Problems[0], "serves uid 1000") {
 		t.Fatalf("owner mismatch not reported: %+v", st)
+	}
+	// An unreachable helper is named once, however its error starts.
+	for _, herr := range []string{"root helper at /run/banger/root-helper.sock: connection refused", "connection refused"} {
+		st, err := ReadStatus(ctx, StatusOptions{Root: root, Runner: r, HelperInfo: func(context.Context) (privileged.HelperInfo, error) {
+			return privileged.HelperInfo{}, errors.New(herr)
+		}})
+		must(t, err)
+		if len(st.Problems) != 1 || strings.Count(st.Problems[0], "root helper") != 1 {
+			t.Errorf("helper error %q reported as %q", herr, st.Problems)
+		}
 	}
 	var out bytes.Buffer
 	must(t, st.Render(&out))

@@ -102,7 +102,12 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (Status, error) {
 		info, err := opts.HelperInfo(ctx)
 		if err != nil {
 			st.Helper.Error = err.Error()
-			st.Problems = append(st.Problems, "root helper: "+err.Error())
+			// The client's errors already name the helper ("root helper: …").
+			problem := err.Error()
+			if !strings.HasPrefix(problem, "root helper") {
+				problem = "root helper: " + problem
+			}
+			st.Problems = append(st.Problems, problem)
 		} else {
 			st.Helper.Reachable, st.Helper.OwnerUID, st.Helper.Version, st.Helper.Jailer = true, info.OwnerUID, info.Version, info.Jailer
 			if st.Installed && info.OwnerUID != meta.OwnerUID {
