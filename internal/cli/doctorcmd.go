@@ -58,7 +58,7 @@ starts the daemon or changes anything.`,
 			report := doctor.Run(cmd.Context(), []doctor.Check{
 				doctor.VersionCheck(app.Build, layout.InstallMetaPath()),
 				doctor.SchemaCheck(layout.DBPath()),
-				doctor.DaemonCheck(app.Build, layout.SocketPath(), daemonInfo),
+				doctor.DaemonCheck(app.Build, layout.SocketPath(), layout.Mode == paths.ModeSystem, daemonInfo),
 				doctor.KVMCheck(h),
 				doctor.VMMCheck(h, cfg.Firecracker.Binary, cfg.QEMU.Binary),
 				doctor.HelperCheck(layout.InstallMetaPath(), os.Getuid(), helperInfo),

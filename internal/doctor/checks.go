@@ -74,18 +74,24 @@ func SchemaCheck(dbPath string) Check {
 // DaemonInfoFunc asks the daemon for its build; doctor never starts one.
 type DaemonInfoFunc func(ctx context.Context) (buildinfo.Info, int, error)
 
-// DaemonCheck reports whether the daemon answers and whether it is this build.
-func DaemonCheck(cli buildinfo.Info, socket string, info DaemonInfoFunc) Check {
+// DaemonCheck reports whether the daemon answers and whether it is this
+// build. system says the daemon is bangerd.service, which the CLI never
+// starts or restarts, so the advice differs.
+func DaemonCheck(cli buildinfo.Info, socket string, system bool, info DaemonInfoFunc) Check {
+	down, drift := "any banger command starts it in user mode; `banger daemon status` shows it", "the next banger command restarts it"
+	if system {
+		down = "it runs as bangerd.service: `sudo systemctl start bangerd`; `journalctl -u bangerd` says why it stopped"
+		drift = "`sudo banger update` (or installing this build with `sudo banger system install`) brings them together"
+	}
 	return Check{Name: "daemon", Run: func(ctx context.Context) Result {
 		b, pid, err := info(ctx)
 		if err != nil {
-			return Result{Status: Fail, Summary: "not reachable at " + socket,
-				Details: []string{err.Error(), "any banger command starts it in user mode; `banger daemon status` shows it"}}
+			return Result{Status: Fail, Summary: "not reachable at " + socket, Details: []string{err.Error(), down}}
 		}
 		r := Result{Status: Pass, Summary: fmt.Sprintf("reachable, pid %d, %s", pid, b.Line("bangerd"))}
 		if !b.SameBuild(cli) {
 			r.Status = Warn
-			r.Details = []string{joinNonEmpty("the daemon is a different build than this CLI", "the next banger command restarts it")}
+			r.Details = []string{joinNonEmpty("the daemon is a different build than this CLI", drift)}
 		}
 		return r
 	}}

@@ -73,7 +73,7 @@ func TestReportFailsOnAnyFailAndSurvivesPanics(t *testing.T) {
 	report := Run(context.Background(), []Check{
 		{Name: "ok", Run: func(context.Context) Result { return Result{Status: Pass, Summary: "fine"} }},
 		{Name: "boom", Run: func(context.Context) Result { panic("kaboom") }},
-		DaemonCheck(buildinfo.Info{}, "/nowhere.sock", func(context.Context) (buildinfo.Info, int, error) {
+		DaemonCheck(buildinfo.Info{}, "/nowhere.sock", false, func(context.Context) (buildinfo.Info, int, error) {
 			return buildinfo.Info{}, 0, errors.New("nothing answers on the socket")
 		}),
 	})
@@ -89,5 +89,24 @@ func TestReportFailsOnAnyFailAndSurvivesPanics(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "1 passed, 0 warnings, 2 failed") {
 		t.Fatalf("render:\n%s", b.String())
+	}
+}
+
+// TestDaemonCheckAdvisesPerMode: in system mode the CLI never starts the
+// daemon, so "any banger command starts it in user mode" was wrong advice.
+func TestDaemonCheckAdvisesPerMode(t *testing.T) {
+	down := func(context.Context) (buildinfo.Info, int, error) { return buildinfo.Info{}, 0, errors.New("refused") }
+	for _, tc := range []struct {
+		system    bool
+		want, not string
+	}{
+		{false, "starts it in user mode", "systemctl"},
+		{true, "sudo systemctl start bangerd", "user mode"},
+	} {
+		r := DaemonCheck(buildinfo.Info{}, "/x.sock", tc.system, down).Run(context.Background())
+		details := strings.Join(r.Details, "\n")
+		if r.Status != Fail || !strings.Contains(details, tc.want) || strings.Contains(details, tc.not) {
+			t.Errorf("system=%v: %v %q", tc.system, r.Status, details)
+		}
 	}
 }
