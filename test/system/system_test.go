@@ -243,16 +243,11 @@ func checkPrivileges(t *testing.T, c *container, vmmPID int) {
 	if uid != 0 || caps&^allowed != 0 || caps&(1<<capNetAdmin) == 0 {
 		t.Errorf("root helper (pid %d): uid %d CapEff %#x; want uid 0, CAP_NET_ADMIN, nothing outside %#x", helper, uid, caps, allowed)
 	}
-	// KNOWN GAP (reported, internal/daemon): the VMM inherits
-	// CAP_NET_BIND_SERVICE through the daemon's ambient set
-	// (AmbientCapabilities= in bangerd.service passes it on across
-	// execve). Anything beyond that one fails here; tighten to 0 once the
-	// daemon clears its ambient set before spawning VMMs.
+	// The VMM holds nothing: vmmproc starts it from a thread whose ambient
+	// set is empty, so bangerd's CAP_NET_BIND_SERVICE does not pass on.
 	vmm := c.hostPID(vmmPID)
-	if uid, caps := c.creds(vmm); uid != owner || caps&^(1<<capNetBindService) != 0 {
+	if uid, caps := c.creds(vmm); uid != owner || caps != 0 {
 		t.Errorf("VMM (pid %d): uid %d CapEff %#x, want uid %d and no capabilities", vmmPID, uid, caps, owner)
-	} else if caps != 0 {
-		t.Logf("known gap: the VMM (pid %d) holds CAP_NET_BIND_SERVICE (CapEff %#x), inherited from bangerd's ambient set", vmm, caps)
 	}
 }
 

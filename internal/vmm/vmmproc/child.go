@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -33,7 +34,7 @@ func Spawn(cmd *exec.Cmd, outPath string, cfg Config) (*Supervisor, error) {
 	}
 	defer out.Close() // the child keeps its own copy
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	if err := startWithoutAmbientCaps(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	// Read before the reaper starts: until then even a dead child's /proc
@@ -56,6 +57,36 @@ func Spawn(cmd *exec.Cmd, outPath string, cfg Config) (*Supervisor, error) {
 		s.finish(childExitStatus(cfg.Name, cmd.ProcessState, err))
 	}()
 	return s, nil
+}
+
+// startWithoutAmbientCaps starts cmd from an OS thread whose ambient
+// capability set is empty. bangerd.service grants the daemon
+// CAP_NET_BIND_SERVICE as an ambient capability (the resolver binds port
+// 53), and ambient capabilities pass through execve to every child: the VMM
+// — the process a guest escape lands in — held it too. Capabilities are per
+// thread and a child copies the creating thread's, so the set is cleared on
+// a thread locked to this goroutine and never unlocked: Go ends the thread
+// with the goroutine, so no other code ever runs with the changed set, and
+// the daemon's other threads keep the capability for later binds.
+// (The process-wide alternative, AllThreadsSyscall, refuses cgo builds.)
+// The VMM is started without Pdeathsig, which would fire when that thread
+// ends.
+func startWithoutAmbientCaps(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr != nil && cmd.SysProcAttr.Pdeathsig != 0 {
+		return errors.New("a VMM must not have a parent-death signal: it would die with the starting thread")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// EINVAL: a kernel without ambient capabilities (< 4.3), where
+		// there is nothing to clear.
+		if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			errc <- fmt.Errorf("clear ambient capabilities: %w", err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
 }
 
 // childExitStatus turns what cmd.Wait returned into an ExitStatus.

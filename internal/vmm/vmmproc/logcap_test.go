@@ -23,6 +23,13 @@ import (
 const floodEnv = "VMMPROC_TEST_FLOOD"
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(capsEnv); dir != "" {
+		if err := spawnReportingCaps(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if path := os.Getenv(floodEnv); path != "" {
 		if err := flood(path, floodBytes); err != nil {
 			fmt.Fprintln(os.Stderr, err)
