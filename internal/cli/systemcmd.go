@@ -334,19 +334,19 @@ func teardownNetwork(ctx context.Context, layout paths.Layout) error {
 	}
 	bridge := cfg.Network.Bridge
 	var errs []error
-	if err := ops.RevertResolver(ctx, bridge); err != nil && !errors.Is(err, privileged.ErrNotAvailable) {
+	if err := privileged.Do(ctx, ops, privileged.OpRevertResolver, privileged.LinkRef{Link: bridge}); err != nil && !errors.Is(err, privileged.ErrNotAvailable) {
 		errs = append(errs, err)
 	}
-	errs = append(errs, ops.RemoveNAT(ctx, privileged.NATSpec{Subnet: subnet, Bridge: bridge}))
+	errs = append(errs, privileged.Do(ctx, ops, privileged.OpRemoveNAT, privileged.NATSpec{Subnet: subnet, Bridge: bridge}))
 	// Only this install's taps: another banger on the host may be using its own.
 	taps, err := network.ListTapInfo(ctx)
 	errs = append(errs, err)
 	for _, tap := range taps {
 		if tap.BelongsTo(bridge, layout.StateDir) {
-			errs = append(errs, ops.DeleteTap(ctx, tap.Name))
+			errs = append(errs, privileged.Do(ctx, ops, privileged.OpDeleteTap, privileged.Named{Name: tap.Name}))
 		}
 	}
-	errs = append(errs, ops.DeleteBridge(ctx, bridge))
+	errs = append(errs, privileged.Do(ctx, ops, privileged.OpDeleteBridge, privileged.Named{Name: bridge}))
 	return errors.Join(errs...)
 }
 

@@ -138,7 +138,7 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 	if d.net, err = d.startNetwork(ctx, ops, how); err != nil {
 		return err
 	}
-	d.overlays = chooseDisks(opts.Layout, ops, opts.Runner, d.log)
+	d.overlays = chooseDisks(opts.Layout, diskPort(ops), opts.Runner, d.log)
 	if d.net != nil {
 		defer d.net.close()
 	}

@@ -54,10 +54,10 @@ func newFirecracker(cfg config.Config, layout paths.Layout, log *slog.Logger, op
 	if cfg.Firecracker.Jailer != "" {
 		// The jailer starts as root: the root helper launches it for an
 		// unprivileged daemon, privileged.Local for a root one.
-		if ops == nil || ops == privileged.Unavailable() {
+		if !available(ops) {
 			return nil, errors.New("firecracker.jailer needs the root helper (`sudo banger system install`) or a daemon running as root: the jailer starts as root before dropping to the owner")
 		}
-		fc.Jailer = &firecracker.JailerConfig{Launcher: ops, ChrootBaseDir: layout.JailDir()}
+		fc.Jailer = jailerConfig(ops, layout)
 	}
 	return firecracker.New(fc), nil
 }

@@ -112,7 +112,7 @@ func ownerFile(t testing.TB, path string, size int) string {
 func (r *jailerRig) driver() *firecracker.Driver {
 	return firecracker.New(firecracker.Config{
 		BinaryPath: filepath.Join(r.bin, "firecracker"),
-		Jailer:     &firecracker.JailerConfig{Launcher: r.client, ChrootBaseDir: r.layout.JailDir()},
+		Jailer:     jailerConfig(r.client, r.layout),
 	})
 }
 

@@ -12,22 +12,54 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/network/dns"
-	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
-// netOps is what VM networking needs from the privileged side: the port the
-// daemon declares; privileged.Ops (in-process or the root helper) fills it.
+// netOps is what VM networking needs from the privileged side, in the
+// daemon's terms; privilegedNet (privileged_ports.go) maps it onto the
+// root helper's menu (in-process for a root daemon).
 type netOps interface {
-	EnsureBridge(ctx context.Context, spec privileged.BridgeSpec) error
-	CreateTap(ctx context.Context, spec privileged.TapSpec) error
-	DeleteTap(ctx context.Context, name string) error
-	EnsureNAT(ctx context.Context, spec privileged.NATSpec) error
+	// EnsureBridge creates and marks this banger's bridge, with the
+	// subnet's gateway address; EnableIPForward and EnsureNAT let its
+	// VMs out. All idempotent.
+	EnsureBridge(ctx context.Context, b network.Bridge) error
 	EnableIPForward(ctx context.Context) error
-	ConfigureResolver(ctx context.Context, spec privileged.ResolverSpec) error
-	Isolate(ctx context.Context, spec privileged.IsolationSpec) error
-	Unisolate(ctx context.Context, spec privileged.IsolationSpec) error
+	EnsureNAT(ctx context.Context, b network.Bridge) error
+	// RouteDNS sends the host's queries for the VMs' domain to our
+	// resolver on the bridge.
+	RouteDNS(ctx context.Context, r dnsRoute) error
+	// CreateTap creates (or re-attaches and re-marks) a VM's tap;
+	// DeleteTap removes one of ours.
+	CreateTap(ctx context.Context, t tapRequest) error
+	DeleteTap(ctx context.Context, name string) error
+	// Admit pins a VM's port on the bridge to its MAC and address (and
+	// cuts it off from the other VMs when isolated); Evict drops that.
+	// Both idempotent.
+	Admit(ctx context.Context, g guestPort) error
+	Evict(ctx context.Context, g guestPort) error
+}
+
+// guestPort is the firewall's view of a VM's port: its bridge, tap, MAC
+// and address, and whether it is cut off from the other VMs.
+type guestPort struct {
+	Bridge, Tap, MAC string
+	Addr             netip.Addr
+	Isolated         bool
+}
+
+// tapRequest is a VM's tap on Bridge, owned by UID/GID so the
+// unprivileged VMM can open it.
+type tapRequest struct {
+	Name, Bridge string
+	UID, GID     int
+}
+
+// dnsRoute sends queries for Domain on Link to Server, port 53.
+type dnsRoute struct {
+	Link   string
+	Server netip.Addr
+	Domain string
 }
 
 // vmNetwork gives VMs a tap on banger's bridge, an address from the
@@ -85,10 +117,10 @@ func setupNetwork(ctx context.Context, d *Daemon, ops netOps, how string) (*vmNe
 		do   func() error
 	}{
 		{"create bridge " + cfg.Bridge, func() error {
-			return ops.EnsureBridge(ctx, privileged.BridgeSpec{Name: cfg.Bridge, Subnet: subnet})
+			return ops.EnsureBridge(ctx, n.bridge)
 		}},
 		{"enable IPv4 forwarding", func() error { return ops.EnableIPForward(ctx) }},
-		{"set up NAT", func() error { return ops.EnsureNAT(ctx, privileged.NATSpec{Subnet: subnet, Bridge: cfg.Bridge}) }},
+		{"set up NAT", func() error { return ops.EnsureNAT(ctx, n.bridge) }},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -102,8 +134,8 @@ func setupNetwork(ctx context.Context, d *Daemon, ops netOps, how string) (*vmNe
 		// Host integration: systemd-resolved sends *.<domain> to our resolver
 		// on the bridge. Hosts without resolved simply don't get host-side
 		// names; guests resolve either way.
-		spec := privileged.ResolverSpec{Link: cfg.Bridge, Server: n.bridge.Gateway(), Domain: cfg.Domain}
-		if err := ops.ConfigureResolver(ctx, spec); err != nil {
+		route := dnsRoute{Link: cfg.Bridge, Server: n.bridge.Gateway(), Domain: cfg.Domain}
+		if err := ops.RouteDNS(ctx, route); err != nil {
 			n.log.Info("host resolver not configured for ."+cfg.Domain+" names", "err", err)
 		}
 	}
@@ -206,10 +238,10 @@ func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm
 		return vmm.NetInterface{}, nil, err
 	}
 	tap := network.TapName(vm.ID)
-	if err := n.ops.Isolate(ctx, n.guestPort(tap, l, isolated)); err != nil {
+	if err := n.ops.Admit(ctx, n.portOf(tap, l, isolated)); err != nil {
 		return vmm.NetInterface{}, nil, fmt.Errorf("admit %s to the bridge firewall: %w", tap, err)
 	}
-	if err := n.ops.CreateTap(ctx, privileged.TapSpec{Name: tap, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}); err != nil {
+	if err := n.ops.CreateTap(ctx, n.tapFor(tap)); err != nil {
 		n.evict(ctx, tap, l)
 		return vmm.NetInterface{}, nil, fmt.Errorf("create tap %s: %w", tap, err)
 	}
@@ -223,10 +255,15 @@ func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm
 	return vmm.NetInterface{ID: "eth0", TapName: tap, MAC: l.MAC}, args, nil
 }
 
-// guestPort is the firewall's view of a VM's port: bridge, tap, MAC,
-// address.
-func (n *vmNetwork) guestPort(tap string, l store.Lease, isolated bool) privileged.IsolationSpec {
-	return privileged.IsolationSpec{Bridge: n.bridge.Name, Tap: tap, MAC: l.MAC, Addr: l.IP, Isolated: isolated}
+// portOf is the VM's port with tap on our bridge, from its lease.
+func (n *vmNetwork) portOf(tap string, l store.Lease, isolated bool) guestPort {
+	return guestPort{Bridge: n.bridge.Name, Tap: tap, MAC: l.MAC, Addr: l.IP, Isolated: isolated}
+}
+
+// tapFor is the request for a VM's tap on our bridge, owned by this daemon's
+// user.
+func (n *vmNetwork) tapFor(name string) tapRequest {
+	return tapRequest{Name: name, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}
 }
 
 // detach removes the VM's tap and then its firewall bindings; the lease
@@ -249,7 +286,7 @@ func (n *vmNetwork) dropTap(ctx context.Context, tap, vmID string) {
 
 // evict drops the firewall bindings of a VM's port. Idempotent.
 func (n *vmNetwork) evict(ctx context.Context, tap string, l store.Lease) {
-	if err := n.ops.Unisolate(ctx, n.guestPort(tap, l, false)); err != nil {
+	if err := n.ops.Evict(ctx, n.portOf(tap, l, false)); err != nil {
 		n.log.Warn("remove firewall bindings", "tap", tap, "err", err)
 	}
 }
@@ -303,11 +340,11 @@ func (n *vmNetwork) readmit(ctx context.Context, vm store.VM, tap string, l stor
 		n.log.Warn("VM keeps its address from an earlier network.subnet and is unreachable until restarted; `banger vm stop` and `vm start` give it one in the new subnet",
 			"vm", vm.Name, "address", l.IP, "subnet", n.bridge.Subnet)
 	}
-	if err := n.ops.Isolate(ctx, n.guestPort(tap, l, settingsOf(vm).Isolated)); err != nil {
+	if err := n.ops.Admit(ctx, n.portOf(tap, l, settingsOf(vm).Isolated)); err != nil {
 		n.log.Warn("admit running VM's tap to the bridge firewall", "vm", vm.Name, "tap", tap, "err", err)
 		return
 	}
-	if err := n.ops.CreateTap(ctx, privileged.TapSpec{Name: tap, Bridge: n.bridge.Name, UID: n.uid, GID: n.gid}); err != nil {
+	if err := n.ops.CreateTap(ctx, n.tapFor(tap)); err != nil {
 		n.log.Warn("re-attach running VM's tap", "vm", vm.Name, "tap", tap, "err", err)
 	}
 }

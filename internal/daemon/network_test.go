@@ -16,7 +16,6 @@ import (
 
 	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/network/nstest"
-	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -34,33 +33,36 @@ func (r *recordingNetOps) rec(format string, args ...any) error {
 	return nil
 }
 
-func (r *recordingNetOps) EnsureBridge(_ context.Context, s privileged.BridgeSpec) error {
-	return r.rec("EnsureBridge %s", s.Name)
+func (r *recordingNetOps) EnsureBridge(_ context.Context, b network.Bridge) error {
+	return r.rec("EnsureBridge %s", b.Name)
 }
-func (r *recordingNetOps) CreateTap(_ context.Context, s privileged.TapSpec) error {
-	return r.rec("CreateTap %s", s.Name)
+func (r *recordingNetOps) CreateTap(_ context.Context, t tapRequest) error {
+	return r.rec("CreateTap %s", t.Name)
 }
 func (r *recordingNetOps) DeleteTap(_ context.Context, name string) error {
 	return r.rec("DeleteTap %s", name)
 }
-func (r *recordingNetOps) EnsureNAT(context.Context, privileged.NATSpec) error {
+func (r *recordingNetOps) EnsureNAT(context.Context, network.Bridge) error {
 	return r.rec("EnsureNAT")
 }
 func (r *recordingNetOps) EnableIPForward(context.Context) error { return r.rec("EnableIPForward") }
-func (r *recordingNetOps) ConfigureResolver(context.Context, privileged.ResolverSpec) error {
-	return r.rec("ConfigureResolver")
+func (r *recordingNetOps) RouteDNS(context.Context, dnsRoute) error {
+	return r.rec("RouteDNS")
 }
-func (r *recordingNetOps) Isolate(_ context.Context, s privileged.IsolationSpec) error {
-	if err := s.Validate(); err != nil {
+
+// Admit and Evict check the port as the root helper would, through the
+// adapter the daemon uses, so a port the helper would refuse fails here.
+func (r *recordingNetOps) Admit(_ context.Context, g guestPort) error {
+	if err := isolationSpec(g).Validate(); err != nil {
 		return err
 	}
-	return r.rec("Isolate %s %s %s isolated=%v", s.Tap, s.MAC, s.Addr, s.Isolated)
+	return r.rec("Admit %s %s %s isolated=%v", g.Tap, g.MAC, g.Addr, g.Isolated)
 }
-func (r *recordingNetOps) Unisolate(_ context.Context, s privileged.IsolationSpec) error {
-	if err := s.Validate(); err != nil {
+func (r *recordingNetOps) Evict(_ context.Context, g guestPort) error {
+	if err := isolationSpec(g).Validate(); err != nil {
 		return err
 	}
-	return r.rec("Unisolate %s %s", s.Tap, s.Addr)
+	return r.rec("Evict %s %s", g.Tap, g.Addr)
 }
 
 func (r *recordingNetOps) take() []string {
@@ -116,12 +118,12 @@ func TestNetworkAdmitsEveryVMPort(t *testing.T) {
 		if iface.MAC != network.MACAddress(vm.ID).String() || iface.TapName != tap {
 			t.Errorf("launch interface %+v, want tap %s with MAC %s", iface, tap, network.MACAddress(vm.ID))
 		}
-		want := []string{fmt.Sprintf("Isolate %s %s %s isolated=%v", tap, iface.MAC, l.IP, isolated), "CreateTap " + tap}
+		want := []string{fmt.Sprintf("Admit %s %s %s isolated=%v", tap, iface.MAC, l.IP, isolated), "CreateTap " + tap}
 		if got := ops.take(); !slices.Equal(got, want) {
 			t.Errorf("attach (isolated=%v) calls %q, want %q", isolated, got, want)
 		}
 		n.detach(ctx, vm.ID)
-		want = []string{"DeleteTap " + tap, fmt.Sprintf("Unisolate %s %s", tap, l.IP)}
+		want = []string{"DeleteTap " + tap, fmt.Sprintf("Evict %s %s", tap, l.IP)}
 		if got := ops.take(); !slices.Equal(got, want) {
 			t.Errorf("detach calls %q, want %q", got, want)
 		}
@@ -171,10 +173,10 @@ func TestNetworkReadmitsRunningVMsTaps(t *testing.T) {
 	n.removeStaleTaps(ctx, map[string]bool{running.ID: true})
 	runTap, staleTap := network.TapName(running.ID), network.TapName(stale.ID)
 	want := []string{
-		fmt.Sprintf("Isolate %s %s %s isolated=true", runTap, leases[running.ID].MAC, leases[running.ID].IP),
+		fmt.Sprintf("Admit %s %s %s isolated=true", runTap, leases[running.ID].MAC, leases[running.ID].IP),
 		"CreateTap " + runTap,
 		"DeleteTap " + staleTap,
-		fmt.Sprintf("Unisolate %s %s", staleTap, leases[stale.ID].IP),
+		fmt.Sprintf("Evict %s %s", staleTap, leases[stale.ID].IP),
 	}
 	got := ops.take()
 	slices.Sort(got)
@@ -227,7 +229,7 @@ func TestNetworkMovesVMsToANewSubnet(t *testing.T) {
 			t.Errorf("guest boot parameters %q lack %q", args, a)
 		}
 	}
-	want := []string{fmt.Sprintf("Isolate %s %s %s isolated=false", iface.TapName, iface.MAC, l.IP), "CreateTap " + iface.TapName}
+	want := []string{fmt.Sprintf("Admit %s %s %s isolated=false", iface.TapName, iface.MAC, l.IP), "CreateTap " + iface.TapName}
 	if got := ops.take(); !slices.Equal(got, want) {
 		t.Errorf("calls %q, want %q", got, want)
 	}

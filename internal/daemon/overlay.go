@@ -10,18 +10,38 @@ import (
 
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/paths"
-	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/system"
 )
 
-// diskOps is what dm-snapshot disks need from the privileged side; the
-// port the daemon declares, filled by privileged.Ops.
+// diskOps is what dm-snapshot disks need from the privileged side, in the
+// daemon's terms; privilegedDisks (privileged_ports.go) maps it onto the
+// root helper's menu.
 type diskOps interface {
-	AttachLoop(ctx context.Context, spec privileged.LoopAttach) (string, error)
+	// AttachLoop attaches a loop device over the already-open file and
+	// returns its path; DetachLoop detaches one of banger's.
+	AttachLoop(ctx context.Context, req loopRequest) (string, error)
 	DetachLoop(ctx context.Context, device string) error
-	CreateSnapshot(ctx context.Context, spec privileged.SnapshotSpec) (string, error)
+	// CreateSnapshot builds the snapshot device and returns its path;
+	// RemoveSnapshot removes it (a missing one is not an error).
+	CreateSnapshot(ctx context.Context, req snapshotRequest) (string, error)
 	RemoveSnapshot(ctx context.Context, name string) error
+}
+
+// loopRequest is a loop device over Backing, which the daemon opened (read
+// only when ReadOnly), named Name so banger finds its loops again.
+type loopRequest struct {
+	Backing  *os.File
+	Name     string
+	ReadOnly bool
+}
+
+// snapshotRequest is the snapshot Name of the Origin loop with writes
+// going to the COW loop; SizeBytes is the disk the VM sees (0: the
+// origin's size).
+type snapshotRequest struct {
+	Name, Origin, COW string
+	SizeBytes         int64
 }
 
 // overlayDisks gives each VM a device-mapper snapshot of its image: the
@@ -76,7 +96,7 @@ func (o *overlayDisks) attach(ctx context.Context, vm store.VM, img store.Image,
 			return "", err
 		}
 		defer f.Close()
-		loop, err := o.ops.AttachLoop(ctx, privileged.LoopAttach{Backing: f, Name: name, ReadOnly: ro})
+		loop, err := o.ops.AttachLoop(ctx, loopRequest{Backing: f, Name: name, ReadOnly: ro})
 		if err != nil {
 			return "", fmt.Errorf("attach %s: %w", filepath.Base(path), err)
 		}
@@ -92,7 +112,7 @@ func (o *overlayDisks) attach(ctx context.Context, vm store.VM, img store.Image,
 		return "", err
 	}
 	name := disk.NamePrefix + vm.ID
-	dev, err = o.ops.CreateSnapshot(ctx, privileged.SnapshotSpec{Name: name, Origin: base, COW: cow, SizeBytes: vm.DiskSizeBytes})
+	dev, err = o.ops.CreateSnapshot(ctx, snapshotRequest{Name: name, Origin: base, COW: cow, SizeBytes: vm.DiskSizeBytes})
 	if err != nil {
 		return "", fmt.Errorf("create snapshot %s: %w", name, err)
 	}
@@ -123,11 +143,11 @@ func (o *overlayDisks) detach(ctx context.Context, vmID string) error {
 // chooseDisks probes the host once at start: dm-snapshot when device-mapper
 // and privileged operations are both there, else nil (reflink or sparse
 // clones, which need no privilege).
-func chooseDisks(layout paths.Layout, ops privileged.Ops, runner system.Runner, log *slog.Logger) *overlayDisks {
+func chooseDisks(layout paths.Layout, ops diskOps, runner system.Runner, log *slog.Logger) *overlayDisks {
 	loops := disk.HostLoops()
 	methods, missing := disk.Probe(disk.ProbeSpec{
 		Dir:        layout.StateDir,
-		Privileged: ops != nil && ops != privileged.Unavailable(),
+		Privileged: ops != nil,
 		DM:         disk.HostDMSetup(runner),
 		Loops:      loops,
 	})
@@ -135,7 +155,7 @@ func chooseDisks(layout paths.Layout, ops privileged.Ops, runner system.Runner, 
 	if methods[0] != disk.DMSnapshot {
 		return nil
 	}
-	return &overlayDisks{ops: privilegedDisks{ops}, log: log, runner: runner, loops: loops.List}
+	return &overlayDisks{ops: ops, log: log, runner: runner, loops: loops.List}
 }
 
 // cleanOrphans removes snapshots and loops left by VMs that are not running

@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/banger-dev/banger/internal/disk"
-	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/system/systemtest"
 )
@@ -29,7 +28,7 @@ type fakeDiskOps struct {
 	device    string // what CreateSnapshot returns
 }
 
-func (f *fakeDiskOps) AttachLoop(_ context.Context, s privileged.LoopAttach) (string, error) {
+func (f *fakeDiskOps) AttachLoop(_ context.Context, s loopRequest) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s.Backing == nil {
@@ -49,7 +48,7 @@ func (f *fakeDiskOps) DetachLoop(_ context.Context, dev string) error {
 	return nil
 }
 
-func (f *fakeDiskOps) CreateSnapshot(_ context.Context, s privileged.SnapshotSpec) (string, error) {
+func (f *fakeDiskOps) CreateSnapshot(_ context.Context, s snapshotRequest) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, "snapshot "+s.Name+" "+s.Origin+" "+s.COW)

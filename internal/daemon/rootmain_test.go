@@ -71,7 +71,7 @@ func TestRootHelperServesTheInstallOwner(t *testing.T) {
 		t.Fatalf("info: %+v %v", info, err)
 	}
 	// Root is not the owner: operations are refused.
-	if err := c.DeleteBridge(ctx, "banger0"); !errors.Is(err, privileged.ErrRefused) {
+	if err := privileged.Do(ctx, c, privileged.OpDeleteBridge, privileged.Named{Name: "banger0"}); !errors.Is(err, privileged.ErrRefused) {
 		t.Fatalf("root operating the helper: %v", err)
 	}
 	cancel()

@@ -75,7 +75,7 @@ type JailedVMM struct {
 	VMMLog    string            `json:"vmm_log,omitempty"`
 }
 
-// JailerPolicy enables LaunchJailer. Its paths come from the helper's own
+// JailerPolicy enables jailer.launch. Its paths come from the helper's own
 // configuration (root's config file), never from a request.
 type JailerPolicy struct {
 	// Jailer and Firecracker are absolute paths of the binaries.
@@ -171,11 +171,6 @@ type jailerArgs struct {
 	Drives string `json:"drives"`
 	Initrd bool   `json:"initrd"`
 	VMMLog bool   `json:"vmm_log"`
-}
-
-// vmArgs names one VM (jail.remove).
-type vmArgs struct {
-	VMID string `json:"vm_id"`
 }
 
 func (s JailerLaunch) wire() (jailerArgs, []*os.File) {

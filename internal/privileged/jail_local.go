@@ -64,11 +64,10 @@ func errNoJailer() error {
 	return fmt.Errorf("%w: this root helper launches no jailer: set firecracker.jailer in banger's config (/etc/banger/config.toml) and restart banger-root-helper", ErrNotAvailable)
 }
 
-// LaunchJailer implements Ops.
-func (l *Local) LaunchJailer(ctx context.Context, spec JailerLaunch) (JailedVMM, error) {
-	if err := spec.Validate(); err != nil {
-		return JailedVMM{}, err
-	}
+// launchJailer stages a VM's files into a fresh jail and starts
+// Firecracker under the jailer, which drops to the owner. It returns once
+// the jailer runs; the caller watches the pid (see jail.go).
+func (l *Local) launchJailer(ctx context.Context, spec JailerLaunch) (JailedVMM, error) {
 	j := l.policy.Jailer
 	if j == nil {
 		return JailedVMM{}, errNoJailer()
@@ -76,13 +75,14 @@ func (l *Local) LaunchJailer(ctx context.Context, spec JailerLaunch) (JailedVMM,
 	var out JailedVMM
 	err := l.locked(func() error {
 		var err error
-		out, err = l.launchJailer(ctx, *j, spec)
+		out, err = l.launchIn(ctx, *j, spec)
 		return err
 	})
 	return out, err
 }
 
-func (l *Local) launchJailer(ctx context.Context, j JailerPolicy, spec JailerLaunch) (JailedVMM, error) {
+// launchIn launches spec under the jailer policy j.
+func (l *Local) launchIn(ctx context.Context, j JailerPolicy, spec JailerLaunch) (JailedVMM, error) {
 	for _, bin := range []string{j.Jailer, j.Firecracker} {
 		if err := TrustedBinary(bin); err != nil {
 			return JailedVMM{}, err
@@ -396,26 +396,25 @@ func (l *Local) checkConsole(f *os.File) error {
 	return nil
 }
 
-// RemoveJail implements Ops.
-func (l *Local) RemoveJail(ctx context.Context, vmID string) error {
-	if err := ValidJailID(vmID); err != nil {
-		return err
-	}
+// removeJail stops the VM's jailed Firecracker if it still runs and
+// removes its jail; a missing jail is not an error.
+func (l *Local) removeJail(ctx context.Context, ref VMRef) (None, error) {
+	vmID := ref.VMID
 	j := l.policy.Jailer
 	if j == nil {
-		return errNoJailer()
+		return None{}, errNoJailer()
 	}
 	if p := l.jails.running(vmID); p != nil {
 		if err := p.Kill(); err != nil {
-			return fmt.Errorf("stop the jailed firecracker of vm %s (pid %d): %w", vmID, p.PID(), err)
+			return None{}, fmt.Errorf("stop the jailed firecracker of vm %s (pid %d): %w", vmID, p.PID(), err)
 		}
 		select {
 		case <-p.Done():
 		case <-ctx.Done():
-			return fmt.Errorf("stop the jailed firecracker of vm %s (pid %d): %w", vmID, p.PID(), ctx.Err())
+			return None{}, fmt.Errorf("stop the jailed firecracker of vm %s (pid %d): %w", vmID, p.PID(), ctx.Err())
 		}
 	}
-	return l.locked(func() error {
+	return nothing(l.locked(func() error {
 		if _, err := os.Lstat(jailPath(*j, vmID)); errors.Is(err, os.ErrNotExist) {
 			return nil // no jail, or none was ever made
 		}
@@ -424,5 +423,5 @@ func (l *Local) RemoveJail(ctx context.Context, vmID string) error {
 			return fmt.Errorf("jail base %s: %w", j.ChrootBase, err)
 		}
 		return l.clearJail(ctx, jailPath(*j, vmID), vmID)
-	})
+	}))
 }

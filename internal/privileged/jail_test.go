@@ -96,7 +96,7 @@ func TestLaunchJailerStagesIntoAFreshJailAndStarts(t *testing.T) {
 	must(t, os.MkdirAll(stale, 0o755))
 	must(t, os.Symlink("/etc", filepath.Join(stale, "kernel")))
 
-	got, err := fx.local.LaunchJailer(ctx, req)
+	got, err := Call(ctx, fx.local, OpLaunchJailer, req)
 	if err != nil {
 		t.Fatalf("launch: %v", err)
 	}
@@ -137,11 +137,11 @@ func TestLaunchJailerStagesIntoAFreshJailAndStarts(t *testing.T) {
 	}
 
 	// One jailed VMM per VM at a time.
-	if _, err := fx.local.LaunchJailer(ctx, fx.request(t)); err == nil || !strings.Contains(err.Error(), "already has a jailed firecracker running (pid 4242)") {
+	if _, err := Call(ctx, fx.local, OpLaunchJailer, fx.request(t)); err == nil || !strings.Contains(err.Error(), "already has a jailed firecracker running (pid 4242)") {
 		t.Fatalf("second launch while running: %v", err)
 	}
 	// RemoveJail stops what the helper started and removes the jail.
-	must(t, fx.local.RemoveJail(ctx, "vm-0123"))
+	must(t, Do(ctx, fx.local, OpRemoveJail, VMRef{VMID: "vm-0123"}))
 	if !fx.fake.started[0].killed {
 		t.Fatal("RemoveJail did not stop the running jailer")
 	}
@@ -152,7 +152,7 @@ func TestLaunchJailerStagesIntoAFreshJailAndStarts(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(fx.state, "vms", "abc", "rootfs.ext4")); err != nil {
 		t.Fatalf("removing the jail touched the VM's disk: %v", err)
 	}
-	must(t, fx.local.RemoveJail(ctx, "vm-0123")) // missing: not an error
+	must(t, Do(ctx, fx.local, OpRemoveJail, VMRef{VMID: "vm-0123"})) // missing: not an error
 }
 
 func TestRemoveJailRefusesALiveUntrackedJail(t *testing.T) {
@@ -164,13 +164,13 @@ func TestRemoveJailRefusesALiveUntrackedJail(t *testing.T) {
 	ln, err := listenUnix(filepath.Join(root, "api.socket"))
 	must(t, err)
 	defer func() { _ = ln.Close() }()
-	if err := fx.local.RemoveJail(context.Background(), "vm-live"); err == nil || !strings.Contains(err.Error(), "in use by a running firecracker") {
+	if err := Do(context.Background(), fx.local, OpRemoveJail, VMRef{VMID: "vm-live"}); err == nil || !strings.Contains(err.Error(), "in use by a running firecracker") {
 		t.Fatalf("removing a live jail: %v", err)
 	}
 	// Nor does a new launch for that VM replace it.
 	req := fx.request(t)
 	req.VMID = "vm-live"
-	if _, err := fx.local.LaunchJailer(context.Background(), req); err == nil || !strings.Contains(err.Error(), "in use by a running firecracker") {
+	if _, err := Call(context.Background(), fx.local, OpLaunchJailer, req); err == nil || !strings.Contains(err.Error(), "in use by a running firecracker") {
 		t.Fatalf("launching over a live jail: %v", err)
 	}
 	if calls := fx.fake.Calls(); len(calls) > 0 {
@@ -258,7 +258,7 @@ func TestLaunchJailerHostile(t *testing.T) {
 			fx := newJailFixture(t)
 			req := fx.request(t)
 			tc.mutate(t, fx, &req)
-			_, err := fx.local.LaunchJailer(ctx, req)
+			_, err := Call(ctx, fx.local, OpLaunchJailer, req)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
@@ -278,19 +278,19 @@ func TestLaunchJailerRefusesOtherOwnersFiles(t *testing.T) {
 	fx := newJailFixture(t)
 	req := fx.request(t)
 	must(t, os.Chown(filepath.Join(fx.state, "vmlinux"), 65534, 65534))
-	if _, err := fx.local.LaunchJailer(context.Background(), req); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
+	if _, err := Call(context.Background(), fx.local, OpLaunchJailer, req); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
 		t.Fatalf("another user's kernel: %v", err)
 	}
 	// A jailer in a directory another user owns.
 	must(t, os.Chown(filepath.Dir(fx.policy.Jailer), 65534, 65534))
-	if _, err := fx.local.LaunchJailer(context.Background(), fx.request(t)); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
+	if _, err := Call(context.Background(), fx.local, OpLaunchJailer, fx.request(t)); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
 		t.Fatalf("jailer in another user's dir: %v", err)
 	}
 }
 
 func TestRemoveJailBeforeAnyJail(t *testing.T) {
 	fx := newJailFixture(t)
-	if err := fx.local.RemoveJail(context.Background(), "vm-0123"); err != nil {
+	if err := Do(context.Background(), fx.local, OpRemoveJail, VMRef{VMID: "vm-0123"}); err != nil {
 		t.Fatalf("removing a jail that was never made: %v", err)
 	}
 }
@@ -299,10 +299,10 @@ func TestLaunchJailerWithoutPolicy(t *testing.T) {
 	fx := newJailFixture(t)
 	req := fx.request(t)
 	fx.local.policy.Jailer = nil
-	if _, err := fx.local.LaunchJailer(context.Background(), req); !errors.Is(err, ErrNotAvailable) {
+	if _, err := Call(context.Background(), fx.local, OpLaunchJailer, req); !errors.Is(err, ErrNotAvailable) {
 		t.Fatalf("launch without a jailer policy: %v", err)
 	}
-	if err := fx.local.RemoveJail(context.Background(), "vm-0123"); !errors.Is(err, ErrNotAvailable) {
+	if err := Do(context.Background(), fx.local, OpRemoveJail, VMRef{VMID: "vm-0123"}); !errors.Is(err, ErrNotAvailable) {
 		t.Fatalf("remove without a jailer policy: %v", err)
 	}
 }
@@ -335,17 +335,17 @@ func TestHelperPassesJailerDescriptors(t *testing.T) {
 	h.tree.local.policy.Jailer = &fx.policy
 	req := fx.request(t)
 	req.Initrd = nil
-	got, err := NewClient(h.socket).LaunchJailer(context.Background(), req)
+	got, err := Call(context.Background(), NewClient(h.socket), OpLaunchJailer, req)
 	if err != nil {
 		t.Fatalf("launch over the socket: %v", err)
 	}
 	if got.Initrd != "" || inodeAt(t, got.Kernel) != inodeOf(t, req.Kernel) || inodeAt(t, got.Drives["seed"]) != inodeOf(t, req.Drives[1].File) {
 		t.Fatalf("the helper staged other files than the client passed: %+v", got)
 	}
-	if err := NewClient(h.socket).RemoveJail(context.Background(), "vm-0123"); err != nil {
+	if err := Do(context.Background(), NewClient(h.socket), OpRemoveJail, VMRef{VMID: "vm-0123"}); err != nil {
 		t.Fatalf("remove over the socket: %v", err)
 	}
-	if err := NewClient(h.socket).RemoveJail(context.Background(), "../etc"); !errors.Is(err, ErrInvalidArgument) {
+	if err := Do(context.Background(), NewClient(h.socket), OpRemoveJail, VMRef{VMID: "../etc"}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("hostile remove: %v", err)
 	}
 }
@@ -386,11 +386,11 @@ func TestStagingWithoutHardLinks(t *testing.T) {
 	req := fx.request(t)
 	must(t, os.WriteFile(filepath.Join(fx.state, "vmlinux"), []byte("kernel bytes"), 0o600))
 	ctx := context.Background()
-	got, err := l.LaunchJailer(ctx, req)
+	got, err := Call(ctx, l, OpLaunchJailer, req)
 	if err != nil {
 		t.Fatalf("launch: %v", err)
 	}
-	t.Cleanup(func() { _ = l.RemoveJail(ctx, "vm-0123") })
+	t.Cleanup(func() { _ = Do(ctx, l, OpRemoveJail, VMRef{VMID: "vm-0123"}) })
 
 	kernel, err := os.ReadFile(got.Kernel)
 	if err != nil || string(kernel) != "kernel bytes" {
@@ -421,7 +421,7 @@ func TestStagingWithoutHardLinks(t *testing.T) {
 			t.Errorf("drive %s read-only flag %q, want %s", id, ro, wantRO)
 		}
 	}
-	must(t, l.RemoveJail(ctx, "vm-0123"))
+	must(t, Do(ctx, l, OpRemoveJail, VMRef{VMID: "vm-0123"}))
 	for _, dev := range loops {
 		if b, err := os.ReadFile("/sys/block/" + dev + "/loop/backing_file"); err == nil {
 			t.Errorf("%s still attached to %s after RemoveJail", dev, b)
@@ -436,7 +436,7 @@ func TestStagingRefusesFilesOutsideTheStateDir(t *testing.T) {
 	fx := newJailFixture(t)
 	req := fx.request(t)
 	req.Kernel = ownedFile(t, fx.root, "vmlinux-elsewhere", os.O_RDONLY)
-	if _, err := fx.local.LaunchJailer(context.Background(), req); err == nil || !strings.Contains(err.Error(), "not a file in banger's state dir") {
+	if _, err := Call(context.Background(), fx.local, OpLaunchJailer, req); err == nil || !strings.Contains(err.Error(), "not a file in banger's state dir") {
 		t.Fatalf("kernel outside the state dir: %v", err)
 	}
 }

@@ -70,12 +70,12 @@ type Policy struct {
 	// DeviceMapperMajor is device-mapper's block major (from /proc/devices);
 	// 0 when the kernel has no device-mapper.
 	DeviceMapperMajor uint32
-	// Jailer, when set, enables LaunchJailer and RemoveJail.
+	// Jailer, when set, enables jailer.launch and jail.remove.
 	Jailer *JailerPolicy
-	// SysDevBlock is /sys/dev/block, where RemoveJail finds which loop
+	// SysDevBlock is /sys/dev/block, where jail.remove finds which loop
 	// device a jail's drive node names.
 	SysDevBlock string
-	// DevDir is /dev, where DetachLoop and RemoveSnapshot find the device
+	// DevDir is /dev, where loop.detach and snapshot.remove find the device
 	// number whose jail nodes they revoke first.
 	DevDir string
 	// ProcSelfFD is /proc/self/fd, where Local reads which file a descriptor
@@ -84,8 +84,8 @@ type Policy struct {
 	ProcSelfFD string
 }
 
-// Local performs Ops in this process after validating them against its
-// Policy. It is what a root daemon uses directly and what the helper serves.
+// Local performs the menu's operations in this process after validating
+// them against its Policy. It is what a root daemon uses directly and what the helper serves.
 type Local struct {
 	policy  Policy
 	backend Backend
@@ -152,104 +152,31 @@ func (l *Local) ownBridge(ctx context.Context, bridge string, op func() error) e
 	})
 }
 
-// EnsureBridge implements Ops.
-func (l *Local) EnsureBridge(ctx context.Context, spec BridgeSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
+// perform implements Ops: every request is checked against the menu's
+// rules before the operation's own policy checks run.
+func (l *Local) perform(ctx context.Context, op entry, req any) (any, error) {
+	if err := op.validate(req); err != nil {
+		return nil, err
 	}
-	return l.locked(func() error { return l.backend.EnsureBridge(ctx, spec, l.instance()) })
+	return op.runLocal(ctx, l, req)
 }
 
-// DeleteBridge implements Ops.
-func (l *Local) DeleteBridge(ctx context.Context, name string) error {
-	if err := ValidBridgeName(name); err != nil {
-		return err
-	}
-	return l.locked(func() error { return l.backend.DeleteBridge(ctx, name, l.instance()) })
-}
-
-// CreateTap implements Ops.
-func (l *Local) CreateTap(ctx context.Context, spec TapSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
-	}
+// createTap hands the tap only to the owner, on a bridge of this
+// instance.
+func (l *Local) createTap(ctx context.Context, spec TapSpec) (None, error) {
 	if err := l.ownerIDs(spec.UID, spec.GID); err != nil {
-		return err
+		return None{}, err
 	}
-	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.CreateTap(ctx, spec) })
+	return nothing(l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.CreateTap(ctx, spec) }))
 }
 
-// DeleteTap implements Ops.
-func (l *Local) DeleteTap(ctx context.Context, name string) error {
-	if err := ValidTapName(name); err != nil {
-		return err
-	}
-	return l.locked(func() error { return l.backend.DeleteTap(ctx, name, l.policy.Owner) })
-}
-
-// EnsureNAT implements Ops.
-func (l *Local) EnsureNAT(ctx context.Context, spec NATSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
-	}
-	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.EnsureNAT(ctx, spec) })
-}
-
-// RemoveNAT implements Ops.
-func (l *Local) RemoveNAT(ctx context.Context, spec NATSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
-	}
-	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.RemoveNAT(ctx, spec) })
-}
-
-// Isolate implements Ops.
-func (l *Local) Isolate(ctx context.Context, spec IsolationSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
-	}
-	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.Isolate(ctx, spec) })
-}
-
-// Unisolate implements Ops.
-func (l *Local) Unisolate(ctx context.Context, spec IsolationSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
-	}
-	return l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.Unisolate(ctx, spec) })
-}
-
-// EnableIPForward implements Ops.
-func (l *Local) EnableIPForward(ctx context.Context) error {
-	return l.locked(func() error { return l.backend.EnableIPForward(ctx) })
-}
-
-// ConfigureResolver implements Ops.
-func (l *Local) ConfigureResolver(ctx context.Context, spec ResolverSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
-	}
-	return l.locked(func() error { return l.backend.ConfigureResolver(ctx, spec) })
-}
-
-// RevertResolver implements Ops.
-func (l *Local) RevertResolver(ctx context.Context, link string) error {
-	if err := ValidBridgeName(link); err != nil {
-		return err
-	}
-	return l.locked(func() error { return l.backend.RevertResolver(ctx, link) })
-}
-
-// AttachLoop implements Ops. The backing file must be a regular file owned
-// by the owner, singly linked, inside the state dir, and opened read-write
-// unless ReadOnly: the descriptor is the caller's proof of access, so the
-// loop device grants nothing the caller did not already have.
-func (l *Local) AttachLoop(ctx context.Context, spec LoopAttach) (string, error) {
-	if err := spec.Validate(); err != nil {
-		return "", err
-	}
+// attachLoop: the backing file must be a regular file owned by the owner,
+// singly linked, inside the state dir, and opened read-write unless
+// ReadOnly: the descriptor is the caller's proof of access, so the loop
+// device grants nothing the caller did not already have.
+func (l *Local) attachLoop(ctx context.Context, spec LoopAttach) (DevicePath, error) {
 	if err := l.checkBacking(spec.Backing, spec.ReadOnly); err != nil {
-		return "", err
+		return DevicePath{}, err
 	}
 	var dev string
 	err := l.locked(func() error {
@@ -257,15 +184,14 @@ func (l *Local) AttachLoop(ctx context.Context, spec LoopAttach) (string, error)
 		dev, err = l.backend.AttachLoop(ctx, spec)
 		return err
 	})
-	return dev, err
+	return DevicePath{Device: dev}, err
 }
 
-// DetachLoop implements Ops.
-func (l *Local) DetachLoop(ctx context.Context, device string) error {
-	if err := ValidLoopDevice(device); err != nil {
-		return err
-	}
-	return l.locked(func() error {
+// detachLoop detaches a loop device of banger's, revoking its jail nodes
+// first.
+func (l *Local) detachLoop(ctx context.Context, ref DeviceRef) (None, error) {
+	device := ref.Device
+	return nothing(l.locked(func() error {
 		if err := l.checkLoopInState(ctx, device); err != nil {
 			return err
 		}
@@ -273,14 +199,11 @@ func (l *Local) DetachLoop(ctx context.Context, device string) error {
 			return err
 		}
 		return l.backend.DetachLoop(ctx, device)
-	})
+	}))
 }
 
-// CreateSnapshot implements Ops.
-func (l *Local) CreateSnapshot(ctx context.Context, spec SnapshotSpec) (string, error) {
-	if err := spec.Validate(); err != nil {
-		return "", err
-	}
+// createSnapshot builds a snapshot over two loop devices of banger's.
+func (l *Local) createSnapshot(ctx context.Context, spec SnapshotSpec) (DevicePath, error) {
 	var dev string
 	err := l.locked(func() error {
 		for _, d := range []string{spec.Origin, spec.COW} {
@@ -292,22 +215,20 @@ func (l *Local) CreateSnapshot(ctx context.Context, spec SnapshotSpec) (string, 
 		dev, err = l.backend.CreateSnapshot(ctx, spec, l.policy.Owner)
 		return err
 	})
-	return dev, err
+	return DevicePath{Device: dev}, err
 }
 
-// RemoveSnapshot implements Ops.
-func (l *Local) RemoveSnapshot(ctx context.Context, name string) error {
-	if err := ValidSnapshotName(name); err != nil {
-		return err
-	}
-	return l.locked(func() error {
-		for _, n := range []string{name, name + "-origin"} {
-			if err := l.revokeDevice(filepath.Join(l.policy.DevDir, "mapper", n)); err != nil {
+// removeSnapshot removes a snapshot (and its extended origin), revoking
+// their jail nodes first.
+func (l *Local) removeSnapshot(ctx context.Context, n Named) (None, error) {
+	return nothing(l.locked(func() error {
+		for _, dm := range []string{n.Name, n.Name + "-origin"} {
+			if err := l.revokeDevice(filepath.Join(l.policy.DevDir, "mapper", dm)); err != nil {
 				return err
 			}
 		}
-		return l.backend.RemoveSnapshot(ctx, name)
-	})
+		return l.backend.RemoveSnapshot(ctx, n.Name)
+	}))
 }
 
 // devPath maps a validated /dev/… device path into the policy's DevDir.
@@ -315,23 +236,17 @@ func (l *Local) devPath(device string) string {
 	return filepath.Join(l.policy.DevDir, strings.TrimPrefix(device, "/dev/"))
 }
 
-// Chown implements Ops.
-func (l *Local) Chown(ctx context.Context, spec ChownSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
-	}
+// chown hands a socket or device beneath the runtime dir to the owner.
+func (l *Local) chown(ctx context.Context, spec ChownSpec) (None, error) {
 	if err := l.ownerIDs(spec.UID, spec.GID); err != nil {
-		return err
+		return None{}, err
 	}
-	return l.withTarget(spec.Path, func(f *os.File) error { return l.backend.Chown(ctx, f, spec.UID, spec.GID) })
+	return nothing(l.withTarget(spec.Path, func(f *os.File) error { return l.backend.Chown(ctx, f, spec.UID, spec.GID) }))
 }
 
-// Chmod implements Ops.
-func (l *Local) Chmod(ctx context.Context, spec ChmodSpec) error {
-	if err := spec.Validate(); err != nil {
-		return err
-	}
-	return l.withTarget(spec.Path, func(f *os.File) error { return l.backend.Chmod(ctx, f, spec.Mode) })
+// chmod changes the mode of a socket or device beneath the runtime dir.
+func (l *Local) chmod(ctx context.Context, spec ChmodSpec) (None, error) {
+	return nothing(l.withTarget(spec.Path, func(f *os.File) error { return l.backend.Chmod(ctx, f, spec.Mode) }))
 }
 
 func (l *Local) locked(f func() error) error {

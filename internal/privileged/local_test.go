@@ -80,10 +80,10 @@ func TestChownResolvesBeneathRuntimeDir(t *testing.T) {
 		ctx := context.Background()
 		sock := filepath.Join(tr.run, "vms", "abc", "fc.sock")
 		socketAt(t, sock)
-		if err := tr.local.Chown(ctx, ChownSpec{Path: sock, UID: tr.owner.UID, GID: tr.owner.GID}); err != nil {
+		if err := Do(ctx, tr.local, OpChown, ChownSpec{Path: sock, UID: tr.owner.UID, GID: tr.owner.GID}); err != nil {
 			t.Fatalf("chown of a socket in the runtime dir: %v", err)
 		}
-		if err := tr.local.Chmod(ctx, ChmodSpec{Path: sock, Mode: 0o660}); err != nil {
+		if err := Do(ctx, tr.local, OpChmod, ChmodSpec{Path: sock, Mode: 0o660}); err != nil {
 			t.Fatalf("chmod of a socket in the runtime dir: %v", err)
 		}
 		want := inodeAt(t, sock)
@@ -144,9 +144,9 @@ func TestChownHostileFileSystem(t *testing.T) {
 			"/proc/self/root/etc/shadow",
 		}
 		for _, p := range hostile {
-			err := tr.local.Chown(ctx, ChownSpec{Path: p, UID: tr.owner.UID, GID: tr.owner.GID})
+			err := Do(ctx, tr.local, OpChown, ChownSpec{Path: p, UID: tr.owner.UID, GID: tr.owner.GID})
 			assertInvalid(t, err, "chown %s", p)
-			err = tr.local.Chmod(ctx, ChmodSpec{Path: p, Mode: 0o600})
+			err = Do(ctx, tr.local, OpChmod, ChmodSpec{Path: p, Mode: 0o600})
 			assertInvalid(t, err, "chmod %s", p)
 		}
 		if calls := tr.fake.Calls(); len(calls) != 0 {
@@ -163,7 +163,7 @@ func TestChownOnlyToOwner(t *testing.T) {
 		if id[0] == tr.owner.UID && id[1] == tr.owner.GID {
 			continue
 		}
-		assertInvalid(t, tr.local.Chown(context.Background(), ChownSpec{Path: sock, UID: id[0], GID: id[1]}), "ids %v", id)
+		assertInvalid(t, Do(context.Background(), tr.local, OpChown, ChownSpec{Path: sock, UID: id[0], GID: id[1]}), "ids %v", id)
 	}
 }
 
@@ -177,7 +177,7 @@ func TestChownRefusesMountCrossing(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
 		socketAt(t, filepath.Join(mnt, "x.sock"))
-		assertInvalid(t, tr.local.Chmod(context.Background(), ChmodSpec{Path: filepath.Join(mnt, "x.sock"), Mode: 0o600}), "across a mount")
+		assertInvalid(t, Do(context.Background(), tr.local, OpChmod, ChmodSpec{Path: filepath.Join(mnt, "x.sock"), Mode: 0o600}), "across a mount")
 	})
 }
 
@@ -210,7 +210,7 @@ func TestChownDeviceAllowList(t *testing.T) {
 		if err := unix.Mknod(p, c.mode|0o600, int(c.dev)); err != nil {
 			t.Fatalf("mknod %s: %v", p, err)
 		}
-		err := tr.local.Chmod(context.Background(), ChmodSpec{Path: p, Mode: 0o660})
+		err := Do(context.Background(), tr.local, OpChmod, ChmodSpec{Path: p, Mode: 0o660})
 		if c.allowed && err != nil {
 			t.Errorf("%s refused: %v", c.name, err)
 		}
@@ -238,15 +238,15 @@ func TestAttachLoop(t *testing.T) {
 	ctx := context.Background()
 	vmDir := filepath.Join(tr.state, "vms", "abc")
 	rw := ownedFile(t, vmDir, "rootfs.ext4", os.O_RDWR)
-	dev, err := tr.local.AttachLoop(ctx, LoopAttach{Backing: rw, Name: "banger-abc-cow"})
-	if err != nil || dev != "/dev/loop7" {
+	dev, err := Call(ctx, tr.local, OpAttachLoop, LoopAttach{Backing: rw, Name: "banger-abc-cow"})
+	if err != nil || dev.Device != "/dev/loop7" {
 		t.Fatalf("attach of the owner's state file: %q, %v", dev, err)
 	}
 	if tr.fake.Attached()[0] != inodeOf(t, rw) {
 		t.Fatal("backend got a different file than the caller opened")
 	}
 	ro := ownedFile(t, vmDir, "base.ext4", os.O_RDONLY)
-	if _, err := tr.local.AttachLoop(ctx, LoopAttach{Backing: ro, Name: "banger-abc-base", ReadOnly: true}); err != nil {
+	if _, err := Call(ctx, tr.local, OpAttachLoop, LoopAttach{Backing: ro, Name: "banger-abc-base", ReadOnly: true}); err != nil {
 		t.Fatalf("read-only attach: %v", err)
 	}
 
@@ -280,7 +280,7 @@ func TestAttachLoop(t *testing.T) {
 		{"no file", LoopAttach{Name: "banger-abc-cow"}},
 	}
 	for _, h := range hostile {
-		_, err := tr.local.AttachLoop(ctx, h.spec)
+		_, err := Call(ctx, tr.local, OpAttachLoop, h.spec)
 		assertInvalid(t, err, "%s", h.name)
 	}
 	if n := len(tr.fake.Calls()); n != 2 {
@@ -293,7 +293,7 @@ func TestAttachLoopRefusesOtherOwnersFile(t *testing.T) {
 	tr := newTree(t, false)
 	f := ownedFile(t, filepath.Join(tr.state, "vms", "abc"), "root-owned.img", os.O_RDWR)
 	must(t, f.Chown(65534, 65534))
-	_, err := tr.local.AttachLoop(context.Background(), LoopAttach{Backing: f, Name: "banger-abc-cow"})
+	_, err := Call(context.Background(), tr.local, OpAttachLoop, LoopAttach{Backing: f, Name: "banger-abc-cow"})
 	assertInvalid(t, err, "file of uid 65534")
 }
 
@@ -307,22 +307,22 @@ func TestDetachAndSnapshotOnlyBangerLoops(t *testing.T) {
 	tr.fake.setLoop("/dev/loop5", tr.state+"-other/x.img")
 	tr.fake.setLoop("/dev/loop6", filepath.Join(tr.state, "..", "escape.img"))
 
-	if err := tr.local.DetachLoop(ctx, "/dev/loop1"); err != nil {
+	if err := Do(ctx, tr.local, OpDetachLoop, DeviceRef{Device: "/dev/loop1"}); err != nil {
 		t.Fatalf("detach banger loop: %v", err)
 	}
-	if err := tr.local.DetachLoop(ctx, "/dev/loop2"); err != nil {
+	if err := Do(ctx, tr.local, OpDetachLoop, DeviceRef{Device: "/dev/loop2"}); err != nil {
 		t.Fatalf("detach banger loop whose file was deleted: %v", err)
 	}
 	for _, d := range []string{"/dev/loop3", "/dev/loop4", "/dev/loop5", "/dev/loop6", "/dev/sda"} {
-		if err := tr.local.DetachLoop(ctx, d); err == nil {
+		if err := Do(ctx, tr.local, OpDetachLoop, DeviceRef{Device: d}); err == nil {
 			t.Errorf("detach of %s (backing %q) allowed", d, tr.fake.loops[d])
 		}
 	}
-	if _, err := tr.local.CreateSnapshot(ctx, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2"}); err != nil {
+	if _, err := Call(ctx, tr.local, OpCreateSnapshot, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2"}); err != nil {
 		t.Fatalf("snapshot over banger loops: %v", err)
 	}
 	for _, o := range []string{"/dev/loop3", "/dev/loop4", "/dev/loop5", "/dev/loop9"} {
-		if _, err := tr.local.CreateSnapshot(ctx, SnapshotSpec{Name: "banger-abc", Origin: o, COW: "/dev/loop2"}); err == nil {
+		if _, err := Call(ctx, tr.local, OpCreateSnapshot, SnapshotSpec{Name: "banger-abc", Origin: o, COW: "/dev/loop2"}); err == nil {
 			t.Errorf("snapshot over %s allowed", o)
 		}
 	}
@@ -338,18 +338,18 @@ func TestNetworkOpsReachBackendOnlyWhenValid(t *testing.T) {
 	subnet := netip.MustParsePrefix("172.30.0.0/24")
 	o := tr.owner
 	ok := []error{
-		tr.local.EnsureBridge(ctx, BridgeSpec{Name: "banger0", Subnet: subnet}),
-		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID, GID: o.GID}),
-		tr.local.EnsureNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger0"}),
-		tr.local.Isolate(ctx, IsolationSpec{Bridge: "banger0", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
-		tr.local.Unisolate(ctx, IsolationSpec{Bridge: "banger0", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
-		tr.local.EnableIPForward(ctx),
-		tr.local.ConfigureResolver(ctx, ResolverSpec{Link: "banger0", Server: netip.MustParseAddr("172.30.0.1"), Domain: "banger"}),
-		tr.local.RevertResolver(ctx, "banger0"),
-		tr.local.RemoveNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger0"}),
-		tr.local.DeleteTap(ctx, "bgt-abc"),
-		tr.local.DeleteBridge(ctx, "banger0"),
-		tr.local.RemoveSnapshot(ctx, "banger-abc"),
+		Do(ctx, tr.local, OpEnsureBridge, BridgeSpec{Name: "banger0", Subnet: subnet}),
+		Do(ctx, tr.local, OpCreateTap, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID, GID: o.GID}),
+		Do(ctx, tr.local, OpEnsureNAT, NATSpec{Subnet: subnet, Bridge: "banger0"}),
+		Do(ctx, tr.local, OpIsolate, IsolationSpec{Bridge: "banger0", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
+		Do(ctx, tr.local, OpUnisolate, IsolationSpec{Bridge: "banger0", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
+		Do(ctx, tr.local, OpEnableIPForward, None{}),
+		Do(ctx, tr.local, OpConfigureResolver, ResolverSpec{Link: "banger0", Server: netip.MustParseAddr("172.30.0.1"), Domain: "banger"}),
+		Do(ctx, tr.local, OpRevertResolver, LinkRef{Link: "banger0"}),
+		Do(ctx, tr.local, OpRemoveNAT, NATSpec{Subnet: subnet, Bridge: "banger0"}),
+		Do(ctx, tr.local, OpDeleteTap, Named{Name: "bgt-abc"}),
+		Do(ctx, tr.local, OpDeleteBridge, Named{Name: "banger0"}),
+		Do(ctx, tr.local, OpRemoveSnapshot, Named{Name: "banger-abc"}),
 	}
 	for i, err := range ok {
 		if err != nil {
@@ -357,17 +357,17 @@ func TestNetworkOpsReachBackendOnlyWhenValid(t *testing.T) {
 		}
 	}
 	bad := []error{
-		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID + 1, GID: o.GID}),
-		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID, GID: o.GID + 1}),
-		tr.local.DeleteTap(ctx, "eth0"),
-		tr.local.DeleteTap(ctx, "banger0"),
-		tr.local.DeleteBridge(ctx, "docker0"),
-		tr.local.DeleteBridge(ctx, "bgt-abc"),
-		tr.local.RevertResolver(ctx, "eth0"),
-		tr.local.RemoveSnapshot(ctx, "vg0-root"),
-		tr.local.Isolate(ctx, IsolationSpec{Tap: "eth0", Addr: netip.MustParseAddr("172.30.0.2")}),
-		tr.local.Unisolate(ctx, IsolationSpec{Tap: "bgt-abc", Addr: netip.MustParseAddr("8.8.8.8")}),
-		tr.local.EnsureBridge(ctx, BridgeSpec{Name: "banger0", Subnet: netip.MustParsePrefix("0.0.0.0/0")}),
+		Do(ctx, tr.local, OpCreateTap, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID + 1, GID: o.GID}),
+		Do(ctx, tr.local, OpCreateTap, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: o.UID, GID: o.GID + 1}),
+		Do(ctx, tr.local, OpDeleteTap, Named{Name: "eth0"}),
+		Do(ctx, tr.local, OpDeleteTap, Named{Name: "banger0"}),
+		Do(ctx, tr.local, OpDeleteBridge, Named{Name: "docker0"}),
+		Do(ctx, tr.local, OpDeleteBridge, Named{Name: "bgt-abc"}),
+		Do(ctx, tr.local, OpRevertResolver, LinkRef{Link: "eth0"}),
+		Do(ctx, tr.local, OpRemoveSnapshot, Named{Name: "vg0-root"}),
+		Do(ctx, tr.local, OpIsolate, IsolationSpec{Tap: "eth0", Addr: netip.MustParseAddr("172.30.0.2")}),
+		Do(ctx, tr.local, OpUnisolate, IsolationSpec{Tap: "bgt-abc", Addr: netip.MustParseAddr("8.8.8.8")}),
+		Do(ctx, tr.local, OpEnsureBridge, BridgeSpec{Name: "banger0", Subnet: netip.MustParsePrefix("0.0.0.0/0")}),
 	}
 	for i, err := range bad {
 		assertInvalid(t, err, "bad op %d", i)
@@ -395,12 +395,12 @@ func TestBackendErrorsPassThrough(t *testing.T) {
 	tr := newTree(t, false)
 	boom := errors.New("netlink: boom")
 	tr.fake.fail = boom
-	if err := tr.local.EnsureBridge(context.Background(), BridgeSpec{Name: "banger0", Subnet: netip.MustParsePrefix("172.30.0.0/24")}); !errors.Is(err, boom) {
+	if err := Do(context.Background(), tr.local, OpEnsureBridge, BridgeSpec{Name: "banger0", Subnet: netip.MustParsePrefix("172.30.0.0/24")}); !errors.Is(err, boom) {
 		t.Fatalf("got %v, want the backend's error", err)
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -415,7 +415,7 @@ func TestNetworkOpsStayOnTheirOwnersBridge(t *testing.T) {
 	tr := newTree(t, false)
 	ctx := context.Background()
 	subnet := netip.MustParsePrefix("172.30.0.0/24")
-	if err := tr.local.EnsureBridge(ctx, BridgeSpec{Name: "banger0", Subnet: subnet}); err != nil {
+	if err := Do(ctx, tr.local, OpEnsureBridge, BridgeSpec{Name: "banger0", Subnet: subnet}); err != nil {
 		t.Fatal(err)
 	}
 	mark := network.Owner{UID: tr.owner.UID, StateDir: tr.state}.Alias()
@@ -426,11 +426,11 @@ func TestNetworkOpsStayOnTheirOwnersBridge(t *testing.T) {
 	tr.fake.bridgeErr = map[string]error{"banger1": theirs}
 	o := tr.owner
 	for i, err := range []error{
-		tr.local.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger1", UID: o.UID, GID: o.GID}),
-		tr.local.EnsureNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger1"}),
-		tr.local.RemoveNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger1"}),
-		tr.local.Isolate(ctx, IsolationSpec{Bridge: "banger1", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
-		tr.local.Unisolate(ctx, IsolationSpec{Bridge: "banger1", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
+		Do(ctx, tr.local, OpCreateTap, TapSpec{Name: "bgt-abc", Bridge: "banger1", UID: o.UID, GID: o.GID}),
+		Do(ctx, tr.local, OpEnsureNAT, NATSpec{Subnet: subnet, Bridge: "banger1"}),
+		Do(ctx, tr.local, OpRemoveNAT, NATSpec{Subnet: subnet, Bridge: "banger1"}),
+		Do(ctx, tr.local, OpIsolate, IsolationSpec{Bridge: "banger1", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
+		Do(ctx, tr.local, OpUnisolate, IsolationSpec{Bridge: "banger1", Tap: "bgt-abc", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")}),
 	} {
 		if !errors.Is(err, network.ErrOwnedElsewhere) {
 			t.Errorf("op %d on another banger's bridge: %v, want ErrOwnedElsewhere", i, err)

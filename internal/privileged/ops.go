@@ -1,6 +1,7 @@
 // Package privileged is banger's privilege boundary: the fixed menu of
-// typed operations (Ops) that need root, their validation, and the three
-// ways to reach them.
+// typed operations that need root (declared once, in menu.go), their
+// validation, and the three ways to reach them (Ops, used through Call and
+// Do).
 //
 //   - Local performs them in-process. bangerd uses it when it runs as root
 //     (tests, CI); the root helper uses it behind its socket.
@@ -8,7 +9,12 @@
 //     a root-owned Unix socket and answers only the install owner's uid,
 //     checked with SO_PEERCRED.
 //   - Client is what an unprivileged bangerd uses to call the helper; it
-//     implements Ops too, so the daemon cannot tell the difference.
+//     is an Ops too, so the daemon cannot tell the difference.
+//
+// Several bangers may share a host, each with its own bridge. The bridge
+// is marked with the instance an implementation serves (its policy's
+// state dir and owner, network.Owner), and every network operation
+// refuses a bridge marked as another instance's (network.ErrOwnedElsewhere).
 //
 // Nothing here runs a shell or a generic command, and no operation takes an
 // arbitrary path: interface names carry banger's prefix, networks are parsed
@@ -21,77 +27,10 @@
 package privileged
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"os"
 )
-
-// Ops is the menu of privileged operations. Every implementation validates
-// every argument before acting; callers get ErrInvalidArgument for a request
-// the policy refuses.
-//
-// Several bangers may share a host, each with its own bridge. The bridge
-// is marked with the instance the implementation serves (its policy's
-// state dir and owner, network.Owner), and every network operation
-// refuses a bridge marked as another instance's (network.ErrOwnedElsewhere).
-type Ops interface {
-	// EnsureBridge creates the bridge if missing, marks it as this
-	// instance's, gives it the subnet's gateway address (the first host
-	// address) and sets it up; idempotent.
-	EnsureBridge(ctx context.Context, spec BridgeSpec) error
-	// DeleteBridge removes a banger bridge; a missing bridge is not an error.
-	DeleteBridge(ctx context.Context, name string) error
-	// CreateTap creates a tap owned by UID/GID and enslaves it to Bridge.
-	CreateTap(ctx context.Context, spec TapSpec) error
-	// DeleteTap removes a banger tap; a missing tap is not an error.
-	DeleteTap(ctx context.Context, name string) error
-	// EnsureNAT masquerades Subnet leaving through anything but Bridge, in
-	// the bridge's own nftables tables; idempotent.
-	EnsureNAT(ctx context.Context, spec NATSpec) error
-	// RemoveNAT deletes the bridge's nftables tables (NAT, forwarding and
-	// isolation rules); missing tables are not an error.
-	RemoveNAT(ctx context.Context, spec NATSpec) error
-	// Isolate pins one VM's port to its MAC and address and, when
-	// spec.Isolated, cuts the VM off from the other VMs (it keeps the
-	// host's DNS and, through NAT, the outside); Unisolate undoes it. Both
-	// are idempotent.
-	Isolate(ctx context.Context, spec IsolationSpec) error
-	Unisolate(ctx context.Context, spec IsolationSpec) error
-	// EnableIPForward turns on IPv4 forwarding. There is deliberately no
-	// "disable": other software on the host (containers) relies on it too.
-	EnableIPForward(ctx context.Context) error
-	// ConfigureResolver routes queries for Domain (and only those) on Link
-	// to Server port 53 (systemd-resolved per-link configuration).
-	ConfigureResolver(ctx context.Context, spec ResolverSpec) error
-	// RevertResolver drops the per-link DNS configuration of link.
-	RevertResolver(ctx context.Context, link string) error
-	// AttachLoop attaches a loop device to the already-open backing file and
-	// returns the device path (/dev/loopN).
-	AttachLoop(ctx context.Context, spec LoopAttach) (string, error)
-	// DetachLoop detaches a loop device whose backing file is in banger's
-	// state directory.
-	DetachLoop(ctx context.Context, device string) error
-	// CreateSnapshot creates the device-mapper snapshot Name over the origin
-	// and COW loop devices, gives the install owner access to it, and
-	// returns its device path.
-	CreateSnapshot(ctx context.Context, spec SnapshotSpec) (string, error)
-	// RemoveSnapshot removes a banger device-mapper snapshot; a missing one
-	// is not an error.
-	RemoveSnapshot(ctx context.Context, name string) error
-	// Chown changes the owner of a socket or device beneath the runtime dir.
-	Chown(ctx context.Context, spec ChownSpec) error
-	// Chmod changes the permission bits of a socket or device beneath the
-	// runtime dir.
-	Chmod(ctx context.Context, spec ChmodSpec) error
-	// LaunchJailer stages a VM's files into a fresh jail and starts
-	// Firecracker under the jailer, which drops to the owner. It returns
-	// once the jailer runs; the caller watches the pid (see jail.go).
-	LaunchJailer(ctx context.Context, spec JailerLaunch) (JailedVMM, error)
-	// RemoveJail stops the VM's jailed Firecracker if it still runs and
-	// removes its jail; a missing jail is not an error.
-	RemoveJail(ctx context.Context, vmID string) error
-}
 
 // BridgeSpec describes banger's bridge.
 type BridgeSpec struct {
@@ -119,10 +58,10 @@ type NATSpec struct {
 }
 
 // IsolationSpec names one VM on the bridge: its tap, and the MAC and
-// address banger gave it. Isolate admits the VM's port (firewall.Admit):
+// address banger gave it. firewall.isolate admits the VM's port (firewall.Admit):
 // the port may then send only IPv4 and ARP from that MAC and address, for
 // every VM; with Isolated the VM is also cut off from the other VMs.
-// Unisolate (firewall.Evict) removes both.
+// firewall.unisolate (firewall.Evict) removes both.
 type IsolationSpec struct {
 	// Bridge is the VM's bridge, whose tables admit it.
 	Bridge string     `json:"bridge"`
@@ -163,7 +102,7 @@ type SnapshotSpec struct {
 	COW    string `json:"cow"`
 	// SizeBytes is the disk size the VM sees; 0 means the origin's size.
 	// When larger than the origin, the backend extends the origin with
-	// zeros (device "<Name>-origin"), as disk.Overlays does.
+	// zeros (device "<Name>-origin").
 	SizeBytes int64 `json:"size_bytes"`
 }
 
@@ -181,6 +120,30 @@ type ChmodSpec struct {
 	Path string `json:"path"`
 	Mode uint32 `json:"mode"`
 }
+
+// Requests and results of operations that take or return one value.
+type (
+	// Named names a bridge, a tap or a snapshot.
+	Named struct {
+		Name string `json:"name"`
+	}
+	// LinkRef names the link whose resolver configuration is reverted.
+	LinkRef struct {
+		Link string `json:"link"`
+	}
+	// DeviceRef names a loop device (/dev/loopN).
+	DeviceRef struct {
+		Device string `json:"device"`
+	}
+	// VMRef names one VM's jail.
+	VMRef struct {
+		VMID string `json:"vm_id"`
+	}
+	// DevicePath is the device loop.attach and snapshot.create made.
+	DevicePath struct {
+		Device string `json:"device"`
+	}
+)
 
 // Owner is the uid/gid the privileged side serves and hands things to.
 type Owner struct {

@@ -39,11 +39,11 @@ func TestKeptJailDriveNodeGrantsNothingAfterRelease(t *testing.T) {
 		must(t, f.Chown(nobody, nobody))
 	}
 	ctx := context.Background()
-	got, err := l.LaunchJailer(ctx, req)
+	got, err := Call(ctx, l, OpLaunchJailer, req)
 	if err != nil {
 		t.Fatalf("launch: %v", err)
 	}
-	t.Cleanup(func() { _ = l.RemoveJail(ctx, "vm-0123") })
+	t.Cleanup(func() { _ = Do(ctx, l, OpRemoveJail, VMRef{VMID: "vm-0123"}) })
 
 	// The owner's link, in a directory it can reach, on the jail's file
 	// system. (Made by root here; the inode is what matters.)
@@ -60,7 +60,7 @@ func TestKeptJailDriveNodeGrantsNothingAfterRelease(t *testing.T) {
 	var st unix.Stat_t
 	must(t, unix.Stat(kept, &st))
 
-	must(t, l.RemoveJail(ctx, "vm-0123"))
+	must(t, Do(ctx, l, OpRemoveJail, VMRef{VMID: "vm-0123"}))
 
 	secret := filepath.Join(keptDir, "secret")
 	// A whole sector at least: a loop device ignores a partial one.
@@ -111,8 +111,10 @@ func TestReleaseRevokesJailNodesFirst(t *testing.T) {
 		rdev    uint64
 		release func(l *Local) error
 	}{
-		{"loop.detach", unix.Mkdev(loopMajor, 3), func(l *Local) error { return l.DetachLoop(context.Background(), "/dev/loop3") }},
-		{"snapshot.remove", unix.Mkdev(254, 9), func(l *Local) error { return l.RemoveSnapshot(context.Background(), "banger-abc") }},
+		{"loop.detach", unix.Mkdev(loopMajor, 3), func(l *Local) error {
+			return Do(context.Background(), l, OpDetachLoop, DeviceRef{Device: "/dev/loop3"})
+		}},
+		{"snapshot.remove", unix.Mkdev(254, 9), func(l *Local) error { return Do(context.Background(), l, OpRemoveSnapshot, Named{Name: "banger-abc"}) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fx := newJailFixture(t)
@@ -192,7 +194,7 @@ func TestRemoveJailRevokesOnlyRootsNodesFirst(t *testing.T) {
 			assertNode(t, filepath.Join(keep, "rootfs"), 0, 0) // already, not after
 		}
 	}
-	must(t, fx.local.RemoveJail(context.Background(), "vm-0123"))
+	must(t, Do(context.Background(), fx.local, OpRemoveJail, VMRef{VMID: "vm-0123"}))
 	if calls := fx.fake.Calls(); !slices.Equal(calls, []string{"DetachLoop /dev/loop5"}) {
 		t.Errorf("backend calls %q, want only the jail's own loop detached", calls)
 	}

@@ -59,47 +59,10 @@ func Unavailable() Ops { return unavailable{} }
 
 type unavailable struct{}
 
-func (unavailable) err(op string) error {
-	return fmt.Errorf("%w: %s needs root: run `sudo banger system install --owner $USER` once (or run the daemon as root for development)", ErrNoPrivilege, op)
+// perform implements Ops.
+func (unavailable) perform(_ context.Context, op entry, _ any) (any, error) {
+	return nil, fmt.Errorf("%w: %s needs root: run `sudo banger system install --owner $USER` once (or run the daemon as root for development)", ErrNoPrivilege, op.what())
 }
-
-func (u unavailable) EnsureBridge(context.Context, BridgeSpec) error {
-	return u.err("creating the bridge")
-}
-func (u unavailable) DeleteBridge(context.Context, string) error { return u.err("deleting the bridge") }
-func (u unavailable) CreateTap(context.Context, TapSpec) error   { return u.err("creating a tap") }
-func (u unavailable) DeleteTap(context.Context, string) error    { return u.err("deleting a tap") }
-func (u unavailable) EnsureNAT(context.Context, NATSpec) error   { return u.err("setting up NAT") }
-func (u unavailable) RemoveNAT(context.Context, NATSpec) error   { return u.err("removing NAT") }
-func (u unavailable) Isolate(context.Context, IsolationSpec) error {
-	return u.err("isolating a VM")
-}
-func (u unavailable) Unisolate(context.Context, IsolationSpec) error {
-	return u.err("un-isolating a VM")
-}
-func (u unavailable) EnableIPForward(context.Context) error { return u.err("enabling IP forwarding") }
-func (u unavailable) ConfigureResolver(context.Context, ResolverSpec) error {
-	return u.err("configuring DNS")
-}
-func (u unavailable) RevertResolver(context.Context, string) error { return u.err("reverting DNS") }
-func (u unavailable) AttachLoop(context.Context, LoopAttach) (string, error) {
-	return "", u.err("attaching a loop device")
-}
-func (u unavailable) DetachLoop(context.Context, string) error {
-	return u.err("detaching a loop device")
-}
-func (u unavailable) CreateSnapshot(context.Context, SnapshotSpec) (string, error) {
-	return "", u.err("creating a device-mapper snapshot")
-}
-func (u unavailable) RemoveSnapshot(context.Context, string) error {
-	return u.err("removing a device-mapper snapshot")
-}
-func (u unavailable) Chown(context.Context, ChownSpec) error { return u.err("changing a file's owner") }
-func (u unavailable) Chmod(context.Context, ChmodSpec) error { return u.err("changing a file's mode") }
-func (u unavailable) LaunchJailer(context.Context, JailerLaunch) (JailedVMM, error) {
-	return JailedVMM{}, u.err("launching the jailer")
-}
-func (u unavailable) RemoveJail(context.Context, string) error { return u.err("removing a jail") }
 
 // DeviceMapperMajor reads device-mapper's block major from a /proc/devices
 // style file; 0 when absent (no dm in this kernel) or unreadable.

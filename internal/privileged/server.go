@@ -278,13 +278,13 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn, p peer) {
 		s.reply(conn, nil, err)
 		return
 	}
-	if p.uid != s.opts.Owner.UID && req.Op != OpInfo {
+	if !req.op.mayCall(p.uid == s.opts.Owner.UID) {
 		s.log.Warn("refused root helper request", "op", req.Op, "uid", p.uid, "pid", p.pid, "owner_uid", s.opts.Owner.UID)
 		s.reply(conn, nil, fmt.Errorf("%w: uid %d may only ask the root helper for %s; operations are for the install owner (uid %d)",
-			ErrRefused, p.uid, OpInfo, s.opts.Owner.UID))
+			ErrRefused, p.uid, OpInfo.Name(), s.opts.Owner.UID))
 		return
 	}
-	if want := filesFor(req); len(files) != want {
+	if want := req.op.fileCount(req.Args); len(files) != want {
 		err := malformed("%s takes %d file descriptors, got %d", req.Op, want, len(files))
 		s.log.Warn("malformed root helper request", "op", req.Op, "uid", p.uid, "pid", p.pid, "err", err)
 		s.reply(conn, nil, err)
@@ -302,68 +302,19 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn, p peer) {
 	s.reply(conn, result, err)
 }
 
+// dispatch performs a decoded request whose descriptors the caller has
+// counted: helper.info is the server's own answer, everything else goes to
+// Ops, which checks it again.
 func (s *Server) dispatch(ctx context.Context, req Request, files []*os.File) (any, error) {
-	ops := s.opts.Ops
-	switch a := req.Args.(type) {
-	case nil:
-		switch req.Op {
-		case OpInfo:
-			return s.opts.Info, nil
-		case OpEnableIPForward:
-			return nil, ops.EnableIPForward(ctx)
-		}
-	case *BridgeSpec:
-		return nil, ops.EnsureBridge(ctx, *a)
-	case *TapSpec:
-		return nil, ops.CreateTap(ctx, *a)
-	case *NATSpec:
-		if req.Op == OpEnsureNAT {
-			return nil, ops.EnsureNAT(ctx, *a)
-		}
-		return nil, ops.RemoveNAT(ctx, *a)
-	case *IsolationSpec:
-		if req.Op == OpIsolate {
-			return nil, ops.Isolate(ctx, *a)
-		}
-		return nil, ops.Unisolate(ctx, *a)
-	case *ResolverSpec:
-		return nil, ops.ConfigureResolver(ctx, *a)
-	case *linkArgs:
-		return nil, ops.RevertResolver(ctx, a.Link)
-	case *nameArgs:
-		switch req.Op {
-		case OpDeleteBridge:
-			return nil, ops.DeleteBridge(ctx, a.Name)
-		case OpDeleteTap:
-			return nil, ops.DeleteTap(ctx, a.Name)
-		case OpRemoveSnapshot:
-			return nil, ops.RemoveSnapshot(ctx, a.Name)
-		}
-	case *LoopAttach:
-		spec := *a
-		spec.Backing = files[0]
-		dev, err := ops.AttachLoop(ctx, spec)
-		return deviceResult{Device: dev}, err
-	case *deviceArgs:
-		return nil, ops.DetachLoop(ctx, a.Device)
-	case *SnapshotSpec:
-		dev, err := ops.CreateSnapshot(ctx, *a)
-		return deviceResult{Device: dev}, err
-	case *ChownSpec:
-		return nil, ops.Chown(ctx, *a)
-	case *ChmodSpec:
-		return nil, ops.Chmod(ctx, *a)
-	case *jailerArgs:
-		spec, err := a.launch(files)
-		if err != nil {
-			return nil, err
-		}
-		return ops.LaunchJailer(ctx, spec)
-	case *vmArgs:
-		return nil, ops.RemoveJail(ctx, a.VMID)
+	if req.op == entry(OpInfo) {
+		return s.opts.Info, nil
 	}
-	// Unreachable while newArgs and this switch agree; a test checks they do.
-	return nil, fmt.Errorf("operation %s is not wired in this helper", req.Op)
+	r, err := req.op.decode(req.Args, files)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.opts.Ops.perform(ctx, req.op, r)
+	return req.op.result(out), err
 }
 
 func (s *Server) reply(conn *net.UnixConn, result any, err error) {

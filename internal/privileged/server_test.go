@@ -65,7 +65,7 @@ func childCall(sock, op string) int {
 	case "info":
 		_, err = c.Info(ctx)
 	case "tap":
-		err = c.CreateTap(ctx, TapSpec{Name: "bgt-child", Bridge: "banger0", UID: os.Getuid(), GID: os.Getgid()})
+		err = Do(ctx, c, OpCreateTap, TapSpec{Name: "bgt-child", Bridge: "banger0", UID: os.Getuid(), GID: os.Getgid()})
 	default:
 		err = fmt.Errorf("unknown child op %q", op)
 	}
@@ -213,15 +213,15 @@ func TestHelperServesOwnerOverSocket(t *testing.T) {
 		t.Fatalf("info = %+v, %v", info, err)
 	}
 	subnet := netip.MustParsePrefix("172.30.0.0/24")
-	must(t, c.EnsureBridge(ctx, BridgeSpec{Name: "banger0", Subnet: subnet}))
-	must(t, c.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: me.UID, GID: me.GID}))
-	must(t, c.EnsureNAT(ctx, NATSpec{Subnet: subnet, Bridge: "banger0"}))
-	must(t, c.EnableIPForward(ctx))
+	must(t, Do(ctx, c, OpEnsureBridge, BridgeSpec{Name: "banger0", Subnet: subnet}))
+	must(t, Do(ctx, c, OpCreateTap, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: me.UID, GID: me.GID}))
+	must(t, Do(ctx, c, OpEnsureNAT, NATSpec{Subnet: subnet, Bridge: "banger0"}))
+	must(t, Do(ctx, c, OpEnableIPForward, None{}))
 	sock := filepath.Join(h.tree.run, "vms", "abc", "fc.sock")
 	socketAt(t, sock)
-	must(t, c.Chmod(ctx, ChmodSpec{Path: sock, Mode: 0o600}))
+	must(t, Do(ctx, c, OpChmod, ChmodSpec{Path: sock, Mode: 0o600}))
 	h.tree.fake.setLoop("/dev/loop3", filepath.Join(h.tree.state, "vms", "abc", "x.img"))
-	must(t, c.DetachLoop(ctx, "/dev/loop3"))
+	must(t, Do(ctx, c, OpDetachLoop, DeviceRef{Device: "/dev/loop3"}))
 
 	want := []string{
 		"EnsureBridge banger0 172.30.0.0/24 " + fmt.Sprintf("banger uid=%d state=%s", me.UID, h.tree.state),
@@ -238,13 +238,13 @@ func TestHelperServesOwnerOverSocket(t *testing.T) {
 	// The policy's refusals come back across the socket as the same class:
 	// a tap for another uid and a symlinked path are checked server-side
 	// (the client cannot know the owner or the file system).
-	err = c.CreateTap(ctx, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: me.UID + 1, GID: me.GID})
+	err = Do(ctx, c, OpCreateTap, TapSpec{Name: "bgt-abc", Bridge: "banger0", UID: me.UID + 1, GID: me.GID})
 	var re *RemoteError
 	if !errors.Is(err, ErrInvalidArgument) || !errors.As(err, &re) {
 		t.Fatalf("tap for another uid: %v", err)
 	}
 	must(t, os.Symlink("/etc", filepath.Join(h.tree.run, "vms", "abc", "etc")))
-	err = c.Chmod(ctx, ChmodSpec{Path: filepath.Join(h.tree.run, "vms", "abc", "etc", "shadow"), Mode: 0o600})
+	err = Do(ctx, c, OpChmod, ChmodSpec{Path: filepath.Join(h.tree.run, "vms", "abc", "etc", "shadow"), Mode: 0o600})
 	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "symlink") {
 		t.Fatalf("symlink escape over the socket: %v", err)
 	}
@@ -277,7 +277,7 @@ func TestHelperRefusesOtherUIDs(t *testing.T) {
 	if info, err := c.Info(context.Background()); err != nil || info.OwnerUID != ownerUID {
 		t.Fatalf("root asking for info: %+v, %v", info, err)
 	}
-	err := c.CreateTap(context.Background(), TapSpec{Name: "bgt-root", Bridge: "banger0", UID: ownerUID, GID: ownerUID})
+	err := Do(context.Background(), c, OpCreateTap, TapSpec{Name: "bgt-root", Bridge: "banger0", UID: ownerUID, GID: ownerUID})
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("root operating the helper: %v, want refused", err)
 	}
@@ -298,8 +298,8 @@ func TestHelperPassesBackingFileDescriptor(t *testing.T) {
 	me := Owner{UID: os.Getuid(), GID: os.Getgid()}
 	h := startHelper(t, me)
 	f := ownedFile(t, filepath.Join(h.tree.state, "vms", "abc"), "rootfs.ext4", os.O_RDWR)
-	dev, err := NewClient(h.socket).AttachLoop(context.Background(), LoopAttach{Backing: f, Name: "banger-abc-cow"})
-	if err != nil || dev != "/dev/loop7" {
+	dev, err := Call(context.Background(), NewClient(h.socket), OpAttachLoop, LoopAttach{Backing: f, Name: "banger-abc-cow"})
+	if err != nil || dev.Device != "/dev/loop7" {
 		t.Fatalf("attach over the socket: %q, %v", dev, err)
 	}
 	if len(h.tree.fake.Attached()) != 1 || h.tree.fake.Attached()[0] != inodeOf(t, f) {
@@ -308,7 +308,7 @@ func TestHelperPassesBackingFileDescriptor(t *testing.T) {
 	// A file outside the state dir is refused even though the caller can
 	// open it: the descriptor proves access, the policy limits the place.
 	out := ownedFile(t, h.tree.root, "elsewhere.img", os.O_RDWR)
-	if _, err := NewClient(h.socket).AttachLoop(context.Background(), LoopAttach{Backing: out, Name: "banger-abc-cow"}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := Call(context.Background(), NewClient(h.socket), OpAttachLoop, LoopAttach{Backing: out, Name: "banger-abc-cow"}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("attach of a file outside the state dir: %v", err)
 	}
 }
@@ -393,23 +393,27 @@ func TestDispatchCoversEveryOp(t *testing.T) {
 	f, err := os.Open(os.DevNull)
 	must(t, err)
 	defer func() { _ = f.Close() }()
-	for op, args := range validRequests() {
+	for op, args := range validRequests(t) {
+		data, err := EncodeRequest(op, args)
+		must(t, err)
+		req, err := DecodeRequest(data)
+		must(t, err)
 		var files []*os.File
-		for range filesFor(Request{Op: op, Args: args}) {
+		for range req.op.fileCount(req.Args) {
 			files = append(files, f)
 		}
-		if _, err := srv.dispatch(context.Background(), Request{Op: op, Args: args}, files); err != nil {
+		if _, err := srv.dispatch(context.Background(), req, files); err != nil {
 			t.Errorf("%s: %v", op, err)
 		}
 	}
 	// Every op but helper.info reaches Ops, each exactly once.
-	if len(rec.ops) != len(OpNames())-1 {
-		t.Fatalf("Ops saw %d calls for %d ops: %v", len(rec.ops), len(OpNames())-1, rec.ops)
+	if len(rec.ops) != len(menu())-1 {
+		t.Fatalf("Ops saw %d calls for %d ops: %v", len(rec.ops), len(menu())-1, rec.ops)
 	}
 }
 
 func TestClientUnreachable(t *testing.T) {
-	err := NewClient(filepath.Join(t.TempDir(), "none.sock")).EnableIPForward(context.Background())
+	err := Do(context.Background(), NewClient(filepath.Join(t.TempDir(), "none.sock")), OpEnableIPForward, None{})
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "banger-root-helper") {
 		t.Fatalf("got %v", err)
 	}
@@ -443,7 +447,7 @@ func TestForDaemon(t *testing.T) {
 	}
 	ops, _, err = ForDaemon(layout, Identity{UID: 1000, GID: 1000}, &fakeBackend{}, nil)
 	must(t, err)
-	if err := ops.EnableIPForward(context.Background()); !errors.Is(err, ErrNoPrivilege) || !strings.Contains(err.Error(), "banger system install") {
+	if err := Do(context.Background(), ops, OpEnableIPForward, None{}); !errors.Is(err, ErrNoPrivilege) || !strings.Contains(err.Error(), "banger system install") {
 		t.Fatalf("no install: %v", err)
 	}
 	must(t, installmeta.Write(layout.InstallMetaPath(), installmeta.Meta{OwnerUser: "alice", OwnerUID: 1000, OwnerGID: 1000}))
@@ -453,35 +457,13 @@ func TestForDaemon(t *testing.T) {
 	}
 }
 
-// recordingOps is an Ops that records which methods were called.
+// recordingOps is an Ops that records which operations reached it.
 type recordingOps struct{ ops []string }
 
-func (r *recordingOps) rec(op string) error { r.ops = append(r.ops, op); return nil }
-
-func (r *recordingOps) EnsureBridge(context.Context, BridgeSpec) error { return r.rec("EnsureBridge") }
-func (r *recordingOps) DeleteBridge(context.Context, string) error     { return r.rec("DeleteBridge") }
-func (r *recordingOps) CreateTap(context.Context, TapSpec) error       { return r.rec("CreateTap") }
-func (r *recordingOps) DeleteTap(context.Context, string) error        { return r.rec("DeleteTap") }
-func (r *recordingOps) EnsureNAT(context.Context, NATSpec) error       { return r.rec("EnsureNAT") }
-func (r *recordingOps) RemoveNAT(context.Context, NATSpec) error       { return r.rec("RemoveNAT") }
-func (r *recordingOps) Isolate(context.Context, IsolationSpec) error   { return r.rec("Isolate") }
-func (r *recordingOps) Unisolate(context.Context, IsolationSpec) error { return r.rec("Unisolate") }
-func (r *recordingOps) EnableIPForward(context.Context) error          { return r.rec("EnableIPForward") }
-func (r *recordingOps) ConfigureResolver(context.Context, ResolverSpec) error {
-	return r.rec("ConfigureResolver")
+func (r *recordingOps) perform(_ context.Context, op entry, req any) (any, error) {
+	if err := op.validate(req); err != nil {
+		return nil, err
+	}
+	r.ops = append(r.ops, op.opName())
+	return nil, nil
 }
-func (r *recordingOps) RevertResolver(context.Context, string) error { return r.rec("RevertResolver") }
-func (r *recordingOps) AttachLoop(context.Context, LoopAttach) (string, error) {
-	return "/dev/loop0", r.rec("AttachLoop")
-}
-func (r *recordingOps) DetachLoop(context.Context, string) error { return r.rec("DetachLoop") }
-func (r *recordingOps) CreateSnapshot(context.Context, SnapshotSpec) (string, error) {
-	return "/dev/mapper/banger-x", r.rec("CreateSnapshot")
-}
-func (r *recordingOps) RemoveSnapshot(context.Context, string) error { return r.rec("RemoveSnapshot") }
-func (r *recordingOps) Chown(context.Context, ChownSpec) error       { return r.rec("Chown") }
-func (r *recordingOps) Chmod(context.Context, ChmodSpec) error       { return r.rec("Chmod") }
-func (r *recordingOps) LaunchJailer(context.Context, JailerLaunch) (JailedVMM, error) {
-	return JailedVMM{PID: 1}, r.rec("LaunchJailer")
-}
-func (r *recordingOps) RemoveJail(context.Context, string) error { return r.rec("RemoveJail") }

@@ -176,7 +176,8 @@ func (b SystemBackend) DetachLoop(_ context.Context, device string) error {
 	return b.Loops.Detach(device)
 }
 
-// snapshotChunkSectors matches disk.Overlays: 4 KiB chunks, the ext4 block.
+// snapshotChunkSectors is the dm-snapshot chunk: 8 sectors = 4 KiB, the
+// ext4 block, so one guest block write copies one chunk.
 const snapshotChunkSectors = "8"
 
 // CreateSnapshot implements Backend: optionally a zero-extended origin

@@ -19,116 +19,20 @@ import (
 // MaxRequestSize bounds a request; real ones are a few hundred bytes.
 const MaxRequestSize = 16 << 10
 
-// The operation menu on the wire. Nothing else is accepted.
-const (
-	OpInfo              = "helper.info"
-	OpEnsureBridge      = "bridge.ensure"
-	OpDeleteBridge      = "bridge.delete"
-	OpCreateTap         = "tap.create"
-	OpDeleteTap         = "tap.delete"
-	OpEnsureNAT         = "nat.ensure"
-	OpRemoveNAT         = "nat.remove"
-	OpIsolate           = "firewall.isolate"
-	OpUnisolate         = "firewall.unisolate"
-	OpEnableIPForward   = "ipforward.enable"
-	OpConfigureResolver = "resolver.configure"
-	OpRevertResolver    = "resolver.revert"
-	OpAttachLoop        = "loop.attach"
-	OpDetachLoop        = "loop.detach"
-	OpCreateSnapshot    = "snapshot.create"
-	OpRemoveSnapshot    = "snapshot.remove"
-	OpChown             = "file.chown"
-	OpChmod             = "file.chmod"
-	OpLaunchJailer      = "jailer.launch"
-	OpRemoveJail        = "jail.remove"
-)
-
-// OpNames returns the wire menu, in a stable order (for docs and tests).
-func OpNames() []string {
-	return []string{OpInfo, OpEnsureBridge, OpDeleteBridge, OpCreateTap, OpDeleteTap,
-		OpEnsureNAT, OpRemoveNAT, OpIsolate, OpUnisolate, OpEnableIPForward, OpConfigureResolver, OpRevertResolver,
-		OpAttachLoop, OpDetachLoop, OpCreateSnapshot, OpRemoveSnapshot, OpChown, OpChmod,
-		OpLaunchJailer, OpRemoveJail}
-}
-
-// Argument types for operations whose Ops method takes a plain string.
-type (
-	nameArgs struct {
-		Name string `json:"name"`
-	}
-	linkArgs struct {
-		Link string `json:"link"`
-	}
-	deviceArgs struct {
-		Device string `json:"device"`
-	}
-	// deviceResult is what loop.attach and snapshot.create return.
-	deviceResult struct {
-		Device string `json:"device"`
-	}
-)
-
-// newArgs returns a fresh pointer to op's argument struct, nil for an op
-// that takes none, and false for an op not on the menu.
-func newArgs(op string) (any, bool) {
-	switch op {
-	case OpInfo, OpEnableIPForward:
-		return nil, true
-	case OpEnsureBridge:
-		return &BridgeSpec{}, true
-	case OpDeleteBridge, OpDeleteTap, OpRemoveSnapshot:
-		return &nameArgs{}, true
-	case OpCreateTap:
-		return &TapSpec{}, true
-	case OpEnsureNAT, OpRemoveNAT:
-		return &NATSpec{}, true
-	case OpIsolate, OpUnisolate:
-		return &IsolationSpec{}, true
-	case OpConfigureResolver:
-		return &ResolverSpec{}, true
-	case OpRevertResolver:
-		return &linkArgs{}, true
-	case OpAttachLoop:
-		return &LoopAttach{}, true
-	case OpDetachLoop:
-		return &deviceArgs{}, true
-	case OpCreateSnapshot:
-		return &SnapshotSpec{}, true
-	case OpChown:
-		return &ChownSpec{}, true
-	case OpChmod:
-		return &ChmodSpec{}, true
-	case OpLaunchJailer:
-		return &jailerArgs{}, true
-	case OpRemoveJail:
-		return &vmArgs{}, true
-	}
-	return nil, false
-}
-
-// filesFor is how many descriptors req must arrive with; -1 when its
-// arguments cannot say.
-func filesFor(req Request) int {
-	switch a := req.Args.(type) {
-	case *LoopAttach:
-		return 1
-	case *jailerArgs:
-		return a.fileCount()
-	}
-	return 0
-}
-
 // Request is one decoded helper request.
 type Request struct {
 	Op string
-	// Args points at the op's argument struct (see newArgs); nil for ops
-	// without arguments.
+	// Args points at the op's wire arguments (a fresh one from the menu's
+	// entry); nil for ops without arguments.
 	Args any
+	// op is the menu's entry for Op.
+	op entry
 }
 
-// EncodeRequest renders a request for op with args (nil for none).
+// EncodeRequest renders a request for op with its wire arguments (nil for
+// none).
 func EncodeRequest(op string, args any) ([]byte, error) {
-	if _, ok := newArgs(op); !ok {
+	if _, ok := lookup(op); !ok {
 		return nil, fmt.Errorf("unknown helper operation %q", op)
 	}
 	env := struct {
@@ -154,15 +58,16 @@ func DecodeRequest(data []byte) (Request, error) {
 	if err != nil {
 		return Request{}, err
 	}
-	args, ok := newArgs(op)
+	e, ok := lookup(op)
 	if !ok {
 		return Request{}, malformed("unknown operation %q", op)
 	}
+	args := e.newArgs()
 	if args == nil {
 		if len(argKeys) > 0 {
 			return Request{}, malformed("operation %s takes no arguments", op)
 		}
-		return Request{Op: op}, nil
+		return Request{Op: op, op: e}, nil
 	}
 	if rawArgs == nil {
 		return Request{}, malformed("operation %s needs arguments", op)
@@ -178,7 +83,7 @@ func DecodeRequest(data []byte) (Request, error) {
 	if err := dec.Decode(args); err != nil {
 		return Request{}, malformed("arguments of %s: %v", op, err)
 	}
-	return Request{Op: op, Args: args}, nil
+	return Request{Op: op, Args: args, op: e}, nil
 }
 
 // scanEnvelope walks the tokens of data, enforcing the envelope's shape, and

@@ -3,45 +3,30 @@ package privileged
 import (
 	"encoding/json"
 	"errors"
-	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 )
 
-// validRequests is one well-formed request per op (also the fuzz seeds).
-func validRequests() map[string]any {
-	subnet := netip.MustParsePrefix("172.30.0.0/24")
-	return map[string]any{
-		OpInfo:              nil,
-		OpEnsureBridge:      &BridgeSpec{Name: "banger0", Subnet: subnet},
-		OpDeleteBridge:      &nameArgs{Name: "banger0"},
-		OpCreateTap:         &TapSpec{Name: "bgt-0123abcd456", Bridge: "banger0", UID: 1000, GID: 1000},
-		OpDeleteTap:         &nameArgs{Name: "bgt-0123abcd456"},
-		OpEnsureNAT:         &NATSpec{Subnet: subnet, Bridge: "banger0"},
-		OpRemoveNAT:         &NATSpec{Subnet: subnet, Bridge: "banger0"},
-		OpIsolate:           &IsolationSpec{Bridge: "banger0", Tap: "bgt-0123abcd456", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2"), Isolated: true},
-		OpUnisolate:         &IsolationSpec{Bridge: "banger0", Tap: "bgt-0123abcd456", MAC: "02:00:00:00:00:02", Addr: netip.MustParseAddr("172.30.0.2")},
-		OpEnableIPForward:   nil,
-		OpConfigureResolver: &ResolverSpec{Link: "banger0", Server: netip.MustParseAddr("172.30.0.1"), Domain: "banger"},
-		OpRevertResolver:    &linkArgs{Link: "banger0"},
-		OpAttachLoop:        &LoopAttach{Name: "banger-abc-cow", ReadOnly: true},
-		OpDetachLoop:        &deviceArgs{Device: "/dev/loop3"},
-		OpCreateSnapshot:    &SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2", SizeBytes: 8 << 30},
-		OpRemoveSnapshot:    &nameArgs{Name: "banger-abc"},
-		OpChown:             &ChownSpec{Path: "/run/banger/vms/abc/fc.sock", UID: 1000, GID: 1000},
-		OpChmod:             &ChmodSpec{Path: "/run/banger/vms/abc/fc.sock", Mode: 0o660},
-		OpLaunchJailer:      &jailerArgs{VMID: "vm-0123", Drives: "rootfs:rw,seed:ro", Initrd: true, VMMLog: true},
-		OpRemoveJail:        &vmArgs{VMID: "vm-0123"},
+// validRequests is one well-formed request per op, as wire arguments keyed
+// by the op's wire name (also the fuzz seeds): the golden requests of
+// menu_test.go, encoded.
+func validRequests(t testing.TB) map[string]any {
+	out := map[string]any{}
+	for _, c := range wireGolden(t) {
+		args, _ := c.op.encode(c.req)
+		out[c.op.opName()] = args
 	}
+	return out
 }
 
 func TestRequestRoundTripEveryOp(t *testing.T) {
-	reqs := validRequests()
-	if len(reqs) != len(OpNames()) {
-		t.Fatalf("test covers %d ops, the menu has %d", len(reqs), len(OpNames()))
+	reqs := validRequests(t)
+	if len(reqs) != len(menu()) {
+		t.Fatalf("test covers %d ops, the menu has %d", len(reqs), len(menu()))
 	}
-	for _, op := range OpNames() {
+	for _, e := range menu() {
+		op := e.opName()
 		args, ok := reqs[op]
 		if !ok {
 			t.Fatalf("no valid request for %s", op)
@@ -117,7 +102,7 @@ func TestDecodeRequestAcceptsWhitespaceAndOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if req.Op != OpDeleteTap || req.Args.(*nameArgs).Name != "bgt-a" {
+	if req.Op != OpDeleteTap.Name() || req.Args.(*Named).Name != "bgt-a" {
 		t.Fatalf("got %+v", req)
 	}
 }
@@ -127,7 +112,7 @@ func TestDecodeRequestAcceptsWhitespaceAndOrder(t *testing.T) {
 // means two different things to two readers). Validation of the decoded
 // arguments must not panic either.
 func FuzzDecodeRequest(f *testing.F) {
-	for op, args := range validRequests() {
+	for op, args := range validRequests(f) {
 		data, err := EncodeRequest(op, args)
 		if err != nil {
 			f.Fatal(err)
@@ -144,7 +129,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if _, ok := newArgs(req.Op); !ok {
+		if _, ok := lookup(req.Op); !ok {
 			t.Fatalf("accepted unknown op %q", req.Op)
 		}
 		again, err := EncodeRequest(req.Op, req.Args)

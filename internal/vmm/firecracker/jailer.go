@@ -12,20 +12,55 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // JailLauncher starts Firecracker under its jailer for the driver and
 // removes jails. The jailer must start as root, so the driver never runs it
-// itself: the root helper does (privileged.Client), or privileged.Local in
-// a daemon that is root. Either one stages the VM's files into a fresh jail
-// from descriptors the driver opened, with the checks of the privilege
-// boundary (docs/privileges.md).
+// itself: the daemon's wiring gives it the root helper (or, in a daemon
+// that is root, the same code in-process), which stages the VM's files
+// into a fresh jail from descriptors the driver opened, with the checks of
+// the privilege boundary (docs/privileges.md).
 type JailLauncher interface {
-	LaunchJailer(ctx context.Context, spec privileged.JailerLaunch) (privileged.JailedVMM, error)
+	LaunchJailer(ctx context.Context, req JailLaunch) (Jail, error)
 	RemoveJail(ctx context.Context, vmID string) error
+}
+
+// JailLaunch is what the launcher needs to start one VM's jailed
+// Firecracker: the VM's files, already open in the modes the guest uses.
+type JailLaunch struct {
+	// VMID names the jail and the Firecracker instance (--id).
+	VMID string
+	// Console receives the jailer's and Firecracker's output: the guest's
+	// serial log, open for appending.
+	Console *os.File
+	Kernel  *os.File
+	// Initrd is optional.
+	Initrd *os.File
+	// Drives come root drive first; each is staged as "drive-<ID>".
+	Drives []JailDrive
+	// VMMLog asks for an empty Firecracker log, the owner's, in the jail.
+	VMMLog bool
+}
+
+// JailDrive is one disk of a jailed VM, open read-write unless ReadOnly.
+type JailDrive struct {
+	ID       string
+	ReadOnly bool
+	File     *os.File
+}
+
+// Jail is a started jailed Firecracker: its pid and where its staged files
+// are, as host paths inside the jail root.
+type Jail struct {
+	PID    int
+	Root   string
+	Kernel string
+	Initrd string
+	// Drives maps drive IDs to their staged paths.
+	Drives map[string]string
+	VMMLog string
 }
 
 // JailerConfig runs Firecracker under Firecracker's jailer (chroot, mount
@@ -35,6 +70,9 @@ type JailerConfig struct {
 	// ChrootBaseDir is the jail base (paths.Layout.JailDir); Attach finds a
 	// surviving VM's API socket beneath it.
 	ChrootBaseDir string
+	// APISocket is the --api-sock the launcher gives the jailed
+	// Firecracker, a path inside the jail ("/api.socket").
+	APISocket string
 }
 
 // removeJailTimeout bounds the cleanup call made when a jailed VMM exits.
@@ -61,13 +99,14 @@ func (d *Driver) layoutFor(spec vmm.LaunchSpec) (layout, error) {
 		return layout{}, err
 	}
 	// The jailer builds <base>/<exec file name>/<id>/root.
-	return jailLayout(filepath.Join(j.ChrootBaseDir, filepath.Base(bin), spec.VMID, "root")), nil
+	return j.layout(filepath.Join(j.ChrootBaseDir, filepath.Base(bin), spec.VMID, "root")), nil
 }
 
-func jailLayout(root string) layout {
+// layout is where the files of the jail rooted at root are.
+func (j *JailerConfig) layout(root string) layout {
 	return layout{
-		apiSock:    privileged.APISocketIn(root),
-		apiSockArg: privileged.JailedAPISocket,
+		apiSock:    filepath.Join(root, strings.TrimPrefix(j.APISocket, "/")),
+		apiSockArg: j.APISocket,
 		jailRoot:   root,
 	}
 }
@@ -121,7 +160,7 @@ func (d *Driver) launchJailed(ctx context.Context, spec vmm.LaunchSpec) (*Instan
 	if err != nil {
 		return nil, err
 	}
-	l := jailLayout(res.Root)
+	l := j.layout(res.Root)
 	spec, err = stagedSpec(spec, res, l)
 	if err == nil && res.Root != want.jailRoot {
 		err = fmt.Errorf("the jail is %s but this daemon expects %s: firecracker.binary must name the same file for the daemon and the root helper (restart both after changing it)", res.Root, want.jailRoot)
@@ -140,7 +179,7 @@ func (d *Driver) launchJailed(ctx context.Context, spec vmm.LaunchSpec) (*Instan
 
 // openForJail opens every file the jailed VM needs, in the modes the guest
 // will use them, and returns a closer for the lot.
-func openForJail(spec vmm.LaunchSpec) (privileged.JailerLaunch, func(), error) {
+func openForJail(spec vmm.LaunchSpec) (JailLaunch, func(), error) {
 	var opened []*os.File
 	closeAll := func() {
 		for _, f := range opened {
@@ -155,7 +194,7 @@ func openForJail(spec vmm.LaunchSpec) (privileged.JailerLaunch, func(), error) {
 		opened = append(opened, f)
 		return f, nil
 	}
-	req := privileged.JailerLaunch{VMID: spec.VMID, VMMLog: spec.VMMLogPath != ""}
+	req := JailLaunch{VMID: spec.VMID, VMMLog: spec.VMMLogPath != ""}
 	var err error
 	if req.Console, err = open(spec.SerialLogPath, os.O_WRONLY|os.O_APPEND); err != nil {
 		closeAll()
@@ -181,7 +220,7 @@ func openForJail(spec vmm.LaunchSpec) (privileged.JailerLaunch, func(), error) {
 			closeAll()
 			return req, nil, fmt.Errorf("open drive %q: %w", dr.ID, err)
 		}
-		req.Drives = append(req.Drives, privileged.JailDrive{ID: dr.ID, ReadOnly: dr.ReadOnly, File: f})
+		req.Drives = append(req.Drives, JailDrive{ID: dr.ID, ReadOnly: dr.ReadOnly, File: f})
 	}
 	return req, closeAll, nil
 }
@@ -196,7 +235,7 @@ func drives(spec vmm.LaunchSpec) []vmm.Drive {
 }
 
 // stagedSpec points spec's paths at the jail's copies.
-func stagedSpec(spec vmm.LaunchSpec, res privileged.JailedVMM, l layout) (vmm.LaunchSpec, error) {
+func stagedSpec(spec vmm.LaunchSpec, res Jail, l layout) (vmm.LaunchSpec, error) {
 	out := spec
 	out.KernelPath, out.InitrdPath, out.VMMLogPath = res.Kernel, res.Initrd, res.VMMLog
 	ds := drives(spec)
@@ -248,9 +287,19 @@ func (d *Driver) removeJail(spec vmm.LaunchSpec) {
 	}
 }
 
-// validInstanceID mirrors Firecracker's and the jailer's rule for --id:
-// letters, digits and hyphens, at most 64 characters. Checking up front
-// turns a cryptic early exit into a clear error.
+// validInstanceID is Firecracker's and the jailer's rule for --id (1 to 64
+// letters, digits and hyphens), starting with a letter or digit as the
+// root helper also requires (an id must never read as an option). Checking
+// up front turns a cryptic early exit into a clear error.
 func validInstanceID(id string) bool {
-	return privileged.ValidJailID(id) == nil
+	if id == "" || len(id) > 64 || id[0] == '-' {
+		return false
+	}
+	for _, r := range id {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && r != '-' {
+			return false
+		}
+	}
+	return true
 }

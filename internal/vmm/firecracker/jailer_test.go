@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -35,7 +34,7 @@ type fakeLauncher struct {
 	modes   map[string]int
 	vmmLog  bool
 	removed []string
-	result  privileged.JailedVMM
+	result  Jail
 	err     error
 }
 
@@ -50,7 +49,7 @@ func accessMode(t *testing.T, f *os.File) int {
 
 func (f *fakeLauncher) launcher(t *testing.T) *launcherFunc {
 	return &launcherFunc{
-		launch: func(spec privileged.JailerLaunch) (privileged.JailedVMM, error) {
+		launch: func(spec JailLaunch) (Jail, error) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.modes = map[string]int{"console": accessMode(t, spec.Console), "kernel": accessMode(t, spec.Kernel)}
@@ -73,11 +72,11 @@ func (f *fakeLauncher) launcher(t *testing.T) *launcherFunc {
 }
 
 type launcherFunc struct {
-	launch func(privileged.JailerLaunch) (privileged.JailedVMM, error)
+	launch func(JailLaunch) (Jail, error)
 	remove func(string) error
 }
 
-func (l *launcherFunc) LaunchJailer(_ context.Context, s privileged.JailerLaunch) (privileged.JailedVMM, error) {
+func (l *launcherFunc) LaunchJailer(_ context.Context, s JailLaunch) (Jail, error) {
 	return l.launch(s)
 }
 func (l *launcherFunc) RemoveJail(_ context.Context, id string) error { return l.remove(id) }
@@ -87,7 +86,7 @@ func (l *launcherFunc) RemoveJail(_ context.Context, id string) error { return l
 func jailedDriver(t *testing.T, fl *fakeLauncher) (*Driver, vmm.LaunchSpec, string) {
 	t.Helper()
 	base := t.TempDir()
-	d := New(Config{BinaryPath: fakeFirecrackerBinary(t), Jailer: &JailerConfig{Launcher: fl.launcher(t), ChrootBaseDir: base}})
+	d := New(Config{BinaryPath: fakeFirecrackerBinary(t), Jailer: &JailerConfig{Launcher: fl.launcher(t), ChrootBaseDir: base, APISocket: "/api.socket"}})
 	spec := testSpec(t)
 	for _, p := range []string{spec.KernelPath, spec.InitrdPath, spec.RootDrive.Path, spec.ExtraDrives[0].Path} {
 		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
@@ -98,8 +97,8 @@ func jailedDriver(t *testing.T, fl *fakeLauncher) (*Driver, vmm.LaunchSpec, stri
 }
 
 // jailResult is what a launcher reports for testSpec's files staged in root.
-func jailResult(root string, pid int) privileged.JailedVMM {
-	return privileged.JailedVMM{PID: pid, Root: root, Kernel: root + "/kernel", Initrd: root + "/initrd",
+func jailResult(root string, pid int) Jail {
+	return Jail{PID: pid, Root: root, Kernel: root + "/kernel", Initrd: root + "/initrd",
 		Drives: map[string]string{"rootfs": root + "/drive-rootfs", "data": root + "/drive-data"}}
 }
 
@@ -178,7 +177,7 @@ func TestStagedSpecPointsIntoTheJail(t *testing.T) {
 	root := "/var/lib/banger-jail/firecracker/vm-0123/root"
 	res := jailResult(root, 0)
 	res.VMMLog = root + "/firecracker.log"
-	got, err := stagedSpec(spec, res, jailLayout(root))
+	got, err := stagedSpec(spec, res, (&JailerConfig{APISocket: "/api.socket"}).layout(root))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +189,7 @@ func TestStagedSpecPointsIntoTheJail(t *testing.T) {
 		t.Fatal("stagedSpec changed its input")
 	}
 	delete(res.Drives, "data")
-	if _, err := stagedSpec(spec, res, jailLayout(root)); err == nil {
+	if _, err := stagedSpec(spec, res, (&JailerConfig{APISocket: "/api.socket"}).layout(root)); err == nil {
 		t.Fatal("a drive missing from the jail was accepted")
 	}
 }
@@ -242,5 +241,8 @@ func TestRejectsBadInstanceID(t *testing.T) {
 	}
 	if !validInstanceID(strings.Repeat("a", 64)) || validInstanceID(strings.Repeat("a", 65)) {
 		t.Fatal("64 characters is Firecracker's limit")
+	}
+	if validInstanceID("-help") || validInstanceID("") || !validInstanceID("0vm-a") {
+		t.Fatal("an id must start with a letter or digit, so it never reads as the jailer's option")
 	}
 }
