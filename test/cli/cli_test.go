@@ -40,7 +40,12 @@ func TestScripts(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			env.Defer(func() { _ = os.RemoveAll(dir) })
+			env.Defer(func() {
+				// A script that fails stops before its `vm delete`; its
+				// VMMs outlive the daemon by design.
+				testbin.KillProcessesUnder(dir)
+				_ = os.RemoveAll(dir)
+			})
 			env.Setenv("PATH", bins.Dir+string(os.PathListSeparator)+env.Getenv("PATH"))
 			env.Setenv("HOME", filepath.Join(dir, "home"))
 			env.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -130,38 +129,12 @@ func (h *host) stateDir() string { return filepath.Join(h.dir, "state", "banger"
 
 // vmmPIDs lists live processes started from this host's runtime dir: the
 // VMMs (and their stand-in guests) this test launched.
-func (h *host) vmmPIDs() []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	needle := []byte(h.runDir() + "/")
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmd, needle) && !isZombie(pid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
+func (h *host) vmmPIDs() []int { return testbin.ProcessesUnder(h.runDir()) }
 
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
-}
+func isZombie(pid int) bool { return testbin.IsZombie(pid) }
 
 // killVMMs ends VMM processes this test started, by PID, if any survived.
-func (h *host) killVMMs() {
-	for _, pid := range h.vmmPIDs() {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-}
+func (h *host) killVMMs() { testbin.KillProcessesUnder(h.runDir()) }
 
 // eventually polls cond until it holds or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -34,6 +34,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/test/testbin"
 )
 
 // Addresses of the fake internet. 198.51.100.0/24 is TEST-NET-2: reserved
@@ -448,22 +449,7 @@ func (h *realHost) serialTail(vm api.VM) string {
 
 // vmmPIDs lists live processes started from this host's runtime dir (the
 // VMMs: their command lines name their sockets there).
-func (h *realHost) vmmPIDs() []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	needle := []byte(h.dir + "/")
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmd, needle) && !isZombie(pid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
+func (h *realHost) vmmPIDs() []int { return testbin.ProcessesUnder(h.dir) }
 
 // taps lists banger's taps in the daemon's namespace.
 func (h *realHost) taps() []string {

@@ -3,6 +3,7 @@
 package testbin
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 )
 
 // The stamp test builds carry.
@@ -127,4 +129,44 @@ func CacheDir() (string, error) {
 		return "", err
 	}
 	return filepath.Join(d, "banger-test"), nil
+}
+
+// ProcessesUnder lists live (not zombie) processes whose command line names
+// a path beneath dir: the VMMs and stand-in guests a test started from its
+// own runtime or state dir, which name their sockets there. Tests end
+// exactly these, by PID, and nothing else on the machine.
+func ProcessesUnder(dir string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	needle := []byte(strings.TrimSuffix(dir, "/") + "/")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmd, needle) && !IsZombie(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// KillProcessesUnder SIGKILLs ProcessesUnder(dir). A VMM outlives its
+// daemon by design, so a test that stops early (a failed script never
+// reaches its `vm delete`) would otherwise leave it running.
+func KillProcessesUnder(dir string) {
+	for _, pid := range ProcessesUnder(dir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// IsZombie reports whether pid is gone or a zombie.
+func IsZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
 }
