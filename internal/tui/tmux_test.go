@@ -167,6 +167,9 @@ func TestTUIInTmux(t *testing.T) {
 	// also where a busybox guest without sshd lands: the shell comes from
 	// the agent. The arithmetic tells the command's output from its echo.
 	keys("Enter")
+	// Type only once the shell shows its prompt: keys sent while the TUI
+	// hands the terminal over can land in the TUI (seen once in CI).
+	waitFor("shell prompt", `(?m)[#$] *$`)
 	text("echo hi-from-guest-$((6*7))")
 	keys("Enter")
 	waitFor("shell output", `hi-from-guest-42`)
