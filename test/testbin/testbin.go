@@ -31,6 +31,9 @@ type Set struct {
 	// CrashDaemon is bangerd with crash points (test/crashd), stamped
 	// like Bangerd so the CLI accepts it as the same build.
 	CrashDaemon string
+	// HostileAgent is test/hostileagent: a guest agent that lies, for the
+	// hostile-guest tier.
+	HostileAgent string
 }
 
 // Build compiles banger, bangerd, banger-vsock-agent and fake-firecracker.
@@ -46,6 +49,7 @@ func Build() (Set, error) {
 		Agent:           filepath.Join(dir, "banger-vsock-agent"),
 		FakeFirecracker: filepath.Join(dir, "fake-firecracker"),
 		CrashDaemon:     filepath.Join(dir, "bangerd-crash"),
+		HostileAgent:    filepath.Join(dir, "hostileagent"),
 	}
 	stamp := Stamp(Version, Commit, BuiltAt)
 	for _, b := range []struct{ out, pkg, ldflags string }{
@@ -54,6 +58,7 @@ func Build() (Set, error) {
 		{s.Agent, "./cmd/banger-vsock-agent", stamp},
 		{s.FakeFirecracker, "./test/fakefirecracker", ""},
 		{s.CrashDaemon, "./test/crashd", stamp},
+		{s.HostileAgent, "./test/hostileagent", ""},
 	} {
 		if err := GoBuild(b.out, b.pkg, b.ldflags); err != nil {
 			_ = os.RemoveAll(dir)
