@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/daemon"
+	"github.com/banger-dev/banger/internal/lifecycle"
 	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/store"
 )
 
-// crashCase kills the daemon at step (a daemon.Crash* name) during one
+// crashCase kills the daemon at step (a lifecycle.Crash* name) during one
 // lifecycle command: flow is create, start, stop or delete.
 type crashCase struct {
 	flow, step string
@@ -30,27 +30,27 @@ type crashCase struct {
 // crashCases are the crash points reachable without root: the disk-attach
 // and network-attach steps need overlays and taps.
 var crashCases = []crashCase{
-	{"create", daemon.CrashCreateRecorded},
-	{"create", daemon.CrashCreateDiskReady},
-	{"create", daemon.CrashBootStarting},
-	{"create", daemon.CrashBootDiskLocked},
-	{"create", daemon.CrashBootSpawned},
-	{"create", daemon.CrashBootPIDRecorded},
-	{"create", daemon.CrashBootLaunched},
-	{"create", daemon.CrashBootAgentReady},
-	{"create", daemon.CrashBootRunning},
-	{"start", daemon.CrashBootStarting},
-	{"start", daemon.CrashBootDiskLocked},
-	{"start", daemon.CrashBootSpawned},
-	{"start", daemon.CrashBootPIDRecorded},
-	{"start", daemon.CrashBootLaunched},
-	{"start", daemon.CrashBootAgentReady},
-	{"start", daemon.CrashBootRunning},
-	{"stop", daemon.CrashStopStopping},
-	{"stop", daemon.CrashStopVMMGone},
-	{"stop", daemon.CrashStopReleased},
-	{"delete", daemon.CrashDeleteDeleting},
-	{"delete", daemon.CrashDeleteFilesRemoved},
+	{"create", lifecycle.CrashCreateRecorded},
+	{"create", lifecycle.CrashCreateDiskReady},
+	{"create", lifecycle.CrashBootStarting},
+	{"create", lifecycle.CrashBootDiskLocked},
+	{"create", lifecycle.CrashBootSpawned},
+	{"create", lifecycle.CrashBootPIDRecorded},
+	{"create", lifecycle.CrashBootLaunched},
+	{"create", lifecycle.CrashBootAgentReady},
+	{"create", lifecycle.CrashBootRunning},
+	{"start", lifecycle.CrashBootStarting},
+	{"start", lifecycle.CrashBootDiskLocked},
+	{"start", lifecycle.CrashBootSpawned},
+	{"start", lifecycle.CrashBootPIDRecorded},
+	{"start", lifecycle.CrashBootLaunched},
+	{"start", lifecycle.CrashBootAgentReady},
+	{"start", lifecycle.CrashBootRunning},
+	{"stop", lifecycle.CrashStopStopping},
+	{"stop", lifecycle.CrashStopVMMGone},
+	{"stop", lifecycle.CrashStopReleased},
+	{"delete", lifecycle.CrashDeleteDeleting},
+	{"delete", lifecycle.CrashDeleteFilesRemoved},
 }
 
 // TestDaemonCrashAtEveryStepIsReconciled kills the daemon (SIGKILL) at each
@@ -67,20 +67,20 @@ func TestDaemonCrashAtEveryStepIsReconciled(t *testing.T) {
 			crashAndCheck(t, h, c, mark, "")
 		})
 	}
-	t.Logf("%d crash cases over %d named crash points", len(crashCases), len(daemon.CrashPoints()))
+	t.Logf("%d crash cases over %d named crash points", len(crashCases), len(lifecycle.CrashPoints()))
 }
 
 // netCrashCases run with VM networking (bridge, taps, leases, NAT) in a
 // network namespace: the steps that hold a tap, and the network step.
 var netCrashCases = []crashCase{
-	{"create", daemon.CrashBootNetworkAttached},
-	{"create", daemon.CrashBootSpawned},
-	{"create", daemon.CrashBootAgentReady},
-	{"start", daemon.CrashBootNetworkAttached},
-	{"stop", daemon.CrashStopVMMGone},
-	{"stop", daemon.CrashStopReleased},
-	{"delete", daemon.CrashDeleteDeleting},
-	{"delete", daemon.CrashDeleteFilesRemoved},
+	{"create", lifecycle.CrashBootNetworkAttached},
+	{"create", lifecycle.CrashBootSpawned},
+	{"create", lifecycle.CrashBootAgentReady},
+	{"start", lifecycle.CrashBootNetworkAttached},
+	{"stop", lifecycle.CrashStopVMMGone},
+	{"stop", lifecycle.CrashStopReleased},
+	{"delete", lifecycle.CrashDeleteDeleting},
+	{"delete", lifecycle.CrashDeleteFilesRemoved},
 }
 
 // TestDaemonCrashWithNetworkingIsReconciled is the root tier of the crash
@@ -137,7 +137,7 @@ func crashAndCheck(t *testing.T, h *host, c crashCase, mark, ns string) {
 	h.must("vm", "list") // a new daemon, which reconciles
 	h.checkConsistent(t, ns)
 	vm, exists := h.findVM(name)
-	if c.step == daemon.CrashBootAgentReady {
+	if c.step == lifecycle.CrashBootAgentReady {
 		// Its agent had answered: it is powered off, not killed (item 11).
 		serial, _ := os.ReadFile(filepath.Join(h.stateDir(), "vms", vm.ID, "serial.log"))
 		if !bytes.Contains(serial, []byte("exiting with code 0")) {
