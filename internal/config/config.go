@@ -15,7 +15,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/banger-dev/banger/internal/privileged"
+	"github.com/banger-dev/banger/internal/network/dns"
 )
 
 // Config is the whole configuration file.
@@ -245,7 +245,7 @@ func (c Config) Validate() error {
 	if err != nil || !p.Addr().Is4() || p.Bits() > 29 || p.Bits() < 16 || p.Masked() != p {
 		return bad("network.subnet", quote(c.Network.Subnet), "must be an IPv4 network between /16 and /29 such as \"172.30.0.0/24\"")
 	}
-	if err := privileged.ValidRoutingDomain(c.Network.Domain); err != nil {
+	if err := dns.ValidRoutingDomain(c.Network.Domain); err != nil {
 		return fmt.Errorf("key %q: %s", "network.domain", strings.TrimPrefix(err.Error(), "invalid argument: "))
 	}
 	if !strings.HasPrefix(c.Image.DebianMirror, "http://") && !strings.HasPrefix(c.Image.DebianMirror, "https://") {

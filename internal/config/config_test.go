@@ -55,6 +55,8 @@ func TestLoadErrorsNameKeyAndFile(t *testing.T) {
 		{"console log cap too small", "[vm]\nconsole_log_max = \"64K\"\n", []string{`"vm.console_log_max"`, "at least 1M"}},
 		{"bad subnet", "[network]\nsubnet = \"172.30.0.1/24\"\n", []string{`"network.subnet"`}},
 		{"bad bridge", "[network]\nbridge = \"eth0\"\n", []string{`"network.bridge"`}},
+		{"public DNS domain", "[network]\ndomain = \"com\"\n", []string{`"network.domain"`, "public name"}},
+		{"malformed DNS domain", "[network]\ndomain = \"a..banger\"\n", []string{`"network.domain"`, "DNS label"}},
 		{"syntax", "[vm\n", []string{"line 1"}},
 	}
 	for _, tc := range cases {

@@ -41,7 +41,7 @@ func benchImage(b *testing.B, dir string, size int64) string {
 // sparse image with each method this host offers: reflink (on a
 // loop-mounted XFS when the temp dir cannot) and sparse copy. The fast
 // path must not grow with image size. (dm-snapshot disks are made by the
-// privileged side, see privileged.SystemBackend.CreateSnapshot.)
+// privileged side, see privileged.SystemBackend.createSnapshot.)
 //
 //	go test -run '^$' -bench BenchmarkClone -benchtime 5x ./internal/disk
 func BenchmarkClone(b *testing.B) {

@@ -14,6 +14,7 @@ import (
 	"github.com/banger-dev/banger/internal/installmeta"
 	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 // scratchHost is a Host over an empty tree with working fakes.
@@ -40,17 +41,13 @@ func scratchHost(t *testing.T, files ...string) Host {
 		Root:          root,
 		KVMAPIVersion: func(string) (int, error) { return 12, nil },
 		LookPath:      func(n string) (string, error) { return "/usr/bin/" + n, nil },
-		Runner: runnerFunc(func(c system.Command) system.Output {
-			return system.Output{Stdout: []byte(filepath.Base(c.Path) + " 1.0\nmore\n")}
-		}),
+		Runner: &systemtest.Runner{Reply: func(c system.Command) (system.Output, error) {
+			return systemtest.Print(filepath.Base(c.Path) + " 1.0\nmore\n")
+		}},
 		FreeBytes: func(string) (uint64, error) { return 50 << 30, nil },
 		Trusted:   func(string) error { return nil },
 	}
 }
-
-type runnerFunc func(system.Command) system.Output
-
-func (f runnerFunc) Run(_ context.Context, c system.Command) (system.Output, error) { return f(c), nil }
 
 func run(c Check) Result { return Run(context.Background(), []Check{c}).Results[0] }
 
@@ -204,12 +201,12 @@ func TestUnitsCheck(t *testing.T) {
 	if err := installmeta.Write(meta, installmeta.Meta{OwnerUser: "alice", OwnerUID: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	h.Runner = runnerFunc(func(c system.Command) system.Output {
+	h.Runner = &systemtest.Runner{Reply: func(c system.Command) (system.Output, error) {
 		if c.Args[1] == "bangerd.service" {
-			return system.Output{Stdout: []byte("failed\n"), ExitCode: 3}
+			return system.Output{Stdout: []byte("failed\n"), ExitCode: 3}, nil
 		}
-		return system.Output{Stdout: []byte("active\n")}
-	})
+		return systemtest.Print("active\n")
+	}}
 	if r := run(UnitsCheck(h, meta, units)); r.Status != Fail || r.Summary != "bangerd.service is failed" {
 		t.Errorf("failed unit: %+v", r)
 	}

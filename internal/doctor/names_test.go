@@ -1,13 +1,13 @@
 package doctor
 
 import (
-	"context"
 	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 func TestNameResolutionCheck(t *testing.T) {
@@ -43,14 +43,13 @@ func TestNameResolutionCheck(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := scratchHost(t, tc.files...)
-			var ran []string
-			h.Runner = runnerErrFunc(func(c system.Command) (system.Output, error) {
-				ran = append(ran, c.String())
+			runner := &systemtest.Runner{Reply: func(system.Command) (system.Output, error) {
 				if tc.notFound {
 					return system.Output{}, exec.ErrNotFound
 				}
 				return tc.out, nil
-			})
+			}}
+			h.Runner = runner
 			s := settings
 			s.Enabled = !tc.off
 			r := run(NameResolutionCheck(h, s))
@@ -63,7 +62,7 @@ func TestNameResolutionCheck(t *testing.T) {
 			if r.Status == Warn && !strings.Contains(strings.Join(r.Details, "\n"), "server=/banger/172.30.0.1") {
 				t.Errorf("warning without the forwarding hint: %q", r.Details)
 			}
-			for _, c := range ran {
+			for _, c := range runner.Lines() {
 				if c != "resolvectl domain banger0" {
 					t.Errorf("ran %q: doctor only reads", c)
 				}
@@ -71,7 +70,3 @@ func TestNameResolutionCheck(t *testing.T) {
 		})
 	}
 }
-
-type runnerErrFunc func(system.Command) (system.Output, error)
-
-func (f runnerErrFunc) Run(_ context.Context, c system.Command) (system.Output, error) { return f(c) }

@@ -183,7 +183,7 @@ func (b *Builder) busyboxBoot(deb DebianKernel, busyboxPath string, busybox []by
 		if err != nil {
 			return meta, err
 		}
-		if err := writeFileAtomic(filepath.Join(tmp, "boot.json"), data, 0o644); err != nil {
+		if err := system.WriteFileAtomic(filepath.Join(tmp, "boot.json"), data, 0o644); err != nil {
 			return meta, err
 		}
 		// A concurrent build may have filled the entry meanwhile; either

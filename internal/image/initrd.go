@@ -15,6 +15,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // initScript is the initrd's /init, run by busybox's shell.
@@ -67,8 +69,8 @@ func BuildInitrd(spec InitrdSpec, dst string) (InitrdResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if err := writeFileAtomic(dst, buf.Bytes(), 0o644); err != nil {
-		return res, fmt.Errorf("write initrd: %w", err)
+	if err := system.WriteFileAtomic(dst, buf.Bytes(), 0o644); err != nil {
+		return res, fmt.Errorf("initrd: %w", err)
 	}
 	return res, nil
 }

@@ -15,10 +15,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz/lzma"
+
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // KernelFormat is how a kernel file is packaged.
@@ -102,8 +103,8 @@ func ExtractVmlinux(src, dst string) (KernelInfo, error) {
 	if info.PVH, err = hasPVHNote(vmlinux); err != nil {
 		return KernelInfo{}, fmt.Errorf("kernel %s: %w", src, err)
 	}
-	if err := writeFileAtomic(dst, vmlinux, 0o644); err != nil {
-		return KernelInfo{}, fmt.Errorf("write vmlinux: %w", err)
+	if err := system.WriteFileAtomic(dst, vmlinux, 0o644); err != nil {
+		return KernelInfo{}, fmt.Errorf("kernel %s: %w", src, err)
 	}
 	return info, nil
 }
@@ -297,27 +298,4 @@ func findNote(b []byte, bo binary.ByteOrder, name string, typ uint32) bool {
 		b = b[align(namesz)+align(descsz):]
 	}
 	return false
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames
-// it into place.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() { _ = os.Remove(tmp) }() // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

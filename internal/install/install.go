@@ -397,18 +397,11 @@ func resetFailed(ctx context.Context, r system.Runner) {
 	_ = systemctl(ctx, r, "reset-failed", HelperUnit, DaemonUnit)
 }
 
+// systemctl runs `systemctl ARGS...`; the error names the verb and quotes
+// why it failed.
 func systemctl(ctx context.Context, r system.Runner, args ...string) error {
-	c := system.Command{Path: "systemctl", Args: args}
-	out, err := r.Run(ctx, c)
-	if err != nil {
-		return err
-	}
-	if out.ExitCode != 0 {
-		msg := strings.TrimSpace(string(out.Stderr))
-		if msg == "" {
-			msg = strings.TrimSpace(string(out.Stdout))
-		}
-		return fmt.Errorf("%s: exit status %d: %s", c, out.ExitCode, msg)
+	if _, err := system.RunChecked(ctx, r, system.Command{Path: "systemctl", Args: args}); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/banger-dev/banger/internal/installmeta"
 	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 func requireRoot(t *testing.T) {
@@ -40,29 +41,29 @@ var testOwner = Owner{User: "alice", UID: 4242, GID: 4343, Group: "alice", Home:
 
 var testBuild = buildinfo.Info{Version: "v0.1.0", Commit: "0123456789abcdef0123456789abcdef01234567", BuiltAt: "2026-04-28T20:45:50Z"}
 
-// fakeSystemctl records systemctl calls; fail makes the named verb exit 1.
+// fakeSystemd is systemd as systemctl sees it; runner records the calls
+// (systemtest.Runner) and answers from it. fail makes the named verb exit 1;
 // startLimitHit are units that crash-looped into systemd's start limit:
 // systemd refuses to start them until `reset-failed`.
-type fakeSystemctl struct {
+type fakeSystemd struct {
 	mu            sync.Mutex
-	calls         []string
 	fail          string
 	enabled       bool
 	startLimitHit map[string]bool
 }
 
-func (f *fakeSystemctl) Run(_ context.Context, c system.Command) (system.Output, error) {
+func (f *fakeSystemd) runner() *systemtest.Runner { return &systemtest.Runner{Reply: f.reply} }
+
+func (f *fakeSystemd) reply(c system.Command) (system.Output, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	line := strings.Join(append([]string{filepath.Base(c.Path)}, c.Args...), " ")
-	f.calls = append(f.calls, line)
 	if c.Path != "systemctl" {
 		// `<binary> --version`
-		return system.Output{Stdout: []byte(filepath.Base(c.Path) + " v0.1.0 (commit 01234567, built 2026-04-28T20:45:50Z)\n")}, nil
+		return systemtest.Print(filepath.Base(c.Path) + " v0.1.0 (commit 01234567, built 2026-04-28T20:45:50Z)\n")
 	}
 	verb := c.Args[0]
 	if verb == f.fail {
-		return system.Output{ExitCode: 1, Stderr: []byte("Failed to " + verb + ": boom")}, nil
+		return systemtest.Exit(1, "Failed to "+verb+": boom")
 	}
 	switch verb {
 	case "reset-failed":
@@ -72,7 +73,7 @@ func (f *fakeSystemctl) Run(_ context.Context, c system.Command) (system.Output,
 	case "start", "restart":
 		for _, u := range c.Args[1:] {
 			if f.startLimitHit[u] {
-				return system.Output{ExitCode: 1, Stderr: []byte("Job for " + u + " failed because start of the service was attempted too often.")}, nil
+				return systemtest.Exit(1, "Job for "+u+" failed because start of the service was attempted too often.")
 			}
 		}
 	case "enable":
@@ -83,17 +84,11 @@ func (f *fakeSystemctl) Run(_ context.Context, c system.Command) (system.Output,
 		if !f.enabled {
 			return system.Output{ExitCode: 1, Stdout: []byte("disabled\n")}, nil
 		}
-		return system.Output{Stdout: []byte("enabled\n")}, nil
+		return systemtest.Print("enabled\n")
 	case "is-active":
-		return system.Output{Stdout: []byte("active\n")}, nil
+		return systemtest.Print("active\n")
 	}
 	return system.Output{}, nil
-}
-
-func (f *fakeSystemctl) Calls() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.calls...)
 }
 
 // sourceDir makes a build output directory with three fake binaries.
@@ -355,13 +350,13 @@ func TestInstallRollsBackEveryStep(t *testing.T) {
 	t.Run("systemctl enable fails", func(t *testing.T) {
 		root := priorTree(t)
 		before := snapshot(t, root)
-		r := &fakeSystemctl{fail: "enable"}
+		r := (&fakeSystemd{fail: "enable"}).runner()
 		_, err := Install(ctx, opts(root, sourceDir(t, "v1"), r))
 		if err == nil || !strings.Contains(err.Error(), "Failed to enable: boom") || !strings.Contains(err.Error(), "nothing was changed") {
 			t.Fatalf("err = %v", err)
 		}
 		assertSameTree(t, "after failed install", before, snapshot(t, root))
-		calls := r.Calls()
+		calls := r.Lines()
 		if calls[len(calls)-1] != "systemctl daemon-reload" {
 			t.Errorf("rollback did not reload systemd: %q", calls)
 		}
@@ -369,13 +364,13 @@ func TestInstallRollsBackEveryStep(t *testing.T) {
 	t.Run("start fails after enable", func(t *testing.T) {
 		root := priorTree(t)
 		before := snapshot(t, root)
-		r := &fakeSystemctl{fail: "restart"}
+		r := (&fakeSystemd{fail: "restart"}).runner()
 		if _, err := Install(ctx, opts(root, sourceDir(t, "v1"), r)); err == nil {
 			t.Fatal("install succeeded")
 		}
 		assertSameTree(t, "after failed start", before, snapshot(t, root))
-		if !slices.Contains(r.Calls(), "systemctl disable --now bangerd.service banger-root-helper.service") {
-			t.Errorf("rollback did not disable the units it enabled: %q", r.Calls())
+		if !slices.Contains(r.Lines(), "systemctl disable --now bangerd.service banger-root-helper.service") {
+			t.Errorf("rollback did not disable the units it enabled: %q", r.Lines())
 		}
 	})
 	t.Run("a unit path is occupied", func(t *testing.T) {
@@ -390,10 +385,10 @@ func TestInstallRollsBackEveryStep(t *testing.T) {
 	})
 	t.Run("upgrade fails and the previous install is restored", func(t *testing.T) {
 		root := priorTree(t)
-		_, err := Install(ctx, opts(root, sourceDir(t, "v1"), &fakeSystemctl{}))
+		_, err := Install(ctx, opts(root, sourceDir(t, "v1"), (&fakeSystemd{}).runner()))
 		must(t, err)
 		v1 := snapshot(t, root)
-		o := opts(root, sourceDir(t, "v2"), &fakeSystemctl{enabled: true, fail: "restart"})
+		o := opts(root, sourceDir(t, "v2"), (&fakeSystemd{enabled: true, fail: "restart"}).runner())
 		o.Build.Version = "v0.2.0"
 		o.Owner.Home = "/home/alice2"
 		if _, err := Install(ctx, o); err == nil {
@@ -406,7 +401,8 @@ func TestInstallRollsBackEveryStep(t *testing.T) {
 func TestInstallSystemctlSequence(t *testing.T) {
 	requireRoot(t)
 	root := t.TempDir()
-	r := &fakeSystemctl{}
+	sd := &fakeSystemd{}
+	r := sd.runner()
 	res, err := Install(context.Background(), opts(root, sourceDir(t, "v1"), r))
 	must(t, err)
 	want := []string{
@@ -418,14 +414,14 @@ func TestInstallSystemctlSequence(t *testing.T) {
 		"systemctl restart banger-root-helper.service bangerd.service",
 		"systemctl restart systemd-sysctl.service systemd-modules-load.service",
 	}
-	if got := r.Calls(); !slices.Equal(got, want) {
+	if got := r.Lines(); !slices.Equal(got, want) {
 		t.Fatalf("first install ran:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if !slices.Contains(res.Changed, "enabled bangerd.service and banger-root-helper.service") {
 		t.Errorf("changes %q", res.Changed)
 	}
 	// Nothing changed: no reload, no restart, just make sure they run.
-	r.calls = nil
+	r = sd.runner()
 	_, err = Install(context.Background(), opts(root, sourceDir(t, "v1"), r))
 	must(t, err)
 	want = []string{
@@ -436,16 +432,16 @@ func TestInstallSystemctlSequence(t *testing.T) {
 		"systemctl start banger-root-helper.service bangerd.service",
 		"systemctl restart systemd-sysctl.service systemd-modules-load.service",
 	}
-	if got := r.Calls(); !slices.Equal(got, want) {
+	if got := r.Lines(); !slices.Equal(got, want) {
 		t.Fatalf("second install ran:\n%s", strings.Join(got, "\n"))
 	}
 
-	r.calls = nil
+	r = sd.runner()
 	res, err = Uninstall(context.Background(), UninstallOptions{Root: root, Purge: true, Systemctl: r,
 		TeardownNetwork: func(context.Context) error { return privileged.ErrNotAvailable }})
 	must(t, err)
 	want = []string{"systemctl disable --now bangerd.service banger-root-helper.service", "systemctl daemon-reload"}
-	if got := r.Calls(); !slices.Equal(got, want) {
+	if got := r.Lines(); !slices.Equal(got, want) {
 		t.Fatalf("uninstall ran %q", got)
 	}
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "bridge and NAT") {
@@ -458,18 +454,18 @@ func TestInstallSystemctlSequence(t *testing.T) {
 // starts) must come back with `banger system restart` or a reinstall once
 // its cause is fixed, as status and doctor tell the user to do.
 func TestRestartAfterStartLimit(t *testing.T) {
-	r := &fakeSystemctl{enabled: true, startLimitHit: map[string]bool{DaemonUnit: true}}
+	r := (&fakeSystemd{enabled: true, startLimitHit: map[string]bool{DaemonUnit: true}}).runner()
 	if err := Restart(context.Background(), r); err != nil {
 		t.Fatalf("restart of a unit past its start limit: %v", err)
 	}
 
 	requireRoot(t)
 	root := t.TempDir()
-	_, err := Install(context.Background(), opts(root, sourceDir(t, "v1"), &fakeSystemctl{}))
+	_, err := Install(context.Background(), opts(root, sourceDir(t, "v1"), (&fakeSystemd{}).runner()))
 	must(t, err)
-	r = &fakeSystemctl{enabled: true, startLimitHit: map[string]bool{DaemonUnit: true, HelperUnit: true}}
+	r = (&fakeSystemd{enabled: true, startLimitHit: map[string]bool{DaemonUnit: true, HelperUnit: true}}).runner()
 	if _, err := Install(context.Background(), opts(root, sourceDir(t, "v2"), r)); err != nil {
-		t.Fatalf("reinstall over units past their start limit: %v\n%s", err, strings.Join(r.Calls(), "\n"))
+		t.Fatalf("reinstall over units past their start limit: %v\n%s", err, strings.Join(r.Lines(), "\n"))
 	}
 }
 
@@ -526,7 +522,7 @@ func TestStatus(t *testing.T) {
 	if st.Installed || len(st.Problems) != 0 {
 		t.Fatalf("empty root: %+v", st)
 	}
-	r := &fakeSystemctl{}
+	r := (&fakeSystemd{}).runner()
 	_, err = Install(ctx, opts(root, sourceDir(t, "v1"), r))
 	must(t, err)
 	st, err = ReadStatus(ctx, StatusOptions{Root: root, Runner: r})

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +59,11 @@ func TestGuestNetworking(t *testing.T) {
 	if err := firewall.Ensure(ctx, firewall.Config{Bridge: br.Name, Subnet: br.Subnet}); err != nil {
 		t.Fatal(err)
 	}
-	resolver, err := dns.NewServer(dns.Config{Subnet: br.Subnet, Upstreams: dns.StaticUpstreams{netip.MustParseAddrPort("203.0.113.2:53")}})
+	upstreams := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(upstreams, []byte("nameserver 203.0.113.2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resolver, err := dns.NewServer(dns.Config{Subnet: br.Subnet, Upstreams: &dns.ResolvConf{Path: upstreams}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/banger-dev/banger/internal/network"
 )
 
-// fakeBackend records every call Local lets through. Loop backing files are
+// fakeBackend records every effect Local lets through. Loop backing files are
 // looked up in loops; file targets are recorded by inode so tests can check
 // the descriptor Local resolved is the file they meant.
 type fakeBackend struct {
@@ -21,10 +21,12 @@ type fakeBackend struct {
 	// bridgeErr is what CheckBridge says of a bridge (nil: ours).
 	bridgeErr map[string]error
 	loops     map[string]string // device -> backing file
-	// attached records the inode of each backing file AttachLoop received.
+	// attached records the inode of each backing file loop.attach received.
 	attached []inode
-	// touched records the inode of each Chown/Chmod target.
+	// touched records the inode of each file.chown/file.chmod target.
 	touched []inode
+	// served is whom each effect acted for.
+	served []serving
 	// started are the jailers StartJailer "ran".
 	started []*fakeProcess
 	fail    error
@@ -90,52 +92,34 @@ func (f *fakeBackend) Calls() []string {
 	return append([]string(nil), f.calls...)
 }
 
-func (f *fakeBackend) EnsureBridge(_ context.Context, s BridgeSpec, o network.Owner) error {
-	return f.record("EnsureBridge %s %s %s", s.Name, s.Subnet, o.Alias())
+// apply records the effect Local let through as "<op> <request>" (and
+// whom it acted for) and answers as the machine would.
+func (f *fakeBackend) apply(_ context.Context, op entry, at serving, req any) (any, error) {
+	var out any = None{}
+	what := fmt.Sprintf("%v", req)
+	switch r := req.(type) {
+	case LoopAttach:
+		f.note(&f.attached, r.Backing)
+		out, what = DevicePath{Device: "/dev/loop7"}, fmt.Sprintf("%s ro=%v", r.Name, r.ReadOnly)
+	case SnapshotSpec:
+		out = DevicePath{Device: "/dev/mapper/" + r.Name}
+	case ChownSpec:
+		f.note(&f.touched, r.target)
+		what = fmt.Sprintf("%s %d:%d", r.target.Name(), r.UID, r.GID)
+	case ChmodSpec:
+		f.note(&f.touched, r.target)
+		what = fmt.Sprintf("%s %#o", r.target.Name(), r.Mode)
+	}
+	f.mu.Lock()
+	f.served = append(f.served, at)
+	f.mu.Unlock()
+	return out, f.record("%s %s", op.opName(), what)
 }
-func (f *fakeBackend) DeleteBridge(_ context.Context, n string, o network.Owner) error {
-	return f.record("DeleteBridge %s %s", n, o.Alias())
-}
-func (f *fakeBackend) CheckBridge(_ context.Context, name string, o network.Owner) error {
+
+func (f *fakeBackend) CheckBridge(_ context.Context, name string, _ network.Owner) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.bridgeErr[name]
-}
-func (f *fakeBackend) CreateTap(_ context.Context, s TapSpec) error {
-	return f.record("CreateTap %s %s %d:%d", s.Name, s.Bridge, s.UID, s.GID)
-}
-func (f *fakeBackend) DeleteTap(_ context.Context, n string, o Owner) error {
-	return f.record("DeleteTap %s %d", n, o.UID)
-}
-func (f *fakeBackend) EnsureNAT(_ context.Context, s NATSpec) error {
-	return f.record("EnsureNAT %s %s", s.Subnet, s.Bridge)
-}
-func (f *fakeBackend) RemoveNAT(_ context.Context, s NATSpec) error {
-	return f.record("RemoveNAT %s %s", s.Subnet, s.Bridge)
-}
-func (f *fakeBackend) Isolate(_ context.Context, s IsolationSpec) error {
-	return f.record("Isolate %s %s", s.Tap, s.Addr)
-}
-func (f *fakeBackend) Unisolate(_ context.Context, s IsolationSpec) error {
-	return f.record("Unisolate %s %s", s.Tap, s.Addr)
-}
-func (f *fakeBackend) EnableIPForward(context.Context) error { return f.record("EnableIPForward") }
-func (f *fakeBackend) ConfigureResolver(_ context.Context, s ResolverSpec) error {
-	return f.record("ConfigureResolver %s %s %s", s.Link, s.Server, s.Domain)
-}
-func (f *fakeBackend) RevertResolver(_ context.Context, l string) error {
-	return f.record("RevertResolver %s", l)
-}
-
-func (f *fakeBackend) AttachLoop(_ context.Context, s LoopAttach) (string, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(s.Backing.Fd()), &st); err != nil {
-		return "", err
-	}
-	f.mu.Lock()
-	f.attached = append(f.attached, inode{st.Dev, st.Ino})
-	f.mu.Unlock()
-	return "/dev/loop7", f.record("AttachLoop %s ro=%v", s.Name, s.ReadOnly)
 }
 
 func (f *fakeBackend) LoopBackingFile(_ context.Context, dev string) (string, error) {
@@ -148,35 +132,21 @@ func (f *fakeBackend) LoopBackingFile(_ context.Context, dev string) (string, er
 	return b, nil
 }
 
-func (f *fakeBackend) DetachLoop(_ context.Context, d string) error {
-	return f.record("DetachLoop %s", d)
-}
-
-func (f *fakeBackend) CreateSnapshot(_ context.Context, s SnapshotSpec, o Owner) (string, error) {
-	return "/dev/mapper/" + s.Name, f.record("CreateSnapshot %s %s %s %d owner=%d", s.Name, s.Origin, s.COW, s.SizeBytes, o.UID)
-}
-
-func (f *fakeBackend) RemoveSnapshot(_ context.Context, n string) error {
-	return f.record("RemoveSnapshot %s", n)
-}
-
-func (f *fakeBackend) Chown(_ context.Context, t *os.File, uid, gid int) error {
-	f.noteTarget(t)
-	return f.record("Chown %s %d:%d", t.Name(), uid, gid)
-}
-
-func (f *fakeBackend) Chmod(_ context.Context, t *os.File, mode uint32) error {
-	f.noteTarget(t)
-	return f.record("Chmod %s %#o", t.Name(), mode)
-}
-
-func (f *fakeBackend) noteTarget(t *os.File) {
+// note records the inode of a descriptor an effect received.
+func (f *fakeBackend) note(into *[]inode, t *os.File) {
 	var st unix.Stat_t
 	if unix.Fstat(int(t.Fd()), &st) == nil {
 		f.mu.Lock()
-		f.touched = append(f.touched, inode{st.Dev, st.Ino})
+		*into = append(*into, inode{st.Dev, st.Ino})
 		f.mu.Unlock()
 	}
+}
+
+// Served returns whom each effect acted for, in order.
+func (f *fakeBackend) Served() []serving {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]serving(nil), f.served...)
 }
 
 // requireRoot skips a test that needs root, saying so.

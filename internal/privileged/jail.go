@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // Launching Firecracker under its jailer. The jailer must start as root: it
@@ -105,35 +107,13 @@ type JailProcess interface {
 	Kill() error
 }
 
-// ValidJailID is Firecracker's and the jailer's rule for --id (1 to 64
-// letters, digits and hyphens), narrowed to start with a letter or digit:
-// the id becomes an argument of the jailer, and "--help" must never read as
-// an option there.
-func ValidJailID(id string) error { return validArgToken("vm id", id, 64, "-") }
+// ValidJailID is the VMM's instance id rule (vmm.ValidInstanceID): the id
+// becomes an argument of the jailer and a directory of the jail base.
+func ValidJailID(id string) error { return asArg(vmm.ValidInstanceID(id)) }
 
 // validDriveID: drive ids name files in the jail ("drive-<id>") and
 // Firecracker's drive_id.
-func validDriveID(id string) error { return validArgToken("drive id", id, 32, "-_") }
-
-// validArgToken is the one rule for ids that reach a command line or a file
-// name: 1 to max ASCII letters and digits plus the characters in extra, the
-// first a letter or digit (so no id can pass for an option or a hidden
-// file).
-func validArgToken(what, s string, max int, extra string) error {
-	if s == "" || len(s) > max {
-		return invalid("%s %q must be 1 to %d characters", what, s, max)
-	}
-	alnum := func(r rune) bool { return isLowerAlnum(r) || (r >= 'A' && r <= 'Z') }
-	for _, r := range s {
-		if !alnum(r) && !strings.ContainsRune(extra, r) {
-			return invalid("%s %q may contain only letters, digits and %q", what, s, extra)
-		}
-	}
-	if !alnum(rune(s[0])) {
-		return invalid("%s %q must start with a letter or digit", what, s)
-	}
-	return nil
-}
+func validDriveID(id string) error { return asArg(vmm.ValidDriveID(id)) }
 
 // Validate checks the request's shape; what the descriptors are is checked
 // when they are staged.

@@ -67,7 +67,7 @@ func errNoJailer() error {
 // launchJailer stages a VM's files into a fresh jail and starts
 // Firecracker under the jailer, which drops to the owner. It returns once
 // the jailer runs; the caller watches the pid (see jail.go).
-func (l *Local) launchJailer(ctx context.Context, spec JailerLaunch) (JailedVMM, error) {
+func (l *Local) launchJailer(ctx context.Context, spec JailerLaunch, _ func(JailerLaunch) (JailedVMM, error)) (JailedVMM, error) {
 	j := l.policy.Jailer
 	if j == nil {
 		return JailedVMM{}, errNoJailer()
@@ -276,17 +276,17 @@ func (l *Local) stage(ctx context.Context, f *os.File, root, name string, o stag
 	if o.loopName == "" {
 		return dst, l.copyIntoJail(f, st.Size, dst)
 	}
-	dev, err := l.backend.AttachLoop(ctx, LoopAttach{Backing: f, Name: o.loopName, ReadOnly: !o.writable})
+	loop, err := apply(ctx, l, OpAttachLoop, LoopAttach{Backing: f, Name: o.loopName, ReadOnly: !o.writable})
 	if err != nil {
 		return "", fmt.Errorf("attach a loop device for the jail: %w", err)
 	}
 	var dst2 unix.Stat_t
-	if err := unix.Stat(dev, &dst2); err != nil {
-		_ = l.backend.DetachLoop(ctx, dev)
+	if err := unix.Stat(loop.Device, &dst2); err != nil {
+		_, _ = apply(ctx, l, OpDetachLoop, DeviceRef(loop))
 		return "", err
 	}
 	if err := l.nodeInJail(dst, dst2.Rdev); err != nil {
-		_ = l.backend.DetachLoop(ctx, dev)
+		_, _ = apply(ctx, l, OpDetachLoop, DeviceRef(loop))
 		return "", err
 	}
 	return dst, nil
@@ -365,7 +365,7 @@ func (l *Local) dropJail(ctx context.Context, jail string) error {
 		if err := l.checkLoopInState(ctx, dev); err != nil {
 			continue
 		}
-		if err := l.backend.DetachLoop(ctx, dev); err != nil && firstErr == nil {
+		if _, err := apply(ctx, l, OpDetachLoop, DeviceRef{Device: dev}); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
@@ -398,7 +398,7 @@ func (l *Local) checkConsole(f *os.File) error {
 
 // removeJail stops the VM's jailed Firecracker if it still runs and
 // removes its jail; a missing jail is not an error.
-func (l *Local) removeJail(ctx context.Context, ref VMRef) (None, error) {
+func (l *Local) removeJail(ctx context.Context, ref VMRef, _ func(VMRef) (None, error)) (None, error) {
 	vmID := ref.VMID
 	j := l.policy.Jailer
 	if j == nil {

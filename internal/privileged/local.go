@@ -14,45 +14,32 @@ import (
 	"github.com/banger-dev/banger/internal/network"
 )
 
-// Backend performs already-validated operations on the machine. The real one
-// (SystemBackend) delegates to internal/network and internal/disk; tests use
-// a fake. Local never calls it with an argument the policy refused.
+// Backend is where the operations Local lets through take effect:
+// SystemBackend on the host, a recording fake in tests. Each operation's
+// effect is declared with it in the menu (Op.effect); Backend adds only
+// what Local's policy asks of the machine before it acts. Local never calls
+// it with an argument the policy refused.
 type Backend interface {
-	// EnsureBridge and DeleteBridge mark, and refuse a bridge marked
-	// as, another instance than owner's (network.Owner).
-	EnsureBridge(ctx context.Context, spec BridgeSpec, owner network.Owner) error
-	DeleteBridge(ctx context.Context, name string, owner network.Owner) error
-	// CheckBridge refuses a bridge another instance than owner marked;
-	// a missing bridge passes.
+	// apply performs op's effect for req, acting for at.
+	apply(ctx context.Context, op entry, at serving, req any) (any, error)
+	// CheckBridge refuses a bridge another instance than owner marked
+	// (network.Owner); a missing bridge passes.
 	CheckBridge(ctx context.Context, name string, owner network.Owner) error
-	CreateTap(ctx context.Context, spec TapSpec) error
-	// DeleteTap deletes the tap only if owner owns it.
-	DeleteTap(ctx context.Context, name string, owner Owner) error
-	EnsureNAT(ctx context.Context, spec NATSpec) error
-	RemoveNAT(ctx context.Context, spec NATSpec) error
-	Isolate(ctx context.Context, spec IsolationSpec) error
-	Unisolate(ctx context.Context, spec IsolationSpec) error
-	EnableIPForward(ctx context.Context) error
-	ConfigureResolver(ctx context.Context, spec ResolverSpec) error
-	RevertResolver(ctx context.Context, link string) error
-	// AttachLoop attaches spec.Backing (opened read-write unless ReadOnly).
-	AttachLoop(ctx context.Context, spec LoopAttach) (string, error)
 	// LoopBackingFile returns the path of the file behind device, "" when
 	// the device is not attached.
 	LoopBackingFile(ctx context.Context, device string) (string, error)
-	DetachLoop(ctx context.Context, device string) error
-	// CreateSnapshot creates the snapshot and makes its device node usable by
-	// owner (the VMM opens it unprivileged).
-	CreateSnapshot(ctx context.Context, spec SnapshotSpec, owner Owner) (string, error)
-	RemoveSnapshot(ctx context.Context, name string) error
-	// Chown and Chmod act on an O_PATH descriptor already resolved beneath
-	// the runtime dir and checked.
-	Chown(ctx context.Context, target *os.File, uid, gid int) error
-	Chmod(ctx context.Context, target *os.File, mode uint32) error
 	// StartJailer runs argv (argv[0] the jailer) in its own session with
 	// stdout and stderr on console and returns once it runs. The process
 	// must not depend on ctx: a VM outlives the request that started it.
 	StartJailer(ctx context.Context, argv []string, console *os.File) (JailProcess, error)
+}
+
+// serving is whom an effect acts for, from Local's policy and never from
+// the caller: the owner taps and devices are handed to, and the instance
+// bridges and taps are marked with.
+type serving struct {
+	owner    Owner
+	instance network.Owner
 }
 
 // Policy is what Local enforces beyond each request's shape.
@@ -142,6 +129,10 @@ func (l *Local) instance() network.Owner {
 	return network.Owner{UID: l.policy.Owner.UID, StateDir: l.policy.StateDir}
 }
 
+func (l *Local) serving() serving {
+	return serving{owner: l.policy.Owner, instance: l.instance()}
+}
+
 // ownBridge runs op if bridge is not another instance's.
 func (l *Local) ownBridge(ctx context.Context, bridge string, op func() error) error {
 	return l.locked(func() error {
@@ -163,71 +154,70 @@ func (l *Local) perform(ctx context.Context, op entry, req any) (any, error) {
 
 // createTap hands the tap only to the owner, on a bridge of this
 // instance.
-func (l *Local) createTap(ctx context.Context, spec TapSpec) (None, error) {
+func (l *Local) createTap(ctx context.Context, spec TapSpec, effect func(TapSpec) (None, error)) (None, error) {
 	if err := l.ownerIDs(spec.UID, spec.GID); err != nil {
 		return None{}, err
 	}
-	return nothing(l.ownBridge(ctx, spec.Bridge, func() error { return l.backend.CreateTap(ctx, spec) }))
+	return onOwnBridge(l, ctx, spec, effect)
 }
 
 // attachLoop: the backing file must be a regular file owned by the owner,
 // singly linked, inside the state dir, and opened read-write unless
 // ReadOnly: the descriptor is the caller's proof of access, so the loop
 // device grants nothing the caller did not already have.
-func (l *Local) attachLoop(ctx context.Context, spec LoopAttach) (DevicePath, error) {
+func (l *Local) attachLoop(_ context.Context, spec LoopAttach, effect func(LoopAttach) (DevicePath, error)) (DevicePath, error) {
 	if err := l.checkBacking(spec.Backing, spec.ReadOnly); err != nil {
 		return DevicePath{}, err
 	}
-	var dev string
-	err := l.locked(func() error {
-		var err error
-		dev, err = l.backend.AttachLoop(ctx, spec)
+	var dev DevicePath
+	err := l.locked(func() (err error) {
+		dev, err = effect(spec)
 		return err
 	})
-	return DevicePath{Device: dev}, err
+	return dev, err
 }
 
 // detachLoop detaches a loop device of banger's, revoking its jail nodes
 // first.
-func (l *Local) detachLoop(ctx context.Context, ref DeviceRef) (None, error) {
-	device := ref.Device
+func (l *Local) detachLoop(ctx context.Context, ref DeviceRef, effect func(DeviceRef) (None, error)) (None, error) {
 	return nothing(l.locked(func() error {
-		if err := l.checkLoopInState(ctx, device); err != nil {
+		if err := l.checkLoopInState(ctx, ref.Device); err != nil {
 			return err
 		}
-		if err := l.revokeDevice(l.devPath(device)); err != nil {
+		if err := l.revokeDevice(l.devPath(ref.Device)); err != nil {
 			return err
 		}
-		return l.backend.DetachLoop(ctx, device)
+		_, err := effect(ref)
+		return err
 	}))
 }
 
 // createSnapshot builds a snapshot over two loop devices of banger's.
-func (l *Local) createSnapshot(ctx context.Context, spec SnapshotSpec) (DevicePath, error) {
-	var dev string
-	err := l.locked(func() error {
+func (l *Local) createSnapshot(ctx context.Context, spec SnapshotSpec, effect func(SnapshotSpec) (DevicePath, error)) (DevicePath, error) {
+	var dev DevicePath
+	err := l.locked(func() (err error) {
 		for _, d := range []string{spec.Origin, spec.COW} {
 			if err := l.checkLoopInState(ctx, d); err != nil {
 				return err
 			}
 		}
-		var err error
-		dev, err = l.backend.CreateSnapshot(ctx, spec, l.policy.Owner)
+		dev, err = effect(spec)
 		return err
 	})
-	return DevicePath{Device: dev}, err
+	return dev, err
 }
 
 // removeSnapshot removes a snapshot (and its extended origin), revoking
 // their jail nodes first.
-func (l *Local) removeSnapshot(ctx context.Context, n Named) (None, error) {
+func (l *Local) removeSnapshot(_ context.Context, n Named, effect func(Named) (None, error)) (None, error) {
 	return nothing(l.locked(func() error {
 		for _, dm := range []string{n.Name, n.Name + "-origin"} {
 			if err := l.revokeDevice(filepath.Join(l.policy.DevDir, "mapper", dm)); err != nil {
 				return err
 			}
 		}
-		return l.backend.RemoveSnapshot(ctx, n.Name)
+		_, err := effect(n)
+		return err
 	}))
 }
 
@@ -237,16 +227,24 @@ func (l *Local) devPath(device string) string {
 }
 
 // chown hands a socket or device beneath the runtime dir to the owner.
-func (l *Local) chown(ctx context.Context, spec ChownSpec) (None, error) {
+func (l *Local) chown(_ context.Context, spec ChownSpec, effect func(ChownSpec) (None, error)) (None, error) {
 	if err := l.ownerIDs(spec.UID, spec.GID); err != nil {
 		return None{}, err
 	}
-	return nothing(l.withTarget(spec.Path, func(f *os.File) error { return l.backend.Chown(ctx, f, spec.UID, spec.GID) }))
+	return nothing(l.withTarget(spec.Path, func(f *os.File) error {
+		spec.target = f
+		_, err := effect(spec)
+		return err
+	}))
 }
 
 // chmod changes the mode of a socket or device beneath the runtime dir.
-func (l *Local) chmod(ctx context.Context, spec ChmodSpec) (None, error) {
-	return nothing(l.withTarget(spec.Path, func(f *os.File) error { return l.backend.Chmod(ctx, f, spec.Mode) }))
+func (l *Local) chmod(_ context.Context, spec ChmodSpec, effect func(ChmodSpec) (None, error)) (None, error) {
+	return nothing(l.withTarget(spec.Path, func(f *os.File) error {
+		spec.target = f
+		_, err := effect(spec)
+		return err
+	}))
 }
 
 func (l *Local) locked(f func() error) error {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -326,9 +325,12 @@ func TestDetachAndSnapshotOnlyBangerLoops(t *testing.T) {
 			t.Errorf("snapshot over %s allowed", o)
 		}
 	}
-	want := []string{"DetachLoop /dev/loop1", "DetachLoop /dev/loop2", "CreateSnapshot banger-abc /dev/loop1 /dev/loop2 0 owner=" + strconv.Itoa(tr.owner.UID)}
+	want := []string{"loop.detach {/dev/loop1}", "loop.detach {/dev/loop2}", "snapshot.create {banger-abc /dev/loop1 /dev/loop2 0}"}
 	if got := tr.fake.Calls(); !slices.Equal(got, want) {
 		t.Fatalf("backend calls:\n got %q\nwant %q", got, want)
+	}
+	if served := tr.fake.Served(); served[2].owner != tr.owner {
+		t.Errorf("snapshot handed to %+v, want the policy's owner %+v", served[2].owner, tr.owner)
 	}
 }
 
@@ -419,8 +421,8 @@ func TestNetworkOpsStayOnTheirOwnersBridge(t *testing.T) {
 		t.Fatal(err)
 	}
 	mark := network.Owner{UID: tr.owner.UID, StateDir: tr.state}.Alias()
-	if calls := tr.fake.Calls(); len(calls) != 1 || calls[0] != "EnsureBridge banger0 172.30.0.0/24 "+mark {
-		t.Errorf("backend calls %q, want EnsureBridge marked %q", calls, mark)
+	if calls := tr.fake.Calls(); len(calls) != 1 || calls[0] != "bridge.ensure {banger0 172.30.0.0/24}" || tr.fake.Served()[0].instance.Alias() != mark {
+		t.Errorf("backend calls %q for %+v, want bridge.ensure marked %q", calls, tr.fake.Served(), mark)
 	}
 	theirs := &network.OwnedError{Kind: "bridge", Name: "banger1", Owner: network.Owner{UID: 0, StateDir: "/var/lib/banger"}}
 	tr.fake.bridgeErr = map[string]error{"banger1": theirs}

@@ -10,10 +10,11 @@ import (
 
 // The operation menu, declared once. Each Op says its wire name, its
 // request and result types, how a request is checked (the same check on
-// both sides of the socket), how Local performs it, how it travels when it
-// carries descriptors, and who may call it. The client, the wire decoding,
-// the server's dispatch and Unavailable all follow from this table: adding
-// an operation means one entry here (and its test).
+// both sides of the socket), the policy Local applies to it, its effect on
+// the machine, how it travels when it carries descriptors, and who may call
+// it. The client, the wire decoding, the server's dispatch, Unavailable and
+// the Backend all follow from this table: adding an operation means one
+// entry here, its effect (a SystemBackend method) and its test.
 
 // None is the request of an operation that takes no arguments, and the
 // result of one that returns nothing.
@@ -27,9 +28,15 @@ type Op[Req, Resp any] struct {
 	// check validates a request's shape; nil for an operation without
 	// arguments.
 	check func(Req) error
-	// run performs a checked request under Local's policy; nil for the one
-	// operation the helper answers itself (helper.info).
-	run func(l *Local, ctx context.Context, req Req) (Resp, error)
+	// run applies Local's policy to a checked request and, if the policy
+	// allows it, calls effect (the operation's effect, through Local's
+	// Backend). nil runs effect under Local's lock.
+	run func(l *Local, ctx context.Context, req Req, effect func(Req) (Resp, error)) (Resp, error)
+	// effect is what the operation does to the machine, given a request
+	// run let through and whom it acts for (from the policy). nil for
+	// helper.info, which the helper answers itself, and for the jail
+	// operations, which run composes from other effects.
+	effect func(b SystemBackend, ctx context.Context, at serving, req Req) (Resp, error)
 	// carry maps a request that holds descriptors to the flat arguments and
 	// descriptors it travels as; nil when Req travels as itself.
 	carry *wireForm[Req]
@@ -70,6 +77,8 @@ type entry interface {
 	validate(req any) error
 	// runLocal performs a validated req in l.
 	runLocal(ctx context.Context, l *Local, req any) (any, error)
+	// applyOn performs the operation's effect for req (a Req) on b.
+	applyOn(ctx context.Context, b SystemBackend, at serving, req any) (any, error)
 	// newArgs returns a fresh pointer to the wire arguments, nil when the
 	// operation takes none.
 	newArgs() any
@@ -131,10 +140,34 @@ func (o *Op[Req, Resp]) validate(req any) error {
 }
 
 func (o *Op[Req, Resp]) runLocal(ctx context.Context, l *Local, req any) (any, error) {
-	if o.run == nil {
-		return nil, fmt.Errorf("%w: %s is answered by the root helper itself", ErrNotAvailable, o.name)
+	effect := func(r Req) (Resp, error) { return apply(ctx, l, o, r) }
+	switch {
+	case o.run != nil:
+		return o.run(l, ctx, req.(Req), effect)
+	case o.effect != nil:
+		var resp Resp
+		err := l.locked(func() (err error) {
+			resp, err = effect(req.(Req))
+			return err
+		})
+		return resp, err
 	}
-	return o.run(l, ctx, req.(Req))
+	return nil, fmt.Errorf("%w: %s is answered by the root helper itself", ErrNotAvailable, o.name)
+}
+
+func (o *Op[Req, Resp]) applyOn(ctx context.Context, b SystemBackend, at serving, req any) (any, error) {
+	if o.effect == nil {
+		return nil, fmt.Errorf("%w: %s has no effect of its own", ErrNotAvailable, o.name)
+	}
+	return o.effect(b, ctx, at, req.(Req))
+}
+
+// apply performs op's effect for req, which Local's policy let through,
+// on Local's Backend.
+func apply[Req, Resp any](ctx context.Context, l *Local, op *Op[Req, Resp], req Req) (Resp, error) {
+	out, err := l.backend.apply(ctx, op, l.serving(), req)
+	resp, _ := out.(Resp)
+	return resp, err
 }
 
 func (o *Op[Req, Resp]) newArgs() any {
@@ -200,13 +233,15 @@ type onBridge interface{ bridgeName() string }
 
 func (s NATSpec) bridgeName() string       { return s.Bridge }
 func (s IsolationSpec) bridgeName() string { return s.Bridge }
+func (s TapSpec) bridgeName() string       { return s.Bridge }
 
-// onOwnBridge runs do for a request whose bridge is not another
+// onOwnBridge is the run of a request whose bridge must not be another
 // instance's.
-func onOwnBridge[S onBridge](do func(Backend, context.Context, S) error) func(*Local, context.Context, S) (None, error) {
-	return func(l *Local, ctx context.Context, s S) (None, error) {
-		return nothing(l.ownBridge(ctx, s.bridgeName(), func() error { return do(l.backend, ctx, s) }))
-	}
+func onOwnBridge[S onBridge](l *Local, ctx context.Context, s S, effect func(S) (None, error)) (None, error) {
+	return nothing(l.ownBridge(ctx, s.bridgeName(), func() error {
+		_, err := effect(s)
+		return err
+	}))
 }
 
 // The menu. Names are the wire's and never change meaning: an older daemon
@@ -221,70 +256,53 @@ var (
 	// instance's, gives it the subnet's gateway (first host address) and
 	// sets it up; idempotent.
 	OpEnsureBridge = &Op[BridgeSpec, None]{name: "bridge.ensure", doing: "creating the bridge",
-		check: BridgeSpec.Validate,
-		run: func(l *Local, ctx context.Context, s BridgeSpec) (None, error) {
-			return nothing(l.locked(func() error { return l.backend.EnsureBridge(ctx, s, l.instance()) }))
-		}}
+		check: BridgeSpec.Validate, effect: SystemBackend.ensureBridge}
 	// OpDeleteBridge removes this instance's bridge; a missing one is not
 	// an error.
 	OpDeleteBridge = &Op[Named, None]{name: "bridge.delete", doing: "deleting the bridge",
-		check: func(n Named) error { return ValidBridgeName(n.Name) },
-		run: func(l *Local, ctx context.Context, n Named) (None, error) {
-			return nothing(l.locked(func() error { return l.backend.DeleteBridge(ctx, n.Name, l.instance()) }))
-		}}
+		check:  func(n Named) error { return ValidBridgeName(n.Name) },
+		effect: SystemBackend.deleteBridge}
 	// OpCreateTap creates a tap owned by the owner and enslaves it to the
 	// bridge; an existing tap of the owner's is adopted.
 	OpCreateTap = &Op[TapSpec, None]{name: "tap.create", doing: "creating a tap",
-		check: TapSpec.Validate, run: (*Local).createTap}
+		check: TapSpec.Validate, run: (*Local).createTap, effect: SystemBackend.createTap}
 	// OpDeleteTap removes a tap the owner owns; a missing one is not an
 	// error.
 	OpDeleteTap = &Op[Named, None]{name: "tap.delete", doing: "deleting a tap",
-		check: func(n Named) error { return ValidTapName(n.Name) },
-		run: func(l *Local, ctx context.Context, n Named) (None, error) {
-			return nothing(l.locked(func() error { return l.backend.DeleteTap(ctx, n.Name, l.policy.Owner) }))
-		}}
+		check:  func(n Named) error { return ValidTapName(n.Name) },
+		effect: SystemBackend.deleteTap}
 	// OpEnsureNAT masquerades the subnet leaving through anything but the
 	// bridge, in the bridge's own nftables tables; idempotent.
 	OpEnsureNAT = &Op[NATSpec, None]{name: "nat.ensure", doing: "setting up NAT",
-		check: NATSpec.Validate,
-		run:   onOwnBridge(Backend.EnsureNAT)}
+		check: NATSpec.Validate, run: onOwnBridge[NATSpec], effect: SystemBackend.ensureNAT}
 	// OpRemoveNAT deletes the bridge's nftables tables (NAT, forwarding,
 	// guest rules) and nothing else; missing tables are not an error.
 	OpRemoveNAT = &Op[NATSpec, None]{name: "nat.remove", doing: "removing NAT",
-		check: NATSpec.Validate,
-		run:   onOwnBridge(Backend.RemoveNAT)}
+		check: NATSpec.Validate, run: onOwnBridge[NATSpec], effect: SystemBackend.removeNAT}
 	// OpIsolate admits a VM's port (firewall.Admit): pinned to its MAC and
 	// address, and cut off from the other VMs when Isolated. OpUnisolate
 	// (firewall.Evict) undoes both. Idempotent.
 	OpIsolate = &Op[IsolationSpec, None]{name: "firewall.isolate", doing: "admitting a VM's port to the bridge firewall",
-		check: IsolationSpec.Validate,
-		run:   onOwnBridge(Backend.Isolate)}
+		check: IsolationSpec.Validate, run: onOwnBridge[IsolationSpec], effect: SystemBackend.isolate}
 	OpUnisolate = &Op[IsolationSpec, None]{name: "firewall.unisolate", doing: "evicting a VM's port from the bridge firewall",
-		check: IsolationSpec.Validate,
-		run:   onOwnBridge(Backend.Unisolate)}
+		check: IsolationSpec.Validate, run: onOwnBridge[IsolationSpec], effect: SystemBackend.unisolate}
 	// OpEnableIPForward turns on IPv4 forwarding. There is deliberately no
 	// "disable": other software on the host (containers) relies on it too.
 	OpEnableIPForward = &Op[None, None]{name: "ipforward.enable", doing: "enabling IP forwarding",
-		run: func(l *Local, ctx context.Context, _ None) (None, error) {
-			return nothing(l.locked(func() error { return l.backend.EnableIPForward(ctx) }))
-		}}
+		effect: SystemBackend.enableIPForward}
 	// OpConfigureResolver routes the host's queries for the domain (and only
 	// those) on the link to the server, port 53 (systemd-resolved);
-	// OpRevertResolver drops the link's configuration.
+	// OpRevertResolver drops the link's configuration. A host without
+	// systemd-resolved answers ErrNotAvailable: guests resolve names anyway.
 	OpConfigureResolver = &Op[ResolverSpec, None]{name: "resolver.configure", doing: "configuring DNS",
-		check: ResolverSpec.Validate,
-		run: func(l *Local, ctx context.Context, s ResolverSpec) (None, error) {
-			return nothing(l.locked(func() error { return l.backend.ConfigureResolver(ctx, s) }))
-		}}
+		check: ResolverSpec.Validate, effect: SystemBackend.configureResolver}
 	OpRevertResolver = &Op[LinkRef, None]{name: "resolver.revert", doing: "reverting DNS",
-		check: func(r LinkRef) error { return ValidBridgeName(r.Link) },
-		run: func(l *Local, ctx context.Context, r LinkRef) (None, error) {
-			return nothing(l.locked(func() error { return l.backend.RevertResolver(ctx, r.Link) }))
-		}}
+		check:  func(r LinkRef) error { return ValidBridgeName(r.Link) },
+		effect: SystemBackend.revertResolver}
 	// OpAttachLoop attaches a loop device to the backing file the caller
 	// opened (passed as a descriptor, never a path) and returns /dev/loopN.
 	OpAttachLoop = &Op[LoopAttach, DevicePath]{name: "loop.attach", doing: "attaching a loop device",
-		check: LoopAttach.Validate, run: (*Local).attachLoop,
+		check: LoopAttach.Validate, run: (*Local).attachLoop, effect: SystemBackend.attachLoop,
 		carry: carried(
 			func(s LoopAttach) (LoopAttach, []*os.File) { f := s.Backing; s.Backing = nil; return s, []*os.File{f} },
 			func(LoopAttach) int { return 1 },
@@ -292,20 +310,22 @@ var (
 	// OpDetachLoop detaches a loop device backed by a file in the state
 	// dir.
 	OpDetachLoop = &Op[DeviceRef, None]{name: "loop.detach", doing: "detaching a loop device",
-		check: func(d DeviceRef) error { return ValidLoopDevice(d.Device) }, run: (*Local).detachLoop}
+		check: func(d DeviceRef) error { return ValidLoopDevice(d.Device) },
+		run:   (*Local).detachLoop, effect: SystemBackend.detachLoop}
 	// OpCreateSnapshot makes the device-mapper snapshot over the origin and
 	// COW loops, hands it to the owner and returns its path;
 	// OpRemoveSnapshot removes one (a missing one is not an error).
 	OpCreateSnapshot = &Op[SnapshotSpec, DevicePath]{name: "snapshot.create", doing: "creating a device-mapper snapshot",
-		check: SnapshotSpec.Validate, run: (*Local).createSnapshot}
+		check: SnapshotSpec.Validate, run: (*Local).createSnapshot, effect: SystemBackend.createSnapshot}
 	OpRemoveSnapshot = &Op[Named, None]{name: "snapshot.remove", doing: "removing a device-mapper snapshot",
-		check: func(n Named) error { return ValidSnapshotName(n.Name) }, run: (*Local).removeSnapshot}
+		check: func(n Named) error { return ValidSnapshotName(n.Name) },
+		run:   (*Local).removeSnapshot, effect: SystemBackend.removeSnapshot}
 	// OpChown and OpChmod change a socket or VM device beneath the runtime
 	// dir.
 	OpChown = &Op[ChownSpec, None]{name: "file.chown", doing: "changing a file's owner",
-		check: ChownSpec.Validate, run: (*Local).chown}
+		check: ChownSpec.Validate, run: (*Local).chown, effect: SystemBackend.chown}
 	OpChmod = &Op[ChmodSpec, None]{name: "file.chmod", doing: "changing a file's mode",
-		check: ChmodSpec.Validate, run: (*Local).chmod}
+		check: ChmodSpec.Validate, run: (*Local).chmod, effect: SystemBackend.chmod}
 	// OpLaunchJailer stages a VM's files (all descriptors) into a fresh
 	// jail and starts Firecracker under the jailer; OpRemoveJail stops it
 	// and removes the jail (a missing one is not an error). See jail.go.

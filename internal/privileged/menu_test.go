@@ -110,8 +110,8 @@ func TestResultsWireFormatUnchanged(t *testing.T) {
 }
 
 // Every operation is fully declared: one name, what it does, a check that
-// refuses an empty request for whatever it takes, and only helper.info (the
-// server's own answer) open to uid 0 and not run by Local.
+// refuses an empty request for whatever it takes, its effect, and only
+// helper.info (the server's own answer) open to uid 0 and not run by Local.
 func TestMenuEntriesComplete(t *testing.T) {
 	seen := map[string]bool{}
 	for _, c := range wireGolden(t) {
@@ -129,6 +129,13 @@ func TestMenuEntriesComplete(t *testing.T) {
 		}
 		if public := e.mayCall(false); public != (e == entry(OpInfo)) {
 			t.Errorf("%s: callable by others than the owner = %v", name, public)
+		}
+		// An operation's effect on the machine is declared in its entry;
+		// only the helper's own answer and the jail operations (composed of
+		// other effects) have none.
+		composed := e == entry(OpInfo) || e == entry(OpLaunchJailer) || e == entry(OpRemoveJail)
+		if effect := !reflect.ValueOf(e).Elem().FieldByName("effect").IsNil(); effect == composed {
+			t.Errorf("%s: has an effect of its own = %v", name, effect)
 		}
 	}
 	if _, err := OpInfo.runLocal(context.Background(), &Local{}, None{}); !errors.Is(err, ErrNotAvailable) {

@@ -21,8 +21,9 @@
 // private IPv4 prefixes, files are passed as descriptors the caller already
 // opened or resolve beneath banger's runtime directory with no symlinks, and
 // the one program started (Firecracker's jailer) is the helper's own choice.
-// Each operation reaches the machine through Backend, so the validation and
-// transport are tested with a fake and the real effects live in
+// Each operation's effect on the machine is declared with it in the menu
+// and reached through Local's Backend, so the validation and transport are
+// tested with a recording fake; the real effects (SystemBackend) live in
 // internal/network and internal/disk.
 package privileged
 
@@ -112,6 +113,9 @@ type ChownSpec struct {
 	Path string `json:"path"`
 	UID  int    `json:"uid"`
 	GID  int    `json:"gid"`
+	// target is Path resolved beneath the runtime dir and checked (an
+	// O_PATH descriptor): what the effect changes. Set by Local only.
+	target *os.File
 }
 
 // ChmodSpec sets the permission bits of Path (see ChownSpec). Only owner and
@@ -119,6 +123,8 @@ type ChownSpec struct {
 type ChmodSpec struct {
 	Path string `json:"path"`
 	Mode uint32 `json:"mode"`
+	// target: see ChownSpec.
+	target *os.File
 }
 
 // Requests and results of operations that take or return one value.

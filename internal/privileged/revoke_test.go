@@ -142,7 +142,7 @@ func TestReleaseRevokesJailNodesFirst(t *testing.T) {
 
 			released := false
 			fx.fake.beforeCall = func(call string) {
-				if strings.HasPrefix(call, "DetachLoop") || strings.HasPrefix(call, "RemoveSnapshot") {
+				if strings.HasPrefix(call, OpDetachLoop.Name()) || strings.HasPrefix(call, OpRemoveSnapshot.Name()) {
 					released = true
 					assertNode(t, filepath.Join(drives, "rootfs"), 0, 0) // already, not after
 				}
@@ -190,12 +190,12 @@ func TestRemoveJailRevokesOnlyRootsNodesFirst(t *testing.T) {
 		fx.fake.setLoop("/dev/loop"+n, filepath.Join(fx.state, "vms", "abc", "rootfs.ext4"))
 	}
 	fx.fake.beforeCall = func(call string) {
-		if call == "DetachLoop /dev/loop5" {
+		if call == "loop.detach {/dev/loop5}" {
 			assertNode(t, filepath.Join(keep, "rootfs"), 0, 0) // already, not after
 		}
 	}
 	must(t, Do(context.Background(), fx.local, OpRemoveJail, VMRef{VMID: "vm-0123"}))
-	if calls := fx.fake.Calls(); !slices.Equal(calls, []string{"DetachLoop /dev/loop5"}) {
+	if calls := fx.fake.Calls(); !slices.Equal(calls, []string{"loop.detach {/dev/loop5}"}) {
 		t.Errorf("backend calls %q, want only the jail's own loop detached", calls)
 	}
 	assertNode(t, filepath.Join(keep, "kvm"), 0, 0)

@@ -224,15 +224,18 @@ func TestHelperServesOwnerOverSocket(t *testing.T) {
 	must(t, Do(ctx, c, OpDetachLoop, DeviceRef{Device: "/dev/loop3"}))
 
 	want := []string{
-		"EnsureBridge banger0 172.30.0.0/24 " + fmt.Sprintf("banger uid=%d state=%s", me.UID, h.tree.state),
-		fmt.Sprintf("CreateTap bgt-abc banger0 %d:%d", me.UID, me.GID),
-		"EnsureNAT 172.30.0.0/24 banger0",
-		"EnableIPForward",
-		"Chmod " + sock + " 0600",
-		"DetachLoop /dev/loop3",
+		"bridge.ensure {banger0 172.30.0.0/24}",
+		fmt.Sprintf("tap.create {bgt-abc banger0 %d %d}", me.UID, me.GID),
+		"nat.ensure {172.30.0.0/24 banger0}",
+		"ipforward.enable {}",
+		"file.chmod " + sock + " 0600",
+		"loop.detach {/dev/loop3}",
 	}
 	if got := h.tree.fake.Calls(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("backend calls:\n got %q\nwant %q", got, want)
+	}
+	if mark, want := h.tree.fake.Served()[0].instance.Alias(), fmt.Sprintf("banger uid=%d state=%s", me.UID, h.tree.state); mark != want {
+		t.Errorf("bridge marked %q, want %q", mark, want)
 	}
 
 	// The policy's refusals come back across the socket as the same class:
@@ -282,7 +285,7 @@ func TestHelperRefusesOtherUIDs(t *testing.T) {
 		t.Fatalf("root operating the helper: %v, want refused", err)
 	}
 
-	if got := h.tree.fake.Calls(); len(got) != 1 || got[0] != "CreateTap bgt-child banger0 4242:4242" {
+	if got := h.tree.fake.Calls(); len(got) != 1 || got[0] != "tap.create {bgt-child banger0 4242 4242}" {
 		t.Fatalf("backend calls %q, want only the owner's tap", got)
 	}
 	logs := h.logs.String()

@@ -62,73 +62,64 @@ func netErr(err error) error {
 	return err
 }
 
-// EnsureBridge implements Backend.
-func (SystemBackend) EnsureBridge(ctx context.Context, spec BridgeSpec, owner network.Owner) error {
-	return netErr(network.EnsureBridge(ctx, network.Bridge{Name: spec.Name, Subnet: spec.Subnet}, owner))
+// apply implements Backend: the effect the menu declares for op.
+func (b SystemBackend) apply(ctx context.Context, op entry, at serving, req any) (any, error) {
+	return op.applyOn(ctx, b, at, req)
 }
 
-// DeleteBridge implements Backend.
-func (SystemBackend) DeleteBridge(ctx context.Context, name string, owner network.Owner) error {
-	return netErr(network.DeleteBridge(ctx, name, owner))
+// The effects of the menu's operations (Op.effect), in its order.
+
+func (SystemBackend) ensureBridge(ctx context.Context, at serving, s BridgeSpec) (None, error) {
+	return nothing(netErr(network.EnsureBridge(ctx, network.Bridge{Name: s.Name, Subnet: s.Subnet}, at.instance)))
 }
 
-// CheckBridge implements Backend.
-func (SystemBackend) CheckBridge(ctx context.Context, name string, owner network.Owner) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return netErr(network.CheckBridgeOwner(name, owner))
+func (SystemBackend) deleteBridge(ctx context.Context, at serving, n Named) (None, error) {
+	return nothing(netErr(network.DeleteBridge(ctx, n.Name, at.instance)))
 }
 
-// CreateTap implements Backend.
-func (SystemBackend) CreateTap(ctx context.Context, spec TapSpec) error {
-	return netErr(network.CreateTap(ctx, spec.Name, spec.Bridge, spec.UID, spec.GID))
+func (SystemBackend) createTap(ctx context.Context, _ serving, s TapSpec) (None, error) {
+	return nothing(netErr(network.CreateTap(ctx, s.Name, s.Bridge, s.UID, s.GID)))
 }
 
-// DeleteTap implements Backend.
-func (SystemBackend) DeleteTap(ctx context.Context, name string, owner Owner) error {
-	return netErr(network.DeleteTap(ctx, name, owner.UID))
+// deleteTap deletes the tap only if the owner owns it.
+func (SystemBackend) deleteTap(ctx context.Context, at serving, n Named) (None, error) {
+	return nothing(netErr(network.DeleteTap(ctx, n.Name, at.owner.UID)))
 }
 
-// EnsureNAT implements Backend.
-func (SystemBackend) EnsureNAT(ctx context.Context, spec NATSpec) error {
-	return netErr(firewall.Ensure(ctx, firewall.Config{Bridge: spec.Bridge, Subnet: spec.Subnet}))
+func (SystemBackend) ensureNAT(ctx context.Context, _ serving, s NATSpec) (None, error) {
+	return nothing(netErr(firewall.Ensure(ctx, firewall.Config{Bridge: s.Bridge, Subnet: s.Subnet})))
 }
 
-// RemoveNAT implements Backend: firewall.Remove drops the bridge's two
-// tables (and nothing else), whatever the subnet.
-func (SystemBackend) RemoveNAT(ctx context.Context, spec NATSpec) error {
-	return netErr(firewall.Remove(ctx, spec.Bridge))
+// removeNAT: firewall.Remove drops the bridge's two tables (and nothing
+// else), whatever the subnet.
+func (SystemBackend) removeNAT(ctx context.Context, _ serving, s NATSpec) (None, error) {
+	return nothing(netErr(firewall.Remove(ctx, s.Bridge)))
 }
 
-// Isolate implements Backend: firewall.Admit.
-func (SystemBackend) Isolate(ctx context.Context, spec IsolationSpec) error {
-	mac, err := network.ParseGuestMAC(spec.MAC)
+func (SystemBackend) isolate(ctx context.Context, _ serving, s IsolationSpec) (None, error) {
+	mac, err := network.ParseGuestMAC(s.MAC)
 	if err != nil {
-		return netErr(err)
+		return nothing(netErr(err))
 	}
-	return netErr(firewall.Admit(ctx, firewall.Guest{Bridge: spec.Bridge, Tap: spec.Tap, MAC: mac, Addr: spec.Addr, Isolated: spec.Isolated}))
+	return nothing(netErr(firewall.Admit(ctx, firewall.Guest{Bridge: s.Bridge, Tap: s.Tap, MAC: mac, Addr: s.Addr, Isolated: s.Isolated})))
 }
 
-// Unisolate implements Backend: firewall.Evict.
-func (SystemBackend) Unisolate(ctx context.Context, spec IsolationSpec) error {
-	return netErr(firewall.Evict(ctx, spec.Bridge, spec.Tap, spec.Addr))
+func (SystemBackend) unisolate(ctx context.Context, _ serving, s IsolationSpec) (None, error) {
+	return nothing(netErr(firewall.Evict(ctx, s.Bridge, s.Tap, s.Addr)))
 }
 
-// EnableIPForward implements Backend.
-func (SystemBackend) EnableIPForward(context.Context) error {
-	return network.SetIPForward(true)
+func (SystemBackend) enableIPForward(context.Context, serving, None) (None, error) {
+	return nothing(network.SetIPForward(true))
 }
 
-// ConfigureResolver implements Backend through resolvectl. A host without
+// configureResolver goes through resolvectl. A host without
 // systemd-resolved reports ErrNotAvailable: guests resolve names anyway.
-func (b SystemBackend) ConfigureResolver(ctx context.Context, spec ResolverSpec) error {
-	return resolvedErr(dns.Resolved{Runner: b.Runner}.Configure(ctx, spec.Link, spec.Server, spec.Domain))
+func (b SystemBackend) configureResolver(ctx context.Context, _ serving, s ResolverSpec) (None, error) {
+	return nothing(resolvedErr(dns.Resolved{Runner: b.Runner}.Configure(ctx, s.Link, s.Server, s.Domain)))
 }
 
-// RevertResolver implements Backend.
-func (b SystemBackend) RevertResolver(ctx context.Context, link string) error {
-	return resolvedErr(dns.Resolved{Runner: b.Runner}.Revert(ctx, link))
+func (b SystemBackend) revertResolver(ctx context.Context, _ serving, r LinkRef) (None, error) {
+	return nothing(resolvedErr(dns.Resolved{Runner: b.Runner}.Revert(ctx, r.Link)))
 }
 
 func resolvedErr(err error) error {
@@ -138,19 +129,23 @@ func resolvedErr(err error) error {
 	return netErr(err)
 }
 
-// AttachLoop implements Backend by binding the loop device to the very
-// descriptor the daemon passed (already checked by Local): no reopening by
-// path, which the hardened helper (no CAP_DAC_OVERRIDE) could not do for
-// the owner's 0600 files.
-func (b SystemBackend) AttachLoop(_ context.Context, spec LoopAttach) (string, error) {
+// attachLoop binds the loop device to the very descriptor the daemon
+// passed (already checked by Local): no reopening by path, which the
+// hardened helper (no CAP_DAC_OVERRIDE) could not do for the owner's 0600
+// files.
+func (b SystemBackend) attachLoop(_ context.Context, _ serving, s LoopAttach) (DevicePath, error) {
 	if err := b.Loops.Available(); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrNotAvailable, err)
+		return DevicePath{}, fmt.Errorf("%w: %v", ErrNotAvailable, err)
 	}
-	lp, err := b.Loops.AttachFile(spec.Backing, disk.LoopOptions{Name: spec.Name, ReadOnly: spec.ReadOnly})
+	lp, err := b.Loops.AttachFile(s.Backing, disk.LoopOptions{Name: s.Name, ReadOnly: s.ReadOnly})
 	if err != nil {
-		return "", err
+		return DevicePath{}, err
 	}
-	return lp.Device, nil
+	return DevicePath{Device: lp.Device}, nil
+}
+
+func (b SystemBackend) detachLoop(_ context.Context, _ serving, d DeviceRef) (None, error) {
+	return nothing(b.Loops.Detach(d.Device))
 }
 
 // LoopBackingFile implements Backend from sysfs: "" when the device exists
@@ -171,19 +166,27 @@ func (b SystemBackend) LoopBackingFile(_ context.Context, device string) (string
 	return strings.TrimSpace(string(data)), nil
 }
 
-// DetachLoop implements Backend.
-func (b SystemBackend) DetachLoop(_ context.Context, device string) error {
-	return b.Loops.Detach(device)
+// CheckBridge implements Backend.
+func (SystemBackend) CheckBridge(ctx context.Context, name string, owner network.Owner) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return netErr(network.CheckBridgeOwner(name, owner))
 }
 
 // snapshotChunkSectors is the dm-snapshot chunk: 8 sectors = 4 KiB, the
 // ext4 block, so one guest block write copies one chunk.
 const snapshotChunkSectors = "8"
 
-// CreateSnapshot implements Backend: optionally a zero-extended origin
-// "<name>-origin", then the persistent snapshot "<name>", then the node
-// handed to owner. On failure what it made is removed.
-func (b SystemBackend) CreateSnapshot(ctx context.Context, spec SnapshotSpec, owner Owner) (dev string, err error) {
+// createSnapshot makes optionally a zero-extended origin "<name>-origin",
+// then the persistent snapshot "<name>", then hands the node to the owner
+// (the VMM opens it unprivileged). On failure what it made is removed.
+func (b SystemBackend) createSnapshot(ctx context.Context, at serving, spec SnapshotSpec) (DevicePath, error) {
+	dev, err := b.snapshot(ctx, spec, at.owner)
+	return DevicePath{Device: dev}, err
+}
+
+func (b SystemBackend) snapshot(ctx context.Context, spec SnapshotSpec, owner Owner) (dev string, err error) {
 	if err := b.DM.Available(); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNotAvailable, err)
 	}
@@ -233,16 +236,17 @@ func (b SystemBackend) CreateSnapshot(ctx context.Context, spec SnapshotSpec, ow
 	return dev, nil
 }
 
-// RemoveSnapshot implements Backend: the snapshot, then its extended origin
-// if there is one; missing devices are not an error.
-func (b SystemBackend) RemoveSnapshot(ctx context.Context, name string) error {
+// removeSnapshot removes the snapshot, then its extended origin if there
+// is one; missing devices are not an error.
+func (b SystemBackend) removeSnapshot(ctx context.Context, _ serving, n Named) (None, error) {
 	if err := b.DM.Available(); err != nil {
-		return fmt.Errorf("%w: %v", ErrNotAvailable, err)
+		return nothing(fmt.Errorf("%w: %v", ErrNotAvailable, err))
 	}
 	names, err := b.DM.List(ctx)
 	if err != nil {
-		return err
+		return nothing(err)
 	}
+	name := n.Name
 	var errs []error
 	for _, n := range []string{name, name + "-origin"} {
 		for _, have := range names {
@@ -251,26 +255,26 @@ func (b SystemBackend) RemoveSnapshot(ctx context.Context, name string) error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return nothing(errors.Join(errs...))
 }
 
-// Chown implements Backend on the O_PATH descriptor, so the file changed is
-// the one that was checked.
-func (SystemBackend) Chown(_ context.Context, target *os.File, uid, gid int) error {
-	if err := unix.Fchownat(int(target.Fd()), "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
-		return fmt.Errorf("chown %s: %w", target.Name(), err)
+// chown acts on the O_PATH descriptor Local resolved, so the file changed
+// is the one that was checked.
+func (SystemBackend) chown(_ context.Context, _ serving, s ChownSpec) (None, error) {
+	if err := unix.Fchownat(int(s.target.Fd()), "", s.UID, s.GID, unix.AT_EMPTY_PATH); err != nil {
+		return nothing(fmt.Errorf("chown %s: %w", s.target.Name(), err))
 	}
-	return nil
+	return None{}, nil
 }
 
-// Chmod implements Backend through /proc/self/fd/N, which names exactly the
-// checked inode (fchmod does not accept O_PATH descriptors).
-func (b SystemBackend) Chmod(_ context.Context, target *os.File, mode uint32) error {
-	p := filepath.Join(b.ProcSelfFD, strconv.Itoa(int(target.Fd())))
-	if err := unix.Fchmodat(unix.AT_FDCWD, p, mode, 0); err != nil {
-		return fmt.Errorf("chmod %s: %w", target.Name(), err)
+// chmod goes through /proc/self/fd/N, which names exactly the checked
+// inode (fchmod does not accept O_PATH descriptors).
+func (b SystemBackend) chmod(_ context.Context, _ serving, s ChmodSpec) (None, error) {
+	p := filepath.Join(b.ProcSelfFD, strconv.Itoa(int(s.target.Fd())))
+	if err := unix.Fchmodat(unix.AT_FDCWD, p, s.Mode, 0); err != nil {
+		return nothing(fmt.Errorf("chmod %s: %w", s.target.Name(), err))
 	}
-	return nil
+	return None{}, nil
 }
 
 // blockDeviceSize seeks to the end of the device, which for a block device

@@ -3,6 +3,7 @@ package privileged
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,84 +14,73 @@ import (
 
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
-// fakeDM records device-mapper tables instead of calling dmsetup.
-type fakeDM struct {
-	unavailable error
-	created     []string
-	removed     []string
-	failOn      string
-}
-
-func (f *fakeDM) Available() error { return f.unavailable }
-func (f *fakeDM) Create(_ context.Context, name string, table []disk.DMTarget) error {
-	if name == f.failOn {
-		return errors.New("dmsetup: boom")
-	}
-	if err := disk.ValidateTable(table); err != nil {
-		return err
-	}
-	f.created = append(f.created, name+": "+strings.TrimSpace(disk.FormatTable(table)))
-	return nil
-}
-func (f *fakeDM) Remove(_ context.Context, name string) error {
-	f.removed = append(f.removed, name)
-	return nil
-}
-func (f *fakeDM) List(context.Context) ([]string, error) {
-	var names []string
-	for _, c := range f.created {
-		n, _, _ := strings.Cut(c, ":")
-		if !slices.Contains(f.removed, n) {
-			names = append(names, n)
+// dmsetup is the real disk.DMSetup over a recording runner that answers
+// like dmsetup with the devices in have (and a foreign "vg0-root");
+// `dmsetup create failOn` fails.
+func dmsetup(t *testing.T, failOn string, have ...string) (disk.DMSetup, *systemtest.Runner) {
+	t.Helper()
+	control := filepath.Join(t.TempDir(), "control")
+	must(t, os.WriteFile(control, nil, 0o600))
+	r := &systemtest.Runner{Reply: func(c system.Command) (system.Output, error) {
+		switch {
+		case c.Args[0] == "ls":
+			var b strings.Builder
+			for i, n := range append(have, "vg0-root") {
+				fmt.Fprintf(&b, "%s\t(253:%d)\n", n, i)
+			}
+			return systemtest.Print(b.String())
+		case c.Args[0] == "create" && c.Args[1] == failOn:
+			return systemtest.Exit(1, "device-mapper: reload ioctl on "+failOn+" failed: Invalid argument")
 		}
-	}
-	return append(names, "vg0-root"), nil
+		return system.Output{}, nil
+	}}
+	return disk.DMSetup{Runner: r, Control: control}, r
 }
 
 func TestSystemBackendSnapshot(t *testing.T) {
-	dm := &fakeDM{}
+	dm, run := dmsetup(t, "")
 	b := SystemBackend{DM: dm, DeviceSize: func(string) (int64, error) { return 1 << 30, nil }}
 	ctx := context.Background()
 	// The dm node does not exist on this host; the chown error is expected
-	// and must undo what was created.
-	_, err := b.CreateSnapshot(ctx, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2", SizeBytes: 2 << 30}, Owner{UID: 1000, GID: 1000})
+	// and must undo what was created, newest first.
+	_, err := b.createSnapshot(ctx, serving{owner: Owner{UID: 1000, GID: 1000}}, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2", SizeBytes: 2 << 30})
 	if err == nil || !strings.Contains(err.Error(), "hand /dev/mapper/banger-abc to uid 1000") {
 		t.Fatalf("create: %v", err)
 	}
-	wantCreated := []string{
-		"banger-abc-origin: 0 2097152 linear /dev/loop1 0\n2097152 2097152 zero",
-		"banger-abc: 0 4194304 snapshot /dev/mapper/banger-abc-origin /dev/loop2 P 8",
+	wantRun := []string{"dmsetup create banger-abc-origin", "dmsetup create banger-abc", "dmsetup remove --retry banger-abc", "dmsetup remove --retry banger-abc-origin"}
+	if got := run.Lines(); !slices.Equal(got, wantRun) {
+		t.Fatalf("ran %q, want %q", got, wantRun)
 	}
-	if !slices.Equal(dm.created, wantCreated) {
-		t.Fatalf("tables:\n got %q\nwant %q", dm.created, wantCreated)
-	}
-	if want := []string{"banger-abc", "banger-abc-origin"}; !slices.Equal(dm.removed, want) {
-		t.Fatalf("undo removed %q, want %q", dm.removed, want)
+	wantTables := []string{"0 2097152 linear /dev/loop1 0\n2097152 2097152 zero", "0 4194304 snapshot /dev/mapper/banger-abc-origin /dev/loop2 P 8"}
+	for i, want := range wantTables {
+		if got := strings.TrimSpace(run.Stdin()[i]); got != want {
+			t.Errorf("table %d:\n got %q\nwant %q", i, got, want)
+		}
 	}
 
-	dm2 := &fakeDM{failOn: "banger-abc"}
-	b.DM = dm2
-	if _, err := b.CreateSnapshot(ctx, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2"}, Owner{}); err == nil {
-		t.Fatal("dmsetup failure not reported")
+	b.DM, run = dmsetup(t, "banger-abc")
+	if _, err := b.createSnapshot(ctx, serving{}, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2"}); err == nil || !strings.Contains(err.Error(), "reload ioctl") {
+		t.Fatalf("dmsetup failure not reported: %v", err)
 	}
-	if len(dm2.created) != 0 || len(dm2.removed) != 0 {
-		t.Fatalf("same-size snapshot needs no origin device: created %q removed %q", dm2.created, dm2.removed)
+	if got := run.Lines(); !slices.Equal(got, []string{"dmsetup create banger-abc"}) {
+		t.Fatalf("same-size snapshot needs no origin device and a failed create nothing to undo: ran %q", got)
 	}
-	if _, err := b.CreateSnapshot(ctx, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2", SizeBytes: 512}, Owner{}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := b.createSnapshot(ctx, serving{}, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2", SizeBytes: 512}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("snapshot smaller than its origin: %v", err)
 	}
 
-	dm3 := &fakeDM{created: []string{"banger-abc: x", "banger-abc-origin: y"}}
-	b.DM = dm3
-	must(t, b.RemoveSnapshot(ctx, "banger-abc"))
-	if want := []string{"banger-abc", "banger-abc-origin"}; !slices.Equal(dm3.removed, want) {
-		t.Fatalf("remove: %q", dm3.removed)
+	b.DM, run = dmsetup(t, "", "banger-abc", "banger-abc-origin", "banger-other")
+	_, err = b.removeSnapshot(ctx, serving{}, Named{Name: "banger-abc"})
+	must(t, err)
+	if want := []string{"dmsetup ls", "dmsetup remove --retry banger-abc", "dmsetup remove --retry banger-abc-origin"}; !slices.Equal(run.Lines(), want) {
+		t.Fatalf("remove ran %q, want %q", run.Lines(), want)
 	}
 
-	b.DM = &fakeDM{unavailable: errors.New("device-mapper is unavailable: /dev/mapper/control is missing")}
-	if _, err := b.CreateSnapshot(ctx, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2"}, Owner{}); !errors.Is(err, ErrNotAvailable) {
+	b.DM = disk.DMSetup{Runner: run, Control: filepath.Join(t.TempDir(), "missing")}
+	if _, err := b.createSnapshot(ctx, serving{}, SnapshotSpec{Name: "banger-abc", Origin: "/dev/loop1", COW: "/dev/loop2"}); !errors.Is(err, ErrNotAvailable) {
 		t.Fatalf("no dm: %v", err)
 	}
 }
@@ -122,8 +112,10 @@ func TestSystemBackendChownChmodActOnDescriptor(t *testing.T) {
 	must(t, err)
 	defer func() { _ = f.Close() }()
 	b := HostBackend()
-	must(t, b.Chown(context.Background(), f, 4242, 4343))
-	must(t, b.Chmod(context.Background(), f, 0o640))
+	_, err = b.chown(context.Background(), serving{}, ChownSpec{UID: 4242, GID: 4343, target: f})
+	must(t, err)
+	_, err = b.chmod(context.Background(), serving{}, ChmodSpec{Mode: 0o640, target: f})
+	must(t, err)
 	fi, err := os.Lstat(sock)
 	must(t, err)
 	st := fi.Sys().(*syscall.Stat_t)
@@ -132,33 +124,23 @@ func TestSystemBackendChownChmodActOnDescriptor(t *testing.T) {
 	}
 }
 
-// resolvectlFake answers like resolvectl on a host where resolved is not
-// running, or succeeds and records the commands.
-type resolvectlFake struct {
-	down  bool
-	calls []string
-}
-
-func (r *resolvectlFake) Run(_ context.Context, c system.Command) (system.Output, error) {
-	r.calls = append(r.calls, c.String())
-	if r.down {
-		return system.Output{ExitCode: 1, Stderr: []byte("Failed to get global data: Could not activate remote peer 'org.freedesktop.resolve1'.")}, nil
-	}
-	return system.Output{}, nil
-}
-
 func TestSystemBackendResolver(t *testing.T) {
-	r := &resolvectlFake{}
+	r := &systemtest.Runner{}
 	b := SystemBackend{Runner: r}
 	ctx := context.Background()
-	must(t, b.ConfigureResolver(ctx, ResolverSpec{Link: "banger0", Server: netip.MustParseAddr("172.30.0.1"), Domain: "banger"}))
-	must(t, b.RevertResolver(ctx, "banger0"))
+	spec := ResolverSpec{Link: "banger0", Server: netip.MustParseAddr("172.30.0.1"), Domain: "banger"}
+	_, err := b.configureResolver(ctx, serving{}, spec)
+	must(t, err)
+	_, err = b.revertResolver(ctx, serving{}, LinkRef{Link: "banger0"})
+	must(t, err)
 	want := []string{"resolvectl dns banger0 172.30.0.1", "resolvectl domain banger0 ~banger", "resolvectl default-route banger0 false", "resolvectl revert banger0"}
-	if !slices.Equal(r.calls, want) {
-		t.Fatalf("resolvectl calls %q", r.calls)
+	if got := r.Lines(); !slices.Equal(got, want) {
+		t.Fatalf("resolvectl calls %q", got)
 	}
-	b.Runner = &resolvectlFake{down: true}
-	if err := b.ConfigureResolver(ctx, ResolverSpec{Link: "banger0", Server: netip.MustParseAddr("172.30.0.1"), Domain: "banger"}); !errors.Is(err, ErrNotAvailable) {
+	b.Runner = &systemtest.Runner{Reply: func(system.Command) (system.Output, error) {
+		return systemtest.Exit(1, "Failed to get global data: Could not activate remote peer 'org.freedesktop.resolve1'.")
+	}}
+	if _, err := b.configureResolver(ctx, serving{}, spec); !errors.Is(err, ErrNotAvailable) {
 		t.Fatalf("resolved not running: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/network"
+	"github.com/banger-dev/banger/internal/network/dns"
 )
 
 // These validators are pure: they look only at the request. Checks that need
@@ -85,7 +86,7 @@ func (s ResolverSpec) Validate() error {
 	if !s.Server.Is4() || !s.Server.IsPrivate() {
 		return invalid("DNS server %q must be a private IPv4 address such as 172.30.0.1", s.Server.String())
 	}
-	return ValidRoutingDomain(s.Domain)
+	return asArg(dns.ValidRoutingDomain(s.Domain))
 }
 
 // Validate checks the spec's shape.
@@ -178,39 +179,6 @@ func ValidSnapshotName(name string) error {
 		}
 	}
 	return nil
-}
-
-// ValidRoutingDomain accepts DNS names under special-use or reserved names.
-// A per-link routing domain captures every query for it on the whole host,
-// so a public name ("com", or "." for everything) would let the owner
-// intercept other users' lookups.
-//
-// config.Validate applies the same rule to network.domain, so a bad domain
-// is refused when the file is read, not when the helper is called.
-func ValidRoutingDomain(d string) error {
-	if d == "" || len(d) > 253 {
-		return invalid("DNS domain %q must be a name such as \"banger\"", d)
-	}
-	labels := strings.Split(d, ".")
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return invalid("DNS domain %q is not a valid name", d)
-		}
-		for _, r := range l {
-			if !isLowerAlnum(r) && r != '-' {
-				return invalid("DNS domain %q may contain only a-z, 0-9, '-' and '.'", d)
-			}
-		}
-	}
-	last := labels[len(labels)-1]
-	if len(labels) >= 2 && labels[len(labels)-2]+"."+last == "home.arpa" {
-		return nil
-	}
-	switch last {
-	case "banger", "internal", "test":
-		return nil
-	}
-	return invalid("DNS domain %q would capture a public name for every user of this host: use \"banger\" or a name under .banger, .internal, .test or .home.arpa", d)
 }
 
 func validIDs(uid, gid int) error {

@@ -274,23 +274,17 @@ func assertInvalid(t *testing.T, err error, format string, args ...any) {
 	}
 }
 
-// Ids become jailer arguments and jail file names: one that starts with '-'
-// would read as an option ("--id --help").
+// The id rules are internal/vmm's (tested there); the helper refuses what
+// they refuse as an invalid argument.
 func TestJailAndDriveIDsHostile(t *testing.T) {
-	for _, id := range []string{"vm-0123", "0", "A-b-C", strings.Repeat("a", 64)} {
-		if err := ValidJailID(id); err != nil {
-			t.Errorf("ValidJailID(%q): %v", id, err)
-		}
+	if err := ValidJailID("vm-0123"); err != nil {
+		t.Errorf("ValidJailID: %v", err)
 	}
-	for _, id := range []string{"", "-", "--help", "-vm", "--", "_a", ".a", "a b", "a_b", "a/b", "a\x00", "é", strings.Repeat("a", 65)} {
+	if err := validDriveID("seed_1"); err != nil {
+		t.Errorf("validDriveID: %v", err)
+	}
+	for _, id := range []string{"", "--help", "a/b", strings.Repeat("a", 65)} {
 		assertInvalid(t, ValidJailID(id), "vm id %q", id)
-	}
-	for _, id := range []string{"rootfs", "seed_1", "x-2", "9"} {
-		if err := validDriveID(id); err != nil {
-			t.Errorf("validDriveID(%q): %v", id, err)
-		}
-	}
-	for _, id := range []string{"", "-rootfs", "--help", "_seed", ".x", "a:b", "a,b", "a/b", strings.Repeat("a", 33)} {
 		assertInvalid(t, validDriveID(id), "drive id %q", id)
 	}
 }

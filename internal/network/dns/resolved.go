@@ -41,8 +41,8 @@ func (r Resolved) Configure(ctx context.Context, link string, server netip.Addr,
 	if !server.IsValid() {
 		return fmt.Errorf("configure systemd-resolved: %w: no server address", network.ErrInvalid)
 	}
-	if err := validateDomain(domain); err != nil {
-		return fmt.Errorf("configure systemd-resolved: %w: %w", network.ErrInvalid, err)
+	if err := ValidRoutingDomain(domain); err != nil {
+		return fmt.Errorf("configure systemd-resolved: %w", err)
 	}
 	steps := [][]string{
 		{"dns", link, server.String()},
@@ -55,6 +55,32 @@ func (r Resolved) Configure(ctx context.Context, link string, server netip.Addr,
 		}
 	}
 	return nil
+}
+
+// ValidRoutingDomain accepts DNS names under special-use or reserved names
+// ("banger", "*.banger", "*.internal", "*.test", "*.home.arpa"). A per-link
+// routing domain captures every query for it on the whole host, so a
+// public name ("com", or "." for everything) would let banger's owner
+// intercept other users' lookups. The config (network.domain), the root
+// helper (resolver.configure) and Configure all apply it, so a bad domain
+// is refused when the config is read. Failures wrap network.ErrInvalid.
+func ValidRoutingDomain(d string) error {
+	if d == "" {
+		return fmt.Errorf("%w: DNS domain must be a name such as \"banger\"", network.ErrInvalid)
+	}
+	if err := validateDomain(d); err != nil {
+		return fmt.Errorf("%w: DNS %w", network.ErrInvalid, err)
+	}
+	labels := strings.Split(d, ".")
+	last := labels[len(labels)-1]
+	if len(labels) >= 2 && labels[len(labels)-2]+"."+last == "home.arpa" {
+		return nil
+	}
+	switch last {
+	case "banger", "internal", "test":
+		return nil
+	}
+	return fmt.Errorf("%w: DNS domain %q would capture a public name for every user of this host: use \"banger\" or a name under .banger, .internal, .test or .home.arpa", network.ErrInvalid, d)
 }
 
 // Revert drops banger's settings from link ("resolvectl revert LINK").
@@ -73,25 +99,15 @@ func (r Resolved) Revert(ctx context.Context, link string) error {
 // run runs resolvectl and turns its failures into errors, classifying the
 // ones that mean "resolved is not there" as ErrResolvedUnavailable.
 func (r Resolved) run(ctx context.Context, args ...string) error {
-	c := system.Command{Path: "resolvectl", Args: args}
-	out, err := r.Runner.Run(ctx, c)
-	if errors.Is(err, exec.ErrNotFound) {
+	_, err := system.RunChecked(ctx, r.Runner, system.Command{Path: "resolvectl", Args: args})
+	var exit *system.ExitError
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
 		return fmt.Errorf("%w: resolvectl is not installed", ErrResolvedUnavailable)
+	case errors.As(err, &exit) && notRunning(exit.Output):
+		return fmt.Errorf("%w: %s", ErrResolvedUnavailable, exit.Output)
 	}
-	if err != nil {
-		return err
-	}
-	if out.ExitCode == 0 {
-		return nil
-	}
-	msg := strings.TrimSpace(string(out.Stderr))
-	if msg == "" {
-		msg = strings.TrimSpace(string(out.Stdout))
-	}
-	if notRunning(msg) {
-		return fmt.Errorf("%w: %s", ErrResolvedUnavailable, msg)
-	}
-	return fmt.Errorf("%s exited %d: %s", c, out.ExitCode, msg)
+	return err
 }
 
 // notRunning recognises resolvectl's messages for a resolved that is not

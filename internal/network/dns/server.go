@@ -38,12 +38,6 @@ type UpstreamSource interface {
 	Upstreams() []netip.AddrPort
 }
 
-// StaticUpstreams is a fixed list of upstream resolvers.
-type StaticUpstreams []netip.AddrPort
-
-// Upstreams implements UpstreamSource.
-func (s StaticUpstreams) Upstreams() []netip.AddrPort { return s }
-
 // Config configures a Server.
 type Config struct {
 	// Domain is the zone the server is authoritative for; VM "dev" is
@@ -402,9 +396,7 @@ func (s *Server) answerLocal(req *mdns.Msg, name string, qtype uint16) *mdns.Msg
 	addr, ok := s.records[label]
 	s.mu.RUnlock()
 	if !ok || strings.Contains(label, ".") {
-		resp := reply(req, mdns.RcodeNameError)
-		resp.Ns = []mdns.RR{s.soa()}
-		return resp
+		return s.nameError(req)
 	}
 	resp := reply(req, mdns.RcodeSuccess)
 	if qtype == mdns.TypeA || qtype == mdns.TypeANY {
@@ -415,6 +407,13 @@ func (s *Server) answerLocal(req *mdns.Msg, name string, qtype uint16) *mdns.Msg
 	} else {
 		resp.Ns = []mdns.RR{s.soa()}
 	}
+	return resp
+}
+
+// nameError answers NXDOMAIN, with the zone's SOA for negative caching.
+func (s *Server) nameError(req *mdns.Msg) *mdns.Msg {
+	resp := reply(req, mdns.RcodeNameError)
+	resp.Ns = []mdns.RR{s.soa()}
 	return resp
 }
 
@@ -430,9 +429,7 @@ func (s *Server) answerReverse(req *mdns.Msg, addr netip.Addr, qtype uint16) *md
 		return nil
 	}
 	if !ok {
-		resp := reply(req, mdns.RcodeNameError)
-		resp.Ns = []mdns.RR{s.soa()}
-		return resp
+		return s.nameError(req)
 	}
 	resp := reply(req, mdns.RcodeSuccess)
 	if qtype == mdns.TypePTR || qtype == mdns.TypeANY {

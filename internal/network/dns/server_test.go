@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -72,7 +74,7 @@ func TestServer(t *testing.T) {
 	srv, err := dns.NewServer(dns.Config{
 		Subnet: subnet,
 		// The first upstream does not exist: the server must move on.
-		Upstreams: dns.StaticUpstreams{netip.MustParseAddrPort("198.51.100.99:53"), netip.MustParseAddrPort("198.51.100.2:53")},
+		Upstreams: resolvConf(t, "198.51.100.99", "198.51.100.2"),
 		Timeout:   300 * time.Millisecond,
 	})
 	if err != nil {
@@ -199,6 +201,21 @@ func TestServerWithoutUpstreams(t *testing.T) {
 	if r, _, err := c.Exchange(m, srv.Addr().String()); err != nil || r.Rcode != mdns.RcodeRefused {
 		t.Errorf("forwarding without upstreams: %v, %v; want REFUSED", r, err)
 	}
+}
+
+// resolvConf is the production upstream source over a resolv.conf listing
+// servers.
+func resolvConf(t *testing.T, servers ...string) *dns.ResolvConf {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "resolv.conf")
+	var b strings.Builder
+	for _, s := range servers {
+		b.WriteString("nameserver " + s + "\n")
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &dns.ResolvConf{Path: path}
 }
 
 // selfUpstream makes a server its own upstream, as a resolv.conf listing

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/network/dns"
 	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/internal/system/systemtest"
 )
 
 func TestParseResolvConf(t *testing.T) {
@@ -65,23 +66,9 @@ func TestResolvConfFollowsChanges(t *testing.T) {
 	}
 }
 
-// fakeRunner records resolvectl invocations and answers from a script.
-type fakeRunner struct {
-	calls  []string
-	answer func(args []string) (system.Output, error)
-}
-
-func (f *fakeRunner) Run(_ context.Context, c system.Command) (system.Output, error) {
-	f.calls = append(f.calls, c.String())
-	if f.answer == nil {
-		return system.Output{}, nil
-	}
-	return f.answer(c.Args)
-}
-
 func TestResolvedConfigure(t *testing.T) {
 	ctx := context.Background()
-	run := &fakeRunner{}
+	run := &systemtest.Runner{}
 	r := dns.Resolved{Runner: run}
 	if err := r.Configure(ctx, "banger0", netip.MustParseAddr("172.30.0.1"), "banger"); err != nil {
 		t.Fatal(err)
@@ -95,15 +82,17 @@ func TestResolvedConfigure(t *testing.T) {
 		"resolvectl default-route banger0 false",
 		"resolvectl revert banger0",
 	}
-	if !slices.Equal(run.calls, want) {
-		t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(run.calls, "\n"), strings.Join(want, "\n"))
+	if !slices.Equal(run.Lines(), want) {
+		t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(run.Lines(), "\n"), strings.Join(want, "\n"))
 	}
 
-	// Never on a foreign link, never with a bad domain.
-	run.calls = nil
+	// Never on a foreign link, never with a bad or public domain.
+	run = &systemtest.Runner{}
+	r = dns.Resolved{Runner: run}
 	for _, err := range []error{
 		r.Configure(ctx, "eth0", netip.MustParseAddr("172.30.0.1"), "banger"),
 		r.Configure(ctx, "banger0", netip.MustParseAddr("172.30.0.1"), "bad domain"),
+		r.Configure(ctx, "banger0", netip.MustParseAddr("172.30.0.1"), "com"),
 		r.Configure(ctx, "banger0", netip.Addr{}, "banger"),
 		r.Revert(ctx, "wlan0"),
 	} {
@@ -111,26 +100,26 @@ func TestResolvedConfigure(t *testing.T) {
 			t.Errorf("bad input: %v, want ErrInvalid", err)
 		}
 	}
-	if len(run.calls) != 0 {
-		t.Errorf("bad input still ran %v", run.calls)
+	if calls := run.Lines(); len(calls) != 0 {
+		t.Errorf("bad input still ran %v", calls)
 	}
 }
 
 func TestResolvedAbsent(t *testing.T) {
 	ctx := context.Background()
-	cases := map[string]func([]string) (system.Output, error){
-		"not installed": func([]string) (system.Output, error) {
+	cases := map[string]func(system.Command) (system.Output, error){
+		"not installed": func(system.Command) (system.Output, error) {
 			return system.Output{}, fmt.Errorf("run resolvectl: %w", &exec.Error{Name: "resolvectl", Err: exec.ErrNotFound})
 		},
-		"not running": func([]string) (system.Output, error) {
-			return system.Output{ExitCode: 1, Stderr: []byte("Failed to get global data: Could not activate remote peer 'org.freedesktop.resolve1'.\n")}, nil
+		"not running": func(system.Command) (system.Output, error) {
+			return systemtest.Exit(1, "Failed to get global data: Could not activate remote peer 'org.freedesktop.resolve1'.\n")
 		},
-		"no bus": func([]string) (system.Output, error) {
-			return system.Output{ExitCode: 1, Stderr: []byte("Failed to connect to bus: No such file or directory\n")}, nil
+		"no bus": func(system.Command) (system.Output, error) {
+			return systemtest.Exit(1, "Failed to connect to bus: No such file or directory\n")
 		},
 	}
 	for name, answer := range cases {
-		r := dns.Resolved{Runner: &fakeRunner{answer: answer}}
+		r := dns.Resolved{Runner: &systemtest.Runner{Reply: answer}}
 		if err := r.Configure(ctx, "banger0", netip.MustParseAddr("172.30.0.1"), "banger"); !errors.Is(err, dns.ErrResolvedUnavailable) {
 			t.Errorf("%s: Configure = %v, want ErrResolvedUnavailable", name, err)
 		}
@@ -139,11 +128,31 @@ func TestResolvedAbsent(t *testing.T) {
 		}
 	}
 
-	r := dns.Resolved{Runner: &fakeRunner{answer: func(args []string) (system.Output, error) {
-		return system.Output{ExitCode: 1, Stderr: []byte("Failed to set DNS configuration: Link banger0 not known\n")}, nil
+	r := dns.Resolved{Runner: &systemtest.Runner{Reply: func(system.Command) (system.Output, error) {
+		return systemtest.Exit(1, "Failed to set DNS configuration: Link banger0 not known\n")
 	}}}
 	err := r.Configure(ctx, "banger0", netip.MustParseAddr("172.30.0.1"), "banger")
 	if err == nil || errors.Is(err, dns.ErrResolvedUnavailable) || !strings.Contains(err.Error(), "Link banger0 not known") {
 		t.Errorf("other failure: %v; want resolvectl's message, not 'unavailable'", err)
+	}
+}
+
+func TestValidRoutingDomain(t *testing.T) {
+	for _, d := range []string{"banger", "vm.banger", "dev.internal", "test", "lab.home.arpa"} {
+		if err := dns.ValidRoutingDomain(d); err != nil {
+			t.Errorf("%q refused: %v", d, err)
+		}
+	}
+	for _, d := range []string{
+		"", ".", "~.", "com", "google.com", "local", "arpa", "home.arpa.com", "banger.", ".banger",
+		"a..banger", "BANGER", "-x.banger", "x-.banger", "a b.banger", "banger\n",
+		strings.Repeat("a", 64) + ".banger", strings.Repeat("a.", 130) + "banger",
+	} {
+		err := dns.ValidRoutingDomain(d)
+		if !errors.Is(err, network.ErrInvalid) {
+			t.Errorf("%q: %v, want ErrInvalid", d, err)
+		} else if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: error is not one line: %q", d, err)
+		}
 	}
 }

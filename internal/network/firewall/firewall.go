@@ -119,14 +119,20 @@ func Ensure(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-func ensure(ctx context.Context, cfg Config) error {
-	if err := cfg.Validate(); err != nil {
-		return err
+// connect opens a netlink connection to nftables for a request whose
+// validation gave invalid (nil when it is valid) and that ctx still wants.
+func connect(ctx context.Context, invalid error) (*nftables.Conn, error) {
+	if invalid != nil {
+		return nil, invalid
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
-	c, err := nftables.New()
+	return nftables.New()
+}
+
+func ensure(ctx context.Context, cfg Config) error {
+	c, err := connect(ctx, cfg.Validate())
 	if err != nil {
 		return err
 	}
@@ -237,13 +243,7 @@ func Remove(ctx context.Context, bridge string) error {
 }
 
 func remove(ctx context.Context, bridge string) error {
-	if err := network.ValidateBridgeName(bridge); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c, err := nftables.New()
+	c, err := connect(ctx, network.ValidateBridgeName(bridge))
 	if err != nil {
 		return err
 	}
@@ -271,10 +271,7 @@ func remove(ctx context.Context, bridge string) error {
 
 // Present reports whether the bridge's NAT table exists.
 func Present(ctx context.Context, bridge string) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	c, err := nftables.New()
+	c, err := connect(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("look up nftables table %s: %w", TableName(bridge), err)
 	}

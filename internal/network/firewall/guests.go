@@ -81,13 +81,7 @@ func Admit(ctx context.Context, g Guest) error {
 }
 
 func admit(ctx context.Context, g Guest) error {
-	if err := g.Validate(); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c, err := nftables.New()
+	c, err := connect(ctx, g.Validate())
 	if err != nil {
 		return err
 	}
@@ -158,10 +152,7 @@ func evict(ctx context.Context, bridge, tap string, addr netip.Addr) error {
 	if !addr.Is4() {
 		return fmt.Errorf("%w: address %v must be IPv4", network.ErrInvalid, addr)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c, err := nftables.New()
+	c, err := connect(ctx, nil)
 	if err != nil {
 		return err
 	}

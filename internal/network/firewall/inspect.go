@@ -45,13 +45,7 @@ func Inspect(ctx context.Context, bridge string) (Status, error) {
 }
 
 func inspect(ctx context.Context, bridge string) (Status, error) {
-	if err := network.ValidateBridgeName(bridge); err != nil {
-		return Status{}, err
-	}
-	if err := ctx.Err(); err != nil {
-		return Status{}, err
-	}
-	c, err := nftables.New()
+	c, err := connect(ctx, network.ValidateBridgeName(bridge))
 	if err != nil {
 		return Status{}, err
 	}

@@ -287,19 +287,6 @@ func (d *Driver) removeJail(spec vmm.LaunchSpec) {
 	}
 }
 
-// validInstanceID is Firecracker's and the jailer's rule for --id (1 to 64
-// letters, digits and hyphens), starting with a letter or digit as the
-// root helper also requires (an id must never read as an option). Checking
-// up front turns a cryptic early exit into a clear error.
-func validInstanceID(id string) bool {
-	if id == "" || len(id) > 64 || id[0] == '-' {
-		return false
-	}
-	for _, r := range id {
-		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
-		if !alnum && r != '-' {
-			return false
-		}
-	}
-	return true
-}
+// validInstanceID is vmm.ValidInstanceID, the rule the root helper also
+// applies. Checking up front turns a cryptic early exit into a clear error.
+func validInstanceID(id string) bool { return vmm.ValidInstanceID(id) == nil }
