@@ -2,7 +2,8 @@
 // banger VM, applies the guest setup named on the kernel command line
 // (hostname, address, route, resolvers), and serves the host over vsock or
 // the virtio-serial port: readiness, guest info and SSH host keys, exec with
-// streamed stdio, file copy, authorized keys, power off.
+// streamed stdio, file copy, authorized keys, power off, and a new identity
+// for a guest restored from another VM's snapshot.
 //
 // Usage:
 //
@@ -124,6 +125,7 @@ func serve(ctx context.Context, stop func(), opts options, logf func(string, ...
 			return fmt.Errorf("stand-in root: %w", err)
 		}
 		setup.Root = srv.Root
+		srv.Hostname = standInHostname(srv.Root)
 		srv.HostKeyEntropy = standInEntropy(sock)
 		// A stand-in's "guest" is this process: powering off ends it, and
 		// the fake Firecracker exits with its guest.
@@ -131,6 +133,8 @@ func serve(ctx context.Context, stop func(), opts options, logf func(string, ...
 	} else {
 		srv.Power = agent.SystemPower
 		setup.SetHostname = agent.SetKernelHostname
+		setup.AddEntropy = agent.AddKernelEntropy
+		setup.SetClock = agent.SetSystemClock
 		// Route netlink only: the default also opens XFRM and netfilter
 		// sockets, which fail in guests without xfrm_user/nfnetlink loaded
 		// and no modprobe to load them (the busybox image).
@@ -141,6 +145,9 @@ func serve(ctx context.Context, stop func(), opts options, logf func(string, ...
 			logf("netlink unavailable, skipping network setup: %v", err)
 		}
 	}
+	// A new identity (OpIdentity, after a restore from a snapshot) goes
+	// through the same setup, --setup off included: the host asks for it.
+	srv.Setup = &setup
 	if opts.setup != "off" {
 		if err := setup.Apply(params); err != nil {
 			// Serve anyway: the host can still get in and look.
@@ -181,7 +188,8 @@ func listenAndServe(ctx context.Context, srv *agent.Server, addr string, logf fu
 }
 
 // serveSerial waits for the port to appear (udev may create the
-// /dev/virtio-ports link after the agent starts), then serves it.
+// /dev/virtio-ports link after the agent starts), then serves it, reopening
+// it whenever the host end hangs up.
 func serveSerial(ctx context.Context, srv *agent.Server, path string, logf func(string, ...any)) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -195,13 +203,22 @@ func serveSerial(ctx context.Context, srv *agent.Server, path string, logf func(
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	ch, err := agent.OpenChannel(path)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
 	logf("serving on %s", path)
-	return srv.ServeChannel(ctx, ch)
+	return srv.ServeChannel(ctx, func() (agent.Channel, error) {
+		return agent.OpenChannel(path)
+	})
+}
+
+// standInHostname reports the stand-in's own name, the one guest setup (or
+// a new identity) wrote under its root, rather than the host's.
+func standInHostname(root string) func() (string, error) {
+	return func() (string, error) {
+		b, err := os.ReadFile(filepath.Join(root, "etc", "hostname"))
+		if err != nil {
+			return os.Hostname()
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
 }
 
 // standInEntropy seeds a stand-in guest's SSH host key. A stand-in has no

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,8 +107,15 @@ func TestBinaryServesAndStopsOnSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As bangerd and the CLI do it: open the exec stream, wrap it.
 	var out bytes.Buffer
-	st, err := c.Run(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", "echo hi; exit 5"}}, nil, &out, &out)
+	var st agent.ExitStatus
+	stream, err := c.Open(ctx, agent.Request{Op: agent.OpExec, Exec: &agent.ExecRequest{Argv: []string{"sh", "-c", "echo hi; exit 5"}}})
+	if err == nil {
+		p := agent.NewProcess(stream)
+		_ = p.CloseStdin()
+		st, err = p.Wait(&out, &out)
+	}
 	_ = c.Close()
 	if err != nil || st.Code != 5 || out.String() != "hi\n" {
 		t.Fatalf("exec: %+v %v %q", st, err, out.String())
@@ -154,9 +162,32 @@ func TestStandInGuest(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "etc", "ssh", "ssh_host_ed25519_key.pub")); err != nil {
 		t.Fatalf("host key not under the stand-in root: %v", err)
 	}
-	if err := c.Power(ctx, agent.PowerOff); err != nil {
+	if h, err := c.Health(ctx); err != nil || h.Hostname != "standin" {
+		t.Fatalf("stand-in health hostname %q, %v; want standin", h.Hostname, err)
+	}
+
+	// A new identity (a fork of this stand-in) renames it and replaces its
+	// host key, under its root only.
+	id := agent.Identity{Hostname: "standin-fork", MAC: "02:fc:00:00:00:09",
+		Address: netip.MustParsePrefix("172.30.0.9/24"), Gateway: netip.MustParseAddr("172.30.0.1"),
+		MachineID: "0123456789abcdef0123456789abcdef", Seed: []byte("seed")}
+	res, err := c.Reidentify(ctx, id)
+	if err != nil || len(res.HostKeys) != 1 || res.HostKeys[0] == info.HostKeys[0] {
+		t.Fatalf("reidentify: %+v %v (old key %s)", res, err, info.HostKeys[0])
+	}
+	if h, err := c.Health(ctx); err != nil || h.Hostname != "standin-fork" {
+		t.Fatalf("health after reidentify: %q %v", h.Hostname, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "etc", "machine-id")); err != nil || string(b) != id.MachineID+"\n" {
+		t.Fatalf("stand-in machine-id: %q %v", b, err)
+	}
+	// No host code powers a guest off through the agent (the VMM's ACPI
+	// button does), but the op exists and a stand-in must honour it.
+	stream, err := c.Open(ctx, agent.Request{Op: agent.OpPower, Power: &agent.PowerRequest{Action: agent.PowerOff}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	_ = stream.Close()
 	select {
 	case err := <-exited:
 		if err != nil {

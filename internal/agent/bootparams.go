@@ -97,7 +97,7 @@ func ParseBootParams(cmdline string) (BootParams, error) {
 			}
 			p.MTU = mtu
 		case ParamInterface:
-			if value == "" || len(value) > 15 || strings.ContainsAny(value, "/ ") {
+			if !validInterfaceName(value) {
 				return p, bad("an interface name")
 			}
 			p.Interface = value

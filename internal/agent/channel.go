@@ -11,10 +11,11 @@ import (
 )
 
 // OpenChannel opens the serial channel device (normally DefaultSerialPort)
-// for reading and writing, to be kept open for the agent's life: closing and
-// reopening a virtio port can lose what the host sent in between. A
-// tty-backed channel (a pty in tests, a serial console) is put into raw mode
-// so the line discipline never rewrites or echoes frames.
+// for reading and writing. It is kept open while a host is connected
+// (closing a virtio port can lose what the host sent in between) and opened
+// again once the host end hangs up (see Server.ServeChannel). A tty-backed
+// channel (a pty in tests, a serial console) is put into raw mode so the
+// line discipline never rewrites or echoes frames.
 func OpenChannel(path string) (*os.File, error) {
 	// O_NONBLOCK makes the runtime poll the fd, which is what gives reads
 	// and writes deadlines.

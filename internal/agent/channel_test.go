@@ -3,13 +3,16 @@ package agent
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // servePty runs the agent on the slave side of a pty pair, which stands in
@@ -22,23 +25,30 @@ func servePty(t *testing.T, srv *Server) *os.File {
 		t.Skipf("skipping: no pty: %v", err)
 	}
 	name := slave.Name()
-	slave.Close()
-	ch, err := OpenChannel(name)
+	defer slave.Close()
+	// Raw mode lives in the pair's one termios; setting it on the slave
+	// (OpenChannel) covers the master too, so the first open must happen
+	// before the host writes.
+	first, err := OpenChannel(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Raw mode lives in the pair's one termios; setting it on the slave
-	// (OpenChannel) covers the master too.
+	opens := 0
+	open := func() (Channel, error) {
+		if opens++; opens == 1 {
+			return first, nil
+		}
+		return OpenChannel(name)
+	}
 	hostEnd := master
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.ServeChannel(ctx, ch) }()
+	go func() { done <- srv.ServeChannel(ctx, open) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("ServeChannel: %v", err)
 		}
-		ch.Close()
 		hostEnd.Close()
 	})
 	return hostEnd
@@ -127,5 +137,94 @@ func TestResolveSerialPortThroughSysfs(t *testing.T) {
 	existing := filepath.Join(dev, "vport0p1")
 	if got := resolveSerialPort(existing, sys, dev); got != existing {
 		t.Fatalf("existing path changed to %s", got)
+	}
+}
+
+// socketpairDevice is a fake virtio-serial port: every open makes a new
+// socketpair, gives the agent one end and hands the test (the host) the
+// other on hosts. Closing the host end is what a VMM going away does to the
+// port: the agent's reads end with EOF, and only a new open reaches the next
+// host.
+type socketpairDevice struct {
+	hosts chan net.Conn
+	opens atomic.Int64
+}
+
+func (d *socketpairDevice) open() (Channel, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	d.opens.Add(1)
+	guest := os.NewFile(uintptr(fds[0]), "fake-port")
+	hostFile := os.NewFile(uintptr(fds[1]), "fake-port-host")
+	host, err := net.FileConn(hostFile)
+	hostFile.Close()
+	if err != nil {
+		guest.Close()
+		return nil, err
+	}
+	select {
+	case d.hosts <- host:
+	default:
+		// Nobody is listening for hosts: the port has no host behind it.
+		host.Close()
+	}
+	return guest, nil
+}
+
+func (d *socketpairDevice) nextHost(t *testing.T) net.Conn {
+	t.Helper()
+	select {
+	case h := <-d.hosts:
+		t.Cleanup(func() { h.Close() })
+		return h
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent never opened the channel again after its host end hung up")
+		return nil
+	}
+}
+
+func TestChannelReopensAfterHangUp(t *testing.T) {
+	dev := &socketpairDevice{hosts: make(chan net.Conn)}
+	srv := &Server{Version: "v-reopen"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeChannel(ctx, dev.open) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeChannel: %v", err)
+		}
+	})
+
+	c, err := NewClient(testCtx(t), dev.nextHost(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := c.Health(testCtx(t)); err != nil || info.AgentVersion != "v-reopen" {
+		t.Fatalf("health from the first host: %+v %v", info, err)
+	}
+	// The VMM goes away (the VM is restored into a new one): the host end
+	// closes under the live session.
+	_ = c.Close()
+
+	// For a while no host is behind the port (each open finds its host end
+	// closed, reads EOF at once): the agent keeps trying at a calm pace
+	// rather than spinning. A spinning agent opens thousands of times here.
+	before := dev.opens.Load()
+	time.Sleep(500 * time.Millisecond)
+	if n := dev.opens.Load() - before; n > 50 {
+		t.Errorf("the agent reopened a hung-up channel %d times in 0.5 s; it must back off", n)
+	}
+
+	// The new VMM's host connects: the agent, on a fresh open, answers it.
+	c2, err := NewClient(testCtx(t), dev.nextHost(t))
+	if err != nil {
+		t.Fatalf("hello from the host after the hang-up: %v", err)
+	}
+	defer func() { _ = c2.Close() }()
+	if info, err := c2.Health(testCtx(t)); err != nil || info.AgentVersion != "v-reopen" {
+		t.Fatalf("health after the hang-up: %+v %v", info, err)
 	}
 }

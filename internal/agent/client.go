@@ -99,11 +99,30 @@ func (c *Client) AuthorizeKey(ctx context.Context, req AuthorizeKeyRequest) (Aut
 	return *reply.AuthorizeKey, nil
 }
 
-// Power asks the guest to power off or reboot; it returns once the agent
-// has accepted, before the guest goes down.
-func (c *Client) Power(ctx context.Context, action string) error {
-	_, err := c.call(ctx, Request{Op: OpPower, Power: &PowerRequest{Action: action}})
-	return err
+// Reidentify makes the guest (just restored from a snapshot of another VM)
+// take id: interface MAC and address, hostname, machine-id, RNG seed, clock
+// and fresh SSH host keys. It is idempotent, so the host may retry it. id is
+// validated here first so a bad value fails without a round trip. The
+// guest's answer is untrusted: its hostname must be id's, its interface a
+// plain name, and its host keys few, small and real SSH public keys
+// (re-rendered without options or comments) before they are returned for
+// pinning.
+func (c *Client) Reidentify(ctx context.Context, id Identity) (IdentityResult, error) {
+	if err := id.Validate(); err != nil {
+		return IdentityResult{}, fmt.Errorf("reidentify: %w", err)
+	}
+	reply, err := c.call(ctx, Request{Op: OpIdentity, Identity: &id})
+	if err != nil {
+		return IdentityResult{}, err
+	}
+	if reply.Identity == nil {
+		return IdentityResult{}, errors.New("identity reply without a result")
+	}
+	res, err := checkIdentityResult(id, *reply.Identity)
+	if err != nil {
+		return IdentityResult{}, fmt.Errorf("identity reply: %w", err)
+	}
+	return res, nil
 }
 
 // call runs a unary op on a new stream.
@@ -190,39 +209,6 @@ func readFrameUnbuffered(r io.Reader, want byte, v any) error {
 	return nil
 }
 
-// Exec starts a process. ctx bounds the start only: the process runs until
-// it exits or the Process is closed.
-func (c *Client) Exec(ctx context.Context, req ExecRequest) (*Process, error) {
-	stream, err := c.Open(ctx, Request{Op: OpExec, Exec: &req})
-	if err != nil {
-		return nil, err
-	}
-	return NewProcess(stream), nil
-}
-
-// Run runs a process to completion with the given stdio (stdin may be nil)
-// and returns how it ended. Cancelling ctx kills it.
-func (c *Client) Run(ctx context.Context, req ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (ExitStatus, error) {
-	p, err := c.Exec(ctx, req)
-	if err != nil {
-		return ExitStatus{}, err
-	}
-	defer func() { _ = p.Close() }()
-	stop := context.AfterFunc(ctx, func() { _ = p.Close() })
-	defer stop()
-	go func() {
-		if stdin != nil {
-			_, _ = io.Copy(p, stdin)
-		}
-		_ = p.CloseStdin()
-	}()
-	st, err := p.Wait(stdout, stderr)
-	if err != nil && ctx.Err() != nil {
-		return st, context.Cause(ctx)
-	}
-	return st, err
-}
-
 // Put copies local path src into the guest as req describes.
 func (c *Client) Put(ctx context.Context, req PutRequest, src string, ts TreeSender) (CopyResult, error) {
 	stream, err := c.Open(ctx, Request{Op: OpPut, Put: &req})
@@ -233,23 +219,6 @@ func (c *Client) Put(ctx context.Context, req PutRequest, src string, ts TreeSen
 	stop := context.AfterFunc(ctx, func() { _ = stream.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	res, err := SendPut(stream, src, ts)
-	if err != nil && ctx.Err() != nil {
-		return res, context.Cause(ctx)
-	}
-	return res, err
-}
-
-// Get copies guest path req.Path to local path dest (the root entry lands
-// exactly at dest).
-func (c *Client) Get(ctx context.Context, req GetRequest, dest string, tr TreeReceiver) (CopyResult, error) {
-	stream, err := c.Open(ctx, Request{Op: OpGet, Get: &req})
-	if err != nil {
-		return CopyResult{}, err
-	}
-	defer stream.Close()
-	stop := context.AfterFunc(ctx, func() { _ = stream.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	res, err := ReceiveGet(stream, dest, tr)
 	if err != nil && ctx.Err() != nil {
 		return res, context.Cause(ctx)
 	}

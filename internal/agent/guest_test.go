@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -187,6 +188,11 @@ func (r *recordingNet) Configure(iface string, addr netip.Prefix, gw netip.Addr,
 	return "eth0", r.err
 }
 
+func (r *recordingNet) SetHardwareAddr(iface string, mac net.HardwareAddr) (string, error) {
+	r.calls = append(r.calls, "mac "+iface+" "+mac.String())
+	return "eth0", r.err
+}
+
 func TestGuestSetupFiles(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "etc/hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\tbanger\n::1\tlocalhost ip6-localhost\n", 0o644)
@@ -239,27 +245,7 @@ func TestGuestSetupFiles(t *testing.T) {
 // dummy interface inside a network namespace this test creates.
 func TestNetlinkNetworkInNamespace(t *testing.T) {
 	requireRoot(t)
-	ns := newNetns(t)
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Skipf("skipping: netlink in a namespace: %v", err)
-	}
-	defer h.Close()
-	// A dummy link when the module exists, else a veth pair whose peer
-	// moves to a second namespace: either way eth0 is the only interface.
-	if err := h.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}}); err != nil {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}
-		if err := h.LinkAdd(veth); err != nil {
-			t.Skipf("skipping: cannot create a dummy or veth link: %v", err)
-		}
-		peer, err := h.LinkByName("peer0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.LinkSetNsFd(peer, int(newNetns(t))); err != nil {
-			t.Fatalf("move veth peer: %v", err)
-		}
-	}
+	h := namespaceWithEth0(t)
 	n := NetlinkNetwork{Handle: h}
 	name, err := n.Configure("", netip.MustParsePrefix("172.30.0.5/24"), netip.MustParseAddr("172.30.0.1"), 1400)
 	if err != nil || name != "eth0" {

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -16,23 +20,33 @@ import (
 // Network is what guest setup needs from the kernel's network stack.
 type Network interface {
 	// Configure brings the loopback and iface up (iface "" means the first
-	// non-loopback link), sets mtu (0 keeps it), replaces the address with
-	// addr (when valid) and the default route with one via gw (when
-	// valid). It returns the interface it configured.
+	// non-loopback link), sets mtu (0 keeps it), makes addr (when valid)
+	// the interface's only IPv4 address and replaces the default route
+	// with one via gw (when valid). It returns the interface it configured.
 	Configure(iface string, addr netip.Prefix, gw netip.Addr, mtu int) (string, error)
+	// SetHardwareAddr gives iface ("" as for Configure) the MAC address
+	// mac, taking the link down for the change and up again; a link that
+	// has mac already is left alone. It returns the interface's name.
+	SetHardwareAddr(iface string, mac net.HardwareAddr) (string, error)
 }
 
-// GuestSetup applies BootParams to the guest when the agent starts. Every
-// effect goes through a field, so tests run it in a network namespace and a
+// GuestSetup applies BootParams to the guest when the agent starts, and an
+// Identity when the host makes a restored guest a new machine. Every effect
+// goes through a field, so tests run it in a network namespace and a
 // scratch directory.
 type GuestSetup struct {
-	// Root is where /etc/hostname, /etc/hosts and /etc/resolv.conf are
-	// written; "/" in a real guest.
+	// Root is where /etc/hostname, /etc/hosts, /etc/resolv.conf and
+	// /etc/machine-id are written; "/" in a real guest.
 	Root string
 	// Net configures interfaces; nil skips network setup.
 	Net Network
 	// SetHostname sets the kernel's hostname; nil skips it.
 	SetHostname func(name string) error
+	// AddEntropy mixes bytes into the kernel's RNG (AddKernelEntropy); nil
+	// skips it.
+	AddEntropy func(seed []byte) error
+	// SetClock sets the system clock (SetSystemClock); nil skips it.
+	SetClock func(time.Time) error
 }
 
 // Apply configures what p asks for and returns every failure joined: one
@@ -41,14 +55,7 @@ type GuestSetup struct {
 func (g GuestSetup) Apply(p BootParams) error {
 	var errs []error
 	if p.Hostname != "" {
-		if g.SetHostname != nil {
-			if err := g.SetHostname(p.Hostname); err != nil {
-				errs = append(errs, fmt.Errorf("set hostname: %w", err))
-			}
-		}
-		if err := g.writeHostname(p.Hostname); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, g.applyHostname(p.Hostname))
 	}
 	if g.Net != nil && (p.Address.IsValid() || p.MTU != 0 || p.Interface != "") {
 		if _, err := g.Net.Configure(p.Interface, p.Address, p.Gateway, p.MTU); err != nil {
@@ -56,11 +63,88 @@ func (g GuestSetup) Apply(p BootParams) error {
 		}
 	}
 	if len(p.DNS) > 0 {
-		if err := g.writeResolvConf(p.DNS, p.Domain); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, g.writeResolvConf(p.DNS, p.Domain))
 	}
 	return errors.Join(errs...)
+}
+
+// ApplyIdentity makes the guest the machine id describes (id must be
+// valid): MAC, then address and default route, resolvers, hostname,
+// machine-id, RNG seed and clock, in that order. Every step is a replace, so
+// applying the same identity again changes nothing. Like Apply, it runs
+// every step and returns the failures joined, with the interface configured
+// (id.Interface, or the one picked when that is empty).
+func (g GuestSetup) ApplyIdentity(id Identity) (string, error) {
+	var errs []error
+	iface := id.Interface
+	if g.Net != nil {
+		iface, errs = g.applyIdentityNetwork(id)
+	}
+	if len(id.DNS) > 0 {
+		errs = append(errs, g.writeResolvConf(id.DNS, id.Domain))
+	}
+	errs = append(errs, g.applyHostname(id.Hostname), g.writeMachineID(id.MachineID))
+	if g.AddEntropy != nil {
+		if err := g.AddEntropy(id.Seed); err != nil {
+			errs = append(errs, fmt.Errorf("reseed the RNG: %w", err))
+		}
+	}
+	if g.SetClock != nil && !id.Time.IsZero() {
+		if err := g.SetClock(id.Time); err != nil {
+			errs = append(errs, fmt.Errorf("set the clock: %w", err))
+		}
+	}
+	return iface, errors.Join(errs...)
+}
+
+func (g GuestSetup) applyIdentityNetwork(id Identity) (string, []error) {
+	iface := id.Interface
+	if id.MAC != "" {
+		mac, err := parseUnicastMAC(id.MAC)
+		if err != nil {
+			return iface, []error{err}
+		}
+		if iface, err = g.Net.SetHardwareAddr(iface, mac); err != nil {
+			return iface, []error{fmt.Errorf("set MAC address: %w", err)}
+		}
+	}
+	if id.Address.IsValid() || id.Gateway.IsValid() || id.MTU != 0 || iface != "" {
+		name, err := g.Net.Configure(iface, id.Address, id.Gateway, id.MTU)
+		if err != nil {
+			return iface, []error{fmt.Errorf("configure network: %w", err)}
+		}
+		iface = name
+	}
+	return iface, nil
+}
+
+// applyHostname sets the kernel's hostname and records it in the files.
+func (g GuestSetup) applyHostname(name string) error {
+	var errs []error
+	if g.SetHostname != nil {
+		if err := g.SetHostname(name); err != nil {
+			errs = append(errs, fmt.Errorf("set hostname: %w", err))
+		}
+	}
+	return errors.Join(append(errs, g.writeHostname(name))...)
+}
+
+// writeMachineID replaces /etc/machine-id, and /var/lib/dbus/machine-id
+// when that is a file of its own (it is usually a symlink to the first, or
+// absent: then it is left alone).
+func (g GuestSetup) writeMachineID(id string) error {
+	if err := os.MkdirAll(g.path("/etc"), 0o755); err != nil {
+		return err
+	}
+	data := []byte(id + "\n")
+	if err := writeFileAtomic(g.path("/etc/machine-id"), data, 0o444, -1, -1); err != nil {
+		return err
+	}
+	dbus := g.path("/var/lib/dbus/machine-id")
+	if st, err := os.Lstat(dbus); err == nil && st.Mode().IsRegular() {
+		return writeFileAtomic(dbus, data, 0o444, -1, -1)
+	}
+	return nil
 }
 
 func (g GuestSetup) path(p string) string {
@@ -154,9 +238,8 @@ func (n NetlinkNetwork) Configure(iface string, addr netip.Prefix, gw netip.Addr
 		return name, fmt.Errorf("bring up %s: %w", name, err)
 	}
 	if addr.IsValid() {
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}}
-		if err := h.AddrReplace(link, a); err != nil {
-			return name, fmt.Errorf("set address %s on %s: %w", addr, name, err)
+		if err := n.replaceAddr(link, addr); err != nil {
+			return name, err
 		}
 	}
 	if gw.IsValid() {
@@ -164,6 +247,54 @@ func (n NetlinkNetwork) Configure(iface string, addr netip.Prefix, gw netip.Addr
 		if err := h.RouteReplace(route); err != nil {
 			return name, fmt.Errorf("set default route via %s on %s: %w", gw, name, err)
 		}
+	}
+	return name, nil
+}
+
+// replaceAddr makes addr the link's only IPv4 address. The others go
+// first: a restored guest still holds its snapshot's address, and deleting
+// a primary address after adding one in the same subnet would take the new
+// (secondary) one with it.
+func (n NetlinkNetwork) replaceAddr(link netlink.Link, addr netip.Prefix) error {
+	name := link.Attrs().Name
+	want := &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}
+	have, err := n.Handle.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, a := range have {
+		if a.IPNet.String() == want.String() {
+			continue
+		}
+		if err := n.Handle.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("remove address %s from %s: %w", a.IPNet, name, err)
+		}
+	}
+	if err := n.Handle.AddrReplace(link, &netlink.Addr{IPNet: want}); err != nil {
+		return fmt.Errorf("set address %s on %s: %w", addr, name, err)
+	}
+	return nil
+}
+
+// SetHardwareAddr implements Network.
+func (n NetlinkNetwork) SetHardwareAddr(iface string, mac net.HardwareAddr) (string, error) {
+	link, err := n.pick(iface)
+	if err != nil {
+		return "", err
+	}
+	name := link.Attrs().Name
+	if bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		return name, nil
+	}
+	// Most drivers refuse a new address on a running link.
+	if err := n.Handle.LinkSetDown(link); err != nil {
+		return name, fmt.Errorf("take %s down: %w", name, err)
+	}
+	if err := n.Handle.LinkSetHardwareAddr(link, mac); err != nil {
+		return name, fmt.Errorf("set MAC %s on %s: %w", mac, name, err)
+	}
+	if err := n.Handle.LinkSetUp(link); err != nil {
+		return name, fmt.Errorf("bring up %s: %w", name, err)
 	}
 	return name, nil
 }
@@ -191,3 +322,64 @@ func (n NetlinkNetwork) pick(iface string) (netlink.Link, error) {
 
 // SetKernelHostname sets the UTS hostname.
 func SetKernelHostname(name string) error { return unix.Sethostname([]byte(name)) }
+
+// AddKernelEntropy mixes seed into the kernel's RNG and has the CRNG reseed
+// from it at once, so guests restored from one snapshot stop sharing random
+// streams. As root it credits the bytes (RNDADDENTROPY, they come from the
+// host's RNG) and forces a reseed (RNDRESEEDCRNG); without the privilege it
+// writes them to /dev/urandom, which mixes them in uncredited.
+func AddKernelEntropy(seed []byte) error {
+	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return mixEntropy(f, seed)
+}
+
+// mixEntropy feeds seed to the random device f, by ioctl when allowed and
+// supported, else by writing it.
+func mixEntropy(f *os.File, seed []byte) error {
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	info := make([]byte, 8+len(seed))
+	binary.NativeEndian.PutUint32(info[0:], uint32(8*len(seed)))
+	binary.NativeEndian.PutUint32(info[4:], uint32(len(seed)))
+	copy(info[8:], seed)
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ioctlErr error
+	if err := raw.Control(func(fd uintptr) {
+		ioctlErr = ioctlPtr(fd, unix.RNDADDENTROPY, unsafe.Pointer(&info[0]))
+		if ioctlErr == nil {
+			ioctlErr = ioctlPtr(fd, unix.RNDRESEEDCRNG, nil)
+		}
+	}); err != nil {
+		return err
+	}
+	switch {
+	case ioctlErr == nil:
+		return nil
+	case errors.Is(ioctlErr, unix.EPERM), errors.Is(ioctlErr, unix.ENOTTY), errors.Is(ioctlErr, unix.EINVAL):
+		if _, err := f.Write(seed); err != nil {
+			return fmt.Errorf("write the seed to %s: %w", f.Name(), err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("add entropy: %w", ioctlErr)
+	}
+}
+
+func ioctlPtr(fd uintptr, req uint, arg unsafe.Pointer) error {
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, uintptr(req), uintptr(arg)); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// SetSystemClock sets CLOCK_REALTIME to t.
+func SetSystemClock(t time.Time) error {
+	ts := unix.NsecToTimespec(t.UnixNano())
+	return unix.ClockSettime(unix.CLOCK_REALTIME, &ts)
+}

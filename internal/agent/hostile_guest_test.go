@@ -5,18 +5,24 @@ package agent_test
 // the guest sends.
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/agent"
@@ -382,4 +388,68 @@ func TestHostileGuestCopyFillsDisk(t *testing.T) {
 			t.Errorf("the stopped copy left %v beside the filler", l)
 		}
 	})
+}
+
+// validIdentity is an identity every check accepts.
+func validIdentity() agent.Identity {
+	return agent.Identity{
+		Hostname:  "fork-1",
+		MAC:       "02:fc:00:00:00:09",
+		Address:   netip.MustParsePrefix("172.30.0.9/24"),
+		Gateway:   netip.MustParseAddr("172.30.0.1"),
+		MachineID: "0123456789abcdef0123456789abcdef",
+		Seed:      bytes.Repeat([]byte{7}, 32),
+	}
+}
+
+// TestHostileGuestIdentityHostKeys: the host keys a guest reports after
+// reidentify go to known_hosts, so the host takes only a few, small, real
+// SSH public keys, re-rendered without options or comments.
+func TestHostileGuestIdentityHostKeys(t *testing.T) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+	for _, tt := range []struct {
+		name string
+		keys []string
+		want string // error substring; "" = accepted
+	}{
+		{"one good key", []string{good}, ""},
+		{"too many keys", slices.Repeat([]string{good}, 9), "9 SSH host keys"},
+		{"huge key", []string{good + " " + strings.Repeat("x", 5000)}, "more than the 4096 allowed"},
+		{"not a key", []string{"ssh-ed25519 bm90IGEga2V5"}, "is not one SSH public key"},
+		{"two keys in one", []string{good + "\n" + good}, "is not one SSH public key"},
+		{"garbage", []string{"\x1b]0;owned\x07"}, "is not one SSH public key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := hostileSession(t, agenttest.Behaviour{Hostname: "fork-1", IdentityHostKeys: tt.keys})
+			res, err := c.Reidentify(hostileCtx(t), validIdentity())
+			if tt.want == "" {
+				if err != nil || len(res.HostKeys) != 1 || res.HostKeys[0] != good {
+					t.Fatalf("Reidentify = %+v, %v; want the key back", res, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Reidentify = %+v, %v; want an error with %q", res, err, tt.want)
+			}
+		})
+	}
+	// Options and a comment around a real key are dropped.
+	c, _ := hostileSession(t, agenttest.Behaviour{Hostname: "fork-1", IdentityHostKeys: []string{`command="rm -rf /" ` + good + " evil\x1b[2J"}})
+	res, err := c.Reidentify(hostileCtx(t), validIdentity())
+	if err != nil || len(res.HostKeys) != 1 || res.HostKeys[0] != good {
+		t.Fatalf("Reidentify = %q, %v; want only %q", res.HostKeys, err, good)
+	}
+	// A guest that claims another name (or any terminal escape) is refused.
+	c, _ = hostileSession(t, agenttest.Behaviour{Hostname: "fork-1\x1b]0;owned\x07", IdentityHostKeys: []string{good}})
+	if _, err := c.Reidentify(hostileCtx(t), validIdentity()); err == nil || !strings.Contains(err.Error(), "reports hostname") {
+		t.Fatalf("Reidentify with a lying hostname = %v", err)
+	}
 }

@@ -11,7 +11,7 @@ import (
 
 // Process is the host's handle on a guest process started by exec. It
 // works on any stream whose exec request the agent accepted: a yamux
-// stream from Client.Exec, or the CLI's upgraded connection relayed by the
+// stream from Client.Open, or the CLI's upgraded connection relayed by the
 // daemon. Write, CloseStdin, Signal and Resize may be called while Wait
 // runs, from any goroutine.
 type Process struct {

@@ -6,8 +6,9 @@
 // # Layers
 //
 // Transport: one byte stream. A vsock or unix connection (one per host
-// connect), or the virtio-serial port, which is a single stream for the life
-// of the guest and may be taken over by a new host at any moment.
+// connect), or the virtio-serial port, which is a single stream that may be
+// taken over by a new host at any moment, and which the agent reopens when
+// its host end hangs up (a VM restored into a new VMM, a daemon restart).
 //
 // Session: the host opens every transport stream with one hello line,
 //
@@ -27,8 +28,8 @@
 //	+------+----------------+----------------------+
 //
 // The host's first frame is a Request (JSON), the agent answers one Reply
-// (JSON). Unary operations (health, guest info, authorize key, power) end
-// there. Exec continues with stdin/signal/resize frames from the host and
+// (JSON). Unary operations (health, guest info, authorize key, power,
+// identity) end there. Exec continues with stdin/signal/resize frames from the host and
 // stdout/stderr frames then one exit frame from the agent. File copy
 // continues with entry/data frames and an end frame in the direction of the
 // copy, then (for put) a final Reply. A malformed frame fails its stream
@@ -52,6 +53,7 @@ const (
 	OpGet          = "get"
 	OpAuthorizeKey = "authorize_key"
 	OpPower        = "power"
+	OpIdentity     = "identity"
 )
 
 // Error codes carried by RemoteError, for callers that branch on a failure.
@@ -82,6 +84,7 @@ type Request struct {
 	Get          *GetRequest          `json:"get,omitempty"`
 	AuthorizeKey *AuthorizeKeyRequest `json:"authorize_key,omitempty"`
 	Power        *PowerRequest        `json:"power,omitempty"`
+	Identity     *Identity            `json:"identity,omitempty"`
 }
 
 // Reply is the agent's answer to a Request. OK says whether the op was
@@ -96,6 +99,7 @@ type Reply struct {
 	Guest        *GuestInfo          `json:"guest,omitempty"`
 	Put          *CopyResult         `json:"put,omitempty"`
 	AuthorizeKey *AuthorizeKeyResult `json:"authorize_key,omitempty"`
+	Identity     *IdentityResult     `json:"identity,omitempty"`
 }
 
 // HealthInfo is what a healthy agent reports about itself.

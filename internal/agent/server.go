@@ -27,10 +27,19 @@ const shutdownGrace = time.Second
 // virtio-serial port: it must support deadlines (an *os.File of a character
 // device or pty does).
 type Channel interface {
-	io.ReadWriter
+	io.ReadWriteCloser
 	SetReadDeadline(time.Time) error
 	SetWriteDeadline(time.Time) error
 }
+
+// Reopen pacing for the channel: a virtio port whose host end is closed
+// reads EOF at once and polls as hung up, so nothing blocks until a host
+// returns; the agent retries, quickly at first (a restored VM's new VMM
+// connects within moments), then at a slow steady rate.
+const (
+	reopenFirstDelay = 10 * time.Millisecond
+	reopenMaxDelay   = 100 * time.Millisecond
+)
 
 // Server is the guest half of the protocol. The zero value works: it
 // serves the real system, reports the hostname from os.Hostname and logs
@@ -52,6 +61,9 @@ type Server struct {
 	// Power carries out poweroff and reboot; the default asks systemd when
 	// it is PID 1 and calls reboot(2) otherwise.
 	Power func(action string) error
+	// Setup applies an identity (OpIdentity) to the guest; nil refuses the
+	// op. Its Root should be Root.
+	Setup *GuestSetup
 	// MaxPutBytes refuses a put whose file data exceeds it; 0 means only
 	// the free space on the target file system limits it.
 	MaxPutBytes int64
@@ -137,26 +149,62 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// ServeChannel serves sessions on ch one after another until ctx ends: wait
-// for a host's hello, run the session until it fails (the host went away,
-// or a new host said hello over it), repeat. ch itself is never closed.
-func (s *Server) ServeChannel(ctx context.Context, ch Channel) error {
+// ServeChannel serves sessions on the channel that open opens, one after
+// another, until ctx ends: wait for a host's hello, run the session until it
+// fails (the host went away, or a new host said hello over it), repeat.
+// When the channel hangs up (reads EOF, or fails) it is closed and opened
+// again: a virtio port's host end closes when the VMM is replaced (a VM
+// restored from a snapshot) or its host goes away, and a guest that keeps
+// its old descriptor may never hear the new host. A failing open is retried
+// too; the agent is the host's only way in.
+func (s *Server) ServeChannel(ctx context.Context, open func() (Channel, error)) error {
 	defer s.shutdown()
+	delay := reopenFirstDelay
+	openFailing := false
+	for ctx.Err() == nil {
+		ch, err := open()
+		switch {
+		case err != nil:
+			if !openFailing {
+				s.logf("agent: open channel (retrying): %v", err)
+			}
+			openFailing = true
+		default:
+			openFailing = false
+			heard, err := s.serveOpenChannel(ctx, ch)
+			_ = ch.Close()
+			if heard {
+				delay = reopenFirstDelay
+			}
+			if err != nil && !errors.Is(err, errHungUp) && ctx.Err() == nil {
+				s.logf("agent: channel failed, reopening: %v", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, reopenMaxDelay)
+	}
+	return nil
+}
+
+// serveOpenChannel serves sessions on ch until it hangs up or ctx ends. heard
+// says whether any host said hello on it.
+func (s *Server) serveOpenChannel(ctx context.Context, ch Channel) (heard bool, err error) {
 	for {
 		r, err := waitForHello(ctx, ch)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("agent: channel: %w", err)
+			return heard, err
 		}
+		heard = true
 		cc := &channelConn{ch: ch, r: r}
 		stop := context.AfterFunc(ctx, func() { _ = cc.Close() })
 		s.serveSession(cc, "channel")
 		stop()
 		_ = cc.Close()
 		if ctx.Err() != nil {
-			return nil
+			return heard, nil
 		}
 	}
 }
@@ -271,6 +319,12 @@ func (s *Server) serveStream(stream *yamux.Stream) {
 			break
 		}
 		reply = s.power(*req.Power)
+	case OpIdentity:
+		if req.Identity == nil {
+			reply = failure(CodeInvalid, "identity request without parameters")
+			break
+		}
+		reply = s.identity(*req.Identity)
 	case OpExec:
 		if req.Exec == nil {
 			reply = failure(CodeInvalid, "exec request without parameters")

@@ -294,6 +294,10 @@ func (c *channelConn) Close() error {
 	return nil
 }
 
+// errHungUp is a channel read's EOF: no host is connected to the port's
+// other end (any more).
+var errHungUp = errors.New("the host end of the channel hung up")
+
 // waitForHello discards bytes on the channel until a hello line, answers
 // READY and returns a reader positioned after it. The nonce is checked for
 // shape only: any host that speaks the protocol may take the port over.
@@ -309,14 +313,8 @@ func waitForHello(ctx context.Context, ch deadlineReadWriter) (io.Reader, error)
 		case n == 0 && errors.Is(err, os.ErrDeadlineExceeded):
 			return 0, nil
 		case n == 0 && errors.Is(err, io.EOF):
-			// A virtio port reads as EOF while no host is connected; the
-			// port stays usable, so wait and look again.
-			select {
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
-			return 0, nil
+			// A virtio port reads as EOF while no host is connected.
+			return 0, errHungUp
 		}
 		return n, err
 	}), 4096)

@@ -63,7 +63,12 @@ func TestHostileGuestBinary(t *testing.T) {
 		t.Fatalf("health = %q, %v; want version %q", info, err, b.Version)
 	}
 	dest := filepath.Join(dir, "got")
-	if _, err := c.Get(ctx, agent.GetRequest{Path: "/x"}, dest, agent.TreeReceiver{Umask: 0o022}); err != nil {
+	stream, err := c.Open(ctx, agent.Request{Op: agent.OpGet, Get: &agent.GetRequest{Path: "/x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if _, err := agent.ReceiveGet(stream, dest, agent.TreeReceiver{Umask: 0o022}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := os.Stat(dest)

@@ -5,10 +5,11 @@
 // It speaks the real session hello and then either
 //
 //   - serves a yamux session like the agent (health, guest_info,
-//     authorize_key — claimed done, as guest setup needs — and get; other
-//     ops are refused as unknown) with lies chosen by a Behaviour:
-//     arbitrary version and hostname strings, a get tree with any modes,
-//     owners and declared sizes, or a get that stalls mid-file; or
+//     authorize_key and identity — claimed done, as guest setup needs — and
+//     get; other ops are refused as unknown) with lies chosen by a
+//     Behaviour: arbitrary version and hostname strings, any "host keys"
+//     from identity, a get tree with any modes, owners and declared sizes,
+//     or a get that stalls mid-file; or
 //   - when PingFlood or GuestStreams is set, writes raw yamux frames instead
 //     (a ping flood, streams opened by the guest with data the host never
 //     asked for, then 192 KiB of no-op frames so a test that sees the host
@@ -67,6 +68,9 @@ type Behaviour struct {
 	// GuestStreamData bytes of data the host never asked for.
 	GuestStreams    int `json:"guest_streams,omitempty"`
 	GuestStreamData int `json:"guest_stream_data,omitempty"`
+	// IdentityHostKeys are the "new SSH host keys" an identity op claims
+	// (it reports success without doing anything).
+	IdentityHostKeys []string `json:"identity_host_keys,omitempty"`
 }
 
 // File is one entry of a hostile get.
@@ -245,6 +249,9 @@ func (b Behaviour) serveStream(ctx context.Context, stream net.Conn) {
 			res.User, res.Home = req.AuthorizeKey.User, "/home/"+req.AuthorizeKey.User
 		}
 		_ = writeJSON(stream, frameReply, agent.Reply{OK: true, AuthorizeKey: &res})
+	case agent.OpIdentity:
+		res := agent.IdentityResult{Hostname: b.Hostname, HostKeys: b.IdentityHostKeys}
+		_ = writeJSON(stream, frameReply, agent.Reply{OK: true, Identity: &res})
 	case agent.OpGet:
 		if err := writeJSON(stream, frameReply, agent.Reply{OK: true}); err != nil {
 			return
