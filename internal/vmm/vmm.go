@@ -164,9 +164,31 @@ type Pauser interface {
 	Resume(ctx context.Context) error
 }
 
-// Snapshotter is an Instance that can write a snapshot of a paused VM.
+// SnapshotFiles names the files of one VMM snapshot. Firecracker writes
+// the device state to State and guest memory to Memory; QEMU writes its
+// whole migration stream (devices and memory) to State and leaves Memory
+// unused. Both paths are host paths the caller chose (the driver maps them
+// into a jail when it has one).
+type SnapshotFiles struct {
+	State  string `json:"state"`
+	Memory string `json:"memory,omitempty"`
+}
+
+// Snapshotter is an Instance that can write a snapshot of its VM. The VM
+// must be paused (Pauser) and stays paused; the caller copies the disk
+// while it is, then resumes.
 type Snapshotter interface {
-	CreateSnapshot(ctx context.Context, statePath, memPath string) error
+	CreateSnapshot(ctx context.Context, files SnapshotFiles) error
+}
+
+// Restorer is a Driver that can start a VMM from a snapshot instead of
+// booting a kernel. spec is the VM to run (its disk, tap, agent socket, run
+// dir, vCPUs and memory, which must equal the snapshot's); the devices come
+// back in the state they were saved in, attached to spec's host resources.
+// The guest runs when Restore returns (its agent may need a moment to
+// reopen its channel). OnSpawn and HeldFiles work as for Launch.
+type Restorer interface {
+	Restore(ctx context.Context, spec LaunchSpec, files SnapshotFiles) (Instance, error)
 }
 
 // AgentDialer is an Instance that can open a stream to the guest agent.

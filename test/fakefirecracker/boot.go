@@ -74,20 +74,10 @@ func (v *microVM) instanceStart() (any, error) {
 	if err != nil {
 		return nil, faultf("Start microvm error: fake-firecracker: %v", err)
 	}
-	dir := v.apiSock + ".guest"
-	agentSock := filepath.Join(dir, fmt.Sprintf("vsock_%d.sock", plan.agentPort))
-	if len(agentSock) > maxUnixPath {
-		return nil, faultf("Start microvm error: fake-firecracker: guest socket path %s is longer than %d bytes; use a shorter --api-sock", agentSock, maxUnixPath)
-	}
-	// The directory is named after our own API socket, so a leftover one is
-	// from an earlier fake on the same socket that was killed.
-	if err := os.RemoveAll(dir); err != nil {
+	dir, agentSock, err := v.prepareGuestDir(plan.agentPort)
+	if err != nil {
 		return nil, faultf("Start microvm error: fake-firecracker: %v", err)
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, faultf("Start microvm error: fake-firecracker: %v", err)
-	}
-	v.guestDir = dir
 	fmt.Fprintf(v.console, "fake-firecracker: booting %s with command line %q\n", v.boot.KernelImagePath, plan.bootArgs)
 
 	switch {
@@ -110,6 +100,27 @@ func (v *microVM) instanceStart() (any, error) {
 		v.vsock.serve(dir)
 	}
 	return nil, nil
+}
+
+// prepareGuestDir makes the directory where the stand-in guest's vsock
+// ports live, <api-sock>.guest, and returns it with the agent's socket in
+// it. Called with v.mu held.
+func (v *microVM) prepareGuestDir(agentPort uint32) (dir, agentSock string, err error) {
+	dir = v.apiSock + ".guest"
+	agentSock = filepath.Join(dir, fmt.Sprintf("vsock_%d.sock", agentPort))
+	if len(agentSock) > maxUnixPath {
+		return "", "", fmt.Errorf("guest socket path %s is longer than %d bytes; use a shorter --api-sock", agentSock, maxUnixPath)
+	}
+	// The directory is named after our own API socket, so a leftover one is
+	// from an earlier fake on the same socket that was killed.
+	if err := os.RemoveAll(dir); err != nil {
+		return "", "", err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	v.guestDir = dir
+	return dir, agentSock, nil
 }
 
 func (v *microVM) launchDelayed(plan bootPlan, agentSock string) {
@@ -138,7 +149,9 @@ func (v *microVM) launchGuest(plan bootPlan, agentSock string) error {
 	}
 	v.guest = g
 	if v.state == statePaused {
+		// A paused VM's vCPUs do not run: stopped before anyone can see it run.
 		_ = g.signal(sigStop)
+		_ = g.waitStopped(pauseTimeout)
 	}
 	go func() {
 		<-g.done

@@ -69,8 +69,20 @@
 // contract: the guest dials <uds_path>_<port>, where the host listens. Like
 // Firecracker, the fake does not remove uds_path when it exits.
 //
-// Not modelled (clear "fake-firecracker does not implement" fault): snapshot
-// restore, balloon queries and updates, pmem, memory hotplug, vhost-user
-// drives. Taps are not opened, only checked for duplicates. Snapshot files are
-// placeholders: a JSON record and a sparse memory file of mem_size_mib.
+// Snapshots: PUT /snapshot/create works only after boot and while paused; it
+// writes a JSON state file (the VM's configuration, not Firecracker's
+// format) and a sparse memory file of mem_size_mib. PUT /snapshot/load works
+// only on a fresh process (after nothing but the logger and metrics), wants
+// exactly one of mem_backend (File) and mem_file_path, checks the state file
+// parses and the memory file has the guest's size, re-opens the recorded
+// drive paths (relative ones against the working directory, as Firecracker
+// does), applies network_overrides and vsock_override, and starts the
+// stand-in guest afresh behind the (new) vsock socket: paused, or running
+// with resume_vm (PATCH /vm Resumed runs it later). A load that fails past
+// the phase checks answers its fault and then exits 1, as Firecracker
+// treats such a process as too dirty to recover.
+//
+// Not modelled (clear "fake-firecracker does not implement" fault): Uffd
+// memory backends, balloon queries and updates, pmem, memory hotplug,
+// vhost-user drives. Taps are not opened, only checked for duplicates.
 package main

@@ -51,7 +51,9 @@ var routes = []route{
 	{method: "PUT", pattern: "/actions", handle: (*microVM).putAction},
 	{method: "PATCH", pattern: "/vm", phase: postBootOnly, handle: (*microVM).patchVMState},
 	{method: "PUT", pattern: "/snapshot/create", phase: postBootOnly, handle: (*microVM).createSnapshot},
-	{method: "PUT", pattern: "/snapshot/load", phase: preBootOnly, handle: (*microVM).loadSnapshot},
+	// snapshot/load checks its own phase: Firecracker parses the body (the
+	// mem_backend / mem_file_path rule) before it looks at the VM.
+	{method: "PUT", pattern: "/snapshot/load", handle: (*microVM).loadSnapshot},
 }
 
 // findRoute matches method and path against routes, returning the {id}

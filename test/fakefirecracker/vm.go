@@ -44,6 +44,7 @@ type microVM struct {
 	extras   map[string]json.RawMessage // accepted and echoed, not modelled
 	guestDir string
 	guest    *guest
+	restored bool // loaded from a snapshot rather than booted
 }
 
 func newMicroVM(id, apiSock string, console, stderr io.Writer, log *vmmLog, requestExit func(int, string)) *microVM {
@@ -120,8 +121,13 @@ func (v *microVM) getVersion(string, []byte) (any, error) {
 // getFullConfig answers GET /vm/config with what the fake stored, in
 // Firecracker's key names.
 func (v *microVM) getFullConfig(string, []byte) (any, error) {
+	boot := v.boot
+	if v.restored {
+		// As Firecracker documents: a restored VM reports no boot source.
+		boot = nil
+	}
 	cfg := map[string]any{
-		"boot-source":        v.boot,
+		"boot-source":        boot,
 		"machine-config":     v.machine,
 		"drives":             nonNil(v.drives),
 		"network-interfaces": nonNil(v.ifaces),

@@ -22,16 +22,13 @@ func (d *Driver) bootSteps(spec vmm.LaunchSpec, l layout, c *Client) ([]vmmproc.
 	step := func(name string, call func(ctx context.Context) error) {
 		steps = append(steps, vmmproc.Step{Name: name, Do: call})
 	}
-	if spec.VMMLogPath != "" {
-		lg := Logger{LogPath: tr.path(spec.VMMLogPath), Level: d.cfg.LogLevel, ShowLevel: true}
-		step("configure logger", func(ctx context.Context) error { return c.PutLogger(ctx, lg) })
-	}
+	steps = append(steps, d.loggerSteps(spec, tr, c)...)
 	mc := MachineConfiguration{VcpuCount: spec.VCPUs, MemSizeMib: spec.MemoryMiB}
 	step("configure machine", func(ctx context.Context) error { return c.PutMachineConfig(ctx, mc) })
 	bs := BootSource{KernelImagePath: tr.path(spec.KernelPath), InitrdPath: tr.path(spec.InitrdPath), BootArgs: spec.BootArgs}
 	step("set boot source", func(ctx context.Context) error { return c.PutBootSource(ctx, bs) })
 	for i, dr := range drives(spec) {
-		drive := Drive{DriveID: dr.ID, PathOnHost: tr.path(dr.Path), IsRootDevice: i == 0, IsReadOnly: &dr.ReadOnly}
+		drive := Drive{DriveID: dr.ID, PathOnHost: drivePath(l, tr, dr), IsRootDevice: i == 0, IsReadOnly: &dr.ReadOnly}
 		step("attach drive "+quote(dr.ID), func(ctx context.Context) error { return c.PutDrive(ctx, drive) })
 	}
 	for _, n := range spec.Network {
@@ -44,6 +41,16 @@ func (d *Driver) bootSteps(spec vmm.LaunchSpec, l layout, c *Client) ([]vmmproc.
 	}
 	step("start instance", c.InstanceStart)
 	return steps, tr.firstErr
+}
+
+// loggerSteps configures Firecracker's own log when spec asks for one; it
+// is the one resource allowed before a snapshot load as well as a boot.
+func (d *Driver) loggerSteps(spec vmm.LaunchSpec, tr *jailPaths, c *Client) []vmmproc.Step {
+	if spec.VMMLogPath == "" {
+		return nil
+	}
+	lg := Logger{LogPath: tr.path(spec.VMMLogPath), Level: d.cfg.LogLevel, ShowLevel: true}
+	return []vmmproc.Step{{Name: "configure logger", Do: func(ctx context.Context) error { return c.PutLogger(ctx, lg) }}}
 }
 
 func quote(s string) string { return `"` + s + `"` }

@@ -148,7 +148,7 @@ func contractCalls() map[string]func(context.Context, *Client) error {
 		"LoadSnapshot": func(ctx context.Context, c *Client) error {
 			return c.LoadSnapshot(ctx, SnapshotLoadParams{
 				SnapshotPath:     "/var/lib/banger/snap/dev.state",
-				MemBackend:       &MemoryBackend{BackendType: "File", BackendPath: "/var/lib/banger/snap/dev.mem"},
+				MemBackend:       &MemoryBackend{BackendType: MemBackendFile, BackendPath: "/var/lib/banger/snap/dev.mem"},
 				TrackDirtyPages:  true,
 				ResumeVM:         true,
 				NetworkOverrides: []NetworkOverride{{IfaceID: "eth0", HostDevName: "bgr-dev1"}},

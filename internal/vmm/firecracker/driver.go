@@ -64,6 +64,7 @@ type Driver struct {
 
 var (
 	_ vmm.Driver      = (*Driver)(nil)
+	_ vmm.Restorer    = (*Driver)(nil)
 	_ vmm.Instance    = (*Instance)(nil)
 	_ vmm.Pauser      = (*Instance)(nil)
 	_ vmm.Snapshotter = (*Instance)(nil)
@@ -108,6 +109,18 @@ func (d *Driver) Launch(ctx context.Context, spec vmm.LaunchSpec) (vmm.Instance,
 }
 
 func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, error) {
+	return d.run(ctx, spec, "booted", d.bootSteps)
+}
+
+// configurer builds the API calls that bring a started Firecracker to a
+// running guest: a boot (bootSteps) or a snapshot restore (restoreSteps).
+// spec and l are as the VMM sees them (jail paths when jailed).
+type configurer func(spec vmm.LaunchSpec, l layout, c *Client) ([]vmmproc.Step, error)
+
+// run is what Launch and Restore share: validate spec, start the VMM, wait
+// for its API, configure it, and hand the sockets to the owner. On any
+// failure the VMM is killed and reaped before the error returns.
+func (d *Driver) run(ctx context.Context, spec vmm.LaunchSpec, done string, configure configurer) (*Instance, error) {
 	if err := d.validate(spec); err != nil {
 		return nil, err
 	}
@@ -126,12 +139,12 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 		}},
 		{Name: "hand over API socket", Do: func(context.Context) error { return d.files.File(l.apiSock) }},
 	}
-	boot, err := d.bootSteps(spec, l, inst.client)
+	config, err := configure(spec, l, inst.client)
 	if err != nil {
 		// Reported as a step so the VMM, already running, is killed.
-		boot = []vmmproc.Step{{Name: "translate paths into the jail", Do: func(context.Context) error { return err }}}
+		config = []vmmproc.Step{{Name: "translate paths into the jail", Do: func(context.Context) error { return err }}}
 	}
-	steps = append(steps, boot...)
+	steps = append(steps, config...)
 	if spec.Agent.UDSPath != "" {
 		steps = append(steps, vmmproc.Step{Name: "hand over vsock socket", Do: func(context.Context) error {
 			return d.files.File(spec.Agent.UDSPath)
@@ -140,7 +153,7 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 	if err := vmmproc.Boot(ctx, inst.Supervisor, spec.OnSpawn, steps...); err != nil {
 		return nil, err
 	}
-	log.Info("firecracker guest started")
+	log.Info("firecracker guest " + done)
 	return inst, nil
 }
 
@@ -158,6 +171,9 @@ func (d *Driver) startVMM(ctx context.Context, spec vmm.LaunchSpec) (*Instance, 
 	if err := d.files.Prepare("firecracker", spec, l.apiSock, spec.Agent.UDSPath); err != nil {
 		return nil, err
 	}
+	if err := linkDrives(spec); err != nil {
+		return nil, err
+	}
 	return d.newInstance(spec, l, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
 		return vmmproc.Spawn(d.command(spec, l), spec.SerialLogPath, cfg)
 	})
@@ -166,6 +182,8 @@ func (d *Driver) startVMM(ctx context.Context, spec vmm.LaunchSpec) (*Instance, 
 // command builds the VMM command line.
 func (d *Driver) command(spec vmm.LaunchSpec, l layout) *exec.Cmd {
 	cmd := vmmproc.Command(d.cfg.BinaryPath, []string{"--api-sock", l.apiSockArg, "--id", spec.VMID}, spec.HeldFiles)
+	// Drives are given to Firecracker relative to the run dir (driveLink).
+	cmd.Dir = spec.RunDir
 	if len(d.cfg.ExtraEnv) > 0 {
 		cmd.Env = append(os.Environ(), d.cfg.ExtraEnv...)
 	}
@@ -193,6 +211,11 @@ func (d *Driver) validate(spec vmm.LaunchSpec) error {
 	}
 	if !validInstanceID(spec.VMID) {
 		return fmt.Errorf("vm id %q cannot be a firecracker instance id: use at most 64 letters, digits and hyphens", spec.VMID)
+	}
+	for _, dr := range drives(spec) {
+		if !validDeviceID(dr.ID) {
+			return fmt.Errorf("drive id %q cannot be a firecracker drive id: use only letters, digits and underscores", dr.ID)
+		}
 	}
 	return nil
 }

@@ -148,7 +148,7 @@ func TestLaunchBootSequence(t *testing.T) {
 	if err := inst.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := inst.CreateSnapshot(ctx, filepath.Join(spec.RunDir, "state"), filepath.Join(spec.RunDir, "mem")); err != nil {
+	if err := inst.CreateSnapshot(ctx, vmm.SnapshotFiles{State: filepath.Join(spec.RunDir, "state"), Memory: filepath.Join(spec.RunDir, "mem")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := inst.Resume(ctx); err != nil {

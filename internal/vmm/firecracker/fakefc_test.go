@@ -3,12 +3,14 @@ package firecracker
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -28,11 +30,18 @@ import (
 //	FAKEFC_FAIL  "PUT /boot-source": answer that request with a 400 fault
 //	FAKEFC_MODE  comma list of: ignore-ctrl-alt-del, exit-early, no-api,
 //	             flood-console (a guest printing floodConsoleBytes at once)
+//	FAKEFC_ROOT  a jail root: paths in requests are resolved beneath it, as
+//	             a chrooted Firecracker sees them
+//
+// Snapshots: PUT /snapshot/create writes the machine config as the state
+// file and an empty memory file; PUT /snapshot/load needs both files, takes
+// the machine config back and serves the vsock at vsock_override.
 const (
 	envHelper = "GO_WANT_HELPER_PROCESS"
 	envRecord = "FAKEFC_RECORD"
 	envFail   = "FAKEFC_FAIL"
 	envMode   = "FAKEFC_MODE"
+	envRoot   = "FAKEFC_ROOT"
 )
 
 type fakeFirecracker struct {
@@ -41,8 +50,19 @@ type fakeFirecracker struct {
 	fail      string
 	modes     map[string]bool
 
-	mu    sync.Mutex
-	state string
+	root string
+
+	mu      sync.Mutex
+	state   string
+	machine json.RawMessage
+}
+
+// at is where path is for this process: beneath the jail root, if any.
+func (f *fakeFirecracker) at(path string) string {
+	if f.root == "" {
+		return path
+	}
+	return filepath.Join(f.root, path)
 }
 
 func runFakeFirecracker(args []string) int {
@@ -84,12 +104,12 @@ func runFakeFirecracker(args []string) int {
 		return 4
 	}
 	fmt.Fprintf(rec, "PID %d\n", os.Getpid())
-	ln, err := net.Listen("unix", *apiSock)
+	ln, err := net.Listen("unix", filepath.Join(os.Getenv(envRoot), *apiSock))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 5
 	}
-	f := &fakeFirecracker{validator: v, record: rec, fail: os.Getenv(envFail), modes: modes, state: "Not started"}
+	f := &fakeFirecracker{validator: v, record: rec, fail: os.Getenv(envFail), modes: modes, state: "Not started", root: os.Getenv(envRoot)}
 	_ = http.Serve(ln, f) // until the test kills this process
 	return 0
 }
@@ -121,8 +141,23 @@ func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "GET /":
 		_ = json.NewEncoder(w).Encode(InstanceInfo{AppName: "Firecracker", ID: "fake", State: f.state, VMMVersion: "1.16.1"})
 		return
+	case "GET /machine-config":
+		_, _ = w.Write(f.machine)
+		return
+	case "PUT /machine-config":
+		f.machine = body
+	case "PUT /snapshot/create":
+		if err := f.createSnapshot(in); err != nil {
+			f.fault(w, err.Error())
+			return
+		}
+	case "PUT /snapshot/load":
+		if err := f.loadSnapshot(in); err != nil {
+			f.fault(w, err.Error())
+			return
+		}
 	case "PUT /logger":
-		lf, err := os.OpenFile(in["log_path"].(string), os.O_WRONLY|os.O_APPEND, 0)
+		lf, err := os.OpenFile(f.at(in["log_path"].(string)), os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			f.fault(w, fmt.Sprintf("Failed to open target file: %v", err))
 			return
@@ -130,7 +165,7 @@ func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(lf, "fake firecracker: logger configured")
 		lf.Close()
 	case "PUT /vsock":
-		if err := serveEchoVsock(in["uds_path"].(string)); err != nil {
+		if err := serveEchoVsock(f.at(in["uds_path"].(string))); err != nil {
 			f.fault(w, err.Error())
 			return
 		}
@@ -152,6 +187,32 @@ func (f *fakeFirecracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakeFirecracker) createSnapshot(in map[string]any) error {
+	if f.state != "Paused" {
+		return errors.New("the microVM must be paused first")
+	}
+	if err := os.WriteFile(f.at(in["snapshot_path"].(string)), f.machine, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(f.at(in["mem_file_path"].(string)), nil, 0o600)
+}
+
+func (f *fakeFirecracker) loadSnapshot(in map[string]any) error {
+	state, err := os.ReadFile(f.at(in["snapshot_path"].(string)))
+	if err != nil {
+		return err
+	}
+	mem := in["mem_backend"].(map[string]any)["backend_path"].(string)
+	if _, err := os.Stat(f.at(mem)); err != nil {
+		return err
+	}
+	f.machine, f.state = state, "Paused"
+	if vo, ok := in["vsock_override"].(map[string]any); ok {
+		return serveEchoVsock(f.at(vo["uds_path"].(string)))
+	}
+	return nil
 }
 
 // serveEchoVsock plays the vsock muxer plus a guest that echoes on every port.

@@ -2,8 +2,10 @@ package firecracker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/vmmproc"
@@ -65,16 +67,40 @@ func (i *Instance) Resume(ctx context.Context) error {
 	return nil
 }
 
-// CreateSnapshot writes a full snapshot of a paused VM to statePath and
-// memPath (host paths; inside the jail when jailed).
-func (i *Instance) CreateSnapshot(ctx context.Context, statePath, memPath string) error {
+// CreateSnapshot writes a full snapshot of a paused VM to files.State and
+// files.Memory, host paths the caller chose. A jailed Firecracker can only
+// write inside its jail, so it writes there and the files are then moved
+// to the caller's paths.
+func (i *Instance) CreateSnapshot(ctx context.Context, files vmm.SnapshotFiles) error {
+	if err := i.createSnapshot(ctx, files); err != nil {
+		return fmt.Errorf("snapshot vm %q: %w", i.spec.Name, err)
+	}
+	return nil
+}
+
+func (i *Instance) createSnapshot(ctx context.Context, files vmm.SnapshotFiles) error {
+	if files.State == "" || files.Memory == "" {
+		return errors.New("a firecracker snapshot needs both a state and a memory file")
+	}
+	target := files
+	if root := i.layout.jailRoot; root != "" {
+		target = vmm.SnapshotFiles{State: filepath.Join(root, jailStateOut), Memory: filepath.Join(root, jailMemOut)}
+	}
 	tr := &jailPaths{l: i.layout}
-	p := SnapshotCreateParams{SnapshotPath: tr.path(statePath), MemFilePath: tr.path(memPath), SnapshotType: SnapshotFull}
+	p := SnapshotCreateParams{SnapshotPath: tr.path(target.State), MemFilePath: tr.path(target.Memory), SnapshotType: SnapshotFull}
 	if tr.firstErr != nil {
-		return fmt.Errorf("snapshot vm %q: %w", i.spec.Name, tr.firstErr)
+		return tr.firstErr
 	}
 	if err := i.client.CreateSnapshot(ctx, p); err != nil {
-		return fmt.Errorf("snapshot vm %q: %w", i.spec.Name, err)
+		return err
+	}
+	if target == files {
+		return nil
+	}
+	for _, m := range [][2]string{{target.State, files.State}, {target.Memory, files.Memory}} {
+		if err := moveOut(m[0], m[1]); err != nil {
+			return fmt.Errorf("move the snapshot out of the jail: %w", err)
+		}
 	}
 	return nil
 }

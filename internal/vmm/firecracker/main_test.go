@@ -9,5 +9,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envHelper) == "1" {
 		os.Exit(runFakeFirecracker(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if honestBins.dir != "" {
+		_ = os.RemoveAll(honestBins.dir)
+	}
+	os.Exit(code)
 }

@@ -66,6 +66,11 @@ type Options struct {
 	// AgentSocket is the Unix socket QEMU serves the virtio-serial agent
 	// port on (TransportSerial only).
 	AgentSocket string
+	// Incoming, when set, is QEMU's -incoming value: the guest is not
+	// booted but loaded from a migration stream. Restore uses "defer" and
+	// hands the stream over QMP (migrate-incoming), so no path or shell
+	// command is ever on the command line.
+	Incoming string
 }
 
 // Args returns QEMU's argument list (without the program name) for spec.
@@ -150,6 +155,9 @@ func Args(spec vmm.LaunchSpec, o Options) ([]string, error) {
 		"-object", "rng-random,id=rng,filename=/dev/urandom",
 		"-device", "virtio-rng-device,rng=rng",
 	)
+	if o.Incoming != "" {
+		a = append(a, "-incoming", o.Incoming)
+	}
 	return a, nil
 }
 

@@ -42,6 +42,7 @@ func TestArgsGolden(t *testing.T) {
 	}{
 		{name: "tcg-serial", opts: serial},
 		{name: "kvm-vsock", opts: vsock},
+		{name: "tcg-serial-restore", opts: func() Options { o := serial; o.Incoming = "defer"; return o }()},
 		{
 			name: "minimal",
 			spec: func(s *vmm.LaunchSpec) {

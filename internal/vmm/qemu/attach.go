@@ -43,7 +43,8 @@ func (d *Driver) attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Proce
 	}
 	tr, agentSock := agentFromCmdline(args)
 	l.agentSock = agentSock
-	return d.newInstance(spec, l, tr, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+	opts := Options{Accel: Accel(argAfter(args, "-accel")), Transport: tr}
+	return d.newInstance(spec, l, opts, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
 		return p.Supervise(cfg), nil
 	})
 }

@@ -33,6 +33,7 @@ const (
 	DefaultBinary          = "qemu-system-x86_64"
 	DefaultQMPReadyTimeout = 10 * time.Second
 	DefaultStopTimeout     = 10 * time.Second
+	DefaultSnapshotTimeout = 5 * time.Minute
 )
 
 // Owner is a uid/gid that sockets and log files are handed to, so an
@@ -61,6 +62,10 @@ type Config struct {
 	// StopTimeout is how long Stop waits for a clean guest shutdown when
 	// the caller passes no timeout; default 10 s.
 	StopTimeout time.Duration
+	// SnapshotTimeout bounds writing a snapshot's state (CreateSnapshot)
+	// and loading it (Restore); default 5 min, far above the seconds a
+	// few GiB take, so only a stuck migration hits it.
+	SnapshotTimeout time.Duration
 	// Host is where detection looks; the zero value is the real host.
 	Host Host
 	// ConsoleLogMax caps the serial console log (vmmproc.CapLog); zero
@@ -83,6 +88,8 @@ var (
 	_ vmm.Instance    = (*Instance)(nil)
 	_ vmm.Pauser      = (*Instance)(nil)
 	_ vmm.AgentDialer = (*Instance)(nil)
+	_ vmm.Snapshotter = (*Instance)(nil)
+	_ vmm.Restorer    = (*Driver)(nil)
 )
 
 // New returns a driver with cfg's zero values replaced by defaults.
@@ -96,6 +103,9 @@ func New(cfg Config) *Driver {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = DefaultStopTimeout
 	}
+	if cfg.SnapshotTimeout <= 0 {
+		cfg.SnapshotTimeout = DefaultSnapshotTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -105,12 +115,13 @@ func New(cfg Config) *Driver {
 // Name is the driver's config name.
 func (d *Driver) Name() string { return "qemu" }
 
-// Capabilities reports pause support and the acceleration a launch would
-// use now. Snapshots are not offered: QEMU's migration-based snapshots do
-// not match the Snapshotter contract of two plain files.
+// Capabilities reports pause and snapshot support and the acceleration a
+// launch would use now. A snapshot is QEMU's migration stream written to
+// one file (SnapshotFiles.State; Memory is unused), restored with
+// -incoming.
 func (d *Driver) Capabilities() vmm.Capabilities {
 	accel, _ := d.accel()
-	return vmm.Capabilities{Pause: true, Accel: string(accel)}
+	return vmm.Capabilities{Pause: true, Snapshots: true, Accel: string(accel)}
 }
 
 func (d *Driver) accel() (Accel, string) {
@@ -144,15 +155,20 @@ type plan struct {
 // removed before the error, naming the failed step, is returned. QEMU runs
 // in its own process group and outlives ctx and the daemon.
 func (d *Driver) Launch(ctx context.Context, spec vmm.LaunchSpec) (vmm.Instance, error) {
-	inst, err := d.launch(ctx, spec)
+	inst, err := d.start(ctx, spec, Options{}, guestRunning, nil)
 	if err != nil {
 		return nil, fmt.Errorf("launch qemu for vm %q: %w", spec.Name, err)
 	}
 	return inst, nil
 }
 
-func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, error) {
-	p, err := d.plan(spec)
+// start is what Launch and Restore share: plan spec (want's Accel,
+// Transport and Incoming, when set, are taken as given), write the files,
+// spawn and supervise QEMU, wait until QMP reports a status ready accepts,
+// run the caller's steps on the new instance, and hand the sockets over.
+// Any failure kills QEMU and waits until it is gone (vmmproc.Boot).
+func (d *Driver) start(ctx context.Context, spec vmm.LaunchSpec, want Options, ready func(Status) error, steps func(*Instance) []vmmproc.Step) (*Instance, error) {
+	p, err := d.plan(spec, want)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +179,7 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 	if err := d.files.Prepare("qemu", spec, p.qmpSock, p.agentSock); err != nil {
 		return nil, err
 	}
-	inst, err := d.newInstance(spec, p.layout, p.opts.Transport, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+	inst, err := d.newInstance(spec, p.layout, p.opts, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
 		cmd := vmmproc.Command(d.cfg.BinaryPath, args, spec.HeldFiles)
 		return vmmproc.Spawn(cmd, vmmLogPath(spec), cfg)
 	})
@@ -171,28 +187,38 @@ func (d *Driver) launch(ctx context.Context, spec vmm.LaunchSpec) (*Instance, er
 		return nil, err
 	}
 	log := d.cfg.Logger.With("vm", spec.Name, "pid", inst.PID())
-	log.Debug("qemu started", "accel", p.opts.Accel, "transport", p.opts.Transport, "qmp_sock", p.qmpSock)
+	log.Debug("qemu started", "accel", p.opts.Accel, "transport", p.opts.Transport, "qmp_sock", p.qmpSock, "incoming", p.opts.Incoming)
 
-	err = vmmproc.Boot(ctx, inst.Supervisor, spec.OnSpawn,
-		vmmproc.Step{Name: "wait for QMP", Do: func(ctx context.Context) error {
-			return vmmproc.WaitReady(ctx, inst.Supervisor, d.qmpReadiness(inst))
-		}},
-		vmmproc.Step{Name: "hand over sockets", Do: func(context.Context) error {
-			for _, s := range []string{p.qmpSock, p.agentSock} {
-				if s == "" {
-					continue
-				}
-				if err := d.files.File(s); err != nil {
-					return err
-				}
+	all := []vmmproc.Step{{Name: "wait for QMP", Do: func(ctx context.Context) error {
+		return vmmproc.WaitReady(ctx, inst.Supervisor, d.qmpReadiness(inst, ready))
+	}}}
+	if steps != nil {
+		all = append(all, steps(inst)...)
+	}
+	all = append(all, vmmproc.Step{Name: "hand over sockets", Do: func(context.Context) error {
+		for _, s := range []string{p.qmpSock, p.agentSock} {
+			if s == "" {
+				continue
 			}
-			return nil
-		}})
-	if err != nil {
+			if err := d.files.File(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}})
+	if err := vmmproc.Boot(ctx, inst.Supervisor, spec.OnSpawn, all...); err != nil {
 		return nil, err
 	}
-	log.Info("qemu guest started", "accel", p.opts.Accel, "transport", p.opts.Transport)
+	log.Info("qemu guest started", "accel", p.opts.Accel, "transport", p.opts.Transport, "restored", p.opts.Incoming != "")
 	return inst, nil
+}
+
+// guestRunning is Launch's readiness: QEMU boots the guest at once.
+func guestRunning(st Status) error {
+	if !st.Running {
+		return fmt.Errorf("guest is %s, not running", st.Status)
+	}
+	return nil
 }
 
 // vmmLogPath is where QEMU's stdout and stderr go: the VMM log, or the
@@ -204,16 +230,16 @@ func vmmLogPath(spec vmm.LaunchSpec) string {
 	return spec.SerialLogPath
 }
 
-// qmpReadiness is how Launch waits for QEMU: query-status over QMP until
-// it reports a running guest, within QMPReadyTimeout.
-func (d *Driver) qmpReadiness(inst *Instance) vmmproc.Readiness {
+// qmpReadiness is how start waits for QEMU: query-status over QMP until
+// ready accepts the status, within QMPReadyTimeout.
+func (d *Driver) qmpReadiness(inst *Instance, ready func(Status) error) vmmproc.Readiness {
 	return vmmproc.Readiness{
 		What:   "QMP",
 		Socket: inst.layout.qmpSock,
 		Probe: func(ctx context.Context) error {
 			st, err := inst.Status(ctx)
-			if err == nil && !st.Running {
-				err = fmt.Errorf("guest is %s, not running", st.Status)
+			if err == nil {
+				err = ready(st)
 			}
 			return err
 		},
@@ -223,16 +249,24 @@ func (d *Driver) qmpReadiness(inst *Instance) vmmproc.Readiness {
 }
 
 // plan validates spec and decides acceleration, agent transport and
-// socket paths.
-func (d *Driver) plan(spec vmm.LaunchSpec) (plan, error) {
+// socket paths. want's Accel and Transport, when set, are used instead of
+// the host's (a restore recreates the machine that was saved), and its
+// Incoming is passed on.
+func (d *Driver) plan(spec vmm.LaunchSpec, want Options) (plan, error) {
 	if err := validate(spec); err != nil {
 		return plan{}, err
 	}
 	accel, why := d.accel()
+	if want.Accel != "" {
+		accel, why = want.Accel, "the snapshot was taken under it"
+	}
 	tr, _ := d.transport()
+	if want.Transport != "" {
+		tr = want.Transport
+	}
 	p := plan{
 		layout: layoutFor(spec, tr),
-		opts:   Options{Accel: accel, Transport: tr},
+		opts:   Options{Accel: accel, Transport: tr, Incoming: want.Incoming},
 	}
 	p.opts.QMPSocket, p.opts.AgentSocket = p.qmpSock, p.agentSock
 	for _, s := range []string{p.qmpSock, p.agentSock} {

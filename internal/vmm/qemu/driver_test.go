@@ -371,7 +371,7 @@ func TestDialAgentWithoutChannel(t *testing.T) {
 	if err := vmmproc.CreateLog(out); err != nil {
 		t.Fatal(err)
 	}
-	inst, err := New(Config{}).newInstance(vmm.LaunchSpec{Name: "x"}, layout{}, "", func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
+	inst, err := New(Config{}).newInstance(vmm.LaunchSpec{Name: "x"}, layout{}, Options{}, func(cfg vmmproc.Config) (*vmmproc.Supervisor, error) {
 		return vmmproc.Spawn(vmmproc.Command("sleep", []string{"60"}, nil), out, cfg)
 	})
 	if err != nil {
@@ -443,7 +443,7 @@ func TestAttach(t *testing.T) {
 
 func TestCapabilities(t *testing.T) {
 	d := fakeDriver(t, "", Config{})
-	if c := d.Capabilities(); c.Accel != "tcg" || !c.Pause || c.Snapshots {
+	if c := d.Capabilities(); c.Accel != "tcg" || !c.Pause || !c.Snapshots {
 		t.Errorf("Capabilities = %+v", c)
 	}
 	if c := New(Config{Accel: AccelKVM}).Capabilities(); c.Accel != "kvm" {
@@ -459,7 +459,7 @@ func TestPlanDecidesFromHost(t *testing.T) {
 	spec.Agent.UDSPath = filepath.Join(spec.RunDir, "vsock.sock")
 
 	tcg := New(Config{Host: fakeHost(t, map[string]string{"proc/cpuinfo": cpuinfo, "dev/kvm": "", "sys/module/kvm_pvm/": ""})})
-	p, err := tcg.plan(spec)
+	p, err := tcg.plan(spec, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,12 +471,12 @@ func TestPlanDecidesFromHost(t *testing.T) {
 
 	// Without a readable frequency the guest boots without the hint.
 	noFreq := New(Config{Host: fakeHost(t, map[string]string{"dev/kvm": "", "sys/module/kvm_pvm/": ""})})
-	if p, err := noFreq.plan(spec); err != nil || p.opts.TSCKHz != 0 {
+	if p, err := noFreq.plan(spec, Options{}); err != nil || p.opts.TSCKHz != 0 {
 		t.Errorf("plan without cpuinfo = %+v, %v", p.opts, err)
 	}
 
 	kvm := New(Config{Host: fakeHost(t, map[string]string{"proc/cpuinfo": cpuinfo, "dev/kvm": "", "dev/vhost-vsock": "", "sys/module/kvm_intel/": ""})})
-	p, err = kvm.plan(spec)
+	p, err = kvm.plan(spec, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,7 +486,7 @@ func TestPlanDecidesFromHost(t *testing.T) {
 	}
 
 	forced := New(Config{Accel: AccelTCG, Transport: TransportSerial, TSCKHz: 1000, Host: fakeHost(t, map[string]string{"dev/kvm": "", "dev/vhost-vsock": ""})})
-	p, err = forced.plan(fakeSpec(t))
+	p, err = forced.plan(fakeSpec(t), Options{})
 	if err != nil || p.opts.Accel != AccelTCG || p.opts.Transport != TransportSerial || p.opts.TSCKHz != 1000 || filepath.Base(p.opts.AgentSocket) != "agent.sock" {
 		t.Errorf("forced plan = %+v, %v", p.opts, err)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"time"
 
 	"github.com/mdlayher/vsock"
 
@@ -20,25 +22,36 @@ var ErrAgentBusy = errors.New("the virtio-serial agent stream is held by another
 // likely another QEMU for the same VM.
 var ErrSocketInUse = vmmproc.ErrSocketInUse
 
-// Instance is one running QEMU process, started by Launch or adopted by
-// Attach. Its vmmproc.Supervisor makes it a vmm.Instance (Stop presses the
-// ACPI power button: QEMU exits when the guest powers off); it also
-// implements vmm.Pauser and vmm.AgentDialer.
+// Instance is one running QEMU process, started by Launch or Restore or
+// adopted by Attach. Its vmmproc.Supervisor makes it a vmm.Instance (Stop
+// presses the ACPI power button: QEMU exits when the guest powers off); it
+// also implements vmm.Pauser, vmm.Snapshotter and vmm.AgentDialer.
 type Instance struct {
 	*vmmproc.Supervisor
 	spec      vmm.LaunchSpec
 	layout    layout
 	transport Transport
+	// accel is how this QEMU runs the guest; a snapshot records it.
+	accel Accel
+	// files hands a snapshot's state file to the driver's Owner.
+	files           vmmproc.HandOver
+	snapshotTimeout time.Duration
+	log             *slog.Logger
 
 	// serial is the virtio-serial agent stream; nil with vhost-vsock.
 	serial *serialChannel
 }
 
-// newInstance supervises one QEMU process of spec, which start runs or
-// adopts (vmmproc.Spawn, Pinned.Supervise) with the driver's supervision
-// config.
-func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, tr Transport, start func(vmmproc.Config) (*vmmproc.Supervisor, error)) (*Instance, error) {
-	inst := &Instance{spec: spec, layout: l, transport: tr}
+// newInstance supervises one QEMU process of spec, started with opts'
+// acceleration and transport, which start runs or adopts (vmmproc.Spawn,
+// Pinned.Supervise) with the driver's supervision config.
+func (d *Driver) newInstance(spec vmm.LaunchSpec, l layout, opts Options, start func(vmmproc.Config) (*vmmproc.Supervisor, error)) (*Instance, error) {
+	tr := opts.Transport
+	inst := &Instance{
+		spec: spec, layout: l, transport: tr, accel: opts.Accel,
+		files: d.files, snapshotTimeout: d.cfg.SnapshotTimeout,
+		log: d.cfg.Logger.With("vm", spec.Name),
+	}
 	cfg := vmmproc.Config{
 		Name:          "qemu",
 		VM:            spec.Name,
@@ -110,7 +123,7 @@ func (i *Instance) pressPowerButton(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if st.Status == "paused" {
+		if st.paused() {
 			if err := c.Cont(ctx); err != nil {
 				return err
 			}

@@ -8,9 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // QMPClient speaks the QEMU Machine Protocol on one connection to QEMU's
@@ -46,6 +50,11 @@ type Status struct {
 	Status  string `json:"status"`
 	Running bool   `json:"running"`
 }
+
+// paused reports whether the guest's vCPUs are stopped by request:
+// "paused" after QMP stop, "postmigrate" after a snapshot was written
+// (CreateSnapshot) from a paused guest. Both resume with cont.
+func (s Status) paused() bool { return s.Status == "paused" || s.Status == "postmigrate" }
 
 // QMPError is an error QEMU returned for a command.
 type QMPError struct {
@@ -98,7 +107,7 @@ func (c *QMPClient) handshake(ctx context.Context) error {
 	}
 	v := g.QMP.Version
 	c.Version = QMPVersion{Major: v.QEMU.Major, Minor: v.QEMU.Minor, Micro: v.QEMU.Micro, Package: v.Package}
-	return c.exec(ctx, "qmp_capabilities", nil, nil)
+	return c.exec(ctx, "qmp_capabilities", nil, nil, nil)
 }
 
 // Execute runs command with args (nil for none) and decodes its "return"
@@ -106,10 +115,34 @@ func (c *QMPClient) handshake(ctx context.Context) error {
 func (c *QMPClient) Execute(ctx context.Context, command string, args, out any) error {
 	stop := c.deadline(ctx)
 	defer stop()
-	return c.exec(ctx, command, args, out)
+	return c.exec(ctx, command, args, out, nil)
 }
 
-func (c *QMPClient) exec(ctx context.Context, command string, args, out any) error {
+// SendFile hands f to QEMU under name (QMP getfd; the descriptor travels
+// as SCM_RIGHTS with the command), for a later command to use as
+// "fd:NAME". QEMU holds its own copy, so a path never reaches QEMU and no
+// shell is involved; f stays the caller's to close.
+func (c *QMPClient) SendFile(ctx context.Context, name string, f *os.File) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("qmp getfd: %w", err)
+	}
+	var oob []byte
+	if err := raw.Control(func(fd uintptr) { oob = unix.UnixRights(int(fd)) }); err != nil {
+		return fmt.Errorf("qmp getfd: %w", err)
+	}
+	stop := c.deadline(ctx)
+	defer stop()
+	// The descriptor number in oob must stay valid until the message is
+	// sent; f is open until the caller closes it, after this returns.
+	err = c.exec(ctx, "getfd", map[string]string{"fdname": name}, nil, oob)
+	runtime.KeepAlive(f)
+	return err
+}
+
+// exec sends command with oob (ancillary data, nil for none) alongside
+// and waits for its reply.
+func (c *QMPClient) exec(ctx context.Context, command string, args, out any, oob []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.broken != nil {
@@ -126,7 +159,7 @@ func (c *QMPClient) exec(ctx context.Context, command string, args, out any) err
 	if err != nil {
 		return fmt.Errorf("encode qmp %s: %w", command, err)
 	}
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+	if err := c.send(append(b, '\n'), oob); err != nil {
 		return c.fail(fmt.Errorf("send qmp %s: %w", command, ctxErr(ctx, err)))
 	}
 	for {
@@ -161,6 +194,24 @@ func (c *QMPClient) exec(ctx context.Context, command string, args, out any) err
 	}
 }
 
+// send writes one request, with oob as ancillary data when given.
+func (c *QMPClient) send(b, oob []byte) error {
+	if oob == nil {
+		_, err := c.conn.Write(b)
+		return err
+	}
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return errors.New("descriptors can only be passed over a Unix socket")
+	}
+	n, _, err := uc.WriteMsgUnix(b, oob, nil)
+	if err == nil && n < len(b) {
+		// The descriptor went with the first part; the rest is plain data.
+		_, err = c.conn.Write(b[n:])
+	}
+	return err
+}
+
 // fail marks the connection broken and closes it; the caller holds mu.
 func (c *QMPClient) fail(err error) error {
 	c.broken = err
@@ -185,6 +236,27 @@ func (c *QMPClient) QueryStatus(ctx context.Context) (Status, error) {
 	var s Status
 	err := c.Execute(ctx, "query-status", nil, &s)
 	return s, err
+}
+
+// Migration is the reply of query-migrate: how the current (or last)
+// migration stands.
+type Migration struct {
+	// Status is "none", "setup", "active", "completed", "failed",
+	// "cancelling", "cancelled", ...
+	Status string `json:"status"`
+	// ErrorDesc says why a migration failed.
+	ErrorDesc string `json:"error-desc"`
+	RAM       struct {
+		Transferred int64 `json:"transferred"`
+		Total       int64 `json:"total"`
+	} `json:"ram"`
+}
+
+// QueryMigrate asks how the current (or last) migration stands.
+func (c *QMPClient) QueryMigrate(ctx context.Context) (Migration, error) {
+	var m Migration
+	err := c.Execute(ctx, "query-migrate", nil, &m)
+	return m, err
 }
 
 // SystemPowerdown presses the guest's ACPI power button. The guest decides
