@@ -4,13 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 type echoReq struct {
@@ -24,35 +19,22 @@ type echoResp struct {
 
 func serve(t *testing.T) *Client {
 	t.Helper()
-	srv := NewServer(slog.New(slog.DiscardHandler), time.Now)
-	Handle(srv, "test.echo", func(ctx context.Context, req echoReq, p Progress) (echoResp, error) {
-		for i := range req.Steps {
-			p(Event{Stage: "step", Message: fmt.Sprintf("step %d", i+1), Done: int64(i + 1), Total: int64(req.Steps)})
-		}
-		return echoResp{Text: req.Text}, nil
+	return serveWith(t, func(srv *Server) {
+		Handle(srv, "test.echo", func(ctx context.Context, req echoReq, p Progress) (echoResp, error) {
+			for i := range req.Steps {
+				p(Event{Stage: "step", Message: fmt.Sprintf("step %d", i+1), Done: int64(i + 1), Total: int64(req.Steps)})
+			}
+			return echoResp{Text: req.Text}, nil
+		})
+		Handle(srv, "test.fail", func(ctx context.Context, req echoReq, p Progress) (echoResp, error) {
+			p(Event{Stage: "before", Message: "about to fail"})
+			inner := Errorf(CodeNotFound, "no VM named %q", req.Text).WithHint("list VMs with `banger vm list`")
+			return echoResp{}, fmt.Errorf("create vm: %w", inner)
+		})
+		Handle(srv, "test.plain", func(ctx context.Context, req struct{}, p Progress) (echoResp, error) {
+			return echoResp{}, errors.New("disk on fire")
+		})
 	})
-	Handle(srv, "test.fail", func(ctx context.Context, req echoReq, p Progress) (echoResp, error) {
-		p(Event{Stage: "before", Message: "about to fail"})
-		inner := Errorf(CodeNotFound, "no VM named %q", req.Text).WithHint("list VMs with `banger vm list`")
-		return echoResp{}, fmt.Errorf("create vm: %w", inner)
-	})
-	Handle(srv, "test.plain", func(ctx context.Context, req struct{}, p Progress) (echoResp, error) {
-		return echoResp{}, errors.New("disk on fire")
-	})
-	dir, err := os.MkdirTemp("", "bgapi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	c := NewClient(sock)
-	t.Cleanup(func() { c.Close(); _ = hs.Close(); _ = os.RemoveAll(dir) })
-	return c
 }
 
 func TestCallPlainAndStreaming(t *testing.T) {

@@ -19,6 +19,14 @@ func (c *Client) DaemonShutdown(ctx context.Context) (ShutdownResponse, error) {
 	return out, err
 }
 
+// DaemonReload asks the daemon to apply its configuration files as they
+// are now (see ReloadResponse).
+func (c *Client) DaemonReload(ctx context.Context) (ReloadResponse, error) {
+	var out ReloadResponse
+	err := c.Call(ctx, MethodDaemonReload, nil, &out, nil)
+	return out, err
+}
+
 // VMCreate creates (and unless NoStart, starts) a VM, reporting progress to onEvent.
 func (c *Client) VMCreate(ctx context.Context, req VMCreateRequest, onEvent func(Event)) (VM, error) {
 	var out VM
@@ -61,9 +69,10 @@ func (c *Client) VMRestart(ctx context.Context, name string, onEvent func(Event)
 	return out, err
 }
 
-// VMDelete stops a VM if needed and removes it with its disk.
-func (c *Client) VMDelete(ctx context.Context, name string, onEvent func(Event)) error {
-	return c.Call(ctx, MethodVMDelete, VMRef{Name: name}, nil, onEvent)
+// VMDelete stops a VM if needed and removes it with its disk (and, with
+// req.Force, its snapshots).
+func (c *Client) VMDelete(ctx context.Context, req VMDeleteRequest, onEvent func(Event)) error {
+	return c.Call(ctx, MethodVMDelete, req, nil, onEvent)
 }
 
 // VMLogs returns the tail of a VM's serial console log.

@@ -10,6 +10,7 @@ import (
 const (
 	MethodDaemonInfo     = "daemon.info"
 	MethodDaemonShutdown = "daemon.shutdown"
+	MethodDaemonReload   = "daemon.reload"
 	MethodVMCreate       = "vm.create"
 	MethodVMList         = "vm.list"
 	MethodVMShow         = "vm.show"
@@ -41,6 +42,10 @@ type DaemonInfo struct {
 	// them with the file as it is now to spot edits not yet applied.
 	ConfigFile        string `json:"config_file,omitempty"`
 	ConfigFingerprint string `json:"config_fingerprint,omitempty"`
+	// OwnerConfigFile is the owner's layer over ConfigFile (system mode),
+	// and ConfigWarning why the daemon left it out, when it did.
+	OwnerConfigFile string `json:"owner_config_file,omitempty"`
+	ConfigWarning   string `json:"config_warning,omitempty"`
 	// Orphans are live VMM processes that belong to no VM; reported, not killed.
 	Orphans []OrphanVMM `json:"orphans,omitempty"`
 }
@@ -51,6 +56,15 @@ type OrphanVMM struct {
 	PID     int    `json:"pid"`
 	VMID    string `json:"vm_id"`
 	Cmdline string `json:"cmdline"`
+}
+
+// ReloadResponse answers daemon.reload: Restarting says the configuration
+// changed and the daemon is restarting (under systemd) to apply it; PID is
+// the daemon that answered, so the caller can wait for its successor.
+type ReloadResponse struct {
+	Restarting  bool   `json:"restarting"`
+	PID         int    `json:"pid"`
+	Fingerprint string `json:"fingerprint"`
 }
 
 // ShutdownResponse acknowledges daemon.shutdown; the daemon exits after replying.
@@ -97,6 +111,13 @@ type VM struct {
 	Forwards []string `json:"forwards,omitempty"`
 	// Isolated VMs cannot reach other VMs.
 	Isolated bool `json:"isolated,omitempty"`
+	// Labels are the VM's key=value tags ("creator" names the MCP agent
+	// that made it).
+	Labels map[string]string `json:"labels,omitempty"`
+	// Egress is what the VM may connect to outside the bridge.
+	Egress *EgressPolicy `json:"egress,omitempty"`
+	// Lifetime is when the daemon deletes or stops the VM; nil for never.
+	Lifetime *Lifetime `json:"lifetime,omitempty"`
 }
 
 // VMCreateRequest asks for a new VM; zero values take the configured defaults.
@@ -113,6 +134,21 @@ type VMCreateRequest struct {
 	Publish []string `json:"publish,omitempty"`
 	// Isolated cuts the VM off from other VMs (host and NAT still work).
 	Isolated bool `json:"isolated,omitempty"`
+	// Cold boots the VM even when a golden snapshot of its image and shape
+	// would let it start warm.
+	Cold bool `json:"cold,omitempty"`
+	// Labels tag the VM: keys of 1-63 lowercase letters, digits and
+	// ". _ / -", values of printable text.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Egress is "allow", "deny" or "allowlist" (empty: network.egress, or
+	// allowlist when Allow is given); Allow its HOST|CIDR[:PORT] entries.
+	Egress string   `json:"egress,omitempty"`
+	Allow  []string `json:"allow,omitempty"`
+	// TTLSeconds and IdleTTLSeconds limit the VM's life (0: no limit);
+	// TTLAction is "delete" (default) or "stop".
+	TTLSeconds     int64  `json:"ttl_seconds,omitempty"`
+	IdleTTLSeconds int64  `json:"idle_ttl_seconds,omitempty"`
+	TTLAction      string `json:"ttl_action,omitempty"`
 }
 
 // VMPortForwardRequest adds (or removes) a persistent TCP forward from the
@@ -164,6 +200,8 @@ type Image struct {
 	SizeBytes int64     `json:"size_bytes"`
 	Source    string    `json:"source"`
 	CreatedAt time.Time `json:"created_at"`
+	// Origin is set for images made from container images.
+	Origin *ImageOrigin `json:"origin,omitempty"`
 }
 
 // ImageList is the result of image.list.

@@ -119,11 +119,10 @@ func (app *App) runExec(ctx context.Context, g *globalFlags, o execOptions) (int
 	}
 	p, err := c.VMExec(ctx, req)
 	if err != nil {
-		var ae *api.Error
-		if errors.As(err, &ae) && ae.Code == api.CodeNotFound && strings.Contains(ae.Message, "command not found") {
+		if api.IsCommandNotFound(err) {
 			// What a shell says and returns for a missing command.
 			printError(app.Stderr, err)
-			return 127, nil
+			return api.CommandNotFoundCode, nil
 		}
 		return 0, err
 	}
@@ -264,11 +263,11 @@ func (app *App) runCp(ctx context.Context, g *globalFlags, o cpOptions) error {
 		if _, err := os.Stat(local); err != nil {
 			return fmt.Errorf("cannot copy %s: %w", local, unwrapPathErr(err))
 		}
-		req := api.VMCopyRequest{Name: dst[1], Path: guestPath(dst[2]), BaseName: filepath.Base(filepath.Clean(local)), User: o.User, PreserveOwner: o.PreserveOwner}
+		req := api.VMCopyRequest{Name: dst[1], Path: api.GuestPath(dst[2]), BaseName: filepath.Base(filepath.Clean(local)), User: o.User, PreserveOwner: o.PreserveOwner}
 		res, err = c.VMCopyTo(ctx, req, local, agent.TreeSender{FollowRoot: true, Progress: prog.add})
 		where = dst[1] + ":" + res.Path
 	} else {
-		gpath := guestPath(src[2])
+		gpath := api.GuestPath(src[2])
 		local := o.Dst
 		if st, err := os.Stat(local); err == nil && st.IsDir() {
 			local = filepath.Join(local, path.Base(gpath))
@@ -292,19 +291,6 @@ func (app *App) runCp(ctx context.Context, g *globalFlags, o cpOptions) error {
 		fmt.Fprintf(app.Stderr, "copied %s to %s in %s\n", describeCopy(res), termtext.Line(where), time.Since(start).Round(time.Millisecond))
 	}
 	return nil
-}
-
-// guestPath turns what followed "NAME:" into an agent path: "" is the home
-// directory, and relative paths are relative to it, as with scp.
-func guestPath(p string) string {
-	switch {
-	case p == "" || p == "~":
-		return "~"
-	case strings.HasPrefix(p, "/"), strings.HasPrefix(p, "~/"):
-		return p
-	default:
-		return "~/" + p
-	}
 }
 
 func describeCopy(r agent.CopyResult) string {
@@ -427,6 +413,8 @@ func sshCommand(info api.VMSSHInfo, argv []string) []string {
 // boot). Each case points at `vm exec -t`, which needs none of it.
 func sshPrecondition(name string, info api.VMSSHInfo) error {
 	switch {
+	case info.State == api.VMPaused:
+		return fmt.Errorf("vm %q is paused; `banger vm resume %s` resumes it", name, name)
 	case info.State != api.VMRunning:
 		return fmt.Errorf("vm %q is %s; start it with `banger vm start %s`", name, info.State, name)
 	case info.IP == "":

@@ -9,16 +9,6 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 )
 
-func TestGuestPath(t *testing.T) {
-	for in, want := range map[string]string{
-		"": "~", "~": "~", "/etc/x": "/etc/x", "~/a": "~/a", "src/a": "~/src/a", ".bashrc": "~/.bashrc",
-	} {
-		if got := guestPath(in); got != want {
-			t.Errorf("guestPath(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestRemoteSpec(t *testing.T) {
 	tests := []struct {
 		in         string
@@ -77,6 +67,7 @@ func TestSSHPreconditionNeverTriesSSHWithoutSSHD(t *testing.T) {
 			`vm "dev" runs no SSH server (its image has no sshd); ` + "`banger vm exec -t dev` opens a shell through the guest agent"},
 		{"no address", func(i api.VMSSHInfo) api.VMSSHInfo { i.IP = ""; i.SSHServer = &no; return i }, `vm "dev" has no IP address yet`},
 		{"stopped", func(i api.VMSSHInfo) api.VMSSHInfo { i.State = api.VMStopped; return i }, "start it with `banger vm start dev`"},
+		{"paused", func(i api.VMSSHInfo) api.VMSSHInfo { i.State = api.VMPaused; return i }, `vm "dev" is paused; ` + "`banger vm resume dev` resumes it"},
 	} {
 		err := sshPrecondition("dev", tt.info(running))
 		switch {

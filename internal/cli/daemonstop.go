@@ -33,12 +33,13 @@ func (app *App) explainDaemonStop(cmd *cobra.Command, err error) {
 }
 
 // vmNameOf is the VM a `banger vm ...` command named: its --name flag or
-// first argument ("" for other commands).
+// first argument ("" for other commands). `vm snapshot`'s --name names the
+// snapshot, so there the VM is the argument.
 func vmNameOf(cmd *cobra.Command) string {
 	if cmd.Parent() == nil || cmd.Parent().Name() != "vm" {
 		return ""
 	}
-	if f := cmd.Flags().Lookup("name"); f != nil && f.Value.String() != "" {
+	if f := cmd.Flags().Lookup("name"); f != nil && f.Value.String() != "" && cmd.Name() != "snapshot" {
 		return f.Value.String()
 	}
 	return cmd.Flags().Arg(0)

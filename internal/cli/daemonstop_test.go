@@ -26,6 +26,8 @@ func TestDaemonDyingMidCommandIsExplained(t *testing.T) {
 	for _, args := range [][]string{
 		{"vm", "start", "dev"},
 		{"vm", "create", "--name", "dev"},
+		// --name names the snapshot here, not the VM.
+		{"vm", "snapshot", "dev", "--name", "snap"},
 	} {
 		t.Run(args[1], func(t *testing.T) {
 			dir, err := os.MkdirTemp("", "bgd") // short: socket paths are limited to 108 bytes
@@ -50,6 +52,10 @@ func TestDaemonDyingMidCommandIsExplained(t *testing.T) {
 			api.Handle(srv, api.MethodVMStart, func(ctx context.Context, _ api.VMRef, p api.Progress) (api.VM, error) { return hang(ctx, p) })
 			api.Handle(srv, api.MethodVMCreate, func(ctx context.Context, _ api.VMCreateRequest, p api.Progress) (api.VM, error) {
 				return hang(ctx, p)
+			})
+			api.Handle(srv, api.MethodVMSnapshot, func(ctx context.Context, _ api.VMSnapshotRequest, p api.Progress) (api.Snapshot, error) {
+				_, err := hang(ctx, p)
+				return api.Snapshot{}, err
 			})
 			ln, err := net.Listen("unix", layout.SocketPath())
 			if err != nil {

@@ -4,20 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/buildinfo"
-	"github.com/banger-dev/banger/internal/paths"
 )
 
 // What a hostile guest can get into the strings the daemon relays: its agent
@@ -35,48 +27,33 @@ const (
 // strings in every answer, and returns an App pointed at it.
 func hostileDaemon(t *testing.T) (*App, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "bgh") // short: socket paths are limited to 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	layout := paths.Layout{Mode: paths.ModeUser, ConfigDir: dir, StateDir: dir, RuntimeDir: dir}
-	build := buildinfo.Info{Version: "v0.1.0", Commit: "0123456789abcdef", BuiltAt: "2026-04-28T20:45:50Z"}
-
-	srv := api.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-	api.Handle(srv, api.MethodDaemonInfo, func(context.Context, struct{}, api.Progress) (api.DaemonInfo, error) {
-		return api.DaemonInfo{Build: build, PID: os.Getpid()}, nil
+	return fakeDaemon(t, func(srv *api.Server) {
+		vm := api.VM{ID: "id1", Name: "dev", State: api.VMFailed, Image: "deb\x1b]0;x\x07ian", VCPUs: 1, MemoryMiB: 128,
+			LastError: "boot: " + hostileError, ExitStatus: "killed\x1b[8m", CreatedAt: time.Now()}
+		api.Handle(srv, api.MethodVMShow, func(context.Context, api.VMRef, api.Progress) (api.VM, error) {
+			return vm, nil
+		})
+		api.Handle(srv, api.MethodVMList, func(context.Context, struct{}, api.Progress) (api.VMList, error) {
+			return api.VMList{VMs: []api.VM{vm}}, nil
+		})
+		api.Handle(srv, api.MethodVMStart, func(_ context.Context, req api.VMRef, p api.Progress) (api.VM, error) {
+			p(api.Event{VM: req.Name, Stage: "ready", Message: "agent " + hostileVersion + " answered\nbanger: all good"})
+			return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "start vm %q: the guest did not boot; serial console tail:\n%s", req.Name, hostileTail).
+				WithHint("see `banger vm logs dev`\x1b]0;hint\x07")
+		})
+		api.Handle(srv, api.MethodVMLogs, func(context.Context, api.VMLogsRequest, api.Progress) (api.VMLogs, error) {
+			return api.VMLogs{Path: "/x/serial.log", Text: "\x1b[0;32m[  OK  ]\x1b[0m Started agent.\r\n" + hostileTail + "\r\n"}, nil
+		})
+		// A snapshot records the image name and the VM's, which the
+		// guest's build scripts or an earlier daemon may have set.
+		snap := api.Snapshot{ID: "s1", Name: "snap", VM: "dev\x1b]0;x\x07", Image: "deb\x1b]0;x\x07ian", State: api.SnapshotReady, CreatedAt: time.Now()}
+		api.Handle(srv, api.MethodSnapshotList, func(context.Context, struct{}, api.Progress) (api.SnapshotList, error) {
+			return api.SnapshotList{Snapshots: []api.Snapshot{snap}}, nil
+		})
+		api.Handle(srv, api.MethodSnapshotShow, func(context.Context, api.SnapshotRef, api.Progress) (api.Snapshot, error) {
+			return snap, nil
+		})
 	})
-	vm := api.VM{ID: "id1", Name: "dev", State: api.VMFailed, Image: "deb\x1b]0;x\x07ian", VCPUs: 1, MemoryMiB: 128,
-		LastError: "boot: " + hostileError, ExitStatus: "killed\x1b[8m", CreatedAt: time.Now()}
-	api.Handle(srv, api.MethodVMShow, func(context.Context, api.VMRef, api.Progress) (api.VM, error) {
-		return vm, nil
-	})
-	api.Handle(srv, api.MethodVMList, func(context.Context, struct{}, api.Progress) (api.VMList, error) {
-		return api.VMList{VMs: []api.VM{vm}}, nil
-	})
-	api.Handle(srv, api.MethodVMStart, func(_ context.Context, req api.VMRef, p api.Progress) (api.VM, error) {
-		p(api.Event{VM: req.Name, Stage: "ready", Message: "agent " + hostileVersion + " answered\nbanger: all good"})
-		return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "start vm %q: the guest did not boot; serial console tail:\n%s", req.Name, hostileTail).
-			WithHint("see `banger vm logs dev`\x1b]0;hint\x07")
-	})
-	api.Handle(srv, api.MethodVMLogs, func(context.Context, api.VMLogsRequest, api.Progress) (api.VMLogs, error) {
-		return api.VMLogs{Path: "/x/serial.log", Text: "\x1b[0;32m[  OK  ]\x1b[0m Started agent.\r\n" + hostileTail + "\r\n"}, nil
-	})
-	ln, err := net.Listen("unix", layout.SocketPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	t.Cleanup(func() { _ = hs.Close() })
-
-	var stdout, stderr bytes.Buffer
-	app := &App{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Build: build,
-		Layout:       func(bool) (paths.Layout, error) { return layout, nil },
-		DaemonBinary: func() (string, error) { return "", errors.New("no daemon binary in this test") },
-		IsTerminal:   func() bool { return false }, StartTimeout: time.Second}
-	return app, &stdout, &stderr
 }
 
 // assertInert fails when out holds anything a terminal would act on other
@@ -122,6 +99,16 @@ func TestDaemonStringsArePrintedEscaped(t *testing.T) {
 				`agent: copy failed\rcopy complete          \u202egnp.exe`,
 				`killed\x1b[8m`,
 			},
+		},
+		{
+			name:   "snapshot list: table cells",
+			args:   []string{"snapshot", "list"},
+			stdout: []string{`dev\x1b]0;x\x07`, `deb\x1b]0;x\x07ian`},
+		},
+		{
+			name:   "snapshot show: fields",
+			args:   []string{"snapshot", "show", "snap"},
+			stdout: []string{`dev\x1b]0;x\x07`, `deb\x1b]0;x\x07ian`},
 		},
 		{
 			name:   "list: table cells",

@@ -360,7 +360,8 @@ func stopAllVMs(ctx context.Context, app *App, layout paths.Layout) {
 		return
 	}
 	for _, vm := range vms {
-		if vm.State != api.VMRunning && vm.State != api.VMStarting {
+		// A paused VM has a VMM too.
+		if vm.State != api.VMRunning && vm.State != api.VMStarting && vm.State != api.VMPaused {
 			continue
 		}
 		fmt.Fprintf(app.Stderr, "stopping vm %s\n", vm.Name)

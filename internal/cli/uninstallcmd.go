@@ -209,7 +209,7 @@ func (app *App) uninstall(ctx context.Context, c *api.Client, info api.DaemonInf
 	var errs []error
 	done := func(format string, a ...any) { fmt.Fprintf(app.Stdout, "removed "+format+"\n", a...) }
 	for _, vm := range p.VMs {
-		if err := c.VMDelete(ctx, vm, app.progress(&globalFlags{})); err != nil {
+		if err := c.VMDelete(ctx, api.VMDeleteRequest{Name: vm, Force: true}, app.progress(&globalFlags{})); err != nil {
 			errs = append(errs, fmt.Errorf("vm %s: %w", vm, err))
 			continue
 		}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,46 +34,54 @@ func newVMCmd(app *App, g *globalFlags) *cobra.Command {
 		newVMDeleteCmd(app, g),
 		newVMLogsCmd(app, g),
 		newVMPortForwardCmd(app, g),
+		newVMEgressCmd(app, g),
+		newVMTTLCmd(app, g),
+		newVMSnapshotCmd(app, g),
+		newVMRollbackCmd(app, g),
+		newVMForkCmd(app, g),
 	)
+	cmd.AddCommand(newVMPauseCmds(app, g)...)
 	cmd.AddCommand(newAccessCmds(app, g)...)
 	return cmd
 }
 
 func newVMCreateCmd(app *App, g *globalFlags) *cobra.Command {
 	var (
-		req  api.VMCreateRequest
-		disk string
+		req    api.VMCreateRequest
+		disk   string
+		labels []string
+		life   lifetimeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create --name NAME",
 		Short: "Create a VM and boot it",
 		Long: `Create a VM from an image and boot it. The VM gets its own kernel, disk,
 address and DNS name, and persists until you delete it. Unset sizes come from
-the [vm] section of the configuration (banger config defaults).`,
+the [vm] section of the configuration (banger config defaults).
+
+When the image has a golden snapshot for the VM's vCPUs, memory and disk
+(` + "`banger image warm`" + ` makes one; so does the first create of that shape), the
+VM starts warm from it instead of booting, and gets its own identity (MAC,
+address, hostname, machine-id, SSH host keys) as a booted VM would. --cold
+boots anyway.`,
 		Example: `  banger vm create --name dev
   banger vm create --name big --vcpus 4 --memory 4096 --disk 20G
-  banger vm create --name later --no-start --json`,
+  banger vm create --name later --no-start --json
+  banger vm create --name fresh --cold`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := validateVMName(req.Name); err != nil {
 				return err
 			}
-			// 0 on the wire means "the config's default", so an explicit
-			// --memory 0 or --vcpus 0 would silently become that default.
-			for _, f := range []struct {
-				name, example string
-				value         int
-			}{{"memory", "--memory 1024", req.MemoryMiB}, {"vcpus", "--vcpus 2", req.VCPUs}} {
-				if cmd.Flags().Changed(f.name) && f.value <= 0 {
-					return fmt.Errorf("--%s must be a positive number (e.g. %s); leave it out for the default from config", f.name, f.example)
-				}
+			var err error
+			if req.DiskSizeBytes, err = parseShape(cmd, req.VCPUs, req.MemoryMiB, disk); err != nil {
+				return err
 			}
-			if disk != "" {
-				size, err := config.ParseSize(disk)
-				if err != nil {
-					return fmt.Errorf("--disk: %w", err)
-				}
-				req.DiskSizeBytes = int64(size)
+			if req.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			if err := life.apply(&req); err != nil {
+				return err
 			}
 			return app.withClient(cmd, g, func(c *api.Client) error {
 				vm, err := c.VMCreate(cmd.Context(), req, app.progress(g))
@@ -94,25 +101,61 @@ the [vm] section of the configuration (banger config defaults).`,
 	f.BoolVar(&req.Autostart, "autostart", false, "start the VM again when the daemon starts")
 	f.BoolVar(&req.NoStart, "no-start", false, "create the VM without booting it")
 	f.BoolVar(&req.Isolated, "isolated", false, "no traffic to or from other VMs (the host and the internet still work)")
+	f.BoolVar(&req.Cold, "cold", false, "boot the kernel even when a golden snapshot of the image could start the VM warm")
+	f.StringArrayVar(&labels, "label", nil, "tag the VM, KEY=VALUE (repeatable; `vm list --label` filters on it)")
 	f.StringArrayVarP(&req.Publish, "publish", "p", nil, "forward a host TCP port to the VM, [HOSTADDR:]HOSTPORT:GUESTPORT (repeatable; host address defaults to 127.0.0.1)")
+	addEgressFlags(cmd, &req, &life)
 	_ = cmd.MarkFlagRequired("name")
 	addJSONFlag(cmd, g)
 	return cmd
 }
 
+// parseShape checks a VM shape's flags (--vcpus, --memory, --disk) and
+// returns the disk size in bytes. 0 on the wire means "the config's
+// default", so an explicit --memory 0 or --vcpus 0 is refused rather than
+// silently becoming that default.
+func parseShape(cmd *cobra.Command, vcpus, memoryMiB int, disk string) (diskBytes int64, err error) {
+	for _, f := range []struct {
+		name, example string
+		value         int
+	}{{"memory", "--memory 1024", memoryMiB}, {"vcpus", "--vcpus 2", vcpus}} {
+		if cmd.Flags().Changed(f.name) && f.value <= 0 {
+			return 0, fmt.Errorf("--%s must be a positive number (e.g. %s); leave it out for the default from config", f.name, f.example)
+		}
+	}
+	if disk == "" {
+		return 0, nil
+	}
+	size, err := config.ParseSize(disk)
+	if err != nil {
+		return 0, fmt.Errorf("--disk: %w", err)
+	}
+	return int64(size), nil
+}
+
 func newVMListCmd(app *App, g *globalFlags) *cobra.Command {
+	var labels []string
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List VMs",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			selector, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
 			return app.withClient(cmd, g, func(c *api.Client) error {
 				vms, err := c.VMList(cmd.Context())
 				if err != nil {
 					return err
 				}
+				vms = filterByLabels(vms, selector)
 				return app.emit(g, api.VMList{VMs: vms}, func() error {
+					if len(vms) == 0 && len(selector) > 0 {
+						fmt.Fprintln(app.Stdout, "No VMs with these labels.")
+						return nil
+					}
 					if len(vms) == 0 {
 						fmt.Fprintln(app.Stdout, "No VMs yet. Create one with `banger vm create --name dev`.")
 						return nil
@@ -123,16 +166,26 @@ func newVMListCmd(app *App, g *globalFlags) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "only VMs with this label, KEY=VALUE (repeatable: all must match)")
 	addJSONFlag(cmd, g)
 	return cmd
 }
 
 func renderVMTable(w io.Writer, vms []api.VM, now time.Time) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tIP\tIMAGE\tVCPUS\tMEMORY\tDISK\tAGE")
+	tw := newTable(w)
+	ttl := hasLifetime(vms)
+	header := "NAME\tSTATE\tIP\tIMAGE\tVCPUS\tMEMORY\tDISK\tAGE"
+	if ttl {
+		header += "\tTTL"
+	}
+	fmt.Fprintln(tw, header)
 	for _, vm := range vms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\t%s\n", termtext.Line(vm.Name), termtext.Line(string(vm.State)), termtext.Line(dash(vm.IP)), termtext.Line(dash(vm.Image)),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\t%s", termtext.Line(vm.Name), termtext.Line(string(vm.State)), termtext.Line(dash(vm.IP)), termtext.Line(dash(vm.Image)),
 			vm.VCPUs, vm.MemoryMiB, config.ByteSize(vm.DiskSizeBytes), age(now.Sub(vm.CreatedAt)))
+		if ttl {
+			fmt.Fprintf(tw, "\t%s", dash(timeLeft(vm.Lifetime, now)))
+		}
+		fmt.Fprintln(tw)
 	}
 	_ = tw.Flush()
 }
@@ -161,7 +214,7 @@ func (app *App) printVM(g *globalFlags, vm api.VM) error {
 }
 
 func renderVM(w io.Writer, vm api.VM) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := newTable(w)
 	// Fields such as the last error and exit status may quote the guest.
 	row := func(k, v string) {
 		if v != "" {
@@ -184,6 +237,13 @@ func renderVM(w io.Writer, vm api.VM) error {
 	row("autostart", fmt.Sprint(vm.Autostart))
 	if vm.Isolated {
 		row("isolated", "yes (no traffic with other VMs)")
+	}
+	row("labels", formatLabels(vm.Labels))
+	if vm.Egress != nil && vm.Egress.Mode != "allow" {
+		row("egress", egressText(vm.Egress))
+	}
+	if vm.Lifetime != nil {
+		row("ttl", lifetimeText(vm.Lifetime, time.Now()))
 	}
 	row("created", vm.CreatedAt.Local().Format(time.DateTime))
 	if vm.StartedAt != nil {
@@ -275,8 +335,14 @@ func newVMDeleteCmd(app *App, g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "delete NAME...",
 		Aliases: []string{"rm"},
-		Short:   "Stop and delete VMs with their disks (asks first unless --force)",
-		Args:    cobra.MinimumNArgs(1),
+		Short:   "Stop and delete VMs with their disks and snapshots (asks first unless --force)",
+		Long: `Stop VMs if they run and delete them with their disks. A VM's snapshots
+(` + "`banger snapshot list`" + `) go with it: the question names them, and --force
+deletes VM and snapshots without asking. VMs forked from those snapshots and
+the images' golden snapshots stay.`,
+		Example: `  banger vm delete dev
+  banger vm rm try-1 try-2 try-3 --force`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, name := range args {
 				if err := validateVMName(name); err != nil {
@@ -284,15 +350,29 @@ func newVMDeleteCmd(app *App, g *globalFlags) *cobra.Command {
 				}
 			}
 			names := strings.Join(args, ", ")
-			if err := app.confirm(confirmation{
-				Given: force, Flag: "--force", Action: "delete " + names,
-				Question: "Delete " + names + " and their disks? This cannot be undone.", Declined: "not deleted",
-			}); err != nil {
-				return err
+			ask := confirmation{Given: force, Flag: "--force", Action: "delete " + names, Declined: "not deleted"}
+			// With nobody to ask, refuse before a daemon is started to
+			// look the snapshots up.
+			if !force && !app.IsTerminal() {
+				return app.confirm(ask)
 			}
 			return app.withClient(cmd, g, func(c *api.Client) error {
+				var snaps map[string][]string
+				if !force {
+					var err error
+					if snaps, err = snapshotsOfVMs(cmd.Context(), c, args); err != nil {
+						return err
+					}
+				}
+				ask.Question = vmDeleteQuestion(names, snaps)
+				if err := app.confirm(ask); err != nil {
+					return err
+				}
 				for _, name := range args {
-					if err := c.VMDelete(cmd.Context(), name, app.progress(g)); err != nil {
+					// The user was asked about exactly these snapshots (or
+					// said --force), so the daemon may delete them.
+					req := api.VMDeleteRequest{Name: name, Force: force || len(snaps[name]) > 0}
+					if err := c.VMDelete(cmd.Context(), req, app.progress(g)); err != nil {
 						return err
 					}
 					if !g.json {
@@ -303,7 +383,7 @@ func newVMDeleteCmd(app *App, g *globalFlags) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete without asking")
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete without asking, snapshots included")
 	addJSONFlag(cmd, g)
 	return cmd
 }

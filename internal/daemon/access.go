@@ -49,6 +49,9 @@ func (a *access) running(ctx context.Context, name string) (guest, error) {
 	if err != nil {
 		return guest{}, err
 	}
+	if vm.State == store.VMPaused {
+		return guest{}, pausedError(vm.Name)
+	}
 	inst := a.m.instance(vm.ID)
 	if vm.State != store.VMRunning || inst == nil {
 		return guest{}, api.Errorf(api.CodeFailedPrecondition, "vm %q is %s, not running", vm.Name, vm.State).
@@ -58,7 +61,14 @@ func (a *access) running(ctx context.Context, name string) (guest, error) {
 	if err != nil {
 		return guest{}, agentUnreachable(vm.Name, err, a.pool.answerTimeout)
 	}
+	a.m.d.ttl.touch(vm.ID)
 	return guest{vm: vm, client: s.client, login: s.login}, nil
+}
+
+// pausedError refuses to reach into a paused VM: its guest answers nothing
+// until resumed, so the call would only hang.
+func pausedError(name string) error {
+	return api.Errorf(api.CodeFailedPrecondition, "vm %s is paused; `banger vm resume %s` resumes it", name, name)
 }
 
 // agentUnreachable is the API error for a session that could not be had.
@@ -92,6 +102,7 @@ func (a *access) exec(ctx context.Context, req api.VMExecRequest) (api.Relay, er
 	if err != nil {
 		return nil, err
 	}
+	req = a.m.withImageDefaults(ctx, g.vm, req)
 	user := req.User
 	if user == "" {
 		user = g.login
@@ -103,7 +114,7 @@ func (a *access) exec(ctx context.Context, req api.VMExecRequest) (api.Relay, er
 	if err != nil {
 		return nil, agentError(g.vm.Name, err)
 	}
-	return relayTo(stream), nil
+	return a.m.d.ttl.during(g.vm.ID, relayTo(stream)), nil
 }
 
 func (a *access) copy(ctx context.Context, req api.VMCopyRequest) (api.Relay, error) {
@@ -136,7 +147,7 @@ func (a *access) copy(ctx context.Context, req api.VMCopyRequest) (api.Relay, er
 	if err != nil {
 		return nil, agentError(g.vm.Name, err)
 	}
-	return relayTo(stream), nil
+	return a.m.d.ttl.during(g.vm.ID, relayTo(stream)), nil
 }
 
 // relayTo splices the client's switched connection to an agent stream until
@@ -178,6 +189,10 @@ func (a *access) sshInfo(ctx context.Context, req api.VMRef, _ api.Progress) (ap
 	if err != nil {
 		return api.VMSSHInfo{}, err
 	}
+	if vm.State == store.VMPaused {
+		return api.VMSSHInfo{}, pausedError(vm.Name)
+	}
+	a.m.d.ttl.touch(vm.ID)
 	view, err := a.m.view(ctx, vm.ID)
 	if err != nil {
 		return api.VMSSHInfo{}, err

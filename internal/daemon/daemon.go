@@ -32,8 +32,16 @@ type Options struct {
 	// ConfigFile is the file Config came from ("" for defaults built in
 	// code); daemon.info reports it with Config's fingerprint.
 	ConfigFile string
-	Log        *slog.Logger
-	Build      buildinfo.Info
+	// OwnerConfigFile is the owner's layer over ConfigFile (system mode;
+	// config.Sources), and ConfigWarning why it was left out of Config.
+	OwnerConfigFile string
+	ConfigWarning   string
+	// RequestRestart, when set, lets daemon.reload apply a changed
+	// configuration: it is called, then the daemon stops, and the
+	// supervisor (systemd) starts it again. Nil: reload refuses.
+	RequestRestart func()
+	Log            *slog.Logger
+	Build          buildinfo.Info
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Driver is the VMM driver; when nil the daemon picks one from Config.
@@ -63,9 +71,11 @@ type Daemon struct {
 	schema    string // daemon.info's schema line, fixed after Open
 	vms       *vmManager
 	net       *vmNetwork    // nil: VMs get no network
+	ttl       *lifetimes    // nil until Run starts the scheduler (ttl.go)
 	overlays  *overlayDisks // nil: VM disks are reflink or sparse clones
 	events    *hub
 	startedAt time.Time
+	oci       ociState
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -147,6 +157,11 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 	if err != nil {
 		return fmt.Errorf("reconcile VMs: %w", err)
 	}
+	stopLifetimes, err := d.startLifetimes(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopLifetimes()
 	d.api = api.NewServer(d.log, d.now)
 	d.register()
 
@@ -201,12 +216,15 @@ func (d *Daemon) requestStop() {
 func (d *Daemon) register() {
 	api.Handle(d.api, api.MethodDaemonInfo, d.info)
 	api.Handle(d.api, api.MethodDaemonShutdown, d.shutdown)
+	api.Handle(d.api, api.MethodDaemonReload, d.reload)
 	api.Handle(d.api, api.MethodEventsWatch, d.watch)
 	api.Handle(d.api, api.MethodImageList, d.imageList)
 	api.Handle(d.api, api.MethodImageImport, d.imageImport)
 	api.Handle(d.api, api.MethodImageDelete, d.imageDelete)
 	api.Handle(d.api, api.MethodImageBuild, d.imageBuild)
 	api.Handle(d.api, api.MethodImageShow, d.imageShow)
+	api.Handle(d.api, api.MethodImagePull, d.imagePull)
+	api.Handle(d.api, api.MethodImagePrune, d.imagePrune)
 	m := d.vms
 	api.Handle(d.api, api.MethodVMCreate, m.Create)
 	api.Handle(d.api, api.MethodVMList, func(ctx context.Context, _ struct{}, _ api.Progress) (api.VMList, error) {
@@ -224,12 +242,15 @@ func (d *Daemon) register() {
 	api.Handle(d.api, api.MethodVMRestart, func(ctx context.Context, req api.VMRef, p api.Progress) (api.VM, error) {
 		return m.Restart(ctx, req.Name, p)
 	})
-	api.Handle(d.api, api.MethodVMDelete, func(ctx context.Context, req api.VMRef, p api.Progress) (struct{}, error) {
-		return struct{}{}, m.Delete(ctx, req.Name, p)
+	api.Handle(d.api, api.MethodVMDelete, func(ctx context.Context, req api.VMDeleteRequest, p api.Progress) (struct{}, error) {
+		return struct{}{}, m.Delete(ctx, req, p)
 	})
 	api.Handle(d.api, api.MethodVMLogs, m.Logs)
 	api.Handle(d.api, api.MethodVMPortForward, m.PortForward)
+	api.Handle(d.api, api.MethodVMEgress, m.Egress)
+	api.Handle(d.api, api.MethodVMTTL, m.TTL)
 	d.registerAccess(d.api)
+	d.registerSnapshots(d.api)
 }
 
 func (d *Daemon) info(ctx context.Context, _ struct{}, _ api.Progress) (api.DaemonInfo, error) {
@@ -249,6 +270,8 @@ func (d *Daemon) info(ctx context.Context, _ struct{}, _ api.Progress) (api.Daem
 
 		ConfigFile:        d.opts.ConfigFile,
 		ConfigFingerprint: d.opts.Config.Fingerprint(),
+		OwnerConfigFile:   d.opts.OwnerConfigFile,
+		ConfigWarning:     d.opts.ConfigWarning,
 	}, nil
 }
 
@@ -275,6 +298,7 @@ func imageToAPI(im store.Image) api.Image {
 	return api.Image{
 		ID: im.ID, Name: im.Name, Kernel: im.KernelPath, Initrd: im.InitrdPath,
 		Rootfs: im.RootfsPath, SizeBytes: im.RootfsSizeBytes, Source: im.Source, CreatedAt: im.CreatedAt,
+		Origin: originToAPI(im),
 	}
 }
 

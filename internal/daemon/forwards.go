@@ -17,6 +17,8 @@ type netSettings struct {
 	Forwards []string `json:"forwards,omitempty"`
 	// Isolated VMs cannot reach other VMs (the host and NAT still work).
 	Isolated bool `json:"isolated,omitempty"`
+	// Egress is the VM's egress policy (egress.go); nil means allow.
+	Egress *egressSettings `json:"egress,omitempty"`
 }
 
 func settingsOf(vm store.VM) netSettings {
@@ -117,6 +119,9 @@ func (m *vmManager) PortForward(ctx context.Context, req api.VMPortForwardReques
 	defer unlock()
 	if vm, err = m.d.store.GetVM(ctx, vm.ID); err != nil {
 		return api.VM{}, err
+	}
+	if vm.State == store.VMPaused {
+		return api.VM{}, pausedError(vm.Name)
 	}
 	s := settingsOf(vm)
 	spec := norm[0]

@@ -24,9 +24,22 @@ import (
 // installed or a host key that does not match its pin fails the boot; a
 // file that cannot be synced is reported and skipped.
 func (m *vmManager) afterAgentReady(ctx context.Context, vm store.VM, inst vmm.Instance, p api.Progress) error {
+	err := withAgent(ctx, inst, func(c *agent.Client) error { return m.setupGuest(ctx, vm, c, p) })
+	if errors.Is(err, errNoAgentDialer) {
+		return nil // nothing to set up without an agent
+	}
+	return err
+}
+
+// errNoAgentDialer means the VMM driver offers no way to the guest agent.
+var errNoAgentDialer = errors.New("this VMM driver cannot reach a guest agent")
+
+// withAgent opens one agent session to inst's guest for fn. One session
+// for a whole setup: on QEMU's virtio-serial there is only one stream.
+func withAgent(ctx context.Context, inst vmm.Instance, fn func(*agent.Client) error) error {
 	dialer, ok := inst.(vmm.AgentDialer)
 	if !ok {
-		return nil
+		return errNoAgentDialer
 	}
 	conn, err := dialer.DialAgent(ctx)
 	if err != nil {
@@ -38,15 +51,16 @@ func (m *vmManager) afterAgentReady(ctx context.Context, vm store.VM, inst vmm.I
 		return fmt.Errorf("guest setup: %w", err)
 	}
 	defer func() { _ = c.Close() }()
-	hosts := []string{vm.Name + "." + m.d.opts.Config.Network.Domain}
-	if lease, err := m.d.store.GetLease(ctx, vm.ID); err == nil && lease.IP.IsValid() {
-		hosts = append(hosts, lease.IP.String())
-	}
+	return fn(c)
+}
+
+// setupGuest is the boot-time guest setup over an open agent session.
+func (m *vmManager) setupGuest(ctx context.Context, vm store.VM, c *agent.Client, p api.Progress) error {
 	g := guestSetup{
 		client:    c,
 		vmID:      vm.ID,
 		vmName:    vm.Name,
-		hosts:     hosts,
+		hosts:     m.hostNames(ctx, vm),
 		owner:     currentOwner(),
 		configDir: m.d.opts.Layout.OwnerDir(),
 		syncPaths: configuredSyncPaths(m.d.opts.Config),
@@ -54,6 +68,16 @@ func (m *vmManager) afterAgentReady(ctx context.Context, vm store.VM, inst vmm.I
 		progress:  p,
 	}
 	return g.run(ctx)
+}
+
+// hostNames are the names the VM's host keys are pinned under: its DNS
+// name, then its address if it has one.
+func (m *vmManager) hostNames(ctx context.Context, vm store.VM) []string {
+	hosts := []string{vm.Name + "." + m.d.opts.Config.Network.Domain}
+	if lease, err := m.d.store.GetLease(ctx, vm.ID); err == nil && lease.IP.IsValid() {
+		hosts = append(hosts, lease.IP.String())
+	}
+	return hosts
 }
 
 // configuredSyncPaths is the [sync] paths list of the configuration.

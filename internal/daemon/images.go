@@ -101,12 +101,32 @@ func (d *Daemon) imageDelete(ctx context.Context, req api.ImageRef, _ api.Progre
 		return struct{}{}, err
 	}
 	d.events.publish(api.Event{Time: d.now(), Kind: "image.changed", Stage: "deleted", Message: "image " + im.Name + " deleted"})
+	d.deleteGoldenSnapshots(ctx, im)
 	// The files go after the row: a crash in between leaves files the next
 	// start can ignore, never a row pointing at nothing.
 	if err := os.RemoveAll(filepath.Dir(im.RootfsPath)); err != nil {
 		d.log.Warn("remove image files", "image", im.Name, "err", err)
 	}
 	return struct{}{}, nil
+}
+
+// deleteGoldenSnapshots removes the warm-start snapshots of a deleted
+// image: no VM can start from them any more, and each holds a disk and a
+// guest's memory. Snapshots users took of the image's VMs stay theirs.
+func (d *Daemon) deleteGoldenSnapshots(ctx context.Context, im store.Image) {
+	all, err := d.vms.lc.ListSnapshots(ctx)
+	if err != nil {
+		d.log.Warn("list the golden snapshots of a deleted image", "image", im.Name, "err", err)
+		return
+	}
+	for _, s := range all {
+		if !s.Golden || s.ImageID != im.ID {
+			continue
+		}
+		if err := d.vms.lc.DeleteSnapshot(ctx, s.ID); err != nil {
+			d.log.Warn("delete a golden snapshot of a deleted image", "image", im.Name, "snapshot", s.Name, "err", err)
+		}
+	}
 }
 
 // importInitrd is the initrd an import builds: none when modulesDir is "".

@@ -36,6 +36,11 @@ func newLifecycle(d *Daemon, m *vmManager, driver vmm.Driver) *lifecycle.Manager
 		Log:        d.log,
 		NewID:      store.NewID,
 		CrashPoint: d.opts.CrashPoint,
+
+		Snapshots:     lcSnapshots{d.store},
+		SnapshotFiles: newSnapshotFiles(m),
+		Identity:      lcIdentity{m},
+		Golden:        newGoldenKeys(d, driver),
 	}
 	// Interfaces holding a nil pointer are not nil: set only what exists.
 	if driver != nil {
@@ -113,7 +118,7 @@ func toStoreVM(vm lifecycle.VM) store.VM {
 	return store.VM{
 		ID: vm.ID, Name: vm.Name, ImageID: vm.ImageID, ImageName: vm.ImageName,
 		VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, DiskSizeBytes: vm.DiskSizeBytes,
-		Network: vm.Network, Autostart: vm.Autostart, CreatedAt: vm.CreatedAt,
+		Network: vm.Network, Autostart: vm.Autostart, CreatedAt: vm.CreatedAt, Labels: vm.Labels,
 		State: vm.State, VMM: vm.VMM, PID: vm.PID, PIDStart: vm.PIDStart, APISocket: vm.APISocket,
 		RunDir: vm.RunDir, StartedAt: vm.StartedAt, StoppedAt: vm.StoppedAt,
 		LastError: vm.LastError, ExitStatus: vm.ExitStatus,
@@ -124,7 +129,7 @@ func fromStoreVM(vm store.VM) lifecycle.VM {
 	return lifecycle.VM{
 		ID: vm.ID, Name: vm.Name, ImageID: vm.ImageID, ImageName: vm.ImageName,
 		VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, DiskSizeBytes: vm.DiskSizeBytes,
-		Network: vm.Network, Autostart: vm.Autostart, CreatedAt: vm.CreatedAt,
+		Network: vm.Network, Autostart: vm.Autostart, CreatedAt: vm.CreatedAt, Labels: vm.Labels,
 		State: vm.State, VMM: vm.VMM, PID: vm.PID, PIDStart: vm.PIDStart, APISocket: vm.APISocket,
 		RunDir: vm.RunDir, StartedAt: vm.StartedAt, StoppedAt: vm.StoppedAt,
 		LastError: vm.LastError, ExitStatus: vm.ExitStatus,
@@ -180,7 +185,7 @@ func (s lcStore) DeleteVM(ctx context.Context, id string) error {
 func (s lcStore) GetImage(ctx context.Context, ref string) (lifecycle.Image, error) {
 	img, err := s.st.GetImage(ctx, ref)
 	return lifecycle.Image{ID: img.ID, Name: img.Name, Kernel: img.KernelPath, Initrd: img.InitrdPath,
-		Rootfs: img.RootfsPath, RootfsSizeBytes: img.RootfsSizeBytes}, notFound(err)
+		Rootfs: img.RootfsPath, RootfsSizeBytes: img.RootfsSizeBytes, BootArgs: imageBootArgs(img)}, notFound(err)
 }
 
 // lcFiles is the lifecycle's Files: the VM's directories and disk.
@@ -254,6 +259,7 @@ func (n lcNetwork) RemoveStaleTaps(ctx context.Context, running map[string]bool)
 type lcForwards struct{ m *vmManager }
 
 func (f lcForwards) Start(ctx context.Context, vm lifecycle.VM) {
+	f.m.d.ttl.touch(vm.ID) // each run starts the idle clock afresh (ttl.go)
 	f.m.startForwards(ctx, toStoreVM(vm))
 }
 func (f lcForwards) Stop(id string) { f.m.stopForwards(id) }
@@ -262,7 +268,11 @@ func (f lcForwards) Stop(id string) { f.m.stopForwards(id) }
 type lcSpecs struct{ m *vmManager }
 
 func (s lcSpecs) LaunchSpec(vm lifecycle.VM, img lifecycle.Image) vmm.LaunchSpec {
-	return s.m.launchSpec(toStoreVM(vm), toStoreImage(img))
+	spec := s.m.launchSpec(toStoreVM(vm), toStoreImage(img))
+	if img.BootArgs != "" {
+		spec.BootArgs += " " + img.BootArgs
+	}
+	return spec
 }
 
 func (s lcSpecs) ConsoleExcerpt(id string) string {

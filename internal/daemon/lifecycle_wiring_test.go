@@ -19,7 +19,7 @@ import (
 // Every lifecycle state has its API counterpart: a state added to the
 // lifecycle fails here until the wire enum has it.
 func TestEveryLifecycleStateMapsToAnAPIState(t *testing.T) {
-	wire := []api.VMState{api.VMCreating, api.VMStarting, api.VMRunning, api.VMStopping, api.VMStopped, api.VMFailed, api.VMDeleting}
+	wire := []api.VMState{api.VMCreating, api.VMStarting, api.VMRunning, api.VMPaused, api.VMStopping, api.VMStopped, api.VMFailed, api.VMDeleting}
 	for _, s := range lifecycle.States() {
 		if !slices.Contains(wire, apiState(s)) {
 			t.Errorf("lifecycle state %q has no API state", s)
@@ -49,6 +49,8 @@ func fillAll(t *testing.T, v any) {
 			f.SetBytes([]byte(fmt.Sprintf(`{"f":%d}`, i)))
 		case reflect.Struct:
 			f.Set(reflect.ValueOf(time.Unix(int64(i), 0).UTC()))
+		case reflect.Map: // labels
+			f.Set(reflect.ValueOf(map[string]string{"k": fmt.Sprint(i)}))
 		default:
 			t.Fatalf("field %s: kind %s not handled", rv.Type().Field(i).Name, f.Kind())
 		}

@@ -9,9 +9,11 @@ import (
 	"os"
 	"sync"
 
+	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/network/dns"
+	"github.com/banger-dev/banger/internal/network/firewall"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -38,6 +40,10 @@ type netOps interface {
 	// Both idempotent.
 	Admit(ctx context.Context, g guestPort) error
 	Evict(ctx context.Context, g guestPort) error
+	// ApplyEgress replaces a VM's egress rules; LearnEgress adds addresses
+	// its allowed names resolved to (egress.go). Evict removes both.
+	ApplyEgress(ctx context.Context, e firewall.Egress) error
+	LearnEgress(ctx context.Context, l firewall.LearnSpec) error
 }
 
 // guestPort is the firewall's view of a VM's port: its bridge, tap, MAC
@@ -241,18 +247,27 @@ func (n *vmNetwork) attach(ctx context.Context, vm store.VM, isolated bool) (vmm
 	if err := n.ops.Admit(ctx, n.portOf(tap, l, isolated)); err != nil {
 		return vmm.NetInterface{}, nil, fmt.Errorf("admit %s to the bridge firewall: %w", tap, err)
 	}
+	if err := n.applyEgress(ctx, vm, tap, l, false); err != nil {
+		n.evict(ctx, tap, l)
+		return vmm.NetInterface{}, nil, fmt.Errorf("apply the egress policy of %s: %w", vm.Name, err)
+	}
 	if err := n.ops.CreateTap(ctx, n.tapFor(tap)); err != nil {
 		n.evict(ctx, tap, l)
 		return vmm.NetInterface{}, nil, fmt.Errorf("create tap %s: %w", tap, err)
 	}
+	return vmm.NetInterface{ID: "eth0", TapName: tap, MAC: l.MAC}, n.guestParams(l).Args(), nil
+}
+
+// guestParams is the guest's side of its network, from its lease: what a
+// boot puts on the kernel command line and a fork sends as its identity.
+func (n *vmNetwork) guestParams(l store.Lease) agent.BootParams {
 	gw := n.bridge.Gateway()
-	args := []string{
-		fmt.Sprintf("banger.ip=%s/%d", l.IP, n.bridge.Subnet.Bits()),
-		"banger.gw=" + gw.String(),
-		"banger.dns=" + gw.String(),
-		"banger.domain=" + n.domain,
+	return agent.BootParams{
+		Address: netip.PrefixFrom(l.IP, n.bridge.Subnet.Bits()),
+		Gateway: gw,
+		DNS:     []netip.Addr{gw},
+		Domain:  n.domain,
 	}
-	return vmm.NetInterface{ID: "eth0", TapName: tap, MAC: l.MAC}, args, nil
 }
 
 // portOf is the VM's port with tap on our bridge, from its lease.
@@ -286,6 +301,7 @@ func (n *vmNetwork) dropTap(ctx context.Context, tap, vmID string) {
 
 // evict drops the firewall bindings of a VM's port. Idempotent.
 func (n *vmNetwork) evict(ctx context.Context, tap string, l store.Lease) {
+	n.unrestrictNames(l.IP)
 	if err := n.ops.Evict(ctx, n.portOf(tap, l, false)); err != nil {
 		n.log.Warn("remove firewall bindings", "tap", tap, "err", err)
 	}
@@ -340,6 +356,10 @@ func (n *vmNetwork) readmit(ctx context.Context, vm store.VM, tap string, l stor
 		n.log.Warn("VM keeps its address from an earlier network.subnet and is unreachable until restarted; `banger vm stop` and `vm start` give it one in the new subnet",
 			"vm", vm.Name, "address", l.IP, "subnet", n.bridge.Subnet)
 	}
+	// Its egress table outlived the daemon in the kernel (rebuilding it
+	// would drop learned addresses and open connections); its DNS
+	// restriction did not.
+	n.restrictNames(vm, tap, l.IP)
 	if err := n.ops.Admit(ctx, n.portOf(tap, l, settingsOf(vm).Isolated)); err != nil {
 		n.log.Warn("admit running VM's tap to the bridge firewall", "vm", vm.Name, "tap", tap, "err", err)
 		return

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/banger-dev/banger/internal/network"
+	"github.com/banger-dev/banger/internal/network/firewall"
 	"github.com/banger-dev/banger/internal/network/nstest"
 	"github.com/banger-dev/banger/internal/store"
 )
@@ -63,6 +64,19 @@ func (r *recordingNetOps) Evict(_ context.Context, g guestPort) error {
 		return err
 	}
 	return r.rec("Evict %s %s", g.Tap, g.Addr)
+}
+
+func (r *recordingNetOps) ApplyEgress(_ context.Context, e firewall.Egress) error {
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	return r.rec("ApplyEgress %s %s %s %v", e.Tap, e.Addr, e.Mode, e.Allow)
+}
+func (r *recordingNetOps) LearnEgress(_ context.Context, l firewall.LearnSpec) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	return r.rec("LearnEgress %s %v", l.Tap, l.Addrs)
 }
 
 func (r *recordingNetOps) take() []string {

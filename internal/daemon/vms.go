@@ -55,7 +55,8 @@ func (m *vmManager) get(ctx context.Context, name string) (store.VM, error) {
 func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.Progress) (api.VM, error) {
 	lreq := lifecycle.CreateRequest{
 		Name: req.Name, Image: req.Image, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB,
-		DiskSizeBytes: req.DiskSizeBytes, Autostart: req.Autostart, NoStart: req.NoStart,
+		DiskSizeBytes: req.DiskSizeBytes, Autostart: req.Autostart, NoStart: req.NoStart, Cold: req.Cold,
+		Labels: req.Labels,
 	}
 	if err := lifecycle.ValidateName(req.Name); err != nil {
 		return api.VM{}, apiError(err)
@@ -71,7 +72,18 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 		}
 		lreq.Network = netSettings{Forwards: fwd, Isolated: req.Isolated}.json()
 	}
+	var err error
+	if lreq.Network, err = m.withEgress(req, lreq.Network); err != nil {
+		return api.VM{}, err
+	}
+	life, err := parseLifetime(req.TTLSeconds, req.IdleTTLSeconds, req.TTLAction, m.d.now())
+	if err != nil {
+		return api.VM{}, err
+	}
 	vm, err := m.lc.Create(ctx, lreq, progressTo(p))
+	if err == nil {
+		err = m.armLifetime(ctx, vm, life)
+	}
 	return m.present(ctx, vm, err)
 }
 
@@ -93,9 +105,10 @@ func (m *vmManager) Restart(ctx context.Context, name string, p api.Progress) (a
 	return m.present(ctx, vm, err)
 }
 
-// Delete removes the VM, its disk and its files.
-func (m *vmManager) Delete(ctx context.Context, name string, p api.Progress) error {
-	return apiError(m.lc.Delete(ctx, name, progressTo(p)))
+// Delete removes the VM, its disk and its files; a VM with snapshots
+// only with req.Force, which deletes them too.
+func (m *vmManager) Delete(ctx context.Context, req api.VMDeleteRequest, p api.Progress) error {
+	return apiError(m.lc.Delete(ctx, req.Name, req.Force, progressTo(p)))
 }
 
 // present shows the VM an operation left (with its lease), or its error.
@@ -187,6 +200,9 @@ func (m *vmManager) toAPI(vm store.VM, lease *store.Lease) api.VM {
 		DNSName:   vm.Name + "." + m.d.opts.Config.Network.Domain,
 		Forwards:  forwardsOf(vm),
 		Isolated:  settingsOf(vm).Isolated,
+		Labels:    vm.Labels,
+		Egress:    egressView(vm),
+		Lifetime:  m.d.ttl.view(vm.ID),
 	}
 	if lease != nil {
 		out.IP, out.MAC = lease.IP.String(), lease.MAC

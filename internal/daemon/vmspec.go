@@ -50,10 +50,13 @@ func (m *vmManager) launchSpec(vm store.VM, img store.Image) vmm.LaunchSpec {
 }
 
 // bootArgs is the guest kernel command line. banger.* parameters are read
-// by the guest agent, so one image works for every VM and every VMM.
+// by the guest agent, so one image works for every VM and every VMM. The
+// root device is named for kernels booted without an initrd (the microVM
+// kernel); banger's initrd reads the same parameters.
 func bootArgs(vm store.VM) string {
 	guest := agent.BootParams{Hostname: vm.Name, AgentPort: agentPort}
-	return strings.Join(append([]string{"console=ttyS0", "reboot=k", "panic=1", "pci=off"}, guest.Args()...), " ")
+	return strings.Join(append([]string{"console=ttyS0", "reboot=k", "panic=1", "pci=off",
+		"root=/dev/vda", "rootfstype=ext4", "rw"}, guest.Args()...), " ")
 }
 
 // checkDiskFits refuses a VM disk larger than the free space where VM disks
@@ -69,13 +72,7 @@ func (m *vmManager) checkDiskFits(size int64) error {
 // diskFits is checkDiskFits with the free-space probe passed in (tests).
 // dir need not exist yet: its nearest existing parent is measured.
 func diskFits(size int64, dir string, freeBytes func(string) (int64, error)) error {
-	for {
-		if _, err := os.Stat(dir); err == nil || filepath.Dir(dir) == dir {
-			break
-		}
-		dir = filepath.Dir(dir)
-	}
-	free, err := freeBytes(dir)
+	dir, free, err := freeAt(dir, freeBytes)
 	if err != nil {
 		return fmt.Errorf("check room for the VM disk: %w", err)
 	}
@@ -90,6 +87,19 @@ func diskFits(size int64, dir string, freeBytes func(string) (int64, error)) err
 	}
 	return api.Errorf(api.CodeFailedPrecondition, "a %s disk does not fit: %s has %s free; %s",
 		config.FormatBytes(size), dir, config.FormatBytes(max(free, 0)), room)
+}
+
+// freeAt measures the free space where dir is or will be: dir need not
+// exist yet, its nearest existing parent is measured (and returned).
+func freeAt(dir string, freeBytes func(string) (int64, error)) (string, int64, error) {
+	for {
+		if _, err := os.Stat(dir); err == nil || filepath.Dir(dir) == dir {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	free, err := freeBytes(dir)
+	return dir, free, err
 }
 
 func (m *vmManager) diskPath(id string) string {

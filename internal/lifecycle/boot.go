@@ -27,12 +27,33 @@ type bootStep struct {
 type booting struct {
 	vm       *VM
 	img      Image
+	mode     bootMode
 	driver   Driver
 	spec     vmm.LaunchSpec
 	diskLock *os.File
 	inst     vmm.Instance
 	agent    string // the agent's version once it answered
 	p        Progress
+}
+
+// bootMode says how a boot starts the guest. The zero mode boots the
+// kernel, sets the guest up and records a failure as Failed.
+type bootMode struct {
+	// from, when set, starts the VMM from this snapshot instead of booting
+	// the kernel: the restore step replaces the launch step.
+	from *Snapshot
+	// reidentify gives a restored guest its own identity (fork, warm
+	// create) in place of the guest setup. Without it a restored guest is
+	// the snapshot's own VM, set up already, and is left as it was
+	// (rollback).
+	reidentify bool
+	// golden, on a kernel boot, makes the image's golden snapshot once the
+	// agent answers, before the guest setup makes the guest this VM's.
+	golden *goldenPlan
+	// failTo is the state a failed boot is recorded in ("" is Failed).
+	// Creating: a new VM whose restore failed, about to be undone or booted
+	// cold from a fresh disk; a daemon that dies meanwhile undoes it.
+	failTo State
 }
 
 // The boot's step names; tests refer to them.
@@ -43,15 +64,18 @@ const (
 	stepAttachDisk     = "attach-disk"
 	stepAttachNetwork  = "attach-network"
 	stepLaunch         = "launch"
+	stepRestore        = "restore"
 	stepRecordLaunched = "record-launched"
 	stepWaitAgent      = "wait-agent"
+	stepGolden         = "golden"
 	stepGuestSetup     = "guest-setup"
+	stepReidentify     = "reidentify"
 	stepRecordRunning  = "record-running"
 )
 
-// bootSteps lists this manager's boot. The disk and network steps are there
-// only when the daemon has overlays and networking.
-func (m *Manager) bootSteps() []bootStep {
+// bootSteps lists this manager's boot in mode. The disk and network steps
+// are there only when the daemon has overlays and networking.
+func (m *Manager) bootSteps(mode bootMode) []bootStep {
 	steps := []bootStep{
 		{name: stepRecordStarting, crash: CrashBootStarting, do: m.recordStarting},
 		// First, before anything else is attached: a disk another VMM still
@@ -67,34 +91,58 @@ func (m *Manager) bootSteps() []bootStep {
 		steps = append(steps, bootStep{name: stepAttachNetwork, crash: CrashBootNetworkAttached, do: m.attachNetwork,
 			undo: func(ctx context.Context, b *booting) { m.ports.Network.Detach(ctx, b.vm.ID) }})
 	}
-	return append(steps,
-		bootStep{name: stepLaunch, do: m.launch, undo: m.killLaunched},
+	start := bootStep{name: stepLaunch, do: m.launch, undo: m.killLaunched}
+	if mode.from != nil {
+		start = bootStep{name: stepRestore, do: m.restoreVMM, undo: m.killLaunched}
+	}
+	steps = append(steps, start,
 		bootStep{name: stepRecordLaunched, crash: CrashBootLaunched, do: m.recordLaunched},
-		bootStep{name: stepWaitAgent, crash: CrashBootAgentReady, do: m.waitAgent},
-		bootStep{name: stepGuestSetup, do: func(ctx context.Context, b *booting) error { return m.ports.Guest.Setup(ctx, *b.vm, b.inst, b.p) }},
-		bootStep{name: stepRecordRunning, crash: CrashBootRunning, do: m.recordRunning},
-	)
+		bootStep{name: stepWaitAgent, crash: CrashBootAgentReady, do: m.waitAgent})
+	switch {
+	case mode.from == nil:
+		if mode.golden != nil {
+			steps = append(steps, bootStep{name: stepGolden, do: m.makeGolden})
+		}
+		steps = append(steps, bootStep{name: stepGuestSetup, do: func(ctx context.Context, b *booting) error { return m.ports.Guest.Setup(ctx, *b.vm, b.inst, b.p) }})
+	case mode.reidentify:
+		steps = append(steps, bootStep{name: stepReidentify, do: func(ctx context.Context, b *booting) error {
+			return m.ports.Identity.Reidentify(ctx, *b.vm, b.inst, b.p)
+		}})
+	}
+	return append(steps, bootStep{name: stepRecordRunning, crash: CrashBootRunning, do: m.recordRunning})
 }
 
 // boot launches the VMM for vm and waits for the guest agent. The caller
 // holds vm's lock. On failure the VMM is gone and the VM is recorded failed.
 func (m *Manager) boot(ctx context.Context, vm *VM, img Image, p Progress) error {
+	return m.bootIn(ctx, vm, img, bootMode{}, p)
+}
+
+// bootIn is boot in mode: on failure the VMM is gone and the VM is
+// recorded in mode.failTo.
+func (m *Manager) bootIn(ctx context.Context, vm *VM, img Image, mode bootMode, p Progress) error {
 	driver, err := m.driver()
 	if err != nil {
 		return err
 	}
 	// The boot continues even if the client hangs up: a half-started VM is
 	// worse than a started one nobody watched.
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.BootTimeout)
+	timeout := m.cfg.BootTimeout
+	if mode.golden != nil {
+		// The golden snapshot is saved within the boot: it gets as long
+		// again, so that a slow save does not fail the VM's boot.
+		timeout *= 2
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	b := &booting{vm: vm, img: img, driver: driver, spec: m.ports.Specs.LaunchSpec(*vm, img), p: p}
+	b := &booting{vm: vm, img: img, mode: mode, driver: driver, spec: m.ports.Specs.LaunchSpec(*vm, img), p: p}
 	defer func() {
 		// The VMM inherited the disk lock; our copy goes once the launch is over.
 		if b.diskLock != nil {
 			_ = b.diskLock.Close()
 		}
 	}()
-	steps := m.bootSteps()
+	steps := m.bootSteps(mode)
 	for k, step := range steps {
 		if err := step.do(bctx, b); err != nil {
 			if k == 0 {
@@ -118,6 +166,12 @@ func (m *Manager) recordStarting(ctx context.Context, b *booting) error {
 	vm := b.vm
 	vm.VMM, vm.RunDir, vm.LastError, vm.ExitStatus = b.driver.Name(), b.spec.RunDir, "", ""
 	vm.clearProcess()
+	if b.mode.from != nil && vm.StartedAt.IsZero() {
+		// A disk restored from a snapshot is a started guest's: it must not
+		// be taken for a first boot's (the overlay grows the file system of
+		// a VM never started, under the restored guest's feet).
+		vm.StartedAt = m.ports.Now().UTC()
+	}
 	return m.record(ctx, vm, Starting)
 }
 
@@ -172,7 +226,37 @@ func (m *Manager) attachNetwork(ctx context.Context, b *booting) error {
 // configures it, so a daemon that dies from then on leaves a VMM the next
 // one can find and stop.
 func (m *Manager) launch(ctx context.Context, b *booting) error {
-	b.spec.OnSpawn = func(proc vmm.Process) error {
+	b.spec.OnSpawn = m.recordSpawn(ctx, b)
+	inst, err := b.driver.Launch(ctx, b.spec)
+	if err != nil {
+		return err
+	}
+	b.inst = inst
+	return nil
+}
+
+// restoreVMM starts the VMM from the snapshot of b.mode, recording its
+// process as launch does.
+func (m *Manager) restoreVMM(ctx context.Context, b *booting) error {
+	restorer, ok := b.driver.(vmm.Restorer)
+	if !ok {
+		return fmt.Errorf("the %s driver cannot restore snapshots", b.driver.Name())
+	}
+	s := b.mode.from
+	b.p(Report{VM: b.vm.Name, Stage: "restore", Message: "restoring snapshot " + s.Name})
+	b.spec.OnSpawn = m.recordSpawn(ctx, b)
+	inst, err := restorer.Restore(ctx, b.spec, m.ports.SnapshotFiles.Paths(s.ID))
+	if err != nil {
+		return err
+	}
+	b.inst = inst
+	return nil
+}
+
+// recordSpawn is the OnSpawn of a launch or restore: it records the VMM's
+// process as soon as it exists.
+func (m *Manager) recordSpawn(ctx context.Context, b *booting) func(vmm.Process) error {
+	return func(proc vmm.Process) error {
 		m.crash(CrashBootSpawned)
 		b.vm.PID, b.vm.PIDStart = proc.PID, proc.StartTime
 		if err := m.record(ctx, b.vm, Starting); err != nil {
@@ -181,12 +265,6 @@ func (m *Manager) launch(ctx context.Context, b *booting) error {
 		m.crash(CrashBootPIDRecorded)
 		return nil
 	}
-	inst, err := b.driver.Launch(ctx, b.spec)
-	if err != nil {
-		return err
-	}
-	b.inst = inst
-	return nil
 }
 
 func (m *Manager) killLaunched(_ context.Context, b *booting) {
@@ -239,7 +317,11 @@ func (m *Manager) bootFailed(b *booting, done []bootStep, cause error) error {
 	vm := b.vm
 	vm.LastError, vm.StoppedAt = cause.Error(), m.ports.Now().UTC()
 	vm.clearProcess()
-	if err := m.record(ctx, vm, Failed); err != nil {
+	to := b.mode.failTo
+	if to == "" {
+		to = Failed
+	}
+	if err := m.record(ctx, vm, to); err != nil {
 		m.ports.Log.Error("record failed boot", "vm", vm.Name, "err", err)
 	}
 	var refused diskInUse
@@ -253,6 +335,13 @@ func (m *Manager) bootFailed(b *booting, done []bootStep, cause error) error {
 	// Add the console tail unless the driver's error already quotes it.
 	if tail := m.ports.Specs.ConsoleExcerpt(vm.ID); tail != "" && !strings.Contains(msg, lastLine(tail)) {
 		msg += "; serial console ends with:\n" + tail
+	}
+	if b.mode.from != nil {
+		err := Errorf(Precondition, "vm %q failed to start from snapshot %q: %s", vm.Name, b.mode.from.Name, msg)
+		if to == Creating {
+			return err // the caller undoes the VM, or boots it cold
+		}
+		return err.WithHint(fmt.Sprintf("`banger vm logs %s` shows the console; `banger vm start %s` boots its disk (now the snapshot's) cold", vm.Name, vm.Name))
 	}
 	return Errorf(Precondition, "vm %q failed to boot: %s", vm.Name, msg).
 		WithHint(fmt.Sprintf("`banger vm logs %s` shows the console; `banger vm start %s` retries, `banger vm delete %s` removes it", vm.Name, vm.Name, vm.Name))

@@ -21,6 +21,15 @@ const (
 	CrashStopReleased        = "stop.released"         // runtime released, not yet recorded stopped
 	CrashDeleteDeleting      = "delete.deleting"       // recorded deleting, files still there
 	CrashDeleteFilesRemoved  = "delete.files-removed"  // files removed, the record still there
+
+	CrashPausePaused          = "pause.paused"           // the VMM is paused, the VM still recorded running
+	CrashSnapshotSaving       = "snapshot.saving"        // the snapshot is recorded saving, no file yet
+	CrashSnapshotStateWritten = "snapshot.state-written" // memory and device state written, the VM paused, no disk copy
+	CrashSnapshotFilesWritten = "snapshot.files-written" // every file written, the VM paused, not recorded ready
+	CrashRollbackStopped      = "rollback.stopped"       // the VM's VMM is gone, its disk not yet replaced
+	CrashRollbackDiskRestored = "rollback.disk-restored" // the VM's disk is the snapshot's, no VMM yet
+	CrashForkRecorded         = "fork.recorded"          // the new VM is recorded (creating), no disk yet
+	CrashForkDiskReady        = "fork.disk-ready"        // the new VM's disk is the snapshot's, no VMM yet
 )
 
 // CrashPoints lists every crash point, in lifecycle order.
@@ -31,5 +40,7 @@ func CrashPoints() []string {
 		CrashBootSpawned, CrashBootPIDRecorded, CrashBootLaunched, CrashBootAgentReady, CrashBootRunning,
 		CrashStopStopping, CrashStopVMMGone, CrashStopReleased,
 		CrashDeleteDeleting, CrashDeleteFilesRemoved,
+		CrashPausePaused, CrashSnapshotSaving, CrashSnapshotStateWritten, CrashSnapshotFilesWritten,
+		CrashRollbackStopped, CrashRollbackDiskRestored, CrashForkRecorded, CrashForkDiskReady,
 	}
 }

@@ -38,11 +38,21 @@ type world struct {
 	silent    bool          // Agent.Wait fails for adopted VMMs
 	locks     []*os.File
 	ids       int
+
+	snaps     map[string]Snapshot
+	snapDirs  map[string]bool   // snapshot IDs whose files exist
+	disks     map[string]string // VM ID → the snapshot ID its disk was copied from
+	restores  []string          // "<vm id> <state file>" per Driver.Restore
+	goldenKey string            // what GoldenKeys.Key says ("": no warm starts)
+	// firstBoots says, per Overlays.Attach, whether the VM was never
+	// started (the daemon's overlay then grows its file system).
+	firstBoots []bool
 }
 
 func newWorld(t *testing.T) *world {
 	return &world{t: t, counts: map[string]int{}, failOn: map[string]int{},
 		vms: map[string]VM{}, live: map[int]*fakeInst{}, procs: map[string]Process{}, procAlive: map[int]bool{},
+		snaps: map[string]Snapshot{}, snapDirs: map[string]bool{}, disks: map[string]string{},
 		images:  map[string]Image{"img1": {ID: "img1", Name: "base", Kernel: "/k", Rootfs: "/r", RootfsSizeBytes: 64 << 20}},
 		nextPID: 1000}
 }
@@ -80,6 +90,7 @@ func (w *world) manager() *Manager {
 		Store: fakeStore{w}, Files: fakeFiles{w}, Overlays: fakeOverlays{w}, Network: fakeNetwork{w},
 		Forwards: fakeForwards{w}, Driver: fakeDriver{w}, Specs: fakeSpecs{w}, Agent: fakeAgent{w},
 		Guest: fakeGuest{w}, Processes: fakeProcs{w}, Events: fakeEvents{w},
+		Snapshots: fakeSnapStore{w}, SnapshotFiles: fakeSnapFiles{w}, Identity: fakeIdentity{w}, Golden: fakeGolden{w},
 		Now: func() time.Time { return time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC) },
 		NewID: func() string {
 			w.mu.Lock()
@@ -206,7 +217,10 @@ func (f fakeFiles) CleanLeftovers(map[string]bool) { _ = f.w.call("files.leftove
 
 type fakeOverlays struct{ w *world }
 
-func (o fakeOverlays) Attach(context.Context, VM, Image) (string, error) {
+func (o fakeOverlays) Attach(_ context.Context, vm VM, _ Image) (string, error) {
+	o.w.mu.Lock()
+	o.w.firstBoots = append(o.w.firstBoots, vm.StartedAt.IsZero())
+	o.w.mu.Unlock()
 	return "/dev/mapper/x", o.w.call("overlays.attach")
 }
 func (o fakeOverlays) Detach(context.Context, string)                { _ = o.w.call("overlays.detach") }
@@ -325,8 +339,45 @@ func (d fakeDriver) Attach(_ context.Context, _ vmm.LaunchSpec, proc vmm.Process
 	return nil, errors.New("not this VM's VMM")
 }
 
+func (d fakeDriver) Restore(_ context.Context, spec vmm.LaunchSpec, files vmm.SnapshotFiles) (vmm.Instance, error) {
+	d.w.mu.Lock()
+	d.w.nextPID++
+	pid := d.w.nextPID
+	d.w.mu.Unlock()
+	if err := spec.OnSpawn(vmm.Process{PID: pid, StartTime: 7}); err != nil {
+		return nil, err
+	}
+	if err := d.w.call("driver.restore"); err != nil {
+		return nil, err
+	}
+	d.w.mu.Lock()
+	d.w.restores = append(d.w.restores, spec.VMID+" "+files.State)
+	d.w.mu.Unlock()
+	return newFakeInst(d.w, pid), nil
+}
+
+// bootOnlyDriver is a driver that can boot VMs and nothing more: it does
+// not restore, and its VMMs neither pause nor snapshot.
+type bootOnlyDriver struct{ d fakeDriver }
+
+func (bootOnlyDriver) Name() string { return "fake" }
+func (b bootOnlyDriver) Launch(ctx context.Context, spec vmm.LaunchSpec) (vmm.Instance, error) {
+	inst, err := b.d.Launch(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return bootOnlyInst{inst}, nil
+}
+
+func (b bootOnlyDriver) Attach(ctx context.Context, spec vmm.LaunchSpec, proc vmm.Process) (vmm.Instance, error) {
+	return b.d.Attach(ctx, spec, proc)
+}
+
+type bootOnlyInst struct{ vmm.Instance }
+
 // fakeInst is a VMM process: Stop ends it cleanly, Kill by SIGKILL, exit()
-// as if it ended on its own.
+// as if it ended on its own. It pauses, resumes and snapshots as the
+// drivers do: a snapshot only of a paused VM.
 type fakeInst struct {
 	w        *world
 	pid      int
@@ -334,6 +385,47 @@ type fakeInst struct {
 	once     sync.Once
 	status   vmm.ExitStatus
 	stubborn bool // Stop and Kill leave it running
+	paused   bool // guarded by w.mu
+}
+
+func (i *fakeInst) Pause(context.Context) error {
+	if err := i.w.call("inst.pause"); err != nil {
+		return err
+	}
+	i.w.mu.Lock()
+	defer i.w.mu.Unlock()
+	i.paused = true
+	return nil
+}
+
+// Resume of a running VMM is harmless, as reconcile needs of drivers.
+func (i *fakeInst) Resume(context.Context) error {
+	if err := i.w.call("inst.resume"); err != nil {
+		return err
+	}
+	i.w.mu.Lock()
+	defer i.w.mu.Unlock()
+	i.paused = false
+	return nil
+}
+
+func (i *fakeInst) isPaused() bool {
+	i.w.mu.Lock()
+	defer i.w.mu.Unlock()
+	return i.paused
+}
+
+func (i *fakeInst) CreateSnapshot(_ context.Context, files vmm.SnapshotFiles) error {
+	if err := i.w.call("inst.snapshot"); err != nil {
+		return err
+	}
+	if !i.isPaused() {
+		return errors.New("the VM must be paused to be snapshotted")
+	}
+	if files.State == "" {
+		return errors.New("no state file")
+	}
+	return nil
 }
 
 func newFakeInst(w *world, pid int) *fakeInst {
@@ -374,6 +466,168 @@ func (i *fakeInst) Kill() error {
 }
 func (i *fakeInst) Done() <-chan struct{} { return i.done }
 func (i *fakeInst) Exit() vmm.ExitStatus  { return i.status }
+
+type fakeSnapStore struct{ w *world }
+
+func (s fakeSnapStore) InsertSnapshot(_ context.Context, snap Snapshot) error {
+	if err := s.w.call("snapstore.insert"); err != nil {
+		return err
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	for _, o := range s.w.snaps {
+		if o.Name == snap.Name {
+			return ErrExists
+		}
+	}
+	s.w.snaps[snap.ID] = snap
+	return nil
+}
+
+func (s fakeSnapStore) SaveSnapshot(_ context.Context, snap Snapshot) error {
+	if err := s.w.call("snapstore.save:" + string(snap.State)); err != nil {
+		return err
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	if _, ok := s.w.snaps[snap.ID]; !ok {
+		return ErrNotFound
+	}
+	s.w.snaps[snap.ID] = snap
+	return nil
+}
+
+func (s fakeSnapStore) GetSnapshot(_ context.Context, ref string) (Snapshot, error) {
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	if snap, ok := s.w.snaps[ref]; ok {
+		return snap, nil
+	}
+	for _, snap := range s.w.snaps {
+		if snap.Name == ref {
+			return snap, nil
+		}
+	}
+	return Snapshot{}, ErrNotFound
+}
+
+func (s fakeSnapStore) ListSnapshots(context.Context) ([]Snapshot, error) {
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	var out []Snapshot
+	for _, snap := range s.w.snaps {
+		out = append(out, snap)
+	}
+	slices.SortFunc(out, func(a, b Snapshot) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+func (s fakeSnapStore) DeleteSnapshot(_ context.Context, id string) error {
+	if err := s.w.call("snapstore.delete"); err != nil {
+		return err
+	}
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	if _, ok := s.w.snaps[id]; !ok {
+		return ErrNotFound
+	}
+	delete(s.w.snaps, id)
+	return nil
+}
+
+// fakeSnapFiles keeps which snapshots have files (snapDirs) and which VM
+// disks were copied from which snapshot (disks).
+type fakeSnapFiles struct{ w *world }
+
+func (fakeSnapFiles) Paths(id string) vmm.SnapshotFiles {
+	return vmm.SnapshotFiles{State: "/snap/" + id + "/state", Memory: "/snap/" + id + "/memory"}
+}
+
+func (f fakeSnapFiles) CheckFits(string, int64) error { return f.w.call("snapfiles.fits") }
+
+func (f fakeSnapFiles) Make(id string) error {
+	if err := f.w.call("snapfiles.make"); err != nil {
+		return err
+	}
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	f.w.snapDirs[id] = true
+	return nil
+}
+
+func (f fakeSnapFiles) SaveDisk(_ context.Context, vmID, id string) error {
+	if err := f.w.call("snapfiles.savedisk"); err != nil {
+		return err
+	}
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	if !f.w.snapDirs[id] {
+		return errors.New("no snapshot dir")
+	}
+	return nil
+}
+
+func (f fakeSnapFiles) RestoreDisk(_ context.Context, id, vmID string) error {
+	if err := f.w.call("snapfiles.restoredisk"); err != nil {
+		return err
+	}
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	if !f.w.snapDirs[id] {
+		return errors.New("no snapshot files")
+	}
+	f.w.disks[vmID] = id
+	return nil
+}
+
+func (f fakeSnapFiles) Verify(s Snapshot) error {
+	if err := f.w.call("snapfiles.verify"); err != nil {
+		return err
+	}
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	if !f.w.snapDirs[s.ID] {
+		return errors.New("its files are missing")
+	}
+	return nil
+}
+
+func (fakeSnapFiles) Size(string) int64 { return 4096 }
+
+func (f fakeSnapFiles) Remove(id string) error {
+	if err := f.w.call("snapfiles.remove"); err != nil {
+		return err
+	}
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	delete(f.w.snapDirs, id)
+	return nil
+}
+
+func (f fakeSnapFiles) CleanLeftovers(known map[string]bool) {
+	_ = f.w.call("snapfiles.leftovers")
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	for id := range f.w.snapDirs {
+		if !known[id] {
+			delete(f.w.snapDirs, id)
+		}
+	}
+}
+
+type fakeIdentity struct{ w *world }
+
+func (i fakeIdentity) Reidentify(context.Context, VM, vmm.Instance, Progress) error {
+	return i.w.call("identity.reidentify")
+}
+
+type fakeGolden struct{ w *world }
+
+func (g fakeGolden) Key(VM, Image) string {
+	g.w.mu.Lock()
+	defer g.w.mu.Unlock()
+	return g.w.goldenKey
+}
 
 // noProgress discards progress.
 func noProgress(Report) {}

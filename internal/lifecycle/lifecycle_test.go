@@ -21,8 +21,8 @@ func TestStateMachine(t *testing.T) {
 			}
 		}
 	}
-	if State("paused").Valid() {
-		t.Error("paused is not a state")
+	if State("hibernated").Valid() {
+		t.Error("hibernated is not a state")
 	}
 	for _, bad := range [][2]State{{Stopped, Running}, {Failed, Running}, {Deleting, Starting}, {Creating, Running}, {Stopped, Stopping}} {
 		if bad[0].CanBecome(bad[1]) {
@@ -170,7 +170,7 @@ func TestBootFailureAtEveryStepUndoesExactlyTheEarlierSteps(t *testing.T) {
 		{stepRecordRunning, "store.save:running", 1},
 	}
 	var names []string
-	for _, s := range (&Manager{ports: Ports{Overlays: fakeOverlays{}, Network: fakeNetwork{}}}).bootSteps() {
+	for _, s := range (&Manager{ports: Ports{Overlays: fakeOverlays{}, Network: fakeNetwork{}}}).bootSteps(bootMode{}) {
 		names = append(names, s.name)
 	}
 	for _, c := range cases {
@@ -348,7 +348,7 @@ func TestDeleteRemovesEverything(t *testing.T) {
 	vm := create(t, w, m, "web", false)
 	before := len(w.log())
 	w.crashes = nil
-	if err := m.Delete(context.Background(), "web", noProgress); err != nil {
+	if err := m.Delete(context.Background(), "web", false, noProgress); err != nil {
 		t.Fatal(err)
 	}
 	calls := w.log()[before:]
@@ -373,13 +373,13 @@ func TestDeleteThatFailsHalfWayCanBeRetried(t *testing.T) {
 	m := w.manager()
 	vm := create(t, w, m, "web", true)
 	w.failOn["files.rmall"] = w.count("files.rmall") + 1
-	if err := m.Delete(context.Background(), "web", noProgress); !errors.Is(err, errInjected) {
+	if err := m.Delete(context.Background(), "web", false, noProgress); !errors.Is(err, errInjected) {
 		t.Fatalf("delete: %v", err)
 	}
 	if got := w.vm(vm.ID); got.State != Deleting {
 		t.Fatalf("after a failed delete: %s", got.State)
 	}
-	if err := m.Delete(context.Background(), "web", noProgress); err != nil {
+	if err := m.Delete(context.Background(), "web", false, noProgress); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
 }
@@ -453,7 +453,7 @@ func TestOperationsOnDifferentVMsRunConcurrently(t *testing.T) {
 	if _, err := m.Stop(context.Background(), "fast", false, 0, noProgress); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Delete(context.Background(), "fast", noProgress); err != nil {
+	if err := m.Delete(context.Background(), "fast", false, noProgress); err != nil {
 		t.Fatal(err)
 	}
 	close(gate)

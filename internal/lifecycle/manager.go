@@ -41,8 +41,15 @@ type Ports struct {
 	Guest     Guest
 	Processes Processes
 	Events    Events
-	Now       func() time.Time
-	Log       *slog.Logger
+	// Snapshots, SnapshotFiles and Identity make snapshots, rollback and
+	// forks; nil Snapshots: this daemon has no snapshot support. Golden
+	// (nil: no warm create) says which golden snapshot a create may start from.
+	Snapshots     SnapshotStore
+	SnapshotFiles SnapshotFiles
+	Identity      Identity
+	Golden        GoldenKeys
+	Now           func() time.Time
+	Log           *slog.Logger
 	// NewID makes VM IDs (16 hex digits).
 	NewID func() string
 	// CrashPoint, when set, is called as an operation passes each named
@@ -57,8 +64,9 @@ type Manager struct {
 	ports Ports
 
 	mu        sync.Mutex
-	locks     map[string]*sync.Mutex  // VM ID → operation lock
-	instances map[string]vmm.Instance // VM ID → running VMM
+	locks     map[string]*sync.Mutex   // VM ID → operation lock
+	snapLocks map[string]*sync.RWMutex // snapshot ID → readers (restores) or its writer
+	instances map[string]vmm.Instance  // VM ID → running VMM
 	watching  map[vmm.Instance]bool
 	orphans   []Process
 }
@@ -69,7 +77,7 @@ func New(cfg Config, p Ports) *Manager {
 		p.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Manager{cfg: cfg, ports: p,
-		locks: map[string]*sync.Mutex{}, instances: map[string]vmm.Instance{}, watching: map[vmm.Instance]bool{}}
+		locks: map[string]*sync.Mutex{}, snapLocks: map[string]*sync.RWMutex{}, instances: map[string]vmm.Instance{}, watching: map[vmm.Instance]bool{}}
 }
 
 // Lock takes the operation lock of VM id and returns its release.
@@ -83,6 +91,25 @@ func (m *Manager) Lock(id string) func() {
 	m.mu.Unlock()
 	l.Lock()
 	return l.Unlock
+}
+
+// lockSnapshot takes snapshot id's lock and returns its release: shared
+// by the operations that read its files (restores), exclusive for the ones
+// that write or remove them. A VM's lock, when needed, is taken first.
+func (m *Manager) lockSnapshot(id string, exclusive bool) func() {
+	m.mu.Lock()
+	l, ok := m.snapLocks[id]
+	if !ok {
+		l = &sync.RWMutex{}
+		m.snapLocks[id] = l
+	}
+	m.mu.Unlock()
+	if exclusive {
+		l.Lock()
+		return l.Unlock
+	}
+	l.RLock()
+	return l.RUnlock
 }
 
 // Instance returns the VMM this daemon supervises for VM id, or nil.

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
@@ -19,6 +20,8 @@ func (m *Manager) Start(ctx context.Context, ref string, p Progress) (VM, error)
 	case Running:
 		return vm, nil
 	case Stopped, Failed:
+	case Paused:
+		return VM{}, Errorf(Precondition, "vm %q is paused", vm.Name).WithHint("`banger vm resume " + vm.Name + "` resumes it")
 	default:
 		return VM{}, Errorf(Precondition, "vm %q is %s; wait for it to settle", vm.Name, vm.State)
 	}
@@ -69,11 +72,25 @@ func (m *Manager) stopLocked(ctx context.Context, vm *VM, force bool, timeout ti
 	if timeout <= 0 {
 		timeout = m.cfg.StopTimeout
 	}
+	// A VMM whose stop fails is left as it was: running, or paused.
+	was := Running
+	if vm.State == Paused {
+		was = Paused
+	}
 	if err := m.record(ctx, vm, Stopping); err != nil {
 		return err
 	}
 	m.crash(CrashStopStopping)
 	sctx := context.WithoutCancel(ctx)
+	if was == Paused && !force {
+		// A paused guest cannot act on the request to shut down: let it
+		// run, or kill it when it cannot.
+		if err := m.resumeToStop(sctx, vm, inst); err != nil {
+			force = true
+		} else {
+			was = Running
+		}
+	}
 	var err error
 	if force {
 		p(Report{VM: vm.Name, Stage: "stop", Message: "killing the VMM"})
@@ -85,8 +102,8 @@ func (m *Manager) stopLocked(ctx context.Context, vm *VM, force bool, timeout ti
 	select {
 	case <-inst.Done():
 	default:
-		// The process is still there: report it, keep the VM recorded running.
-		_ = m.record(sctx, vm, Running)
+		// The process is still there: report it, keep the VM recorded as it was.
+		_ = m.record(sctx, vm, was)
 		return fmt.Errorf("stop vm %q: the VMM (pid %d) is still running: %v", vm.Name, inst.PID(), err)
 	}
 	m.crash(CrashStopVMMGone)
@@ -96,6 +113,19 @@ func (m *Manager) stopLocked(ctx context.Context, vm *VM, force bool, timeout ti
 	vm.StoppedAt, vm.ExitStatus = m.ports.Now().UTC(), inst.Exit().String()
 	vm.clearProcess()
 	return m.record(sctx, vm, Stopped)
+}
+
+// resumeToStop resumes the paused VMM inst of vm before a stop.
+func (m *Manager) resumeToStop(ctx context.Context, vm *VM, inst vmm.Instance) error {
+	pauser, ok := inst.(vmm.Pauser)
+	if !ok {
+		return fmt.Errorf("the %s driver cannot resume vm %q", vm.VMM, vm.Name)
+	}
+	if err := pauser.Resume(ctx); err != nil {
+		m.ports.Log.Warn("resume paused vm to stop it; killing it instead", "vm", vm.Name, "err", err)
+		return err
+	}
+	return nil
 }
 
 // Restart stops the VM (if running) and boots it again.
@@ -115,12 +145,22 @@ func (m *Manager) Restart(ctx context.Context, ref string, p Progress) (VM, erro
 }
 
 // Delete stops the VM if needed and removes it, its disk and its files.
-func (m *Manager) Delete(ctx context.Context, ref string, p Progress) error {
+// A VM with snapshots is refused unless force, which deletes them too.
+// Golden snapshots made from it stay: they serve its image.
+func (m *Manager) Delete(ctx context.Context, ref string, force bool, p Progress) error {
 	vm, unlock, err := m.locked(ctx, ref)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	snaps, err := m.snapshotsOf(ctx, vm.ID)
+	if err != nil {
+		return fmt.Errorf("delete vm %q: %w", vm.Name, err)
+	}
+	if len(snaps) > 0 && !force {
+		return Errorf(Precondition, "vm %q has %s: %s", vm.Name, plural(len(snaps), "snapshot"), snapshotNames(snaps)).
+			WithHint("`banger vm delete " + vm.Name + " --force` deletes them too; `banger snapshot delete NAME` deletes one")
+	}
 	ctx = context.WithoutCancel(ctx)
 	if m.Instance(vm.ID) != nil {
 		p(Report{VM: vm.Name, Stage: "stop", Message: "stopping the VM"})
@@ -132,6 +172,12 @@ func (m *Manager) Delete(ctx context.Context, ref string, p Progress) error {
 		return err
 	}
 	m.crash(CrashDeleteDeleting)
+	if len(snaps) > 0 {
+		p(Report{VM: vm.Name, Stage: "delete", Message: "deleting " + plural(len(snaps), "snapshot")})
+		if err := m.removeSnapshotsOf(ctx, snaps); err != nil {
+			return fmt.Errorf("delete vm %q: %w", vm.Name, err)
+		}
+	}
 	p(Report{VM: vm.Name, Stage: "delete", Message: "removing disk and files"})
 	if err := m.ports.Files.RemoveAll(vm.ID); err != nil {
 		return fmt.Errorf("delete vm %q: %w", vm.Name, err)
@@ -211,4 +257,26 @@ func (m *Manager) Autostart(ctx context.Context, names []string) {
 			m.ports.Log.Error("autostart failed", "vm", name, "err", err)
 		}
 	}
+}
+
+// plural is "1 snapshot", "2 snapshots".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// snapshotNames lists snapshots by name, the first few.
+func snapshotNames(snaps []Snapshot) string {
+	const shown = 5
+	var names []string
+	for i, s := range snaps {
+		if i == shown {
+			names = append(names, fmt.Sprintf("and %d more", len(snaps)-shown))
+			break
+		}
+		names = append(names, s.Name)
+	}
+	return strings.Join(names, ", ")
 }

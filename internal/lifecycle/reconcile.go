@@ -3,16 +3,19 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // Reconcile makes the records agree with the world after a daemon start:
-// VMs whose VMM survived are adopted, VMs whose VMM died are recorded
+// VMs whose VMM survived are adopted (paused ones stay paused; running ones
+// a snapshot left paused are resumed), VMs whose VMM died are recorded
 // stopped, VMMs caught mid-boot are stopped, half-done creates and deletes
-// are finished, files of deleted VMs are removed, and VMM processes nobody
-// supervises are reported (Orphans). It returns the VMs to autostart.
+// are finished, snapshots caught saving are removed, files of deleted VMs
+// and snapshots are removed, and VMM processes nobody supervises are
+// reported (Orphans). It returns the VMs to autostart.
 func (m *Manager) Reconcile(ctx context.Context) ([]string, error) {
 	vms, err := m.ports.Store.ListVMs(ctx)
 	if err != nil {
@@ -24,7 +27,7 @@ func (m *Manager) Reconcile(ctx context.Context) ([]string, error) {
 	for _, vm := range vms {
 		known[vm.ID] = true
 		switch vm.State {
-		case Running, Starting, Stopping:
+		case Running, Paused, Starting, Stopping:
 			was := vm.State
 			adopted, stray := m.settleVMM(ctx, vm, live[vm.ID])
 			if adopted {
@@ -33,7 +36,7 @@ func (m *Manager) Reconcile(ctx context.Context) ([]string, error) {
 			if err := m.recordNoVMM(ctx, vm, stray); err != nil {
 				return nil, err
 			}
-			if vm.Autostart && was == Running && !stray {
+			if vm.Autostart && (was == Running || was == Paused) && !stray {
 				autostart = append(autostart, vm.Name)
 			}
 		case Creating:
@@ -54,6 +57,9 @@ func (m *Manager) Reconcile(ctx context.Context) ([]string, error) {
 		}
 	}
 	m.ports.Files.CleanLeftovers(known)
+	if err := m.reconcileSnapshots(ctx); err != nil {
+		return nil, err
+	}
 	m.findOrphans()
 	running := map[string]bool{}
 	m.mu.Lock()
@@ -70,8 +76,42 @@ func (m *Manager) Reconcile(ctx context.Context) ([]string, error) {
 	return autostart, nil
 }
 
+// reconcileSnapshots removes the snapshots a save left half-made (recorded
+// saving) with their files, and the snapshot files nobody owns.
+func (m *Manager) reconcileSnapshots(ctx context.Context) error {
+	if m.ports.Snapshots == nil || m.ports.SnapshotFiles == nil {
+		return nil
+	}
+	all, err := m.ports.Snapshots.ListSnapshots(ctx)
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	known := map[string]bool{}
+	for _, s := range all {
+		if s.State == SnapshotReady {
+			known[s.ID] = true
+			continue
+		}
+		if err := m.removeSnapshot(ctx, s); err != nil {
+			return err
+		}
+		m.ports.Log.Warn("removed a snapshot whose save was interrupted", "snapshot", s.Name, "vm", s.VMName)
+	}
+	m.ports.SnapshotFiles.CleanLeftovers(known)
+	return nil
+}
+
 func (m *Manager) finishDelete(ctx context.Context, vm VM, seen Process) error {
 	m.killLeft(vm, seen)
+	// A VM recorded deleting was deleted with its snapshots (forced, or it
+	// had none): those left are the interrupted delete's.
+	snaps, err := m.snapshotsOf(ctx, vm.ID)
+	if err != nil {
+		return err
+	}
+	if err := m.removeSnapshotsOf(ctx, snaps); err != nil {
+		return err
+	}
 	if err := m.ports.Files.RemoveAll(vm.ID); err != nil {
 		return err
 	}
@@ -97,7 +137,7 @@ func (m *Manager) recordNoVMM(ctx context.Context, vm VM, stray bool) error {
 	case was == Starting:
 		to = Failed
 		vm.LastError = "the daemon stopped while this VM was booting; `banger vm start " + vm.Name + "` retries"
-	case was == Running:
+	case was == Running || was == Paused:
 		vm.LastError = "the VMM was gone when the daemon restarted"
 	}
 	if !stray {
@@ -111,35 +151,51 @@ func (m *Manager) recordNoVMM(ctx context.Context, vm VM, stray bool) error {
 }
 
 // settleVMM finds the VMM an earlier daemon left for vm and either adopts
-// it (a running VM whose agent answers) or stops it: a VM caught mid-boot
-// cannot be adopted, since nobody knows how far its boot got, and it must
-// not get a second VMM. adopted says the VM now runs under this daemon;
-// stray that a process still uses its run dir that could not be verified
-// as its VMM, and so was left alone.
+// it (a running VM whose agent answers, or a paused VM) or stops it: a VM
+// caught mid-boot cannot be adopted, since nobody knows how far its boot
+// got, and it must not get a second VMM. adopted says the VM now runs under
+// this daemon; stray that a process still uses its run dir that could not
+// be verified as its VMM, and so was left alone.
 func (m *Manager) settleVMM(ctx context.Context, vm VM, seen Process) (adopted, stray bool) {
 	inst := m.attachLeft(ctx, vm, seen)
 	if inst == nil {
 		return false, seen.PID > 0 && m.ports.Processes.Alive(seen.PID)
 	}
+	to := Paused
+	if vm.State != Paused {
+		to = Running
+		// A snapshot the daemon died in may have left the guest paused
+		// (recorded as it was): let it run. Resuming a running guest is
+		// harmless.
+		if pauser, ok := inst.(vmm.Pauser); ok {
+			if err := pauser.Resume(ctx); err != nil {
+				m.ports.Log.Warn("resume adopted vmm", "vm", vm.Name, "pid", inst.PID(), "err", err)
+			}
+		}
+	}
 	if vm.State == Starting {
 		m.stopUnadoptable(ctx, vm, inst, "it was caught booting")
 		return false, false
 	}
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := m.ports.Agent.Wait(actx, inst); err != nil {
-		m.ports.Log.Warn("adopted vmm has no answering agent; killing it", "vm", vm.Name, "pid", inst.PID(), "err", err)
-		m.kill(vm, inst)
-		return false, false
+	if to == Running {
+		// A paused guest's agent cannot answer; its process was verified.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := m.ports.Agent.Wait(actx, inst)
+		cancel()
+		if err != nil {
+			m.ports.Log.Warn("adopted vmm has no answering agent; killing it", "vm", vm.Name, "pid", inst.PID(), "err", err)
+			m.kill(vm, inst)
+			return false, false
+		}
 	}
-	if err := m.record(ctx, &vm, Running); err != nil {
+	if err := m.record(ctx, &vm, to); err != nil {
 		m.kill(vm, inst)
 		return false, false
 	}
 	m.setInstance(vm.ID, inst)
 	m.watch(vm, inst)
 	m.ports.Forwards.Start(ctx, vm)
-	m.ports.Log.Info("adopted running vm", "vm", vm.Name, "pid", inst.PID())
+	m.ports.Log.Info("adopted vm", "vm", vm.Name, "pid", inst.PID(), "state", to)
 	return true, false
 }
 

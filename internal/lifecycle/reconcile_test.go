@@ -50,6 +50,13 @@ func TestReconcileEveryRecordedStateAndProcess(t *testing.T) {
 			procDead:         {state: Stopped, why: "gone", autostart: true},
 			procUnverifiable: {state: Failed, why: "cannot verify", orphan: true, keepsRun: true},
 		},
+		// A paused guest's agent cannot answer: the verified VMM is adopted paused.
+		Paused: {
+			procAlive:        {state: Paused, adopted: true},
+			procSilent:       {state: Paused, adopted: true},
+			procDead:         {state: Stopped, why: "gone", autostart: true},
+			procUnverifiable: {state: Failed, why: "cannot verify", orphan: true, keepsRun: true},
+		},
 		Stopping: {
 			procAlive:        {state: Running, adopted: true},
 			procSilent:       {state: Stopped},
@@ -158,4 +165,68 @@ func TestAdoptedVMIsWatched(t *testing.T) {
 	}
 	w.live[500].exit(vmmExit(-1, "", true))
 	eventually(t, "the adopted VMM's exit is recorded", func() bool { return w.vm(vm.ID).State == Failed })
+}
+
+func TestReconcileResumesARunningVMASnapshotLeftPaused(t *testing.T) {
+	w, vm := leftBehind(t, Running, procAlive)
+	w.live[500].paused = true // the daemon died mid-snapshot
+	m := w.manager()
+	if _, err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.vm(vm.ID); got.State != Running || m.Instance(vm.ID) == nil || w.live[500].isPaused() {
+		t.Errorf("the VM is %s, its VMM paused %v", got.State, w.live[500].isPaused())
+	}
+}
+
+func TestReconcileKeepsAPausedVMPaused(t *testing.T) {
+	w, vm := leftBehind(t, Paused, procAlive)
+	w.live[500].paused = true
+	m := w.manager()
+	if _, err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.vm(vm.ID); got.State != Paused || !w.live[500].isPaused() || w.count("inst.resume") != 0 || w.count("agent.wait") != 0 {
+		t.Errorf("the VM is %s, its VMM paused %v, calls %v", got.State, w.live[500].isPaused(), w.log())
+	}
+	if _, err := m.Resume(context.Background(), "web"); err != nil {
+		t.Errorf("the adopted VM does not resume: %v", err)
+	}
+}
+
+func TestReconcileRemovesHalfSavedSnapshotsAndUnownedFiles(t *testing.T) {
+	w, vm := leftBehind(t, Running, procAlive)
+	w.snaps["s-saving"] = Snapshot{ID: "s-saving", Name: "half", VMID: vm.ID, State: SnapshotSaving}
+	w.snaps["s-ready"] = Snapshot{ID: "s-ready", Name: "whole", VMID: vm.ID, State: SnapshotReady}
+	w.snapDirs["s-saving"], w.snapDirs["s-ready"], w.snapDirs["s-nobody"] = true, true, true
+	m := w.manager()
+	if _, err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.snaps["s-saving"]; ok || len(w.snaps) != 1 {
+		t.Errorf("snapshots %v: the half-saved one must go, the whole one stay", w.snaps)
+	}
+	if w.snapDirs["s-saving"] || w.snapDirs["s-nobody"] || !w.snapDirs["s-ready"] {
+		t.Errorf("snapshot files %v, want only s-ready's", w.snapDirs)
+	}
+}
+
+func TestReconcileFinishesTheDeleteOfAVMWithItsSnapshots(t *testing.T) {
+	w, vm := leftBehind(t, Deleting, procDead)
+	w.snaps["s1"] = Snapshot{ID: "s1", Name: "own", VMID: vm.ID, State: SnapshotReady}
+	w.snaps["g1"] = Snapshot{ID: "g1", Name: "golden-base-k", VMID: vm.ID, State: SnapshotReady, Golden: true}
+	w.snapDirs["s1"], w.snapDirs["g1"] = true, true
+	m := w.manager()
+	if _, err := m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.vms[vm.ID]; ok {
+		t.Error("the VM is still recorded")
+	}
+	if _, ok := w.snaps["s1"]; ok || w.snapDirs["s1"] {
+		t.Error("the deleted VM's snapshot is still there")
+	}
+	if _, ok := w.snaps["g1"]; !ok || !w.snapDirs["g1"] {
+		t.Error("the golden snapshot went with the VM")
+	}
 }

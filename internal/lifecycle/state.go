@@ -22,6 +22,7 @@ const (
 	Creating State = "creating" // recorded, disk not ready: reconcile undoes it
 	Starting State = "starting" // booting: reconcile stops its VMM, if any
 	Running  State = "running"
+	Paused   State = "paused" // the VMM is there, its vCPUs stopped
 	Stopping State = "stopping"
 	Stopped  State = "stopped"
 	Failed   State = "failed"
@@ -34,11 +35,16 @@ const (
 var transitions = map[State][]State{
 	Creating: {Starting, Stopped, Deleting},
 	// Stopped: a VM recorded starting with no VMM (stop finds nothing to stop).
-	Starting: {Running, Failed, Stopped, Deleting},
+	// Creating: a new VM whose restore from a snapshot failed (bootMode.failTo).
+	Starting: {Running, Failed, Stopped, Creating, Deleting},
 	// Stopped and Failed: the VMM exited by itself or was not there.
-	Running: {Stopping, Stopped, Failed, Deleting},
-	// Running: a stop whose VMM survived, or a VMM adopted after a restart.
-	Stopping: {Running, Stopped, Failed, Deleting},
+	Running: {Paused, Stopping, Stopped, Failed, Deleting},
+	// Running: resumed. The others as for Running: a paused VMM can be
+	// stopped, can die, and its VM deleted.
+	Paused: {Running, Stopping, Stopped, Failed, Deleting},
+	// Running or Paused: a stop whose VMM survived (it is as it was), or a
+	// VMM adopted after a restart.
+	Stopping: {Running, Paused, Stopped, Failed, Deleting},
 	Stopped:  {Starting, Deleting},
 	Failed:   {Starting, Deleting},
 	// Deleting again: a delete that failed half-way is retried.
@@ -47,7 +53,7 @@ var transitions = map[State][]State{
 
 // States lists every state, in lifecycle order.
 func States() []State {
-	return []State{Creating, Starting, Running, Stopping, Stopped, Failed, Deleting}
+	return []State{Creating, Starting, Running, Paused, Stopping, Stopped, Failed, Deleting}
 }
 
 // Valid reports whether s is one of the lifecycle states.
@@ -59,7 +65,9 @@ func (s State) CanBecome(to State) bool {
 }
 
 // hasVMM reports whether a VM in state s is supposed to have a VMM process.
-func (s State) hasVMM() bool { return s == Running || s == Starting || s == Stopping }
+func (s State) hasVMM() bool {
+	return s == Running || s == Paused || s == Starting || s == Stopping
+}
 
 // VM is one virtual machine as the lifecycle sees it: what the user asked
 // for and what was last observed. Operations carry it from step to step and
@@ -74,6 +82,9 @@ type VM struct {
 	// Network holds the VM's network settings, opaque here: the network
 	// port reads them.
 	Network []byte
+	// Labels are the user's key=value tags (the MCP server records the
+	// agent that made a VM as "creator"); see ValidateLabels.
+	Labels map[string]string
 
 	State      State
 	VMM        string // driver name
@@ -96,6 +107,9 @@ type Image struct {
 	Kernel, Initrd  string
 	Rootfs          string
 	RootfsSizeBytes int64
+	// BootArgs are kernel parameters the image needs (an image made from
+	// a container image boots banger's init: "init=/.banger/init").
+	BootArgs string
 }
 
 var (
@@ -109,12 +123,19 @@ func ValidName(name string) bool { return namePattern.MatchString(name) }
 
 // ValidateName is the one rule for VM names: a DNS label (every VM gets
 // <name>.<domain>) that does not look like a VM ID (lookups take either).
-func ValidateName(name string) error {
+func ValidateName(name string) error { return validateName("VM", name) }
+
+// ValidateSnapshotName is ValidateName's rule for snapshot names (lookups
+// take a name or an ID there too).
+func ValidateSnapshotName(name string) error { return validateName("snapshot", name) }
+
+// validateName applies the name rule to the name of a thing of kind.
+func validateName(kind, name string) error {
 	if !ValidName(name) {
-		return Errorf(Invalid, "invalid VM name %q: use 1-63 lowercase letters, digits and dashes, starting with a letter or digit", name)
+		return Errorf(Invalid, "invalid %s name %q: use 1-63 lowercase letters, digits and dashes, starting with a letter or digit", kind, name)
 	}
 	if idPattern.MatchString(name) {
-		return Errorf(Invalid, "invalid VM name %q: 16 hex digits look like a VM ID; pick another name", name)
+		return Errorf(Invalid, "invalid %s name %q: 16 hex digits look like a %s ID; pick another name", kind, name, kind)
 	}
 	return nil
 }

@@ -98,6 +98,18 @@ func rootOr(root string) string {
 // ConfigFile is the TOML configuration file.
 func (l Layout) ConfigFile() string { return filepath.Join(l.ConfigDir, "config.toml") }
 
+// OwnerConfigFile is the install owner's own configuration layer in system
+// mode, laid over root's ConfigFile: ~owner/.config/banger/config.toml,
+// which the owner edits without sudo and the daemon (running as the owner)
+// reads. home is the owner's home directory; "" in user mode, where the
+// one config file is the user's already.
+func (l Layout) OwnerConfigFile(home string) string {
+	if l.Mode != ModeSystem || home == "" {
+		return ""
+	}
+	return filepath.Join(home, ".config", "banger", "config.toml")
+}
+
 // DBPath is the SQLite state database.
 func (l Layout) DBPath() string { return filepath.Join(l.StateDir, "banger.db") }
 
@@ -130,6 +142,12 @@ func (l Layout) VMStateDir(id string) string { return filepath.Join(l.StateDir, 
 
 // VMsStateDir is the parent of every VMStateDir.
 func (l Layout) VMsStateDir() string { return filepath.Join(l.StateDir, "vms") }
+
+// SnapshotDir holds one snapshot's files (VMM state, guest memory, disk).
+func (l Layout) SnapshotDir(id string) string { return filepath.Join(l.StateDir, "snapshots", id) }
+
+// SnapshotsDir is the parent of every SnapshotDir.
+func (l Layout) SnapshotsDir() string { return filepath.Join(l.StateDir, "snapshots") }
 
 // VMRunDir holds one VM's sockets while it runs.
 func (l Layout) VMRunDir(id string) string { return filepath.Join(l.RuntimeDir, "vms", id) }

@@ -54,3 +54,30 @@ func TestSystemLayoutRoot(t *testing.T) {
 		t.Fatalf("%s %s", r.DBPath(), r.InstallMetaPath())
 	}
 }
+
+func TestSnapshotDirsUnderStateDir(t *testing.T) {
+	for _, l := range []Layout{System("/tmp/root"), {Mode: ModeUser, StateDir: "/x/state/banger"}} {
+		if got, want := l.SnapshotsDir(), filepath.Join(l.StateDir, "snapshots"); got != want {
+			t.Errorf("SnapshotsDir = %s, want %s", got, want)
+		}
+		if got, want := l.SnapshotDir("0123abcd"), filepath.Join(l.StateDir, "snapshots", "0123abcd"); got != want {
+			t.Errorf("SnapshotDir = %s, want %s", got, want)
+		}
+		if filepath.Dir(l.SnapshotDir("a")) != l.SnapshotsDir() {
+			t.Errorf("SnapshotDir is not inside SnapshotsDir")
+		}
+	}
+}
+
+func TestOwnerConfigFileOnlyInSystemMode(t *testing.T) {
+	if got := System("/tmp/root").OwnerConfigFile("/home/o"); got != "/home/o/.config/banger/config.toml" {
+		t.Errorf("system mode: %q", got)
+	}
+	if got := System("").OwnerConfigFile(""); got != "" {
+		t.Errorf("no home: %q, want none", got)
+	}
+	user := Layout{Mode: ModeUser, ConfigDir: "/home/o/.config/banger"}
+	if got := user.OwnerConfigFile("/home/o"); got != "" {
+		t.Errorf("user mode: %q, want none (the user's file is ConfigFile)", got)
+	}
+}

@@ -13,6 +13,9 @@ import (
 const (
 	ImageSourceImport = "import"
 	ImageSourceBuild  = "build"
+	// ImageSourceOCI is an image made from a container image (pull, or
+	// import of an OCI layout or docker archive).
+	ImageSourceOCI = "oci"
 )
 
 // Image is a bootable image: kernel, optional initrd and a root filesystem
@@ -34,19 +37,42 @@ type Image struct {
 	// Meta is free-form JSON owned by the image package (build recipe,
 	// upstream digest, ...). Empty means {}.
 	Meta json.RawMessage
+	// Origin is set for images made from container images.
+	Origin ImageOrigin
 }
 
-const imageColumns = `id, name, kernel_path, initrd_path, rootfs_path, rootfs_size_bytes, source, created_at, meta`
+// ImageOrigin is where an image made from a container image came from.
+type ImageOrigin struct {
+	// Ref is the reference or file as the user named it; Digest the
+	// manifest's digest; Platform the os/arch picked.
+	Ref      string
+	Digest   string
+	Platform string
+	// Config is the container image's config file (JSON); empty means {}.
+	Config json.RawMessage
+	// Blobs are the cached blobs (digests) the image was made from.
+	Blobs []string
+}
+
+const imageColumns = `id, name, kernel_path, initrd_path, rootfs_path, rootfs_size_bytes, source, created_at, meta,
+	source_ref, source_digest, source_platform, config, blobs`
 
 func scanImage(sc interface{ Scan(...any) error }) (Image, error) {
 	var (
 		im      Image
 		created string
 		meta    string
+		config  string
+		blobs   string
 	)
 	if err := sc.Scan(&im.ID, &im.Name, &im.KernelPath, &im.InitrdPath, &im.RootfsPath,
-		&im.RootfsSizeBytes, &im.Source, &created, &meta); err != nil {
+		&im.RootfsSizeBytes, &im.Source, &created, &meta,
+		&im.Origin.Ref, &im.Origin.Digest, &im.Origin.Platform, &config, &blobs); err != nil {
 		return Image{}, err
+	}
+	im.Origin.Config = json.RawMessage(config)
+	if err := json.Unmarshal([]byte(blobs), &im.Origin.Blobs); err != nil {
+		return Image{}, fmt.Errorf("image %s: blobs column: %w", im.ID, err)
 	}
 	var err error
 	if im.CreatedAt, err = parseTime(created); err != nil {
@@ -95,14 +121,23 @@ func (s *Store) createImage(ctx context.Context, im Image) error {
 	if err != nil {
 		return err
 	}
+	config, err := jsonText("config", im.Origin.Config)
+	if err != nil {
+		return err
+	}
+	blobs, err := json.Marshal(im.Origin.Blobs)
+	if err != nil || im.Origin.Blobs == nil {
+		blobs = []byte("[]")
+	}
 	created := im.CreatedAt
 	if created.IsZero() {
 		created = s.nowUTC()
 	}
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO images (`+imageColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO images (`+imageColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			im.ID, im.Name, im.KernelPath, im.InitrdPath, im.RootfsPath, im.RootfsSizeBytes,
-			im.Source, formatTime(created), meta)
+			im.Source, formatTime(created), meta,
+			im.Origin.Ref, im.Origin.Digest, im.Origin.Platform, config, string(blobs))
 		if isUniqueViolation(err) {
 			return alreadyExists(err, "image")
 		}

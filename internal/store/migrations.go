@@ -123,6 +123,74 @@ ALTER TABLE vms ADD COLUMN pid_start_time INTEGER NOT NULL DEFAULT 0 CHECK (pid_
 DROP TABLE events;
 `,
 	},
+	{
+		ID:   6,
+		Name: "snapshots",
+		SQL: `
+-- Saved VM states. No foreign keys: a snapshot outlives the VM it was taken
+-- of (a golden snapshot's throwaway VM is deleted at once) and names its VM
+-- and image for display; restoring checks the image still exists.
+CREATE TABLE snapshots (
+	id              TEXT PRIMARY KEY,
+	name            TEXT NOT NULL UNIQUE,
+	vm_id           TEXT NOT NULL DEFAULT '',
+	vm_name         TEXT NOT NULL DEFAULT '',
+	image_id        TEXT NOT NULL DEFAULT '',
+	image_name      TEXT NOT NULL DEFAULT '',
+	vmm             TEXT NOT NULL,
+	vcpus           INTEGER NOT NULL CHECK (vcpus > 0),
+	memory_mib      INTEGER NOT NULL CHECK (memory_mib > 0),
+	disk_size_bytes INTEGER NOT NULL DEFAULT 0 CHECK (disk_size_bytes >= 0),
+	golden          INTEGER NOT NULL DEFAULT 0 CHECK (golden IN (0, 1)),
+	key             TEXT NOT NULL DEFAULT '',
+	network         TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(network)),
+	state           TEXT NOT NULL,
+	size_bytes      INTEGER NOT NULL DEFAULT 0 CHECK (size_bytes >= 0),
+	created_at      TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX snapshots_vm_id ON snapshots(vm_id);
+-- Warm create looks up an image's golden snapshot by key.
+CREATE INDEX snapshots_golden_key ON snapshots(key) WHERE golden = 1;
+`,
+	},
+	{
+		ID:   7,
+		Name: "vm egress and lifetime",
+		SQL: `
+-- When the daemon ends a VM on its own (lifetime.go): at expires_at (NULL:
+-- never), or after idle_ttl_seconds without activity (0: never), by
+-- ttl_action. The egress policy lives in the network JSON beside isolation.
+ALTER TABLE vms ADD COLUMN expires_at TEXT;
+ALTER TABLE vms ADD COLUMN idle_ttl_seconds INTEGER NOT NULL DEFAULT 0 CHECK (idle_ttl_seconds >= 0);
+ALTER TABLE vms ADD COLUMN ttl_action TEXT NOT NULL DEFAULT 'delete' CHECK (ttl_action IN ('delete', 'stop'));
+`,
+	},
+	{
+		ID:   8,
+		Name: "vm labels",
+		SQL: `
+-- The user's key=value tags on a VM (JSON object of strings); the MCP
+-- server records the agent that created a VM as "creator".
+ALTER TABLE vms ADD COLUMN labels TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(labels));
+`,
+	},
+	{
+		ID:   9,
+		Name: "image source",
+		SQL: `
+-- Where an image made from a container image came from (the reference as
+-- given, its manifest digest, the platform picked) and its config, whose
+-- Env, WorkingDir and User are the defaults of vm exec in its VMs.
+ALTER TABLE images ADD COLUMN source_ref TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN source_digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN source_platform TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN config TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(config));
+-- The cached blobs the image was made from, as a JSON array of digests:
+-- image prune keeps these.
+ALTER TABLE images ADD COLUMN blobs TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(blobs));
+`,
+	},
 }
 
 // schemaMigrationsDDL creates the bookkeeping table. It is not a numbered

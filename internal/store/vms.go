@@ -21,6 +21,7 @@ const (
 	VMCreating = lifecycle.Creating
 	VMStarting = lifecycle.Starting
 	VMRunning  = lifecycle.Running
+	VMPaused   = lifecycle.Paused
 	VMStopping = lifecycle.Stopping
 	VMStopped  = lifecycle.Stopped
 	VMFailed   = lifecycle.Failed
@@ -46,6 +47,8 @@ type VM struct {
 	// in the VM's Lease.
 	Network   json.RawMessage
 	Autostart bool
+	// Labels are the user's key=value tags; nil and empty both mean none.
+	Labels map[string]string
 	// CreatedAt is set from the store's clock when zero.
 	CreatedAt time.Time
 
@@ -106,7 +109,8 @@ type VMStateUpdate struct {
 }
 
 const vmColumns = `id, name, image_id, image_name, vcpus, memory_mib, disk_size_bytes, network, autostart, created_at,
-	state, vmm, pid, api_socket, run_dir, started_at, stopped_at, updated_at, last_error, exit_status, pid_start_time`
+	state, vmm, pid, api_socket, run_dir, started_at, stopped_at, updated_at, last_error, exit_status, pid_start_time,
+	labels`
 
 func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 	var (
@@ -116,12 +120,19 @@ func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 		created, updated string
 		started, stopped sql.NullString
 		autostart        int
+		labels           string
 	)
 	if err := sc.Scan(&vm.ID, &vm.Name, &imageID, &vm.ImageName, &vm.VCPUs, &vm.MemoryMiB,
 		&vm.DiskSizeBytes, &network, &autostart, &created,
 		&state, &vm.VMM, &vm.PID, &vm.APISocket, &vm.RunDir, &started, &stopped, &updated,
-		&vm.LastError, &vm.ExitStatus, &vm.PIDStart); err != nil {
+		&vm.LastError, &vm.ExitStatus, &vm.PIDStart, &labels); err != nil {
 		return VM{}, err
+	}
+	if err := json.Unmarshal([]byte(labels), &vm.Labels); err != nil {
+		return VM{}, fmt.Errorf("vm %q: labels: %w", vm.Name, err)
+	}
+	if len(vm.Labels) == 0 {
+		vm.Labels = nil
 	}
 	vm.ImageID = imageID.String
 	vm.Network = json.RawMessage(network)
@@ -185,6 +196,10 @@ func (s *Store) createVM(ctx context.Context, vm VM) error {
 	if err != nil {
 		return err
 	}
+	labels, err := labelsText(vm.Labels)
+	if err != nil {
+		return err
+	}
 	now := s.nowUTC()
 	created := vm.CreatedAt
 	if created.IsZero() {
@@ -192,12 +207,12 @@ func (s *Store) createVM(ctx context.Context, vm VM) error {
 	}
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			vm.ID, vm.Name, nullString(vm.ImageID), vm.ImageName, vm.VCPUs, vm.MemoryMiB,
 			vm.DiskSizeBytes, network, boolInt(vm.Autostart), formatTime(created),
 			string(vm.State), vm.VMM, vm.PID, vm.APISocket, vm.RunDir,
 			nullTime(vm.StartedAt), nullTime(vm.StoppedAt), formatTime(now),
-			vm.LastError, vm.ExitStatus, int64(vm.PIDStart))
+			vm.LastError, vm.ExitStatus, int64(vm.PIDStart), labels)
 		switch {
 		case isUniqueViolation(err):
 			return alreadyExists(err, "vm")
@@ -331,4 +346,16 @@ func (s *Store) UpdateVMNetwork(ctx context.Context, id string, network json.Raw
 		return fmt.Errorf("store: update network of vm %q: %w", id, err)
 	}
 	return nil
+}
+
+// labelsText is a VM's labels as the JSON object the labels column holds.
+func labelsText(labels map[string]string) (string, error) {
+	if len(labels) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(labels)
+	if err != nil {
+		return "", fmt.Errorf("%w: labels: %v", ErrInvalid, err)
+	}
+	return string(b), nil
 }

@@ -23,7 +23,10 @@ type Client interface {
 	VMStart(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error)
 	VMStop(ctx context.Context, req api.VMStopRequest, onEvent func(api.Event)) (api.VM, error)
 	VMRestart(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error)
-	VMDelete(ctx context.Context, name string, onEvent func(api.Event)) error
+	VMDelete(ctx context.Context, req api.VMDeleteRequest, onEvent func(api.Event)) error
+	VMPause(ctx context.Context, name string) (api.VM, error)
+	VMResume(ctx context.Context, name string) (api.VM, error)
+	VMSnapshot(ctx context.Context, req api.VMSnapshotRequest, onEvent func(api.Event)) (api.Snapshot, error)
 	VMLogs(ctx context.Context, req api.VMLogsRequest) (api.VMLogs, error)
 	VMExec(ctx context.Context, req api.VMExecRequest) (*agent.Process, error)
 	VMSSHInfo(ctx context.Context, name string) (api.VMSSHInfo, error)

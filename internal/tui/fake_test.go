@@ -217,7 +217,8 @@ func (f *fakeClient) VMRestart(ctx context.Context, name string, onEvent func(ap
 	return f.setState(name, api.VMRunning)
 }
 
-func (f *fakeClient) VMDelete(ctx context.Context, name string, onEvent func(api.Event)) error {
+func (f *fakeClient) VMDelete(ctx context.Context, req api.VMDeleteRequest, onEvent func(api.Event)) error {
+	name := req.Name
 	if err := f.call(ctx, api.MethodVMDelete, name, onEvent); err != nil {
 		return err
 	}
@@ -229,6 +230,27 @@ func (f *fakeClient) VMDelete(ctx context.Context, name string, onEvent func(api
 	defer f.mu.Unlock()
 	f.vms = slices.Delete(f.vms, i, i+1)
 	return nil
+}
+
+func (f *fakeClient) VMPause(ctx context.Context, name string) (api.VM, error) {
+	if err := f.call(ctx, api.MethodVMPause, name, nil); err != nil {
+		return api.VM{}, err
+	}
+	return f.setState(name, api.VMPaused)
+}
+
+func (f *fakeClient) VMResume(ctx context.Context, name string) (api.VM, error) {
+	if err := f.call(ctx, api.MethodVMResume, name, nil); err != nil {
+		return api.VM{}, err
+	}
+	return f.setState(name, api.VMRunning)
+}
+
+func (f *fakeClient) VMSnapshot(ctx context.Context, req api.VMSnapshotRequest, onEvent func(api.Event)) (api.Snapshot, error) {
+	if err := f.call(ctx, api.MethodVMSnapshot, req.Name, onEvent); err != nil {
+		return api.Snapshot{}, err
+	}
+	return api.Snapshot{Name: req.Name + "-20261207-210000", VM: req.Name, State: api.SnapshotReady, SizeBytes: 300 << 20}, nil
 }
 
 func (f *fakeClient) VMLogs(ctx context.Context, req api.VMLogsRequest) (api.VMLogs, error) {
@@ -321,7 +343,11 @@ func (f *fakeClient) VMExec(ctx context.Context, req api.VMExecRequest) (*agent.
 	f.mu.Lock()
 	f.agentClients = append(f.agentClients, c)
 	f.mu.Unlock()
-	return c.Exec(ctx, agent.ExecRequest{Argv: req.Argv, Env: req.Env, Dir: req.Dir, TTY: req.TTY})
+	stream, err := c.Open(ctx, agent.Request{Op: agent.OpExec, Exec: &agent.ExecRequest{Argv: req.Argv, Env: req.Env, Dir: req.Dir, TTY: req.TTY}})
+	if err != nil {
+		return nil, err
+	}
+	return agent.NewProcess(stream), nil
 }
 
 // startAgent serves a real guest agent for VMExec until the test ends.

@@ -34,6 +34,8 @@ func helpSections() []helpSection {
 			{"x", "stop"},
 			{"X", "force stop (asks)"},
 			{"r", "restart"},
+			{"p", "pause, resume"},
+			{"S", "snapshot"},
 			{"d", "delete (asks)"},
 			{"enter", "shell (suspends the TUI)"},
 			{"e", "exec a command"},
@@ -185,8 +187,7 @@ func (m *Model) normalKey(key string) tea.Cmd {
 	}
 	if m.view == viewImages {
 		if key == "b" {
-			if m.methods != nil && !m.methods[api.MethodImageBuild] {
-				m.err, m.info = nil, "image builds are not available yet: this daemon has no image.build"
+			if m.lacks(api.MethodImageBuild, "image builds are") {
 				return nil
 			}
 			m.form = newImageForm(m.width, m.st)
@@ -231,8 +232,12 @@ func (m *Model) normalKey(key string) tea.Cmd {
 			func() tea.Cmd { return m.stopVM(name, true) })
 	case "r":
 		return m.restartVM(name)
+	case "p":
+		return m.togglePause(vm)
+	case "S":
+		return m.snapshotVM(vm)
 	case "d":
-		return m.ask(fmt.Sprintf("Delete VM %s and its disk? This cannot be undone.", name),
+		return m.ask(fmt.Sprintf("Delete VM %s, its disk and its snapshots? This cannot be undone.", name),
 			func() tea.Cmd { return m.deleteVM(name) })
 	case "enter":
 		return m.shell()

@@ -87,6 +87,11 @@ func TestGoldenScreens(t *testing.T) {
 			h.keys("enter")
 		}},
 		{name: "confirm_delete", w: 80, h: 24, act: func(h *harness) { h.keys("d") }},
+		{name: "vms_paused", w: 80, h: 24, fake: func() *fakeClient {
+			f := fixture()
+			f.info.Methods = append(f.info.Methods, api.MethodVMPause)
+			return f
+		}, act: func(h *harness) { h.keys("G", "p") }},
 		{name: "progress", w: 80, h: 24, act: func(h *harness) {
 			h.fake.progress[api.MethodVMStart] = []api.Event{{Stage: "rootfs", Message: "cloning the root disk", Done: 3 << 20, Total: 8 << 20}}
 			h.fake.hold(api.MethodVMStart)
@@ -384,6 +389,68 @@ func TestLifecycleKeys(t *testing.T) {
 	for _, c := range []string{"vm.stop dev", "vm.restart dev", "vm.start build", "vm.stop build force"} {
 		if f.called(c) != 1 {
 			t.Errorf("%q not called once: %v", c, f.calls)
+		}
+	}
+}
+
+// TestPauseResumeSnapshotKeys: p pauses a running VM and resumes a paused
+// one, S snapshots it; neither is sent for a VM that cannot take it, and a
+// paused VM's exec and shell say to resume it.
+func TestPauseResumeSnapshotKeys(t *testing.T) {
+	f := fixture()
+	f.info.Methods = append(f.info.Methods, api.MethodVMExec, api.MethodVMPause, api.MethodVMResume, api.MethodVMSnapshot)
+	h := newHarness(t, f, 80, 24)
+	h.keys("G", "p") // dev, running
+	if f.called(api.MethodVMPause+" dev") != 1 {
+		t.Fatalf("p on a running VM did not pause it: %v", f.calls)
+	}
+	h.contains("dev: paused", "3 VMs, 0 running, 1 paused")
+	h.keys("e")
+	if h.m.mode != modeNormal {
+		t.Fatal("exec prompt opened for a paused VM")
+	}
+	h.contains("dev is paused; resume it first (p)")
+	h.keys("S")
+	if f.called(api.MethodVMSnapshot+" dev") != 1 {
+		t.Fatalf("S on a paused VM did not snapshot it: %v", f.calls)
+	}
+	h.contains("dev: saved snapshot dev-20261207-210000 (300M)")
+	h.keys("p")
+	if f.called(api.MethodVMResume+" dev") != 1 {
+		t.Fatalf("p on a paused VM did not resume it: %v", f.calls)
+	}
+	h.contains("dev: running")
+
+	h.keys("k", "p", "S") // build, stopped
+	h.contains("build is stopped; only a running or paused VM can be snapshotted")
+	if f.called(api.MethodVMPause) != 1 || f.called(api.MethodVMSnapshot) != 1 {
+		t.Fatalf("pause or snapshot sent for a stopped VM: %v", f.calls)
+	}
+	h.keys("p")
+	h.contains("build is stopped; only a running VM can be paused")
+
+	// A daemon from before snapshots says so instead of failing the call.
+	old := fixture()
+	h = newHarness(t, old, 80, 24)
+	h.keys("G", "p")
+	h.contains("pausing is not available yet: this daemon has no vm.pause")
+	h.keys("S")
+	h.contains("snapshots are not available yet: this daemon has no vm.snapshot")
+	if old.called(api.MethodVMPause) != 0 || old.called(api.MethodVMSnapshot) != 0 {
+		t.Fatalf("calls sent to a daemon without the methods: %v", f.calls)
+	}
+}
+
+// TestPausedHasItsOwnStyle: a paused VM does not look running (or like
+// any other state), with color and without.
+func TestPausedHasItsOwnStyle(t *testing.T) {
+	for _, noColor := range []bool{false, true} {
+		st := newStyles(noColor)
+		paused := st.stateStyle(api.VMPaused)
+		for _, other := range []api.VMState{api.VMRunning, api.VMStopped, api.VMFailed, api.VMStarting} {
+			if paused.Render("x") == st.stateStyle(other).Render("x") {
+				t.Errorf("noColor=%v: paused renders like %s", noColor, other)
+			}
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/termtext"
 )
 
 // operation is a daemon call in flight (create, start, exec, ...). Its
@@ -102,9 +104,85 @@ func (m *Model) restartVM(name string) tea.Cmd {
 	}, m.vmOpDone("restart", name, "running"))
 }
 
+// lacks reports, and says, that the daemon is known to have no method
+// (one from before the feature): what names the feature ("exec is").
+func (m *Model) lacks(method, what string) bool {
+	if m.methods == nil || m.methods[method] {
+		return false
+	}
+	m.err, m.info = nil, what+" not available yet: this daemon has no "+method
+	return true
+}
+
+// requireRunning says what to press when vm cannot take an exec or a
+// shell, and reports whether it can.
+func (m *Model) requireRunning(vm api.VM) bool {
+	switch vm.State {
+	case api.VMRunning:
+		return true
+	case api.VMPaused:
+		m.err, m.info = nil, fmt.Sprintf("%s is paused; resume it first (p)", vm.Name)
+	default:
+		m.err, m.info = nil, fmt.Sprintf("%s is %s; start it first (s)", vm.Name, vm.State)
+	}
+	return false
+}
+
+// togglePause pauses a running VM and resumes a paused one.
+func (m *Model) togglePause(vm api.VM) tea.Cmd {
+	name := vm.Name
+	if m.lacks(api.MethodVMPause, "pausing is") {
+		return nil
+	}
+	switch vm.State {
+	case api.VMRunning:
+		return m.startOp("pause", name, func(ctx context.Context, _ func(api.Event)) error {
+			_, err := m.client.VMPause(ctx, name)
+			return err
+		}, m.vmOpDone("pause", name, "paused"))
+	case api.VMPaused:
+		return m.startOp("resume", name, func(ctx context.Context, _ func(api.Event)) error {
+			_, err := m.client.VMResume(ctx, name)
+			return err
+		}, m.vmOpDone("resume", name, "running"))
+	}
+	m.err, m.info = nil, fmt.Sprintf("%s is %s; only a running VM can be paused", name, vm.State)
+	return nil
+}
+
+// snapshotVM saves the selected VM's state under the default name; the
+// CLI (`banger vm snapshot --name`) names it otherwise.
+func (m *Model) snapshotVM(vm api.VM) tea.Cmd {
+	name := vm.Name
+	if m.lacks(api.MethodVMSnapshot, "snapshots are") {
+		return nil
+	}
+	if vm.State != api.VMRunning && vm.State != api.VMPaused {
+		m.err, m.info = nil, fmt.Sprintf("%s is %s; only a running or paused VM can be snapshotted", name, vm.State)
+		return nil
+	}
+	var saved api.Snapshot
+	return m.startOp("snapshot", name, func(ctx context.Context, on func(api.Event)) error {
+		var err error
+		saved, err = m.client.VMSnapshot(ctx, api.VMSnapshotRequest{Name: name}, on)
+		return err
+	}, func(err error) tea.Cmd {
+		if err == nil {
+			m.info = fmt.Sprintf("%s: saved snapshot %s (%s)", name, termtext.Line(saved.Name), config.FormatBytes(saved.SizeBytes))
+		} else {
+			m.setErr("snapshot "+name, err)
+		}
+		if !m.live {
+			return m.refreshAll()
+		}
+		return m.showVM(name)
+	})
+}
+
 func (m *Model) deleteVM(name string) tea.Cmd {
 	return m.startOp("delete", name, func(ctx context.Context, on func(api.Event)) error {
-		return m.client.VMDelete(ctx, name, on)
+		// The question named the snapshots, so they may go too.
+		return m.client.VMDelete(ctx, api.VMDeleteRequest{Name: name, Force: true}, on)
 	}, func(err error) tea.Cmd {
 		if err != nil {
 			m.setErr("delete "+name, err)
@@ -183,12 +261,10 @@ func (m *Model) openExec() tea.Cmd {
 	if !ok {
 		return nil
 	}
-	if m.methods != nil && !m.methods[api.MethodVMExec] {
-		m.err, m.info = nil, "exec is not available yet: this daemon has no vm.exec"
+	if m.lacks(api.MethodVMExec, "exec is") {
 		return nil
 	}
-	if vm.State != api.VMRunning {
-		m.err, m.info = nil, fmt.Sprintf("%s is %s; start it first (s)", vm.Name, vm.State)
+	if !m.requireRunning(vm) {
 		return nil
 	}
 	m.mode = modeExecPrompt
@@ -231,8 +307,7 @@ func (m *Model) shell() tea.Cmd {
 		m.err, m.info = nil, "shells are not available yet: this banger has neither `vm ssh` nor `vm exec`"
 		return nil
 	}
-	if vm.State != api.VMRunning {
-		m.err, m.info = nil, fmt.Sprintf("%s is %s; start it first (s)", vm.Name, vm.State)
+	if !m.requireRunning(vm) {
 		return nil
 	}
 	if m.shellCommand == nil {

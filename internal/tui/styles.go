@@ -49,6 +49,7 @@ func newStyles(noColor bool) styles {
 	s.states = map[api.VMState]lipgloss.Style{}
 	if noColor {
 		s.states[api.VMFailed] = plain.Bold(true)
+		s.states[api.VMPaused] = plain.Italic(true)
 		return s
 	}
 	s.dim = plain.Foreground(lipgloss.Color("8"))
@@ -65,6 +66,9 @@ func newStyles(noColor bool) styles {
 	s.states[api.VMRunning] = s.ok
 	s.states[api.VMFailed] = s.err
 	s.states[api.VMStopped] = s.dim
+	// Paused is neither up nor down: its own color, so a frozen VM is
+	// not mistaken for a running one at a glance.
+	s.states[api.VMPaused] = plain.Foreground(lipgloss.Color("4"))
 	for _, st := range []api.VMState{api.VMCreating, api.VMStarting, api.VMStopping, api.VMDeleting} {
 		s.states[st] = s.warn
 	}

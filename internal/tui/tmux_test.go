@@ -47,6 +47,9 @@ func TestTUIInTmux(t *testing.T) {
 		"BANGER_SYSTEM_ROOT="+filepath.Join(dir, "root"),
 		"BANGER_DAEMON="+bins.Bangerd,
 		"BANGER_FAKE_GUEST="+bins.Agent,
+		// The fake Firecracker runs in its VM's run dir, from which no
+		// walk up finds the spec beside the repository.
+		"BANGER_FC_SPEC="+testbin.SpecPath(),
 		"LANG=C.UTF-8",
 		"NO_COLOR=1",
 	)
@@ -184,7 +187,7 @@ func TestTUIInTmux(t *testing.T) {
 	waitFor("stopped", `(?s)▸ tui1 +stopped.*tui1: stopped`)
 
 	keys("d")
-	waitFor("delete asks", `Delete VM tui1 and its disk\? This cannot be undone\. \[y/N\]`)
+	waitFor("delete asks", `Delete VM tui1, its disk and its snapshots\? This cannot be undone\. \[y/N\]`)
 	keys("y")
 	s = waitFor("deleted", `(?s)No VMs yet.*tui1: deleted`)
 	if regexp.MustCompile(`▸ tui1`).MatchString(s) {

@@ -85,13 +85,19 @@ func (m *Model) renderHeader() string {
 	}
 	var counts string
 	if m.view == viewVMs {
-		running := 0
+		running, paused := 0, 0
 		for _, vm := range m.vms {
-			if vm.State == api.VMRunning {
+			switch vm.State {
+			case api.VMRunning:
 				running++
+			case api.VMPaused:
+				paused++
 			}
 		}
 		counts = fmt.Sprintf("%s, %d running", plural(len(m.vms), "VM"), running)
+		if paused > 0 {
+			counts += fmt.Sprintf(", %d paused", paused)
+		}
 	} else {
 		counts = plural(len(m.images), "image")
 	}

@@ -22,7 +22,8 @@ import (
 )
 
 // crashCase kills the daemon at step (a lifecycle.Crash* name) during one
-// lifecycle command: flow is create, start, stop or delete.
+// lifecycle command: flow is create, start, stop, delete, pause, snapshot,
+// rollback or fork.
 type crashCase struct {
 	flow, step string
 }
@@ -70,6 +71,35 @@ func TestDaemonCrashAtEveryStepIsReconciled(t *testing.T) {
 	t.Logf("%d crash cases over %d named crash points", len(crashCases), len(lifecycle.CrashPoints()))
 }
 
+// snapshotCrashCases are the crash points of pause, snapshot, rollback
+// and fork. Their VMs are created --cold, so no golden snapshot passes the
+// snapshot crash points before the command under test.
+var snapshotCrashCases = []crashCase{
+	{"pause", lifecycle.CrashPausePaused},
+	{"snapshot", lifecycle.CrashSnapshotSaving},
+	{"snapshot", lifecycle.CrashSnapshotStateWritten},
+	{"snapshot", lifecycle.CrashSnapshotFilesWritten},
+	{"rollback", lifecycle.CrashRollbackStopped},
+	{"rollback", lifecycle.CrashRollbackDiskRestored},
+	{"fork", lifecycle.CrashForkRecorded},
+	{"fork", lifecycle.CrashForkDiskReady},
+}
+
+// TestDaemonCrashMidSnapshotIsReconciled is the crash test for snapshots:
+// besides the checks of every crash case, no snapshot is left half-saved
+// (a record still saving, files without a record, a record without
+// files), no VM is left paused by a save that never finished, and no
+// half-made fork survives.
+func TestDaemonCrashMidSnapshotIsReconciled(t *testing.T) {
+	for _, c := range snapshotCrashCases {
+		t.Run(c.flow+"/"+c.step, func(t *testing.T) {
+			mark := filepath.Join(t.TempDir(), "crashed")
+			h := newHost(t, "BANGER_DAEMON="+bins.CrashDaemon, "BANGER_TEST_CRASH_AT="+c.step, "BANGER_TEST_CRASH_MARK="+mark)
+			crashAndCheck(t, h, c, mark, "")
+		})
+	}
+}
+
 // netCrashCases run with VM networking (bridge, taps, leases, NAT) in a
 // network namespace: the steps that hold a tap, and the network step.
 var netCrashCases = []crashCase{
@@ -103,7 +133,9 @@ func crashAndCheck(t *testing.T, h *host, c crashCase, mark, ns string) {
 	t.Helper()
 	const name = "crashy"
 	create := []string{"vm", "create", "--name", name, "--memory", "128", "--disk", "64M"}
+	cold := append(slices.Clone(create), "--cold")
 	var action []string
+	shownVM := name // the VM the CLI's hint names
 	switch c.flow {
 	case "create":
 		action = create
@@ -116,6 +148,21 @@ func crashAndCheck(t *testing.T, h *host, c crashCase, mark, ns string) {
 	case "delete":
 		h.must(create...)
 		action = []string{"vm", "delete", "--force", name}
+	case "pause":
+		h.must(cold...)
+		action = []string{"vm", "pause", name}
+	case "snapshot":
+		h.must(cold...)
+		action = []string{"vm", "snapshot", name, "--name", "snap"}
+	case "rollback":
+		h.must(cold...)
+		h.must("vm", "snapshot", name, "--name", "snap")
+		action = []string{"vm", "rollback", name, "snap", "--yes"}
+	case "fork":
+		h.must(cold...)
+		h.must("vm", "snapshot", name, "--name", "snap")
+		action = []string{"vm", "fork", "snap", "--name", "forky"}
+		shownVM = "forky"
 	}
 	h.must("vm", "list") // `daemon status` alone does not start a daemon
 	daemonPID := h.daemonPID()
@@ -127,7 +174,7 @@ func crashAndCheck(t *testing.T, h *host, c crashCase, mark, ns string) {
 		t.Fatalf("banger %s succeeded although its daemon was killed", strings.Join(action, " "))
 	}
 	// The CLI says what happened and where to look (item 10).
-	for _, want := range []string{"the daemon stopped", filepath.Join(h.stateDir(), "bangerd.log"), "`banger vm show " + name + "`"} {
+	for _, want := range []string{"the daemon stopped", filepath.Join(h.stateDir(), "bangerd.log"), "`banger vm show " + shownVM + "`"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("the error does not say %q:\n%s", want, errOut)
 		}
@@ -145,9 +192,14 @@ func crashAndCheck(t *testing.T, h *host, c crashCase, mark, ns string) {
 		}
 	}
 
+	h.checkSnapshotFlow(t, c, vm, exists)
+
 	// What the crash left is usable: it starts and goes away.
 	if exists {
-		if vm.State != api.VMRunning {
+		if vm.State == api.VMPaused {
+			h.must("vm", "resume", name)
+		}
+		if h.vm(name).State != api.VMRunning {
 			h.must("vm", "start", name)
 		}
 		h.checkConsistent(t, ns)
@@ -160,6 +212,45 @@ func crashAndCheck(t *testing.T, h *host, c crashCase, mark, ns string) {
 	for _, dir := range []string{h.runDir() + "/vms", h.stateDir() + "/vms"} {
 		if left := entries(dir); len(left) != 0 {
 			t.Fatalf("%s left after delete: %v", dir, left)
+		}
+	}
+}
+
+// checkSnapshotFlow checks what a crash in a snapshot flow left of the
+// VM, which exists after every such flow.
+func (h *host) checkSnapshotFlow(t *testing.T, c crashCase, vm api.VM, exists bool) {
+	t.Helper()
+	switch c.flow {
+	case "pause", "snapshot", "rollback", "fork":
+	default:
+		return
+	}
+	if !exists {
+		t.Fatalf("vm %s is gone after a crash in %s", vm.Name, c.flow)
+	}
+	switch {
+	case c.flow == "fork":
+		// A fork recorded creating is undone, not adopted.
+		if f, ok := h.findVM("forky"); ok {
+			t.Errorf("the half-made fork survived: %+v", f)
+		}
+	case vm.State == api.VMRunning:
+		// Running means running: a VMM left paused by the crash was
+		// resumed, or this exec hangs until the agent timeout.
+		if out, errOut, code := h.run("vm", "exec", vm.Name, "--", "echo", "alive"); code != 0 || strings.TrimSpace(out) != "alive" {
+			t.Errorf("exec in %s after the crash: exit %d, %q %s", vm.Name, code, out, errOut)
+		}
+	case vm.State == api.VMPaused && c.flow == "pause":
+		// The pause took: recorded so, and resumable.
+	case c.flow == "rollback" && vm.State == api.VMStopped:
+		// Stopped for its rollback: its disk is the old one or the
+		// snapshot's, whole either way, and it starts below.
+	default:
+		t.Errorf("vm %s is %s after a crash in %s", vm.Name, vm.State, c.flow)
+	}
+	if c.flow == "snapshot" {
+		if own, _ := h.snapshots(); len(own) != 0 {
+			t.Errorf("a snapshot whose save was cut short survived: %+v", own)
 		}
 	}
 }
@@ -200,23 +291,23 @@ func (h *host) checkConsistent(t *testing.T, ns string) {
 			t.Errorf("vm %s has %d VMMs: %v", id, len(pids), pids)
 		case !ok:
 			t.Errorf("VMM pid %v runs for vm %s, which the daemon does not know", pids, id)
-		case vm.State != api.VMRunning || vm.PID != pids[0]:
+		case !hasVMM(vm.State) || vm.PID != pids[0]:
 			t.Errorf("VMM pid %d runs for vm %s, recorded %s with pid %d", pids[0], vm.Name, vm.State, vm.PID)
 		}
 	}
 	for id, vm := range vms {
-		if vm.State == api.VMRunning && len(vmms[id]) == 0 {
-			t.Errorf("vm %s is recorded running (pid %d) but has no VMM", vm.Name, vm.PID)
+		if hasVMM(vm.State) && len(vmms[id]) == 0 {
+			t.Errorf("vm %s is recorded %s (pid %d) but has no VMM", vm.Name, vm.State, vm.PID)
 		}
-		if vm.State != api.VMRunning && vm.PID != 0 {
+		if !hasVMM(vm.State) && vm.PID != 0 {
 			t.Errorf("vm %s is %s but records pid %d", vm.Name, vm.State, vm.PID)
 		}
-		if vm.State != api.VMRunning && vm.State != api.VMStopped && vm.State != api.VMFailed {
+		if !hasVMM(vm.State) && vm.State != api.VMStopped && vm.State != api.VMFailed {
 			t.Errorf("vm %s was left %s", vm.Name, vm.State)
 		}
 	}
 	for _, id := range entries(h.runDir() + "/vms") {
-		if vm, ok := vms[id]; !ok || vm.State != api.VMRunning {
+		if vm, ok := vms[id]; !ok || !hasVMM(vm.State) {
 			t.Errorf("run dir of vm %s without a running VM (%+v)", id, vm)
 		}
 	}
@@ -228,7 +319,7 @@ func (h *host) checkConsistent(t *testing.T, ns string) {
 	if ns != "" {
 		running := map[string]bool{}
 		for id, vm := range vms {
-			if vm.State == api.VMRunning {
+			if hasVMM(vm.State) {
 				running[network.TapName(id)] = true
 			}
 		}
@@ -238,6 +329,7 @@ func (h *host) checkConsistent(t *testing.T, ns string) {
 			}
 		}
 	}
+	h.checkSnapshotsConsistent(t)
 	var status struct {
 		Info api.DaemonInfo `json:"info"`
 	}
@@ -246,6 +338,28 @@ func (h *host) checkConsistent(t *testing.T, ns string) {
 	}
 	if len(status.Info.Orphans) != 0 {
 		t.Errorf("the daemon reports unsupervised VMMs: %+v", status.Info.Orphans)
+	}
+}
+
+// checkSnapshotsConsistent asserts that every snapshot is ready with its
+// files there, and every snapshot dir belongs to a snapshot.
+func (h *host) checkSnapshotsConsistent(t *testing.T) {
+	t.Helper()
+	own, golden := h.snapshots()
+	ids := map[string]bool{}
+	for _, s := range append(own, golden...) {
+		ids[s.ID] = true
+		if s.State != api.SnapshotReady {
+			t.Errorf("snapshot %s was left %s", s.Name, s.State)
+		}
+		if _, err := os.Stat(filepath.Join(h.snapshotDir(s.ID), "state")); err != nil {
+			t.Errorf("snapshot %s has no state file: %v", s.Name, err)
+		}
+	}
+	for _, id := range entries(filepath.Join(h.stateDir(), "snapshots")) {
+		if !ids[id] {
+			t.Errorf("snapshot dir %s without its snapshot", id)
+		}
 	}
 }
 
@@ -269,6 +383,9 @@ func tapsIn(t *testing.T, ns string) []string {
 	}
 	return taps
 }
+
+// hasVMM says a VM recorded in state s has a VMM: running, or paused.
+func hasVMM(s api.VMState) bool { return s == api.VMRunning || s == api.VMPaused }
 
 // vmmsByVM maps VM IDs to the live VMM processes started for them: those
 // whose command line points into the VM's run dir, less their own children
