@@ -79,6 +79,9 @@ type Network struct {
 	Bridge  string `toml:"bridge"`
 	Subnet  string `toml:"subnet"`
 	Domain  string `toml:"domain"`
+	// Egress is new VMs' default egress policy: "allow" (anything NAT
+	// reaches), "deny" or "allowlist" (with `vm create --allow`).
+	Egress string `toml:"egress"`
 }
 
 // Image configures image builds.
@@ -103,7 +106,7 @@ func Default() Config {
 		},
 		Firecracker: Firecracker{Binary: "firecracker"},
 		QEMU:        QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
-		Network:     Network{Enabled: "auto", Bridge: "banger0", Subnet: "172.30.0.0/24", Domain: "banger"},
+		Network:     Network{Enabled: "auto", Bridge: "banger0", Subnet: "172.30.0.0/24", Domain: "banger", Egress: "allow"},
 		Image:       Image{DebianMirror: "http://deb.debian.org/debian", Suite: "bookworm"},
 	}
 }
@@ -237,6 +240,11 @@ func (c Config) Validate() error {
 	case "auto", "on", "off":
 	default:
 		return bad("network.enabled", quote(c.Network.Enabled), `must be "auto", "on" or "off"`)
+	}
+	switch c.Network.Egress {
+	case "allow", "deny", "allowlist":
+	default:
+		return bad("network.egress", quote(c.Network.Egress), `must be "allow", "deny" or "allowlist"`)
 	}
 	if !bridgeName.MatchString(c.Network.Bridge) {
 		return bad("network.bridge", quote(c.Network.Bridge), "must start with \"banger\" and be at most 15 characters of [a-z0-9-]")

@@ -286,6 +286,16 @@ var (
 		check: IsolationSpec.Validate, run: onOwnBridge[IsolationSpec], effect: SystemBackend.isolate}
 	OpUnisolate = &Op[IsolationSpec, None]{name: "firewall.unisolate", doing: "evicting a VM's port from the bridge firewall",
 		check: IsolationSpec.Validate, run: onOwnBridge[IsolationSpec], effect: SystemBackend.unisolate}
+	// OpApplyEgress replaces a VM's egress policy (firewall.ApplyEgress):
+	// its own table, rebuilt in one transaction; mode "allow" leaves none.
+	// OpLearnEgress adds the addresses its allowed names resolved to, with
+	// their TTLs (firewall.Learn). Firewall.unisolate removes the table.
+	OpApplyEgress = &Op[EgressSpec, None]{name: "egress.apply", doing: "applying a VM's egress policy",
+		check: EgressSpec.Validate, run: onOwnBridge[EgressSpec], effect: SystemBackend.applyEgress,
+		carry: carried(EgressSpec.wire, noFiles[egressArgs], egressArgs.spec)}
+	OpLearnEgress = &Op[LearnSpec, None]{name: "egress.learn", doing: "allowing a VM's resolved addresses",
+		check: LearnSpec.Validate, run: onOwnBridge[LearnSpec], effect: SystemBackend.learnEgress,
+		carry: carried(LearnSpec.wire, noFiles[learnArgs], learnArgs.spec)}
 	// OpEnableIPForward turns on IPv4 forwarding. There is deliberately no
 	// "disable": other software on the host (containers) relies on it too.
 	OpEnableIPForward = &Op[None, None]{name: "ipforward.enable", doing: "enabling IP forwarding",
@@ -339,7 +349,7 @@ var (
 // menu lists every operation, in a stable order (for docs and tests).
 func menu() []entry {
 	return []entry{OpInfo, OpEnsureBridge, OpDeleteBridge, OpCreateTap, OpDeleteTap,
-		OpEnsureNAT, OpRemoveNAT, OpIsolate, OpUnisolate, OpEnableIPForward, OpConfigureResolver, OpRevertResolver,
+		OpEnsureNAT, OpRemoveNAT, OpIsolate, OpUnisolate, OpApplyEgress, OpLearnEgress, OpEnableIPForward, OpConfigureResolver, OpRevertResolver,
 		OpAttachLoop, OpDetachLoop, OpCreateSnapshot, OpRemoveSnapshot, OpChown, OpChmod,
 		OpLaunchJailer, OpRemoveJail}
 }

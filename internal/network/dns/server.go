@@ -74,6 +74,9 @@ type Server struct {
 	names   map[netip.Addr]string // address → label, for PTR
 	// preferred is the upstream that answered last.
 	preferred netip.AddrPort
+	// policies are the restricted VMs' allowed names, by address
+	// (egress.go).
+	policies map[netip.Addr]namePolicy
 
 	runMu   sync.Mutex
 	servers []*mdns.Server
@@ -375,6 +378,9 @@ func (s *Server) answer(w mdns.ResponseWriter, req *mdns.Msg) *mdns.Msg {
 		if resp := s.answerReverse(req, addr, q.Qtype); resp != nil {
 			return resp
 		}
+	}
+	if vm, p, restricted := s.policyOf(w.RemoteAddr()); restricted {
+		return s.forwardRestricted(w, req, vm, p)
 	}
 	return s.forward(w, req)
 }

@@ -232,8 +232,8 @@ func rules(cfg Config, s sets, ch chains) []rule {
 	}
 }
 
-// Remove deletes the bridge's tables and with them every rule and set of
-// it, and an older banger's host-wide tables if they served this bridge.
+// Remove deletes the bridge's tables, its VMs' egress tables, and with them every rule and set of
+// them, and an older banger's host-wide tables if they served this bridge.
 // Missing tables are not an error; no other table is touched.
 func Remove(ctx context.Context, bridge string) error {
 	if err := remove(ctx, bridge); err != nil {
@@ -251,6 +251,11 @@ func remove(ctx context.Context, bridge string) error {
 	if err != nil {
 		return err
 	}
+	vmTables, err := egressTables(c, bridge)
+	if err != nil {
+		return err
+	}
+	doomed = append(doomed, vmTables...)
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyBridge} {
 		t, err := ownTable(c, fam, TableName(bridge))
 		if err != nil {

@@ -131,8 +131,8 @@ func replaceBinding(c *nftables.Conn, set *nftables.Set, g Guest) error {
 }
 
 // Evict undoes Admit for the VM with tap and addr on bridge: every
-// binding of the tap goes, its isolation, and its place among the bridge's
-// ports. Idempotent: a VM that was never admitted, or missing tables, are
+// binding of the tap goes, its isolation, its place among the bridge's
+// ports and its egress table (ApplyEgress). Idempotent: a VM that was never admitted, or missing tables, are
 // not errors. Evict a port only once its tap is gone: a tap not listed
 // passes the bridge's prerouting chain unfiltered.
 func Evict(ctx context.Context, bridge, tap string, addr netip.Addr) error {
@@ -178,6 +178,9 @@ func evict(ctx context.Context, bridge, tap string, addr netip.Addr) error {
 		if err := dropIsolation(c, s, tap, addr); err != nil {
 			return err
 		}
+	}
+	if err := queueEgressRemoval(c, bridge, tap); err != nil {
+		return err
 	}
 	return c.Flush()
 }
