@@ -34,12 +34,12 @@ func TestMain(m *testing.M) {
 
 // host is one user-mode banger installation in a temporary directory.
 type host struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	env []string
 }
 
-func newHost(t *testing.T, extraEnv ...string) *host {
+func newHost(t testing.TB, extraEnv ...string) *host {
 	t.Helper()
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("mkfs.ext4 (e2fsprogs) is not installed; needed to make a test rootfs")
