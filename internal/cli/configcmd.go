@@ -13,7 +13,13 @@ import (
 func newConfigCmd(app *App, g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",
-		Short: "Show banger's configuration",
+		Short: "Show and change banger's configuration",
+		Long: `banger reads config.toml. On a system install root's /etc/banger/config.toml
+comes first and the owner's ~/.config/banger/config.toml is laid over it:
+the owner changes VM defaults and their own settings there with
+` + "`banger config set`" + `, without sudo, and the daemon restarts to apply them
+(VMs keep running). Keys that change what the root helper does — the VMM
+and its binaries, the network — stay root's (docs/privileges.md).`,
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "defaults",
@@ -29,36 +35,46 @@ func newConfigCmd(app *App, g *globalFlags) *cobra.Command {
 		},
 	}, &cobra.Command{
 		Use:   "path",
-		Short: "Print the path of the configuration file",
+		Short: "Print the configuration file (and on a system install, the owner's layer after it)",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			layout, err := app.Layout(g.system)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(app.Stdout, layout.ConfigFile())
+			src := config.SourcesFor(layout)
+			fmt.Fprintln(app.Stdout, src.Root)
+			if src.Owner != "" {
+				fmt.Fprintln(app.Stdout, src.Owner)
+			}
 			return nil
 		},
 	}, &cobra.Command{
 		Use:   "check",
-		Short: "Load and validate the configuration file",
+		Short: "Load and validate the configuration files; say whether the daemon runs with them",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			layout, err := app.Layout(g.system)
 			if err != nil {
 				return err
 			}
-			if _, err := config.Load(layout.ConfigFile()); err != nil {
+			src := config.SourcesFor(layout)
+			if _, err := config.LoadSources(src); err != nil {
 				return err
 			}
-			fmt.Fprintf(app.Stdout, "%s: ok\n", layout.ConfigFile())
+			fmt.Fprintf(app.Stdout, "%s: ok\n", src.Root)
+			if src.Owner != "" {
+				fmt.Fprintf(app.Stdout, "%s: ok\n", src.Owner)
+			}
 			c := api.NewClient(layout.SocketPath())
 			defer c.Close()
 			info, err := c.DaemonInfo(cmd.Context())
 			fmt.Fprintln(app.Stdout, daemonConfigLine(layout, info, err))
 			return nil
 		},
-	})
+	},
+		newConfigGetCmd(app, g), newConfigShowCmd(app, g),
+		newConfigSetCmd(app, g), newConfigUnsetCmd(app, g), newConfigReloadCmd(app, g))
 	return cmd
 }
 
@@ -84,7 +100,7 @@ func daemonConfigState(layout paths.Layout, info api.DaemonInfo) string {
 	case !d.changed:
 		return "runs with this configuration"
 	case layout.Mode == paths.ModeSystem:
-		return "runs with an older version of this file; `sudo systemctl restart bangerd` applies it"
+		return "runs with an older version of these files; `banger config reload` applies it"
 	}
 	return "runs with an older version of this file; the next banger command restarts it to apply it"
 }

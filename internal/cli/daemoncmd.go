@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/doctor"
+	"github.com/banger-dev/banger/internal/paths"
 )
 
 func newDaemonCmd(app *App, g *globalFlags) *cobra.Command {
@@ -55,9 +57,12 @@ func newDaemonStatusCmd(app *App, g *globalFlags) *cobra.Command {
 					fmt.Fprintf(w, "daemon:   running, pid %d, up %s\n", info.PID, time.Since(info.StartedAt).Round(time.Second))
 					fmt.Fprintf(w, "build:    %s\n", info.Build.Line("bangerd"))
 					if !st.Current {
-						fmt.Fprintf(w, "          (differs from this CLI, %s; the next banger command restarts it)\n", app.Build.Line("banger"))
+						fmt.Fprintf(w, "          (differs from this CLI, %s; %s)\n", app.Build.Line("banger"), doctor.BuildDriftAdvice(info.Mode == string(paths.ModeSystem)))
 					}
 					fmt.Fprintf(w, "mode:     %s\nsocket:   %s\ndatabase: %s\nschema:   %s\n", info.Mode, info.Socket, info.Database, info.Schema)
+					if info.ConfigWarning != "" {
+						fmt.Fprintf(w, "warning:  %s\n", info.ConfigWarning)
+					}
 					if layout, err := app.Layout(g.system); err == nil {
 						fmt.Fprintf(w, "config:   %s\n", daemonConfigState(layout, info))
 					}

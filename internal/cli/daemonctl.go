@@ -74,7 +74,7 @@ func (app *App) restartReason(ctx context.Context, c *api.Client, layout paths.L
 	case !drift.changed:
 		return ""
 	case layout.Mode == paths.ModeSystem:
-		fmt.Fprintf(app.Stderr, "banger: warning: the daemon runs with an older %s; `sudo systemctl restart bangerd` applies it\n", layout.ConfigFile())
+		fmt.Fprintln(app.Stderr, "banger: warning: the daemon runs with an older version of its configuration files; `banger config reload` applies it")
 		return ""
 	}
 	if busy := vmsInTransition(ctx, c); len(busy) > 0 {
@@ -96,10 +96,11 @@ type configDrift struct {
 }
 
 func checkConfigDrift(layout paths.Layout, info api.DaemonInfo) configDrift {
-	if info.ConfigFingerprint == "" || info.ConfigFile != layout.ConfigFile() {
+	src := config.SourcesFor(layout)
+	if info.ConfigFingerprint == "" || info.ConfigFile != src.Root || info.OwnerConfigFile != src.Owner {
 		return configDrift{}
 	}
-	cfg, err := config.Load(layout.ConfigFile())
+	cfg, err := config.LoadSources(src)
 	if err != nil {
 		return configDrift{known: true, err: err}
 	}

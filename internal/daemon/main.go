@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/banger-dev/banger/internal/buildinfo"
-	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/store"
 )
@@ -58,19 +57,25 @@ systemd runs it as bangerd.service.`,
 				code = st.ExitCode()
 				return nil
 			}
-			if configPath == "" {
-				configPath = layout.ConfigFile()
-			}
-			cfg, err := config.Load(configPath)
-			if err != nil {
+			opts := Options{Layout: layout, Build: build}
+			if err := loadDaemonConfig(layout, configPath, &opts); err != nil {
 				return err
 			}
-			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.Daemon.LogLevel)}))
-			opts := Options{Layout: layout, Config: cfg, ConfigFile: configPath, Log: log, Build: build}
+			opts.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(opts.Config.Daemon.LogLevel)}))
+			if opts.ConfigWarning != "" {
+				opts.Log.Warn(opts.ConfigWarning)
+			}
+			ready, restartRequested := supervised(cmd.Context(), os.Getenv("NOTIFY_SOCKET"), &opts, opts.Log)
 			for _, tweak := range tweaks {
 				tweak(&opts)
 			}
-			return Run(cmd.Context(), opts, nil)
+			if err := Run(cmd.Context(), opts, ready); err != nil {
+				return err
+			}
+			if restartRequested() {
+				code = ExitRestart
+			}
+			return nil
 		},
 	}
 	cmd.SetVersionTemplate(build.Line("bangerd") + "\n")

@@ -19,9 +19,12 @@ import (
 // RootHelperMain is `bangerd --root-helper`, run as root by
 // banger-root-helper.service: it serves the privileged operations on
 // layout's helper socket to the install owner recorded in install.toml, and
-// to nobody else, until ctx is canceled.
+// to nobody else, until ctx is canceled. It tells systemd READY=1 once the
+// socket accepts connections (the unit is Type=notify).
 func RootHelperMain(ctx context.Context, layout paths.Layout, log *slog.Logger) error {
-	return rootHelper(ctx, layout, log, privileged.HostBackend(), nil)
+	ready := make(chan struct{})
+	go notifyWhenReady(ctx, ready, os.Getenv("NOTIFY_SOCKET"), log)
+	return rootHelper(ctx, layout, log, privileged.HostBackend(), ready)
 }
 
 // rootHelper is RootHelperMain with the backend injectable; ready, if

@@ -74,14 +74,24 @@ func SchemaCheck(dbPath string) Check {
 // DaemonInfoFunc asks the daemon for its build; doctor never starts one.
 type DaemonInfoFunc func(ctx context.Context) (buildinfo.Info, int, error)
 
+// BuildDriftAdvice says how a daemon of another build than the CLI's is
+// brought in line: in user mode the CLI replaces it itself; the system
+// daemon is systemd's and runs the installed binary, which only an
+// update or an install changes.
+func BuildDriftAdvice(system bool) string {
+	if system {
+		return "`sudo banger update` (or installing this build with `sudo banger system install`) brings them together"
+	}
+	return "the next banger command restarts it"
+}
+
 // DaemonCheck reports whether the daemon answers and whether it is this
 // build. system says the daemon is bangerd.service, which the CLI never
 // starts or restarts, so the advice differs.
 func DaemonCheck(cli buildinfo.Info, socket string, system bool, info DaemonInfoFunc) Check {
-	down, drift := "any banger command starts it in user mode; `banger daemon status` shows it", "the next banger command restarts it"
+	down, drift := "any banger command starts it in user mode; `banger daemon status` shows it", BuildDriftAdvice(system)
 	if system {
 		down = "it runs as bangerd.service: `sudo systemctl start bangerd`; `journalctl -u bangerd` says why it stopped"
-		drift = "`sudo banger update` (or installing this build with `sudo banger system install`) brings them together"
 	}
 	return Check{Name: "daemon", Run: func(ctx context.Context) Result {
 		b, pid, err := info(ctx)

@@ -30,6 +30,7 @@ import (
 	"github.com/banger-dev/banger/internal/buildinfo"
 	"github.com/banger-dev/banger/internal/installmeta"
 	"github.com/banger-dev/banger/internal/paths"
+	"github.com/banger-dev/banger/internal/sdnotify"
 	"github.com/banger-dev/banger/internal/system"
 )
 
@@ -265,7 +266,8 @@ func Install(ctx context.Context, opts Options) (res Result, err error) {
 		}
 	}
 
-	p := unitParams{Owner: o, Bangerd: BangerdPath, Runtime: systemLayout().RuntimeDir, Jails: systemLayout().JailDir()}
+	p := unitParams{Owner: o, Bangerd: BangerdPath, Runtime: systemLayout().RuntimeDir, Jails: systemLayout().JailDir(),
+		RestartStatus: sdnotify.RestartExitStatus}
 	files := []struct{ path, name, tmpl string }{
 		{filepath.Join(unitDir, DaemonUnit), "daemon unit", daemonUnitTemplate},
 		{filepath.Join(unitDir, HelperUnit), "helper unit", helperUnitTemplate},

@@ -625,7 +625,7 @@ func TestUnitsPassSystemdAnalyze(t *testing.T) {
 }
 
 func TestUnitContent(t *testing.T) {
-	p := unitParams{Owner: testOwner, Bangerd: BangerdPath, Runtime: "/run/banger", Jails: "/var/lib/banger-jail"}
+	p := unitParams{Owner: testOwner, Bangerd: BangerdPath, Runtime: "/run/banger", Jails: "/var/lib/banger-jail", RestartStatus: 75}
 	daemon, err := render("d", daemonUnitTemplate, p)
 	must(t, err)
 	helper, err := render("h", helperUnitTemplate, p)
@@ -633,7 +633,9 @@ func TestUnitContent(t *testing.T) {
 	tmpfiles, err := render("t", tmpfilesTemplate, p)
 	must(t, err)
 	for _, want := range []string{"User=alice\n", "Group=alice\n", "ExecStart=/usr/local/bin/bangerd --system\n",
-		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "KillMode=process\n", "NoNewPrivileges=yes\n", "BindReadOnlyPaths=-/home/alice\n", "DeviceAllow=/dev/kvm rw\n"} {
+		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "KillMode=process\n", "NoNewPrivileges=yes\n", "BindReadOnlyPaths=-/home/alice\n", "DeviceAllow=/dev/kvm rw\n",
+		// Ready when the API answers; exit 75 (a config reload) restarts it.
+		"Type=notify\n", "SuccessExitStatus=75\n", "RestartForceExitStatus=75\n"} {
 		if !bytes.Contains(daemon, []byte(want)) {
 			t.Errorf("daemon unit lacks %q", want)
 		}
@@ -642,7 +644,7 @@ func TestUnitContent(t *testing.T) {
 		t.Error("helper unit must run as root")
 	}
 	for _, want := range []string{"ExecStart=/usr/local/bin/bangerd --root-helper\n", "RestrictAddressFamilies=AF_UNIX AF_NETLINK\n", "IPAddressDeny=any\n",
-		"KillMode=process\n", "ReadWritePaths=/var/lib/banger-jail\n", "RestrictNamespaces=mnt\n"} {
+		"KillMode=process\n", "ReadWritePaths=/var/lib/banger-jail\n", "RestrictNamespaces=mnt\n", "Type=notify\n"} {
 		if !bytes.Contains(helper, []byte(want)) {
 			t.Errorf("helper unit lacks %q", want)
 		}

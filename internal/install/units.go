@@ -19,6 +19,9 @@ type unitParams struct {
 	Runtime string
 	// Jails is the jailer's chroot base (paths.Layout.JailDir).
 	Jails string
+	// RestartStatus is the exit status bangerd restarts with
+	// (sdnotify.RestartExitStatus).
+	RestartStatus int
 }
 
 // The daemon unit. Every line that weakens the sandbox says why; the test
@@ -34,12 +37,17 @@ Wants=banger-root-helper.service
 After=network.target banger-root-helper.service
 
 [Service]
-Type=simple
+# bangerd says READY=1 once its API answers, so "active" means usable.
+Type=notify
 User={{.Owner.User}}
 Group={{.Owner.Group}}
 ExecStart={{.Bangerd}} --system
 Restart=on-failure
 RestartSec=2s
+# Exit status {{.RestartStatus}}: the owner changed their config (` + "`banger config set`" + `,
+# daemon.reload) and bangerd exited for systemd to start it again with it.
+SuccessExitStatus={{.RestartStatus}}
+RestartForceExitStatus={{.RestartStatus}}
 # VMs outlive the daemon: a restart (banger update, a crash) must not take
 # running VMs down, and the next daemon adopts them. So only the daemon's own
 # process is signalled; "banger system uninstall" stops VMs explicitly.
@@ -110,7 +118,8 @@ Documentation=https://github.com/banger-dev/banger/blob/main/docs/privileges.md
 Before=bangerd.service
 
 [Service]
-Type=simple
+# The helper says READY=1 once its socket listens.
+Type=notify
 ExecStart={{.Bangerd}} --root-helper
 Restart=on-failure
 RestartSec=2s
