@@ -11,6 +11,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/termtext"
 )
 
@@ -24,16 +25,22 @@ func newImageBuildCmd(app *App, g *globalFlags) *cobra.Command {
 		Short: "Build an image from Debian with debootstrap, or a small busybox one",
 		Long: `Build an image: a Debian root file system made with debootstrap from the
 configured mirror, with the banger guest agent, sshd, a default user named
-after you (passwordless sudo) and your --script hooks run inside it; Debian's
-kernel (or --kernel) as an ELF vmlinux; and an initrd when the kernel's
-drivers are modules. Building needs a daemon running as root.
+after you (passwordless sudo) and your --script hooks run inside it; a kernel
+as an ELF vmlinux; and an initrd when the kernel's drivers are modules.
+Building needs a daemon running as root.
+
+The kernel is the microVM kernel once banger kernel build has made one (all
+drivers built in, no initrd, the fastest boot), else Debian's
+linux-image-amd64 with banger's initrd; --kernel microvm or --kernel debian
+asks for one of them, --kernel FILE uses your own.
 
 --from busybox builds a small image instead (10-30 s measured on a 2-core
 machine; no root needed): a
-static busybox, the guest agent and an init that runs it, with Debian's
-kernel and banger's initrd. It has no sshd: use banger vm exec and vm cp.`,
+static busybox, the guest agent and an init that runs it, with the kernel
+chosen as above. It has no sshd: use banger vm exec and vm cp.`,
 		Example: `  banger image build dev
   banger image build tiny --from busybox
+  banger image build tiny-debian-kernel --from busybox --kernel debian
   banger image build tools --packages git,make,gcc --size 4G
   banger image build custom --script ./setup.sh --from debian:trixie`,
 		Args: cobra.ExactArgs(1),
@@ -55,7 +62,7 @@ kernel and banger's initrd. It has no sshd: use banger vm exec and vm cp.`,
 				}
 				req.Scripts[i] = abs
 			}
-			if req.Kernel != "" {
+			if req.Kernel != "" && req.Kernel != image.KernelChoiceMicroVM && req.Kernel != image.KernelChoiceDebian {
 				abs, err := filepath.Abs(req.Kernel)
 				if err != nil {
 					return fmt.Errorf("--kernel: %w", err)
@@ -80,7 +87,7 @@ kernel and banger's initrd. It has no sshd: use banger vm exec and vm cp.`,
 	f.StringSliceVar(&req.Packages, "packages", nil, "extra Debian packages, comma-separated")
 	f.StringVar(&size, "size", "", "root file system size, e.g. 4G (default 2G; sparse)")
 	f.StringArrayVar(&req.Scripts, "script", nil, "script to run inside the image after setup (repeatable)")
-	f.StringVar(&req.Kernel, "kernel", "", "kernel file (vmlinux or bzImage) instead of Debian's linux-image-amd64")
+	f.StringVar(&req.Kernel, "kernel", "", "microvm (the kernel banger kernel build made; no initrd), debian (linux-image-amd64 with an initrd) or a kernel file (vmlinux or bzImage) (default: microvm once built, else debian)")
 	f.StringVar(&req.User, "user", "", "default user's name (default: yours)")
 	f.StringVar(&req.Timezone, "timezone", "", "time zone, e.g. Europe/Berlin (default Etc/UTC)")
 	addJSONFlag(cmd, g)
@@ -124,6 +131,7 @@ func renderImage(w io.Writer, im api.Image) error {
 	row("kernel", im.Kernel)
 	row("initrd", im.Initrd)
 	row("rootfs", im.Rootfs)
+	renderOrigin(row, im.Origin)
 	row("created", im.CreatedAt.Local().Format(time.DateTime))
 	return tw.Flush()
 }

@@ -90,51 +90,13 @@ func (b *Builder) BuildBusybox(ctx context.Context, spec BusyboxSpec, progress P
 	if spec.SizeBytes == 0 {
 		spec.SizeBytes = DefaultBusyboxRootfsSize
 	}
-	if spec.KernelPackage == "" {
-		spec.KernelPackage = DefaultKernelPackage
-	}
-	if !debPackagePattern.MatchString(spec.KernelPackage) {
-		return BuildResult{}, fmt.Errorf("%q is not a Debian package name", spec.KernelPackage)
-	}
-	if spec.Busybox == "" {
-		p, err := exec.LookPath("busybox")
-		if err != nil {
-			return BuildResult{}, errors.New("no busybox on PATH: install busybox-static")
-		}
-		spec.Busybox = p
-	}
-	bb, err := readStaticBusybox(spec.Busybox)
+	bb, err := spec.prepare()
 	if err != nil {
 		return BuildResult{}, err
 	}
-	if err := regularFile("agent binary", spec.AgentBinary); err != nil {
-		return BuildResult{}, err
-	}
-	if spec.Kernel != "" {
-		if err := regularFile("kernel", spec.Kernel); err != nil {
-			return BuildResult{}, err
-		}
-	}
 	recipe := Recipe{From: FromBusybox, User: "root", Busybox: busyboxVersionPattern.FindString(string(bb))}
 	return b.runPipeline(spec.OutDir, spec.WorkDir, recipe, progress, func(p *pipeline) error {
-		err := p.stage(ctx, "kernel", func() error {
-			if spec.Kernel != "" {
-				return p.customKernel(spec.Kernel)
-			}
-			deb, err := p.fetchKernel(ctx, spec.KernelPackage)
-			if err != nil {
-				return err
-			}
-			p.progress("kernel", "preparing the ELF vmlinux and the initrd")
-			meta, err := b.busyboxBoot(deb, spec.Busybox, bb, spec.OutDir)
-			if err != nil {
-				return err
-			}
-			p.res.KernelInfo, p.recipe.InitrdModules = meta.KernelInfo, meta.InitrdModules
-			p.res.Initrd = filepath.Join(spec.OutDir, InitrdFile)
-			return nil
-		})
-		if err != nil {
+		if err := p.busyboxKernel(ctx, spec, bb); err != nil {
 			return err
 		}
 		tree := filepath.Join(spec.WorkDir, "rootfs")
@@ -146,6 +108,60 @@ func (b *Builder) BuildBusybox(ctx context.Context, spec BusyboxSpec, progress P
 			return err
 		}
 		return p.ext4(ctx, tree, spec.SizeBytes, 16<<20)
+	})
+}
+
+// prepare fills the spec's defaults and checks its files, returning the
+// busybox binary's bytes.
+func (spec *BusyboxSpec) prepare() ([]byte, error) {
+	if spec.KernelPackage == "" {
+		spec.KernelPackage = DefaultKernelPackage
+	}
+	if !debPackagePattern.MatchString(spec.KernelPackage) {
+		return nil, fmt.Errorf("%q is not a Debian package name", spec.KernelPackage)
+	}
+	if spec.Busybox == "" {
+		p, err := exec.LookPath("busybox")
+		if err != nil {
+			return nil, errors.New("no busybox on PATH: install busybox-static")
+		}
+		spec.Busybox = p
+	}
+	bb, err := readStaticBusybox(spec.Busybox)
+	if err != nil {
+		return nil, err
+	}
+	if err := regularFile("agent binary", spec.AgentBinary); err != nil {
+		return nil, err
+	}
+	if spec.Kernel != "" {
+		if err := regularFile("kernel", spec.Kernel); err != nil {
+			return nil, err
+		}
+	}
+	return bb, nil
+}
+
+// busyboxKernel is the kernel stage of the busybox image (and of images
+// made from container images, which boot the same way): the custom kernel
+// when one is given, else Debian's with banger's initrd.
+func (p *pipeline) busyboxKernel(ctx context.Context, spec BusyboxSpec, bb []byte) error {
+	return p.stage(ctx, "kernel", func() error {
+		if spec.Kernel != "" {
+			return p.customKernel(spec.Kernel)
+		}
+		deb, err := p.fetchKernel(ctx, spec.KernelPackage)
+		if err != nil {
+			return err
+		}
+		p.progress("kernel", "preparing the ELF vmlinux and the initrd")
+		meta, err := p.b.busyboxBoot(deb, spec.Busybox, bb, spec.OutDir)
+		if err != nil {
+			return err
+		}
+		p.res.KernelInfo, p.recipe.InitrdModules = meta.KernelInfo, meta.InitrdModules
+		p.res.Initrd = filepath.Join(spec.OutDir, InitrdFile)
+		return nil
 	})
 }
 

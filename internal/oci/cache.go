@@ -1,0 +1,171 @@
+// Package oci turns container images (from a registry, an OCI layout or a
+// docker archive) into what banger boots: it fetches and verifies the
+// image's blobs into a shared, digest-keyed cache, and flattens the layers
+// into a directory tree plus the ownership, device nodes and xattrs that an
+// unprivileged extraction cannot put on disk, which WriteExt4 then applies.
+package oci
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Cache holds blobs (layers and configs) by digest under
+// Dir/blobs/sha256/<hex>, shared by every image pulled or imported. A blob
+// is written to Dir/tmp first and renamed into place only after its size
+// and digest are verified, so the cache never holds a partial or wrong
+// blob: an interrupted pull resumes at blob granularity, refetching only
+// the blobs it had not finished.
+type Cache struct {
+	Dir string
+}
+
+// BlobPath is where the blob with digest h lives once cached.
+func (c Cache) BlobPath(h v1.Hash) string {
+	return filepath.Join(c.Dir, "blobs", h.Algorithm, h.Hex)
+}
+
+// checkDigest accepts only sha256 digests with a well-formed hex part, so
+// a digest can never name a path outside the cache.
+func checkDigest(h v1.Hash) error {
+	if h.Algorithm != "sha256" {
+		return fmt.Errorf("digest %s uses %q, but banger verifies only sha256 digests", h, h.Algorithm)
+	}
+	if len(h.Hex) != 64 || strings.Trim(h.Hex, "0123456789abcdef") != "" {
+		return fmt.Errorf("digest %q is not a sha256 digest", h)
+	}
+	return nil
+}
+
+// Has reports whether the blob is cached with the expected size (size < 0
+// accepts any size).
+func (c Cache) Has(h v1.Hash, size int64) bool {
+	if checkDigest(h) != nil {
+		return false
+	}
+	st, err := os.Stat(c.BlobPath(h))
+	return err == nil && st.Mode().IsRegular() && (size < 0 || st.Size() == size)
+}
+
+// Put stores the blob open returns, unless it is cached already. size is
+// the expected length (-1 when unknown); onBytes, when not nil, is told
+// how many bytes arrived as they arrive. The blob is refused, and nothing
+// is left in the cache, when its length or digest is not what the
+// manifest said.
+func (c Cache) Put(ctx context.Context, h v1.Hash, size int64, open func() (io.ReadCloser, error), onBytes func(int64)) (string, error) {
+	if err := checkDigest(h); err != nil {
+		return "", err
+	}
+	dst := c.BlobPath(h)
+	if c.Has(h, size) {
+		if onBytes != nil && size > 0 {
+			onBytes(size)
+		}
+		return dst, nil
+	}
+	tmpDir := filepath.Join(c.Dir, "tmp")
+	for _, d := range []string{tmpDir, filepath.Dir(dst)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return "", fmt.Errorf("create the blob cache: %w", err)
+		}
+	}
+	rc, err := open()
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(tmpDir, h.Hex+".*")
+	if err != nil {
+		return "", fmt.Errorf("create a blob in the cache: %w", err)
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // a no-op after the rename
+	digest := sha256.New()
+	var src io.Reader = &ctxReader{ctx: ctx, r: rc}
+	if size >= 0 {
+		// One byte more than promised is enough to tell a blob is too long.
+		src = io.LimitReader(src, size+1)
+	}
+	n, err := io.Copy(io.MultiWriter(tmp, digest, progressWriter(onBytes)), src)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("download blob %s: %w", h, err)
+	}
+	switch {
+	case size >= 0 && n < size:
+		return "", fmt.Errorf("blob %s is truncated: it has %d of its %d bytes", h, n, size)
+	case size >= 0 && n > size:
+		return "", fmt.Errorf("blob %s is longer than the %d bytes its manifest says", h, size)
+	}
+	if got := hex.EncodeToString(digest.Sum(nil)); got != h.Hex {
+		return "", fmt.Errorf("blob %s does not match its digest (its content hashes to sha256:%s)", h, got)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return "", fmt.Errorf("store blob %s in the cache: %w", h, err)
+	}
+	return dst, nil
+}
+
+// Prune removes every cached blob not in keep (keyed by digest string,
+// "sha256:<hex>"), and leftovers of interrupted downloads. It returns how
+// many blobs and bytes it removed.
+func (c Cache) Prune(keep map[string]bool) (blobs int, bytes int64, err error) {
+	if err := os.RemoveAll(filepath.Join(c.Dir, "tmp")); err != nil {
+		return 0, 0, fmt.Errorf("remove interrupted downloads: %w", err)
+	}
+	dir := filepath.Join(c.Dir, "blobs", "sha256")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read the blob cache: %w", err)
+	}
+	for _, e := range entries {
+		if keep["sha256:"+e.Name()] {
+			continue
+		}
+		info, ierr := e.Info()
+		if ierr == nil {
+			bytes += info.Size()
+		}
+		if rerr := os.Remove(filepath.Join(dir, e.Name())); rerr != nil {
+			return blobs, bytes, fmt.Errorf("remove blob %s: %w", e.Name(), rerr)
+		}
+		blobs++
+	}
+	return blobs, bytes, nil
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type progressWriter func(int64)
+
+func (f progressWriter) Write(p []byte) (int, error) {
+	if f != nil {
+		f(int64(len(p)))
+	}
+	return len(p), nil
+}

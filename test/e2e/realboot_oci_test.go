@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/banger-dev/banger/internal/api"
+)
+
+// TestRealBootOCI boots a container image: a busybox-based OCI image is
+// pushed to a real registry (Debian's docker-registry on 127.0.0.1), pulled
+// by a builder installation (timed, then pulled again from the blob
+// cache), and imported from its OCI layout by the suite's daemon, whose
+// namespace cannot reach the registry; its VM boots banger's init and
+// agent, and `vm exec` runs with the image's Env and WorkingDir.
+func TestRealBootOCI(t *testing.T) {
+	vmm := needRealBoot(t)
+	for _, tool := range []string{"docker-registry", "skopeo"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("the container image flow needs %s (apt-get install docker-registry skopeo)", tool)
+		}
+	}
+	before := snapshotHost()
+	h := newRealHost(t, vmm, busyboxBootTimeout)
+	builder := newBuilderHost(t, h)
+	base := builder.buildImage("base", "busybox")
+	dir := busyboxOCILayout(t)
+	ref := startE2ERegistry(t) + "/e2e/busybox:1"
+	pushLayout(t, dir, "1", ref)
+
+	start := time.Now()
+	pulled := pullImage(t, builder, ref, "pulled")
+	cold := time.Since(start)
+	start = time.Now()
+	pullImage(t, builder, ref, "again")
+	warm := time.Since(start)
+	t.Logf("image pull (registry → ext4): %s cold, %s with every blob cached", cold.Round(10*time.Millisecond), warm.Round(10*time.Millisecond))
+	if pulled.Origin == nil || !strings.HasPrefix(pulled.Origin.Digest, "sha256:") || pulled.Origin.Platform != "linux/amd64" {
+		t.Fatalf("pulled image origin = %+v", pulled.Origin)
+	}
+	builder.run("daemon", "stop")
+
+	h.importImage("base", base)
+	h.must("image", "import", "bb", "--oci-layout", dir+":1", "--boot-from", "base")
+	show := h.must("image", "show", "bb")
+	for _, want := range []string{"digest:", "platform:", "linux/amd64", "workdir:", "/srv", "GREETING=hello-from-oci"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("image show lacks %q:\n%s", want, show)
+		}
+	}
+	start = time.Now()
+	h.must("vm", "create", "--name", "oci", "--image", "bb")
+	t.Logf("container image VM created and agent-ready in %s", time.Since(start).Round(100*time.Millisecond))
+	if got := h.mustExec("oci", "sh", "-c", `echo "$GREETING $(pwd)"`); got != "hello-from-oci /srv\n" {
+		t.Errorf("vm exec saw %q, want the image's Env and WorkingDir (hello-from-oci /srv)", got)
+	}
+	if got := h.mustExec("oci", "cat", "/etc/motd"); got != "from a container image\n" {
+		t.Errorf("/etc/motd = %q", got)
+	}
+	if got := h.mustExec("oci", "sh", "-c", "cd /tmp && pwd"); got != "/tmp\n" {
+		t.Errorf("an explicit cd is overridden: %q", got)
+	}
+	h.must("vm", "delete", "--force", "oci")
+	nothingLeft(t, h.on(t), before)
+}
+
+// pullImage runs `banger image pull` on the builder.
+func pullImage(t *testing.T, h *realHost, ref, name string) api.Image {
+	t.Helper()
+	out := h.must("image", "pull", ref, "--name", name, "--insecure-registry", "--boot-from", "base", "--json")
+	var im api.Image
+	if err := json.Unmarshal([]byte(out), &im); err != nil {
+		t.Fatalf("image pull output: %v\n%s", err, out)
+	}
+	return im
+}
+
+// busyboxOCILayout writes an OCI layout (tag 1) of a busybox image: the
+// static busybox with its applets in /bin, /etc/passwd, /etc/motd, /srv,
+// and a config with Env and WorkingDir.
+func busyboxOCILayout(t *testing.T) string {
+	t.Helper()
+	bbPath, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("needs busybox-static")
+	}
+	bb, err := os.ReadFile(bbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := exec.Command(bbPath, "--list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h tar.Header, body []byte) {
+		h.Size = int64(len(body))
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = tw.Write(body)
+	}
+	for _, d := range []string{"bin/", "etc/", "root/", "srv/"} {
+		add(tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}, nil)
+	}
+	add(tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755}, bb)
+	for _, a := range strings.Fields(string(list)) {
+		if a != "busybox" && !strings.Contains(a, "/") {
+			add(tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}, nil)
+		}
+	}
+	add(tar.Header{Name: "etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644}, []byte("root:x:0:0:root:/root:/bin/sh\n"))
+	add(tar.Header{Name: "etc/group", Typeflag: tar.TypeReg, Mode: 0o644}, []byte("root:x:0:\n"))
+	add(tar.Header{Name: "etc/motd", Typeflag: tar.TypeReg, Mode: 0o644}, []byte("from a container image\n"))
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil },
+		tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Env = []string{"PATH=/bin", "GREETING=hello-from-oci"}
+	cf.Config.WorkingDir = "/srv"
+	cf.Config.Cmd = []string{"/bin/sh"}
+	img, err = mutate.ConfigFile(mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON), cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "busybox-oci")
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "1"})); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// startE2ERegistry runs docker-registry on 127.0.0.1 (loopback only) and
+// returns its host:port; it is killed, by PID, at cleanup.
+func startE2ERegistry(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := l.Addr().String()
+	_ = l.Close()
+	cfg := filepath.Join(dir, "config.yml")
+	body := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), host)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command("docker-registry", "serve", cfg)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		resp, err := http.Get("http://" + host + "/v2/")
+		if err == nil {
+			_ = resp.Body.Close()
+			return host
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("docker-registry did not come up on %s: %v\n%s", host, err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pushLayout copies layout:tag to ref with skopeo, blobs as they are.
+func pushLayout(t *testing.T, dir, tag, ref string) {
+	t.Helper()
+	out, err := exec.Command("skopeo", "copy", "--preserve-digests", "--dest-tls-verify=false", "oci:"+dir+":"+tag, "docker://"+ref).CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo copy: %v\n%s", err, out)
+	}
+}
