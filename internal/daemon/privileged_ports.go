@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/banger-dev/banger/internal/network"
+	"github.com/banger-dev/banger/internal/network/firewall"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
@@ -64,6 +65,22 @@ func (p privilegedNet) Admit(ctx context.Context, g guestPort) error {
 
 func (p privilegedNet) Evict(ctx context.Context, g guestPort) error {
 	return privileged.Do(ctx, p.ops, privileged.OpUnisolate, isolationSpec(g))
+}
+
+func (p privilegedNet) ApplyEgress(ctx context.Context, e firewall.Egress) error {
+	spec := privileged.EgressSpec{Bridge: e.Bridge, Tap: e.Tap, Addr: e.Addr, Mode: e.Mode}
+	for _, r := range e.Allow {
+		spec.Allow = append(spec.Allow, privileged.EgressNet{Net: r.Net, Port: r.Port})
+	}
+	return privileged.Do(ctx, p.ops, privileged.OpApplyEgress, spec)
+}
+
+func (p privilegedNet) LearnEgress(ctx context.Context, l firewall.LearnSpec) error {
+	spec := privileged.LearnSpec{Bridge: l.Bridge, Tap: l.Tap}
+	for _, a := range l.Addrs {
+		spec.Addrs = append(spec.Addrs, privileged.LearnedAddr{Addr: a.Addr, Port: a.Port, TTLSeconds: uint32(firewall.ClampTTL(a.TTL).Seconds())})
+	}
+	return privileged.Do(ctx, p.ops, privileged.OpLearnEgress, spec)
 }
 
 // isolationSpec is a VM's port as the helper's firewall operations take it.

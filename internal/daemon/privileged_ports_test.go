@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/banger-dev/banger/internal/network"
+	"github.com/banger-dev/banger/internal/network/firewall"
 	"github.com/banger-dev/banger/internal/privileged"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
 )
@@ -113,6 +115,14 @@ func TestPrivilegedPortsSpeakTheHelpersMenu(t *testing.T) {
 			`firewall.isolate {"bridge":"banger0","tap":"bgt-0123abcd456","mac":"02:00:00:00:00:02","addr":"172.30.0.2","isolated":true}`},
 		{func() (string, error) { return "", netw.Evict(ctx, port) },
 			`firewall.unisolate {"bridge":"banger0","tap":"bgt-0123abcd456","mac":"02:00:00:00:00:02","addr":"172.30.0.2","isolated":true}`},
+		{func() (string, error) {
+			return "", netw.ApplyEgress(ctx, firewall.Egress{Bridge: "banger0", Tap: "bgt-0123abcd456", Addr: port.Addr, Mode: "allowlist",
+				Allow: []firewall.EgressRule{{Net: netip.MustParsePrefix("10.0.0.0/8"), Port: 443}, {Net: netip.MustParsePrefix("192.0.2.7/32")}}})
+		}, `egress.apply {"bridge":"banger0","tap":"bgt-0123abcd456","addr":"172.30.0.2","mode":"allowlist","allow":"10.0.0.0/8:443,192.0.2.7/32:0"}`},
+		{func() (string, error) {
+			return "", netw.LearnEgress(ctx, firewall.LearnSpec{Bridge: "banger0", Tap: "bgt-0123abcd456",
+				Addrs: []firewall.Learned{{Addr: netip.MustParseAddr("192.0.2.7"), Port: 443, TTL: 5 * time.Second}}})
+		}, `egress.learn {"bridge":"banger0","tap":"bgt-0123abcd456","addrs":"192.0.2.7:443:30"}`},
 		{func() (string, error) {
 			return disks.AttachLoop(ctx, loopRequest{Backing: backing, Name: "banger-abc-cow"})
 		}, `loop.attach {"name":"banger-abc-cow","read_only":false}`},
