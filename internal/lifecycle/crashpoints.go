@@ -31,16 +31,3 @@ const (
 	CrashForkRecorded         = "fork.recorded"          // the new VM is recorded (creating), no disk yet
 	CrashForkDiskReady        = "fork.disk-ready"        // the new VM's disk is the snapshot's, no VMM yet
 )
-
-// CrashPoints lists every crash point, in lifecycle order.
-func CrashPoints() []string {
-	return []string{
-		CrashCreateRecorded, CrashCreateDiskReady,
-		CrashBootStarting, CrashBootDiskLocked, CrashBootDiskAttached, CrashBootNetworkAttached,
-		CrashBootSpawned, CrashBootPIDRecorded, CrashBootLaunched, CrashBootAgentReady, CrashBootRunning,
-		CrashStopStopping, CrashStopVMMGone, CrashStopReleased,
-		CrashDeleteDeleting, CrashDeleteFilesRemoved,
-		CrashPausePaused, CrashSnapshotSaving, CrashSnapshotStateWritten, CrashSnapshotFilesWritten,
-		CrashRollbackStopped, CrashRollbackDiskRestored, CrashForkRecorded, CrashForkDiskReady,
-	}
-}

@@ -1,6 +1,6 @@
 // Command crashd is bangerd for crash tests, never shipped: it SIGKILLs
 // itself when the VM lifecycle reaches the step named by
-// BANGER_TEST_CRASH_AT (one of lifecycle.CrashPoints), once: it first creates
+// BANGER_TEST_CRASH_AT (one of the lifecycle.Crash* names), once: it first creates
 // the file BANGER_TEST_CRASH_MARK, and a daemon that finds it there does
 // not crash, so the restarted daemon can be checked. The release bangerd
 // has no such hook; only this test main sets daemon.Options.CrashPoint.

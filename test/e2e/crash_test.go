@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,7 +71,6 @@ func TestDaemonCrashAtEveryStepIsReconciled(t *testing.T) {
 			crashAndCheck(t, h, c, mark, "")
 		})
 	}
-	t.Logf("%d crash cases over %d named crash points", len(crashCases), len(lifecycle.CrashPoints()))
 }
 
 // snapshotCrashCases are the crash points of pause, snapshot, rollback
@@ -516,4 +518,65 @@ func TestAdoptedVMMKilledIsNotACleanExit(t *testing.T) {
 		t.Fatalf("adopted VMM killed: state %s, exit status %q, last error %q", got.State, got.ExitStatus, got.LastError)
 	}
 	h.must("vm", "delete", "--force", "adoptee")
+}
+
+// uncoveredCrashPoints are the crash points no case here reaches, and why.
+var uncoveredCrashPoints = map[string]string{
+	lifecycle.CrashBootDiskAttached: "dm-snapshot overlays need device-mapper, which these hosts lack",
+}
+
+// TestEveryCrashPointHasACase reads the Crash* constants from the
+// lifecycle's source, so a crash point added there without a crash case
+// here (or an exemption saying why) fails.
+func TestEveryCrashPointHasACase(t *testing.T) {
+	names := crashPointsDeclared(t)
+	if len(names) < 20 {
+		t.Fatalf("found only %d crash points in crashpoints.go: %v", len(names), names)
+	}
+	covered := map[string]bool{}
+	for _, set := range [][]crashCase{crashCases, snapshotCrashCases, netCrashCases} {
+		for _, c := range set {
+			covered[c.step] = true
+		}
+	}
+	for _, name := range names {
+		if !covered[name] && uncoveredCrashPoints[name] == "" {
+			t.Errorf("crash point %q has no crash case (add one, or an entry in uncoveredCrashPoints saying why)", name)
+		}
+	}
+}
+
+// crashPointsDeclared returns the values of the string constants named
+// Crash* in internal/lifecycle/crashpoints.go.
+func crashPointsDeclared(t *testing.T) []string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", "..", "internal", "lifecycle", "crashpoints.go"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, decl := range f.Decls {
+		gen, ok := decl.(*ast.GenDecl)
+		if !ok || gen.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gen.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, id := range vs.Names {
+				if !strings.HasPrefix(id.Name, "Crash") || i >= len(vs.Values) {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					t.Fatalf("crash point %s is not a string literal", id.Name)
+				}
+				v, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				names = append(names, v)
+			}
+		}
+	}
+	return names
 }

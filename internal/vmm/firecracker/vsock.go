@@ -131,22 +131,6 @@ func (c *VsockConn) CloseWrite() error {
 	return fmt.Errorf("vsock: CloseWrite on %T: %w", c.Conn, errors.ErrUnsupported)
 }
 
-// ListenHybridVsock listens for guest-initiated vsock connections to port:
-// Firecracker forwards them to the Unix socket "<udsPath>_<port>". A socket
-// file left by a dead process is removed; one that still accepts
-// connections is left alone and reported.
-func ListenHybridVsock(udsPath string, port uint32) (net.Listener, error) {
-	path := fmt.Sprintf("%s_%d", udsPath, port)
-	if err := vmmproc.ReclaimSocket(path); err != nil {
-		return nil, fmt.Errorf("vsock listen %s: %w", path, err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("vsock listen %s: %w", path, err)
-	}
-	return ln, nil
-}
-
 // ErrSocketInUse means a live process answers on a socket path we were
 // about to take.
 var ErrSocketInUse = vmmproc.ErrSocketInUse

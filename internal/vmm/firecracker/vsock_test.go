@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/vmm/vmmproc"
 )
 
 // fakeVsockMuxer plays Firecracker's host-side vsock muxer: it accepts on
@@ -252,4 +254,21 @@ func TestListenHybridVsockRefusesRegularFile(t *testing.T) {
 	if _, err := ListenHybridVsock(uds, 52); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("want a not-a-socket refusal, got %v", err)
 	}
+}
+
+// ListenHybridVsock listens for guest-initiated vsock connections to port,
+// as a host service would (banger has none: its agent is dialled by the host):
+// Firecracker forwards them to the Unix socket "<udsPath>_<port>". A socket
+// file left by a dead process is removed; one that still accepts
+// connections is left alone and reported.
+func ListenHybridVsock(udsPath string, port uint32) (net.Listener, error) {
+	path := fmt.Sprintf("%s_%d", udsPath, port)
+	if err := vmmproc.ReclaimSocket(path); err != nil {
+		return nil, fmt.Errorf("vsock listen %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("vsock listen %s: %w", path, err)
+	}
+	return ln, nil
 }
