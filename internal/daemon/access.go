@@ -12,6 +12,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/lifecycle"
 	"github.com/banger-dev/banger/internal/ssh"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -49,11 +50,11 @@ func (a *access) running(ctx context.Context, name string) (guest, error) {
 	if err != nil {
 		return guest{}, err
 	}
-	if vm.State == store.VMPaused {
+	if vm.State == lifecycle.Paused {
 		return guest{}, pausedError(vm.Name)
 	}
 	inst := a.m.instance(vm.ID)
-	if vm.State != store.VMRunning || inst == nil {
+	if vm.State != lifecycle.Running || inst == nil {
 		return guest{}, api.Errorf(api.CodeFailedPrecondition, "vm %q is %s, not running", vm.Name, vm.State).
 			WithHint("start it with `banger vm start " + vm.Name + "`")
 	}
@@ -189,7 +190,7 @@ func (a *access) sshInfo(ctx context.Context, req api.VMRef, _ api.Progress) (ap
 	if err != nil {
 		return api.VMSSHInfo{}, err
 	}
-	if vm.State == store.VMPaused {
+	if vm.State == lifecycle.Paused {
 		return api.VMSSHInfo{}, pausedError(vm.Name)
 	}
 	a.m.d.ttl.touch(vm.ID)

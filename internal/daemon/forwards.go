@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/lifecycle"
 	"github.com/banger-dev/banger/internal/network/portforward"
 	"github.com/banger-dev/banger/internal/store"
 )
@@ -120,7 +121,7 @@ func (m *vmManager) PortForward(ctx context.Context, req api.VMPortForwardReques
 	if vm, err = m.d.store.GetVM(ctx, vm.ID); err != nil {
 		return api.VM{}, err
 	}
-	if vm.State == store.VMPaused {
+	if vm.State == lifecycle.Paused {
 		return api.VM{}, pausedError(vm.Name)
 	}
 	s := settingsOf(vm)

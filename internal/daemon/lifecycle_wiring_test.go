@@ -68,7 +68,7 @@ func TestVMMapsBetweenStoreAndLifecycle(t *testing.T) {
 	}
 	var sv store.VM
 	fillAll(t, &sv)
-	sv.State, sv.UpdatedAt = store.VMStopped, time.Time{}
+	sv.State, sv.UpdatedAt = lifecycle.Stopped, time.Time{}
 	if back := toStoreVM(fromStoreVM(sv)); !reflect.DeepEqual(back, sv) {
 		t.Errorf("store → lifecycle → store:\n got %+v\nwant %+v", back, sv)
 	}

@@ -373,7 +373,7 @@ func TestAccessRefusesAPausedVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { must(t, st.Close()) }()
-	vm := store.VM{ID: store.NewID(), Name: "frozen", VCPUs: 1, MemoryMiB: 128, State: store.VMPaused, VMM: "firecracker"}
+	vm := store.VM{ID: store.NewID(), Name: "frozen", VCPUs: 1, MemoryMiB: 128, State: lifecycle.Paused, VMM: "firecracker"}
 	if err := st.CreateVM(ctx, vm); err != nil {
 		t.Fatal(err)
 	}

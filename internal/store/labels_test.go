@@ -4,6 +4,8 @@ import (
 	"context"
 	"maps"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/lifecycle"
 )
 
 func TestVMLabelsRoundTrip(t *testing.T) {
@@ -27,7 +29,7 @@ func TestVMLabelsRoundTrip(t *testing.T) {
 	}
 	// A state update keeps them: they are spec, not observed state.
 	upd := got.Observed()
-	upd.State = VMStarting
+	upd.State = lifecycle.Starting
 	if err := s.UpdateVMState(ctx, got.ID, upd); err != nil {
 		t.Fatal(err)
 	}

@@ -12,22 +12,6 @@ import (
 	"github.com/banger-dev/banger/internal/lifecycle"
 )
 
-// VMState is a VM's lifecycle state: the lifecycle package owns the states
-// and their transitions; the store keeps them and refuses unknown values.
-type VMState = lifecycle.State
-
-// The VM lifecycle states, under the names the store's callers use.
-const (
-	VMCreating = lifecycle.Creating
-	VMStarting = lifecycle.Starting
-	VMRunning  = lifecycle.Running
-	VMPaused   = lifecycle.Paused
-	VMStopping = lifecycle.Stopping
-	VMStopped  = lifecycle.Stopped
-	VMFailed   = lifecycle.Failed
-	VMDeleting = lifecycle.Deleting
-)
-
 // VM is one persistent virtual machine: its spec (what the user asked for)
 // and its observed state (what the daemon last saw).
 type VM struct {
@@ -53,7 +37,7 @@ type VM struct {
 	CreatedAt time.Time
 
 	// Observed state, replaced as a whole by UpdateVMState.
-	State      VMState
+	State      lifecycle.State
 	VMM        string // driver name: "firecracker", "qemu"
 	PID        int    // VMM process ID; 0 when not running
 	PIDStart   uint64 // start time of PID (/proc/PID/stat field 22); 0 when unknown
@@ -70,7 +54,7 @@ type VM struct {
 // caller changes only the fields it means to:
 //
 //	upd := vm.Observed()
-//	upd.State, upd.PID = store.VMRunning, pid
+//	upd.State, upd.PID = store.lifecycle.Running, pid
 func (vm VM) Observed() VMStateUpdate {
 	return VMStateUpdate{
 		State:      vm.State,
@@ -90,7 +74,7 @@ func (vm VM) Observed() VMStateUpdate {
 // every field, so zero values clear (a zero PID or time means "none"):
 // start from VM.Observed to keep the rest.
 type VMStateUpdate struct {
-	State      VMState
+	State      lifecycle.State
 	VMM        string
 	PID        int
 	PIDStart   uint64
@@ -105,7 +89,7 @@ type VMStateUpdate struct {
 	// only if the VM's current state is one of these, otherwise
 	// UpdateVMState returns ErrStateConflict and changes nothing. This lets
 	// concurrent operations (stop vs. reconcile) not overwrite each other.
-	IfStateIn []VMState
+	IfStateIn []lifecycle.State
 }
 
 const vmColumns = `id, name, image_id, image_name, vcpus, memory_mib, disk_size_bytes, network, autostart, created_at,
@@ -137,7 +121,7 @@ func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 	vm.ImageID = imageID.String
 	vm.Network = json.RawMessage(network)
 	vm.Autostart = autostart != 0
-	vm.State = VMState(state)
+	vm.State = lifecycle.State(state)
 	var err error
 	if vm.CreatedAt, err = parseTime(created); err != nil {
 		return VM{}, err
@@ -164,7 +148,7 @@ func boolInt(b bool) int {
 }
 
 // CreateVM stores a new VM. ID, Name, positive VCPUs and MemoryMiB are
-// required; an empty State means VMCreating. A taken ID or name gives
+// required; an empty State means lifecycle.Creating. A taken ID or name gives
 // ErrAlreadyExists; an ImageID that matches no image gives ErrNotFound.
 // UpdatedAt is set from the store's clock.
 func (s *Store) CreateVM(ctx context.Context, vm VM) error {
@@ -176,7 +160,7 @@ func (s *Store) CreateVM(ctx context.Context, vm VM) error {
 
 func (s *Store) createVM(ctx context.Context, vm VM) error {
 	if vm.State == "" {
-		vm.State = VMCreating
+		vm.State = lifecycle.Creating
 	}
 	switch {
 	case vm.ID == "":
@@ -289,7 +273,7 @@ func (s *Store) updateVMState(ctx context.Context, id string, upd VMStateUpdate)
 		if err != nil {
 			return err
 		}
-		if len(upd.IfStateIn) > 0 && !slices.Contains(upd.IfStateIn, VMState(cur)) {
+		if len(upd.IfStateIn) > 0 && !slices.Contains(upd.IfStateIn, lifecycle.State(cur)) {
 			return fmt.Errorf("%w: vm is %s, not %v", ErrStateConflict, cur, upd.IfStateIn)
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE vms SET

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/lifecycle"
 )
 
 // TestVMProcessStartTimeRoundTrips: the VMM's start time (migration 4) is
@@ -20,7 +22,7 @@ func TestVMProcessStartTimeRoundTrips(t *testing.T) {
 	}
 	upd := got.Observed()
 	// Ticks since boot; larger than 32 bits to catch a narrowing.
-	upd.State, upd.PID, upd.PIDStart = VMStarting, 4242, 1<<40+7
+	upd.State, upd.PID, upd.PIDStart = lifecycle.Starting, 4242, 1<<40+7
 	if err := s.UpdateVMState(ctx, vm.ID, upd); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +33,7 @@ func TestVMProcessStartTimeRoundTrips(t *testing.T) {
 		t.Fatalf("Observed dropped the start time: %+v", o)
 	}
 	upd = got.Observed()
-	upd.State, upd.PID, upd.PIDStart = VMStopped, 0, 0
+	upd.State, upd.PID, upd.PIDStart = lifecycle.Stopped, 0, 0
 	if err := s.UpdateVMState(ctx, vm.ID, upd); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/lifecycle"
 )
 
 func testVM(name string) VM {
@@ -41,8 +43,8 @@ func TestVMCRUD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.State != VMCreating {
-		t.Errorf("State = %q, want the default %q", got.State, VMCreating)
+	if got.State != lifecycle.Creating {
+		t.Errorf("State = %q, want the default %q", got.State, lifecycle.Creating)
 	}
 	if got.CreatedAt.IsZero() || got.UpdatedAt.IsZero() || got.CreatedAt.Location() != time.UTC {
 		t.Errorf("CreatedAt %v / UpdatedAt %v, want UTC times from the clock", got.CreatedAt, got.UpdatedAt)
@@ -51,7 +53,7 @@ func TestVMCRUD(t *testing.T) {
 		t.Errorf("StartedAt %v / StoppedAt %v, want zero", got.StartedAt, got.StoppedAt)
 	}
 	want := vm
-	want.State, want.CreatedAt, want.UpdatedAt = VMCreating, got.CreatedAt, got.UpdatedAt
+	want.State, want.CreatedAt, want.UpdatedAt = lifecycle.Creating, got.CreatedAt, got.UpdatedAt
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("GetVM = %+v\nwant     %+v", got, want)
 	}
@@ -184,7 +186,7 @@ func TestUpdateVMState(t *testing.T) {
 	started := time.Date(2026, 5, 1, 12, 0, 0, 987654321, time.UTC)
 	upd := created.Observed()
 	upd.State, upd.PID, upd.APISocket, upd.RunDir, upd.StartedAt =
-		VMRunning, 4242, "/run/banger/vms/dev/api.sock", "/run/banger/vms/dev", started
+		lifecycle.Running, 4242, "/run/banger/vms/dev/api.sock", "/run/banger/vms/dev", started
 	if err := s.UpdateVMState(ctx, vm.ID, upd); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestUpdateVMState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if running.State != VMRunning || running.PID != 4242 || running.APISocket != upd.APISocket ||
+	if running.State != lifecycle.Running || running.PID != 4242 || running.APISocket != upd.APISocket ||
 		running.RunDir != upd.RunDir || !running.StartedAt.Equal(started) || running.VMM != "firecracker" {
 		t.Errorf("after update: %+v", running)
 	}
@@ -206,13 +208,13 @@ func TestUpdateVMState(t *testing.T) {
 
 	stopped := started.Add(time.Hour)
 	upd = running.Observed()
-	upd.State, upd.PID, upd.StoppedAt, upd.ExitStatus, upd.LastError = VMFailed, 0, stopped, "signal: killed", "guest agent never became ready"
+	upd.State, upd.PID, upd.StoppedAt, upd.ExitStatus, upd.LastError = lifecycle.Failed, 0, stopped, "signal: killed", "guest agent never became ready"
 	upd.APISocket = ""
 	if err := s.UpdateVMState(ctx, vm.ID, upd); err != nil {
 		t.Fatal(err)
 	}
 	failed, _ := s.GetVM(ctx, vm.ID)
-	if failed.State != VMFailed || failed.PID != 0 || failed.APISocket != "" || !failed.StoppedAt.Equal(stopped) ||
+	if failed.State != lifecycle.Failed || failed.PID != 0 || failed.APISocket != "" || !failed.StoppedAt.Equal(stopped) ||
 		!failed.StartedAt.Equal(started) || failed.ExitStatus != "signal: killed" || failed.LastError != upd.LastError {
 		t.Errorf("after failure: %+v", failed)
 	}
@@ -230,19 +232,19 @@ func TestUpdateVMStateConditional(t *testing.T) {
 	s, _ := openTestStore(t)
 	ctx := context.Background()
 	vm := testVM("dev")
-	vm.State = VMStopped
+	vm.State = lifecycle.Stopped
 	if err := s.CreateVM(ctx, vm); err != nil {
 		t.Fatal(err)
 	}
 
-	err := s.UpdateVMState(ctx, vm.ID, VMStateUpdate{State: VMStopping, IfStateIn: []VMState{VMRunning, VMStarting}})
+	err := s.UpdateVMState(ctx, vm.ID, VMStateUpdate{State: lifecycle.Stopping, IfStateIn: []lifecycle.State{lifecycle.Running, lifecycle.Starting}})
 	if !errors.Is(err, ErrStateConflict) {
 		t.Fatalf("conditional update from the wrong state: %v, want ErrStateConflict", err)
 	}
-	if got, _ := s.GetVM(ctx, vm.ID); got.State != VMStopped {
+	if got, _ := s.GetVM(ctx, vm.ID); got.State != lifecycle.Stopped {
 		t.Errorf("state changed to %q by a refused update", got.State)
 	}
-	if err := s.UpdateVMState(ctx, vm.ID, VMStateUpdate{State: VMStarting, IfStateIn: []VMState{VMStopped}}); err != nil {
+	if err := s.UpdateVMState(ctx, vm.ID, VMStateUpdate{State: lifecycle.Starting, IfStateIn: []lifecycle.State{lifecycle.Stopped}}); err != nil {
 		t.Errorf("conditional update from the right state: %v", err)
 	}
 }
@@ -252,7 +254,7 @@ func TestUpdateVMStateConditionalRace(t *testing.T) {
 	s, _ := openTestStore(t)
 	ctx := context.Background()
 	vm := testVM("dev")
-	vm.State = VMRunning
+	vm.State = lifecycle.Running
 	if err := s.CreateVM(ctx, vm); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +262,7 @@ func TestUpdateVMStateConditionalRace(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			errs <- s.UpdateVMState(ctx, vm.ID, VMStateUpdate{State: VMStopping, IfStateIn: []VMState{VMRunning}})
+			errs <- s.UpdateVMState(ctx, vm.ID, VMStateUpdate{State: lifecycle.Stopping, IfStateIn: []lifecycle.State{lifecycle.Running}})
 		}()
 	}
 	wins := 0
@@ -279,12 +281,12 @@ func TestUpdateVMStateConditionalRace(t *testing.T) {
 }
 
 func TestValidStates(t *testing.T) {
-	for _, st := range []VMState{VMCreating, VMStarting, VMRunning, VMStopping, VMStopped, VMFailed, VMDeleting} {
+	for _, st := range []lifecycle.State{lifecycle.Creating, lifecycle.Starting, lifecycle.Running, lifecycle.Stopping, lifecycle.Stopped, lifecycle.Failed, lifecycle.Deleting} {
 		if !st.Valid() {
 			t.Errorf("%q not valid", st)
 		}
 	}
-	if VMState("").Valid() || VMState("Running").Valid() {
+	if lifecycle.State("").Valid() || lifecycle.State("Running").Valid() {
 		t.Error("invalid states accepted")
 	}
 }

@@ -453,7 +453,7 @@ func TestSecondVMMOnOneDiskIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	upd := row.Observed()
-	upd.State, upd.PID, upd.PIDStart, upd.APISocket = store.VMStopped, 0, 0, ""
+	upd.State, upd.PID, upd.PIDStart, upd.APISocket = lifecycle.Stopped, 0, 0, ""
 	if err := st.UpdateVMState(ctx, vm.ID, upd); err != nil {
 		t.Fatal(err)
 	}
