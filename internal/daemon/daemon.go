@@ -46,9 +46,6 @@ type Options struct {
 	Now func() time.Time
 	// Driver is the VMM driver; when nil the daemon picks one from Config.
 	Driver vmm.Driver
-	// Privileged performs root-only operations; when nil the daemon picks
-	// in-process (root), the root helper (system install) or none.
-	Privileged privileged.Ops
 	// Runner runs the daemon's own external commands (image builds,
 	// mkfs/resize2fs on VM disks); system.ExecRunner when nil.
 	Runner system.Runner
@@ -302,14 +299,9 @@ func imageToAPI(im store.Image) api.Image {
 	}
 }
 
-// startNetwork picks how privileged operations are reached and sets up VM
-// networking with them.
-// privilegedOps picks how privileged operations are reached: injected (tests),
-// in-process (root), the root helper (system install), or unavailable.
+// privilegedOps picks how privileged operations are reached: in-process
+// (root), the root helper (system install), or unavailable.
 func (d *Daemon) privilegedOps() (privileged.Ops, string, error) {
-	if d.opts.Privileged != nil {
-		return d.opts.Privileged, "injected", nil
-	}
 	// Only a root daemon launches jailers itself; otherwise the helper does,
 	// with its own (root's) reading of the config.
 	var jailer *privileged.JailerPolicy
