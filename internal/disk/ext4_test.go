@@ -3,9 +3,12 @@ package disk
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,8 +121,104 @@ func TestResizeForReal(t *testing.T) {
 	}
 }
 
+// editSuperblock lets edit change img's superblock in place.
+func editSuperblock(t *testing.T, img string, edit func(sb []byte)) {
+	t.Helper()
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sb := make([]byte, 1024)
+	if _, err := f.ReadAt(sb, superblockOffset); err != nil {
+		t.Fatal(err)
+	}
+	edit(sb)
+	// With metadata_csum, e2fsprogs checks the superblock's CRC32C (stored
+	// without the final inversion Go's Checksum applies).
+	const roCompatMetadataCsum = 0x400
+	if binary.LittleEndian.Uint32(sb[0x64:])&roCompatMetadataCsum != 0 {
+		binary.LittleEndian.PutUint32(sb[0x3FC:], ^crc32.Checksum(sb[:0x3FC], crc32.MakeTable(crc32.Castagnoli)))
+	}
+	if _, err := f.WriteAt(sb, superblockOffset); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// markMountedSinceCheck makes img look like a disk a guest has used:
+// mounted (s_mtime) after its last check (s_lastcheck).
+func markMountedSinceCheck(t *testing.T, img string) {
+	t.Helper()
+	editSuperblock(t, img, func(sb []byte) {
+		le := binary.LittleEndian
+		le.PutUint32(sb[0x2C:], le.Uint32(sb[0x40:])+1)
+	})
+}
+
+// A file system nobody mounted since mkfs is grown without a check: the
+// e2fsck would be a wasted process per create.
+func TestResizeSkipsTheCheckOfACleanImage(t *testing.T) {
+	img := makeExt4(t, 64<<20)
+	if info, err := ReadExt4(img); err != nil || !info.CheckedClean {
+		t.Fatalf("fresh image: %+v, %v; want CheckedClean", info, err)
+	}
+	r := &systemtest.Runner{}
+	if err := Resize(context.Background(), r, img, 128<<20); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"resize2fs " + img + " 131072K"}; !slices.Equal(r.Lines(), want) {
+		t.Fatalf("ran %q, want %q", r.Lines(), want)
+	}
+}
+
+// What resize2fs would refuse without `e2fsck -f` is not CheckedClean.
+func TestCheckedCleanFollowsResize2fs(t *testing.T) {
+	le := binary.LittleEndian
+	for _, tt := range []struct {
+		name string
+		edit func(sb []byte)
+	}{
+		{"mounted since checked", func(sb []byte) { le.PutUint32(sb[0x2C:], le.Uint32(sb[0x40:])+1) }},
+		{"mounted since checked (64-bit time)", func(sb []byte) { sb[0x275] = 1 }},
+		{"not cleanly unmounted", func(sb []byte) { sb[0x3A] &^= stateValid }},
+		{"errors recorded", func(sb []byte) { sb[0x3A] |= stateErrors }},
+		{"journal to replay", func(sb []byte) { sb[0x60] |= incompatRecover }},
+		{"free blocks above the total", func(sb []byte) { le.PutUint32(sb[0x0C:], le.Uint32(sb[0x04:])+1) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			img := makeExt4(t, 64<<20)
+			editSuperblock(t, img, tt.edit)
+			info, err := ReadExt4(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.CheckedClean {
+				t.Fatal("CheckedClean, want a check before resize")
+			}
+		})
+	}
+}
+
+// A used disk is checked, then grown, with the real tools (resize2fs
+// refuses it without the check).
+func TestResizeChecksAUsedDiskForReal(t *testing.T) {
+	needCmd(t, "resize2fs", "e2fsck")
+	img := makeExt4(t, 64<<20)
+	markMountedSinceCheck(t, img)
+	if out, err := exec.Command("resize2fs", img, "131072K").CombinedOutput(); err == nil || !strings.Contains(string(out), "e2fsck -f") {
+		t.Fatalf("resize2fs without a check: %v\n%s; want it to ask for e2fsck -f", err, out)
+	}
+	if err := Resize(context.Background(), system.ExecRunner{}, img, 128<<20); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := ReadExt4(img); err != nil || info.FSBytes != 128<<20 {
+		t.Fatalf("after resize: %+v, %v", info, err)
+	}
+}
+
 func TestResizeRunsCheckThenResize(t *testing.T) {
 	img := makeExt4(t, 64<<20)
+	markMountedSinceCheck(t, img)
 	r := &systemtest.Runner{Reply: func(c system.Command) (system.Output, error) {
 		if c.Path == "e2fsck" {
 			return systemtest.Exit(1, "") // "errors corrected" is fine

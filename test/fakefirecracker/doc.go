@@ -30,6 +30,8 @@
 //	BANGER_FC_SPEC          path of firecracker-api.yaml; otherwise found by walking up
 //	                        from the working directory to shared/firecracker/. Without
 //	                        it the fake refuses to start.
+//	BANGER_FC_SPEC_CACHE    directory for the decoded spec (keyed by its SHA-256);
+//	                        default banger-fcspec under the user's cache directory.
 //	BANGER_FAKE_GUEST       stand-in guest binary, run at InstanceStart as
 //	                        GUEST --listen unix:<api-sock>.guest/vsock_<port>.sock
 //	                        Unset: no guest; vsock CONNECTs are closed unanswered.

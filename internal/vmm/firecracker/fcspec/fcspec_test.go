@@ -11,38 +11,47 @@ import (
 	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
 )
 
-func TestValidateRequest(t *testing.T) {
-	v := fcspec.LoadForTest(t)
-	tests := []struct {
-		name         string
-		method, path string
-		body         string
-		wantErr      error // nil means accepted
-		wantMsg      string
-	}{
-		{"boot source", "PUT", "/boot-source", `{"kernel_image_path":"/k","boot_args":"console=ttyS0"}`, nil, ""},
-		{"machine config", "PUT", "/machine-config", `{"vcpu_count":2,"mem_size_mib":512}`, nil, ""},
-		{"instance info", "GET", "/", ``, nil, ""},
-		{"action", "PUT", "/actions", `{"action_type":"InstanceStart"}`, nil, ""},
-		{"mmds free form", "PUT", "/mmds", `{"latest":{"meta-data":{"x":1}}}`, nil, ""},
-		{"drive", "PUT", "/drives/rootfs", `{"drive_id":"rootfs","path_on_host":"/r","is_root_device":true,"is_read_only":false}`, nil, ""},
+type validateCase struct {
+	name         string
+	method, path string
+	body         string
+	wantErr      error // nil means accepted
+	wantMsg      string
+}
 
-		{"unknown path", "GET", "/nope", ``, fcspec.ErrUnknownPath, ""},
-		{"wrong method", "DELETE", "/boot-source", ``, fcspec.ErrMethodNotAllowed, ""},
-		{"unknown field", "PUT", "/boot-source", `{"kernel_image_path":"/k","kernel_args":"x"}`, fcspec.ErrInvalidRequest, "kernel_args"},
-		{"unknown nested field", "PUT", "/drives/d", `{"drive_id":"d","is_root_device":false,"rate_limiter":{"ops":{"size":1,"refill_time":1,"burst":2}}}`, fcspec.ErrInvalidRequest, "burst"},
-		{"wrong type", "PUT", "/machine-config", `{"vcpu_count":"2","mem_size_mib":512}`, fcspec.ErrInvalidRequest, "vcpu_count"},
-		{"not an integer", "PUT", "/machine-config", `{"vcpu_count":1.5,"mem_size_mib":512}`, fcspec.ErrInvalidRequest, "vcpu_count"},
-		{"above maximum", "PUT", "/machine-config", `{"vcpu_count":33,"mem_size_mib":512}`, fcspec.ErrInvalidRequest, "vcpu_count"},
-		{"below minimum", "PUT", "/vsock", `{"guest_cid":2,"uds_path":"/v.sock"}`, fcspec.ErrInvalidRequest, "guest_cid"},
-		{"bad enum", "PUT", "/actions", `{"action_type":"Reboot"}`, fcspec.ErrInvalidRequest, "action_type"},
-		{"missing required", "PUT", "/boot-source", `{"boot_args":"x"}`, fcspec.ErrInvalidRequest, "kernel_image_path"},
-		{"missing required body", "PUT", "/actions", ``, fcspec.ErrInvalidRequest, ""},
-		{"not json", "PUT", "/actions", `{action_type:`, fcspec.ErrInvalidRequest, ""},
-		{"body on GET", "GET", "/version", `{}`, fcspec.ErrInvalidRequest, ""},
-		{"path id mismatch", "PUT", "/drives/a", `{"drive_id":"b","is_root_device":false}`, fcspec.ErrInvalidRequest, "does not match"},
-	}
-	for _, tt := range tests {
+// validateCases are requests with Firecracker's verdict on each; every way of
+// loading the spec must give the same verdicts.
+var validateCases = []validateCase{
+	{"boot source", "PUT", "/boot-source", `{"kernel_image_path":"/k","boot_args":"console=ttyS0"}`, nil, ""},
+	{"machine config", "PUT", "/machine-config", `{"vcpu_count":2,"mem_size_mib":512}`, nil, ""},
+	{"instance info", "GET", "/", ``, nil, ""},
+	{"action", "PUT", "/actions", `{"action_type":"InstanceStart"}`, nil, ""},
+	{"mmds free form", "PUT", "/mmds", `{"latest":{"meta-data":{"x":1}}}`, nil, ""},
+	{"drive", "PUT", "/drives/rootfs", `{"drive_id":"rootfs","path_on_host":"/r","is_root_device":true,"is_read_only":false}`, nil, ""},
+
+	{"unknown path", "GET", "/nope", ``, fcspec.ErrUnknownPath, ""},
+	{"wrong method", "DELETE", "/boot-source", ``, fcspec.ErrMethodNotAllowed, ""},
+	{"unknown field", "PUT", "/boot-source", `{"kernel_image_path":"/k","kernel_args":"x"}`, fcspec.ErrInvalidRequest, "kernel_args"},
+	{"unknown nested field", "PUT", "/drives/d", `{"drive_id":"d","is_root_device":false,"rate_limiter":{"ops":{"size":1,"refill_time":1,"burst":2}}}`, fcspec.ErrInvalidRequest, "burst"},
+	{"wrong type", "PUT", "/machine-config", `{"vcpu_count":"2","mem_size_mib":512}`, fcspec.ErrInvalidRequest, "vcpu_count"},
+	{"not an integer", "PUT", "/machine-config", `{"vcpu_count":1.5,"mem_size_mib":512}`, fcspec.ErrInvalidRequest, "vcpu_count"},
+	{"above maximum", "PUT", "/machine-config", `{"vcpu_count":33,"mem_size_mib":512}`, fcspec.ErrInvalidRequest, "vcpu_count"},
+	{"below minimum", "PUT", "/vsock", `{"guest_cid":2,"uds_path":"/v.sock"}`, fcspec.ErrInvalidRequest, "guest_cid"},
+	{"bad enum", "PUT", "/actions", `{"action_type":"Reboot"}`, fcspec.ErrInvalidRequest, "action_type"},
+	{"missing required", "PUT", "/boot-source", `{"boot_args":"x"}`, fcspec.ErrInvalidRequest, "kernel_image_path"},
+	{"missing required body", "PUT", "/actions", ``, fcspec.ErrInvalidRequest, ""},
+	{"not json", "PUT", "/actions", `{action_type:`, fcspec.ErrInvalidRequest, ""},
+	{"body on GET", "GET", "/version", `{}`, fcspec.ErrInvalidRequest, ""},
+	{"path id mismatch", "PUT", "/drives/a", `{"drive_id":"b","is_root_device":false}`, fcspec.ErrInvalidRequest, "does not match"},
+}
+
+func TestValidateRequest(t *testing.T) {
+	checkVerdicts(t, fcspec.LoadForTest(t))
+}
+
+func checkVerdicts(t *testing.T, v *fcspec.Validator) {
+	t.Helper()
+	for _, tt := range validateCases {
 		t.Run(tt.name, func(t *testing.T) {
 			err := v.ValidateRequest(tt.method, tt.path, []byte(tt.body))
 			if tt.wantErr == nil {

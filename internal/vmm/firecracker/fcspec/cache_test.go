@@ -1,0 +1,121 @@
+package fcspec_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+)
+
+// cacheEntries lists the decoded specs LoadCached left in dir.
+func cacheEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	got, err := filepath.Glob(filepath.Join(dir, "swagger-*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func loadCached(t *testing.T, spec, dir string) *fcspec.Validator {
+	t.Helper()
+	v, err := fcspec.LoadCached(spec, dir)
+	if err != nil {
+		t.Fatalf("LoadCached: %v", err)
+	}
+	return v
+}
+
+// A cold and a warm cached load judge every request as the YAML-parsed
+// validator does.
+func TestLoadCachedGivesTheSameVerdicts(t *testing.T) {
+	spec := fcspec.SpecPathForTest(t)
+	dir := t.TempDir()
+	t.Run("miss", func(t *testing.T) { checkVerdicts(t, loadCached(t, spec, dir)) })
+	if n := len(cacheEntries(t, dir)); n != 1 {
+		t.Fatalf("after a miss the cache holds %d entries, want 1", n)
+	}
+	t.Run("hit", func(t *testing.T) { checkVerdicts(t, loadCached(t, spec, dir)) })
+}
+
+// The cache entry, not the YAML, is what a warm load decodes: an entry
+// whose version was changed shows through. (Without the cache the version
+// would be the spec's own.)
+func TestLoadCachedReadsTheEntry(t *testing.T) {
+	spec := fcspec.SpecPathForTest(t)
+	dir := t.TempDir()
+	want := loadCached(t, spec, dir).SpecVersion()
+	entries := cacheEntries(t, dir)
+	if len(entries) != 1 {
+		t.Fatalf("cache holds %d entries, want 1", len(entries))
+	}
+	data, err := os.ReadFile(entries[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := strings.Replace(string(data), `"version":"`+want+`"`, `"version":"cached-`+want+`"`, 1)
+	if marked == string(data) {
+		t.Fatalf("entry does not carry the version %q", want)
+	}
+	if err := os.WriteFile(entries[0], []byte(marked), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := loadCached(t, spec, dir).SpecVersion(); got != "cached-"+want {
+		t.Fatalf("warm load has version %q, want the entry's %q", got, "cached-"+want)
+	}
+}
+
+// A corrupt entry is not trusted: the spec is parsed again and the entry
+// replaced.
+func TestLoadCachedRecoversFromACorruptEntry(t *testing.T) {
+	spec := fcspec.SpecPathForTest(t)
+	dir := t.TempDir()
+	loadCached(t, spec, dir)
+	entry := cacheEntries(t, dir)[0]
+	if err := os.WriteFile(entry, []byte(`{"swagger": "2.0", "paths": [`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkVerdicts(t, loadCached(t, spec, dir))
+	data, err := os.ReadFile(entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(data), "{") || !strings.Contains(string(data), `"paths":{`) {
+		t.Fatalf("corrupt entry was not rewritten: %.80s", data)
+	}
+}
+
+// Without a cache directory LoadCached is Load.
+func TestLoadCachedWithoutADirectory(t *testing.T) {
+	checkVerdicts(t, loadCached(t, fcspec.SpecPathForTest(t), ""))
+}
+
+func BenchmarkLoad(b *testing.B) {
+	spec, err := fcspec.SpecPath()
+	if err != nil {
+		b.Skip(err)
+	}
+	for b.Loop() {
+		if _, err := fcspec.Load(spec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLoadCachedWarm(b *testing.B) {
+	spec, err := fcspec.SpecPath()
+	if err != nil {
+		b.Skip(err)
+	}
+	dir := b.TempDir()
+	if _, err := fcspec.LoadCached(spec, dir); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := fcspec.LoadCached(spec, dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
