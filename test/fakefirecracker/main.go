@@ -119,13 +119,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 // fake refuses to run without it: an unvalidated fake would accept requests
 // the real Firecracker rejects, which is the one thing it must not do. The
 // fake starts once per VM, so the decoded spec is cached (keyed by the spec's
-// hash; see fcspec.LoadCached): parsing the YAML was most of its start-up.
+// hash; see fcspec.Load): parsing the YAML was most of its start-up.
 func loadSpec() (*fcspec.Validator, error) {
 	path, err := fcspec.SpecPath()
 	if err != nil {
 		return nil, fmt.Errorf("cannot validate API requests: %w", err)
 	}
-	return fcspec.LoadCached(path, fcspec.DefaultCacheDir())
+	return fcspec.Load(path, fcspec.DefaultCacheDir())
 }
 
 type exitRequest struct {

@@ -176,7 +176,7 @@ func contractCalls() map[string]func(context.Context, *Client) error {
 // TestContractRequestsMatchSpec sends every request the client can make and
 // validates each against the official Firecracker API spec.
 func TestContractRequestsMatchSpec(t *testing.T) {
-	v := fcspec.LoadForTest(t)
+	v := loadForTest(t)
 	client, srv := startCaptureServer(t)
 	for name, call := range contractCalls() {
 		t.Run(name, func(t *testing.T) {
@@ -248,7 +248,7 @@ func TestContractCoversClient(t *testing.T) {
 // TestContractValidatorBites proves the validator used above is not
 // vacuous: deliberately wrong bodies built like the client's are rejected.
 func TestContractValidatorBites(t *testing.T) {
-	v := fcspec.LoadForTest(t)
+	v := loadForTest(t)
 	bad := []struct {
 		name, method, path, body string
 	}{

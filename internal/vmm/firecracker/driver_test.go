@@ -29,7 +29,7 @@ type fakeEnv struct {
 // acting as the fake, and the file the fake records requests to.
 func newFakeDriver(t *testing.T, fe fakeEnv, cfg Config) (*Driver, string) {
 	t.Helper()
-	spec := fcspec.SpecPathForTest(t)
+	spec := specPathForTest(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

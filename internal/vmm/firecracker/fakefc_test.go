@@ -93,7 +93,7 @@ func runFakeFirecracker(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 4
 	}
-	v, err := fcspec.Load(path)
+	v, err := fcspec.Load(path, "")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 4

@@ -51,7 +51,7 @@ func buildHonestFake() {
 // honestDriver is a driver whose firecracker is the honest fake.
 func honestDriver(t *testing.T) *Driver {
 	t.Helper()
-	spec := fcspec.SpecPathForTest(t)
+	spec := specPathForTest(t)
 	honestBins.once.Do(buildHonestFake)
 	if honestBins.err != nil {
 		t.Fatalf("build the fake firecracker: %v", honestBins.err)

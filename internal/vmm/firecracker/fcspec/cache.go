@@ -14,45 +14,46 @@ import (
 	"github.com/oasdiff/yaml"
 )
 
-// EnvCacheDir overrides where LoadCached keeps decoded specs.
+// EnvCacheDir overrides where Load keeps decoded specs.
 const EnvCacheDir = "BANGER_FC_SPEC_CACHE"
 
-// LoadCached is Load for processes that start often (the fake Firecracker
-// starts once per VM): decoding the YAML is most of Load's cost, so the
-// decoded Swagger 2.0 document is kept as JSON in cacheDir, named by the
+// Load reads the Swagger 2.0 file at path, converts it to OpenAPI 3 and
+// prepares a router for validation. Processes that start often (the fake
+// Firecracker starts once per VM) pass a cacheDir: decoding the YAML is most
+// of the cost, so the decoded Swagger 2.0 document is kept as JSON in cacheDir, named by the
 // SHA-256 of the spec's bytes, and later loads decode that instead (about
 // half the time). A changed spec has another name, so a stale entry is never
 // used. An entry is written only when it decodes back to exactly the document
 // the YAML gave, so a cached validator rejects what an uncached one rejects.
 // An empty cacheDir, an unreadable or corrupt entry, or a failed write falls
 // back to (or simply stays with) parsing the YAML.
-func LoadCached(path, cacheDir string, opts ...Option) (*Validator, error) {
+func Load(path, cacheDir string) (*Validator, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("fcspec: read spec: %w", err)
 	}
 	if cacheDir == "" {
-		return loadParsed(path, raw, opts)
+		return loadParsed(path, raw)
 	}
 	sum := sha256.Sum256(raw)
 	entry := filepath.Join(cacheDir, "swagger-"+hex.EncodeToString(sum[:])+".json")
 	if doc2, ok := readCacheEntry(entry); ok {
-		return newValidator(path, doc2, opts)
+		return newValidator(path, doc2)
 	}
 	doc2, err := parseSwagger(raw)
 	if err != nil {
 		return nil, fmt.Errorf("fcspec: parse %s: %w", path, err)
 	}
 	_ = writeCacheEntry(entry, raw, doc2) // best effort: the next start parses again
-	return newValidator(path, doc2, opts)
+	return newValidator(path, doc2)
 }
 
-func loadParsed(path string, raw []byte, opts []Option) (*Validator, error) {
+func loadParsed(path string, raw []byte) (*Validator, error) {
 	doc2, err := parseSwagger(raw)
 	if err != nil {
 		return nil, fmt.Errorf("fcspec: parse %s: %w", path, err)
 	}
-	return newValidator(path, doc2, opts)
+	return newValidator(path, doc2)
 }
 
 // DefaultCacheDir is $BANGER_FC_SPEC_CACHE, else banger-fcspec under the

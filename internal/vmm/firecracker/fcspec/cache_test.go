@@ -9,7 +9,7 @@ import (
 	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
 )
 
-// cacheEntries lists the decoded specs LoadCached left in dir.
+// cacheEntries lists the decoded specs Load left in dir.
 func cacheEntries(t *testing.T, dir string) []string {
 	t.Helper()
 	got, err := filepath.Glob(filepath.Join(dir, "swagger-*.json"))
@@ -21,9 +21,9 @@ func cacheEntries(t *testing.T, dir string) []string {
 
 func loadCached(t *testing.T, spec, dir string) *fcspec.Validator {
 	t.Helper()
-	v, err := fcspec.LoadCached(spec, dir)
+	v, err := fcspec.Load(spec, dir)
 	if err != nil {
-		t.Fatalf("LoadCached: %v", err)
+		t.Fatalf("Load: %v", err)
 	}
 	return v
 }
@@ -31,7 +31,7 @@ func loadCached(t *testing.T, spec, dir string) *fcspec.Validator {
 // A cold and a warm cached load judge every request as the YAML-parsed
 // validator does.
 func TestLoadCachedGivesTheSameVerdicts(t *testing.T) {
-	spec := fcspec.SpecPathForTest(t)
+	spec := specPathForTest(t)
 	dir := t.TempDir()
 	t.Run("miss", func(t *testing.T) { checkVerdicts(t, loadCached(t, spec, dir)) })
 	if n := len(cacheEntries(t, dir)); n != 1 {
@@ -44,7 +44,7 @@ func TestLoadCachedGivesTheSameVerdicts(t *testing.T) {
 // whose version was changed shows through. (Without the cache the version
 // would be the spec's own.)
 func TestLoadCachedReadsTheEntry(t *testing.T) {
-	spec := fcspec.SpecPathForTest(t)
+	spec := specPathForTest(t)
 	dir := t.TempDir()
 	want := loadCached(t, spec, dir).SpecVersion()
 	entries := cacheEntries(t, dir)
@@ -70,7 +70,7 @@ func TestLoadCachedReadsTheEntry(t *testing.T) {
 // A corrupt entry is not trusted: the spec is parsed again and the entry
 // replaced.
 func TestLoadCachedRecoversFromACorruptEntry(t *testing.T) {
-	spec := fcspec.SpecPathForTest(t)
+	spec := specPathForTest(t)
 	dir := t.TempDir()
 	loadCached(t, spec, dir)
 	entry := cacheEntries(t, dir)[0]
@@ -87,9 +87,9 @@ func TestLoadCachedRecoversFromACorruptEntry(t *testing.T) {
 	}
 }
 
-// Without a cache directory LoadCached is Load.
+// Without a cache directory Load parses the YAML every time.
 func TestLoadCachedWithoutADirectory(t *testing.T) {
-	checkVerdicts(t, loadCached(t, fcspec.SpecPathForTest(t), ""))
+	checkVerdicts(t, loadCached(t, specPathForTest(t), ""))
 }
 
 func BenchmarkLoad(b *testing.B) {
@@ -98,7 +98,7 @@ func BenchmarkLoad(b *testing.B) {
 		b.Skip(err)
 	}
 	for b.Loop() {
-		if _, err := fcspec.Load(spec); err != nil {
+		if _, err := fcspec.Load(spec, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -110,11 +110,11 @@ func BenchmarkLoadCachedWarm(b *testing.B) {
 		b.Skip(err)
 	}
 	dir := b.TempDir()
-	if _, err := fcspec.LoadCached(spec, dir); err != nil {
+	if _, err := fcspec.Load(spec, dir); err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if _, err := fcspec.LoadCached(spec, dir); err != nil {
+		if _, err := fcspec.Load(spec, dir); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi2"
@@ -48,38 +47,10 @@ type Validator struct {
 	doc     *openapi3.T
 	router  routers.Router
 	version string
-	opts    options
 }
 
-type options struct {
-	strictUnknownFields bool
-}
-
-// Option tunes Load.
-type Option func(*options)
-
-// StrictUnknownFields controls whether object properties the schema does not
-// declare are rejected. Swagger 2.0 allows them unless a definition says
-// `additionalProperties: false`, but Firecracker deserialises with serde's
-// deny_unknown_fields and answers 400, so strict is the default: a request
-// the validator accepts is one Firecracker accepts. Objects that explicitly
-// allow extra properties (the MMDS contents, metric properties) stay open.
-func StrictUnknownFields(on bool) Option {
-	return func(o *options) { o.strictUnknownFields = on }
-}
-
-// Load reads the Swagger 2.0 file at path, converts it to OpenAPI 3 and
-// prepares a router for validation.
-func Load(path string, opts ...Option) (*Validator, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("fcspec: read spec: %w", err)
-	}
-	return loadParsed(path, raw, opts)
-}
-
-// parseSwagger decodes the YAML spec; this is most of Load's time (≈15 ms
-// for Firecracker's 62 KB), which LoadCached avoids.
+// parseSwagger decodes the YAML spec; this is most of a load's time (≈15 ms
+// for Firecracker's 62 KB), which Load's cache avoids.
 func parseSwagger(raw []byte) (*openapi2.T, error) {
 	var doc2 openapi2.T
 	if _, err := yaml.Unmarshal(raw, &doc2, yaml.DecodeOpts{DisableTimestamps: true}); err != nil {
@@ -88,12 +59,14 @@ func parseSwagger(raw []byte) (*openapi2.T, error) {
 	return &doc2, nil
 }
 
-// newValidator converts a decoded Swagger 2.0 document and builds its router.
-func newValidator(path string, doc2 *openapi2.T, opts []Option) (*Validator, error) {
-	o := options{strictUnknownFields: true}
-	for _, opt := range opts {
-		opt(&o)
-	}
+// newValidator converts a decoded Swagger 2.0 document and builds its
+// router. Object properties the schema does not declare are rejected: Swagger
+// 2.0 allows them unless a definition says `additionalProperties: false`, but
+// Firecracker deserialises with serde's deny_unknown_fields and answers 400,
+// so a request the validator accepts is one Firecracker accepts. Objects that
+// explicitly allow extra properties (the MMDS contents, metric properties)
+// stay open.
+func newValidator(path string, doc2 *openapi2.T) (*Validator, error) {
 	if doc2.Swagger != "2.0" {
 		return nil, fmt.Errorf("fcspec: %s: want a Swagger 2.0 document, got swagger %q", path, doc2.Swagger)
 	}
@@ -101,14 +74,12 @@ func newValidator(path string, doc2 *openapi2.T, opts []Option) (*Validator, err
 	if err != nil {
 		return nil, fmt.Errorf("fcspec: convert %s to OpenAPI 3: %w", path, err)
 	}
-	if o.strictUnknownFields {
-		closeObjects(doc3)
-	}
+	closeObjects(doc3)
 	router, err := legacy.NewRouter(doc3)
 	if err != nil {
 		return nil, fmt.Errorf("fcspec: build router for %s: %w", path, err)
 	}
-	return &Validator{doc: doc3, router: router, version: doc2.Info.Version, opts: o}, nil
+	return &Validator{doc: doc3, router: router, version: doc2.Info.Version}, nil
 }
 
 // SpecVersion is the spec's info.version, e.g. "1.16.1" or "1.17.0-dev".

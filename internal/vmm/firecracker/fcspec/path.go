@@ -46,32 +46,3 @@ func SpecPath() (string, error) {
 	}
 	return "", fmt.Errorf("%w: set $%s or place it at one of: %s", ErrSpecNotFound, EnvSpecPath, strings.Join(tried, ", "))
 }
-
-// TB is the part of testing.TB the test helpers use; declared here so this
-// package does not import "testing" into production binaries.
-type TB interface {
-	Helper()
-	Skipf(format string, args ...any)
-	Fatalf(format string, args ...any)
-}
-
-// SpecPathForTest returns the spec path or skips the test, saying why.
-func SpecPathForTest(t TB) string {
-	t.Helper()
-	p, err := SpecPath()
-	if err != nil {
-		t.Skipf("skipping: needs the official Firecracker API spec: %v", err)
-	}
-	return p
-}
-
-// LoadForTest loads the spec for a test: it skips when the spec is absent
-// and fails when the spec is present but unusable.
-func LoadForTest(t TB, opts ...Option) *Validator {
-	t.Helper()
-	v, err := Load(SpecPathForTest(t), opts...)
-	if err != nil {
-		t.Fatalf("load Firecracker API spec: %v", err)
-	}
-	return v
-}
