@@ -24,8 +24,10 @@ type ImageBuildRequest struct {
 	SizeBytes int64 `json:"size_bytes,omitempty"`
 	// Scripts run inside the new root file system (chroot), in order.
 	Scripts []string `json:"scripts,omitempty"`
-	// Kernel is a kernel file (ELF vmlinux or bzImage) to use instead of
-	// Debian's linux-image-amd64; no initrd is built for it.
+	// Kernel is "microvm" (the kernel `banger kernel build` cached),
+	// "debian" (linux-image-amd64 with banger's initrd), or a kernel file
+	// (ELF vmlinux or bzImage). No initrd is built but for Debian's. Empty
+	// means microvm when one is built, else debian.
 	Kernel string `json:"kernel,omitempty"`
 	// User names the default user; the daemon owner's name when empty.
 	User string `json:"user,omitempty"`

@@ -39,8 +39,12 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 	if !vmNamePattern.MatchString(req.Name) {
 		return api.Image{}, api.Errorf(api.CodeInvalidArgument, "invalid image name %q: use 1-63 lowercase letters, digits and dashes", req.Name)
 	}
+	kernel, err := d.imageKernel(req.Kernel)
+	if err != nil {
+		return api.Image{}, err
+	}
+	req.Kernel = kernel
 	var flavour imageFlavour
-	var err error
 	if req.From == image.FromBusybox {
 		flavour, err = d.busyboxFlavour(req)
 	} else {
@@ -48,14 +52,6 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 	}
 	if err != nil {
 		return api.Image{}, err
-	}
-	if req.Kernel != "" {
-		if !filepath.IsAbs(req.Kernel) {
-			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "path %q must be absolute", req.Kernel)
-		}
-		if _, err := image.InspectKernel(req.Kernel); err != nil {
-			return api.Image{}, api.Errorf(api.CodeInvalidArgument, "%v", err)
-		}
 	}
 	if _, err := d.store.GetImage(ctx, req.Name); err == nil {
 		return api.Image{}, api.Errorf(api.CodeAlreadyExists, "an image named %q already exists", req.Name)
@@ -79,8 +75,9 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 		Runner: d.opts.Runner,
 		// Keyed by inputs inside: kernels/<package>_<version>, the
 		// busybox image's boot/<package>_<version>-<hash> (vmlinux +
-		// initrd), debootstrap/<suite>.
-		CacheDir: filepath.Join(d.opts.Layout.StateDir, "cache"),
+		// initrd), debootstrap/<suite>; `banger kernel build` adds
+		// built-kernels/<config>_<version>-<hash>.
+		CacheDir: d.imageCacheDir(),
 		Geteuid:  os.Geteuid,
 		Now:      d.now,
 	}
@@ -116,6 +113,42 @@ func (d *Daemon) imageBuild(ctx context.Context, req api.ImageBuildRequest, p ap
 	d.events.publish(api.Event{Time: d.now(), Kind: "image.changed", Stage: "built", Message: "image " + saved.Name + " built"})
 	return imageToAPI(saved), nil
 }
+
+// imageKernel turns `image build --kernel` into the kernel file the
+// builder uses ("" for Debian's package): "debian"; "microvm", the kernel
+// `banger kernel build` put in the cache; a file path; or, when empty, the
+// built microVM kernel if there is one, else Debian's.
+func (d *Daemon) imageKernel(choice string) (string, error) {
+	switch choice {
+	case image.KernelChoiceDebian:
+		return "", nil
+	case "", image.KernelChoiceMicroVM:
+		cfg, err := image.LoadKernelConfig(image.MicroVMConfig)
+		if err != nil {
+			return "", err
+		}
+		k, err := image.FindBuiltKernel(d.imageCacheDir(), cfg)
+		if err == nil {
+			return k.Vmlinux, nil
+		}
+		if choice == "" {
+			return "", nil
+		}
+		return "", api.Errorf(api.CodeFailedPrecondition, "--kernel microvm: %v", err).
+			WithHint("`banger kernel build` builds it (several minutes), or use --kernel debian")
+	}
+	if !filepath.IsAbs(choice) {
+		return "", api.Errorf(api.CodeInvalidArgument, "kernel path %q must be absolute (or use --kernel microvm or debian)", choice)
+	}
+	if _, err := image.InspectKernel(choice); err != nil {
+		return "", api.Errorf(api.CodeInvalidArgument, "%v", err)
+	}
+	return choice, nil
+}
+
+// imageCacheDir is where image builds keep what they fetch and what
+// `banger kernel build` leaves for them (the CLI's StateDir/cache).
+func (d *Daemon) imageCacheDir() string { return filepath.Join(d.opts.Layout.StateDir, "cache") }
 
 // debianFlavour checks a Debian build request (`--from debian[:SUITE]`,
 // the default): debootstrap and chroot need a root daemon.

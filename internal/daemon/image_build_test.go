@@ -2,14 +2,19 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/system"
 	"github.com/banger-dev/banger/internal/system/systemtest"
@@ -187,5 +192,102 @@ func TestCleanupImageWork(t *testing.T) {
 	}
 	if _, err := os.Stat(keep); err != nil {
 		t.Error("image dir removed")
+	}
+}
+
+// seedMicroVMKernel puts a kernel in the cache as `banger kernel build`
+// leaves it (the current microvm configuration) and returns its vmlinux.
+func seedMicroVMKernel(t *testing.T, d *Daemon) string {
+	t.Helper()
+	cfg, err := image.LoadKernelConfig(image.MicroVMConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(d.imageCacheDir(), "built-kernels", "microvm_6.1.192-3-0123456789abcdef")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := json.Marshal(image.BuiltKernel{Key: "0123456789abcdef", Config: cfg.Name, ConfigHash: cfg.Hash(),
+		SourceVersion: "6.1.192-3", Release: "6.1.192-banger-microvm", BuiltAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kernel.json"), meta, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Any ELF stands in for the vmlinux.
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmlinux := filepath.Join(dir, image.KernelFile)
+	if err := os.WriteFile(vmlinux, self, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return vmlinux
+}
+
+// TestImageKernelChoice: --kernel debian is Debian's package, microvm the
+// built kernel (refused with the way to build it when there is none), and
+// no choice means the built kernel once there is one.
+func TestImageKernelChoice(t *testing.T) {
+	d := imageTestDaemon(t)
+	for _, choice := range []string{"", "debian"} {
+		if got, err := d.imageKernel(choice); err != nil || got != "" {
+			t.Errorf("no built kernel, --kernel %q = %q, %v; want Debian's", choice, got, err)
+		}
+	}
+	_, err := d.imageKernel("microvm")
+	var ae *api.Error
+	if !api.IsCode(err, api.CodeFailedPrecondition) || !errors.As(err, &ae) || !strings.Contains(ae.Hint, "banger kernel build") {
+		t.Errorf("--kernel microvm with none built = %v, want a precondition error whose hint says how to build it", err)
+	}
+
+	vmlinux := seedMicroVMKernel(t, d)
+	for choice, want := range map[string]string{"": vmlinux, "microvm": vmlinux, "debian": ""} {
+		if got, err := d.imageKernel(choice); err != nil || got != want {
+			t.Errorf("with a built kernel, --kernel %q = %q, %v; want %q", choice, got, err, want)
+		}
+	}
+}
+
+// TestImageBuildBusyboxDefaultsToTheBuiltKernel: a busybox build without
+// --kernel takes the built microVM kernel (and so makes no initrd).
+func TestImageBuildBusyboxDefaultsToTheBuiltKernel(t *testing.T) {
+	if p, err := exec.LookPath("busybox"); err != nil || exec.Command("busybox", "--list").Run() != nil {
+		t.Skipf("needs busybox-static (%s, %v)", p, err)
+	}
+	d := imageTestDaemon(t)
+	d.opts.Runner = &systemtest.Runner{Reply: func(system.Command) (system.Output, error) {
+		return systemtest.Exit(1, "stop here")
+	}}
+	agent := filepath.Join(d.opts.Layout.SystemRoot, "usr", "local", "lib", "banger", agentBinaryName)
+	if err := os.MkdirAll(filepath.Dir(agent), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vmlinux := seedMicroVMKernel(t, d)
+	var msgs []string
+	_, err := d.imageBuild(context.Background(), api.ImageBuildRequest{Name: "tiny", From: "busybox"},
+		func(ev api.Event) { msgs = append(msgs, ev.Stage+": "+ev.Message) })
+	if err == nil {
+		t.Fatal("the build did not stop at the fake runner")
+	}
+	if !slices.Contains(msgs, "kernel: extracting the ELF vmlinux from "+vmlinux) {
+		t.Errorf("progress %q: the build did not take the built kernel %s", msgs, vmlinux)
+	}
+	assertNoImageLeftovers(t, d, 0)
+}
+
+// TestBootArgsNameTheRoot: a kernel booted without an initrd (the microVM
+// kernel) mounts the root itself, from the command line.
+func TestBootArgsNameTheRoot(t *testing.T) {
+	args := strings.Fields(bootArgs(store.VM{Name: "dev"}))
+	for _, want := range []string{"root=/dev/vda", "rootfstype=ext4", "rw"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("boot args %q lack %s", args, want)
+		}
 	}
 }

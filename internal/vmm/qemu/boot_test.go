@@ -246,7 +246,7 @@ func isStatic(path string) bool {
 
 // testCacheDir keeps downloads between runs: $BANGER_TEST_CACHE, else
 // os.UserCacheDir()/banger-test (shared with internal/image's tests).
-func testCacheDir(t *testing.T) string {
+func testCacheDir(t testing.TB) string {
 	t.Helper()
 	if d := os.Getenv("BANGER_TEST_CACHE"); d != "" {
 		return d

@@ -14,7 +14,7 @@ func TestMain(m *testing.M) {
 
 // shortTempDir returns a fresh directory with a short path: Unix socket
 // paths are limited to 108 bytes and t.TempDir embeds the test name.
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "bqm")
 	if err != nil {
