@@ -23,13 +23,24 @@ import (
 // over one agent session that it keeps while the VM runs (on QEMU's
 // virtio-serial there is only one stream to share).
 type access struct {
-	m    *vmManager
+	m    *vmManager // finds VMs, their VMMs and how they look on the API
 	pool *agentPool
+	ttl  *lifetimes // nil: activity is not tracked
+	// ownerDir holds the owner's SSH key and known_hosts; domain is the
+	// VMs' DNS domain; syncPaths what `vm sync` copies when given nothing
+	// (config [sync] paths).
+	ownerDir  string
+	domain    string
+	syncPaths []string
 }
 
 // registerAccess adds the access methods to the API server.
 func (d *Daemon) registerAccess(s *api.Server) {
-	a := &access{m: d.vms, pool: newAgentPool(d.log)}
+	a := &access{
+		m: d.vms, pool: newAgentPool(d.log), ttl: d.ttl,
+		ownerDir: d.opts.Layout.OwnerDir(), domain: d.opts.Config.Network.Domain,
+		syncPaths: configuredSyncPaths(d.opts.Config),
+	}
 	api.HandleUpgrade(s, api.MethodVMExec, api.UpgradeExec, a.exec)
 	api.HandleUpgrade(s, api.MethodVMCopy, api.UpgradeCopy, a.copy)
 	api.Handle(s, api.MethodVMSync, a.sync)
@@ -62,7 +73,7 @@ func (a *access) running(ctx context.Context, name string) (guest, error) {
 	if err != nil {
 		return guest{}, agentUnreachable(vm.Name, err, a.pool.answerTimeout)
 	}
-	a.m.d.ttl.touch(vm.ID)
+	a.ttl.touch(vm.ID)
 	return guest{vm: vm, client: s.client, login: s.login}, nil
 }
 
@@ -115,7 +126,7 @@ func (a *access) exec(ctx context.Context, req api.VMExecRequest) (api.Relay, er
 	if err != nil {
 		return nil, agentError(g.vm.Name, err)
 	}
-	return a.m.d.ttl.during(g.vm.ID, relayTo(stream)), nil
+	return a.ttl.during(g.vm.ID, relayTo(stream)), nil
 }
 
 func (a *access) copy(ctx context.Context, req api.VMCopyRequest) (api.Relay, error) {
@@ -148,7 +159,7 @@ func (a *access) copy(ctx context.Context, req api.VMCopyRequest) (api.Relay, er
 	if err != nil {
 		return nil, agentError(g.vm.Name, err)
 	}
-	return a.m.d.ttl.during(g.vm.ID, relayTo(stream)), nil
+	return a.ttl.during(g.vm.ID, relayTo(stream)), nil
 }
 
 // relayTo splices the client's switched connection to an agent stream until
@@ -176,7 +187,7 @@ func (a *access) sync(ctx context.Context, req api.VMSyncRequest, p api.Progress
 	}
 	paths := req.Paths
 	if len(paths) == 0 {
-		paths = configuredSyncPaths(a.m.d.opts.Config)
+		paths = a.syncPaths
 	}
 	if len(paths) == 0 {
 		return api.VMSyncResult{Synced: []api.SyncedPath{}}, api.Errorf(api.CodeInvalidArgument, "nothing to sync: no paths given and none configured").
@@ -193,16 +204,16 @@ func (a *access) sshInfo(ctx context.Context, req api.VMRef, _ api.Progress) (ap
 	if vm.State == lifecycle.Paused {
 		return api.VMSSHInfo{}, pausedError(vm.Name)
 	}
-	a.m.d.ttl.touch(vm.ID)
+	a.ttl.touch(vm.ID)
 	view, err := a.m.view(ctx, vm.ID)
 	if err != nil {
 		return api.VMSSHInfo{}, err
 	}
-	keyPath := ssh.KeyPath(a.m.d.opts.Layout.OwnerDir())
+	keyPath := ssh.KeyPath(a.ownerDir)
 	if _, err := ssh.EnsureKey(keyPath, "banger:"+currentOwner().Name); err != nil {
 		return api.VMSSHInfo{}, fmt.Errorf("SSH key: %w", err)
 	}
-	knownHosts := ssh.KnownHostsPath(a.m.d.opts.Layout.OwnerDir())
+	knownHosts := ssh.KnownHostsPath(a.ownerDir)
 	hasSSHD := sshServerPinned(knownHosts, vm.ID)
 	info := api.VMSSHInfo{
 		Name: vm.Name, State: view.State, IP: view.IP, DNSName: view.DNSName,
@@ -216,7 +227,7 @@ func (a *access) sshInfo(ctx context.Context, req api.VMRef, _ api.Progress) (ap
 
 func (a *access) sshConfig(ctx context.Context, _ struct{}, _ api.Progress) (api.SSHConfig, error) {
 	o := currentOwner()
-	dir := a.m.d.opts.Layout.OwnerDir()
+	dir := a.ownerDir
 	if _, err := ssh.EnsureKey(ssh.KeyPath(dir), "banger:"+o.Name); err != nil {
 		return api.SSHConfig{}, fmt.Errorf("SSH key: %w", err)
 	}
@@ -224,7 +235,7 @@ func (a *access) sshConfig(ctx context.Context, _ struct{}, _ api.Progress) (api
 	if err != nil {
 		return api.SSHConfig{}, err
 	}
-	domain := a.m.d.opts.Config.Network.Domain
+	domain := a.domain
 	cfg := api.SSHConfig{Domain: domain, User: o.Name, KeyPath: ssh.KeyPath(dir), KnownHostsPath: ssh.KnownHostsPath(dir)}
 	p := ssh.ConfigParams{Domain: domain, User: o.Name, KeyPath: cfg.KeyPath, KnownHosts: cfg.KnownHostsPath}
 	for _, vm := range vms {

@@ -68,7 +68,7 @@ type Daemon struct {
 	schema    string // daemon.info's schema line, fixed after Open
 	vms       *vmManager
 	net       *vmNetwork    // nil: VMs get no network
-	ttl       *lifetimes    // nil until Run starts the scheduler (ttl.go)
+	ttl       *lifetimes    // VM lifetimes (ttl.go); their scheduler runs once VMs are reconciled
 	overlays  *overlayDisks // nil: VM disks are reflink or sparse clones
 	events    *hub
 	startedAt time.Time
@@ -149,6 +149,9 @@ func Run(ctx context.Context, opts Options, ready chan<- struct{}) error {
 	if d.net != nil {
 		defer d.net.close()
 	}
+	// The lifetimes exist before the VM manager, which holds them; their
+	// scheduler starts once reconcile is done (startLifetimes).
+	d.ttl = newLifetimes(d.log, d.store, d.now)
 	d.vms = newVMManager(d, driver)
 	autostart, err := d.vms.lc.Reconcile(ctx)
 	if err != nil {

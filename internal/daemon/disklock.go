@@ -22,11 +22,11 @@ var errDiskInUse = errors.New("disk is in use")
 
 // lockedDiskPath is the file whose lock stands for the VM's disk: the COW
 // file when disks are overlays, else the cloned root file system.
-func (m *vmManager) lockedDiskPath(id string) string {
-	if m.d.overlays != nil {
-		return cowPath(m.d.opts.Layout.VMStateDir(id))
+func (f lcFiles) lockedDiskPath(id string) string {
+	if f.overlays != nil {
+		return cowPath(f.layout.VMStateDir(id))
 	}
-	return m.diskPath(id)
+	return vmDiskPath(f.layout, id)
 }
 
 // lockDisk takes an open-file-description (OFD) write lock on the disk file

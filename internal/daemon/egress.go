@@ -174,11 +174,11 @@ func egressOf(vm store.VM) egressSettings {
 // withEgress adds the create request's egress policy to the VM's network
 // JSON; an "allow" policy with nothing else leaves it as it was.
 func (m *vmManager) withEgress(req api.VMCreateRequest, netJSON []byte) ([]byte, error) {
-	s, err := parseEgress(req.Egress, req.Allow, m.d.opts.Config.Network.Egress)
+	s, err := parseEgress(req.Egress, req.Allow, m.egress)
 	if err != nil || s.Mode == firewall.EgressAllow {
 		return netJSON, err
 	}
-	if m.d.net == nil && (req.Egress != "" || len(req.Allow) > 0) {
+	if m.net == nil && (req.Egress != "" || len(req.Allow) > 0) {
 		return nil, api.Errorf(api.CodeFailedPrecondition, "egress %s needs VM networking, which is off on this daemon", s.Mode).
 			WithHint("see network.enabled in `banger config defaults`")
 	}
@@ -252,28 +252,28 @@ func (m *vmManager) Egress(ctx context.Context, req api.VMEgressRequest, _ api.P
 	if err != nil {
 		return api.VM{}, err
 	}
-	s, err := parseEgress(req.Mode, req.Allow, m.d.opts.Config.Network.Egress)
+	s, err := parseEgress(req.Mode, req.Allow, m.egress)
 	if err != nil {
 		return api.VM{}, err
 	}
-	if m.d.net == nil {
+	if m.net == nil {
 		return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "VM networking is off, so there is no egress to control").
 			WithHint("see network.enabled in `banger config defaults`")
 	}
 	unlock := m.lock(vm.ID)
 	defer unlock()
-	if vm, err = m.d.store.GetVM(ctx, vm.ID); err != nil {
+	if vm, err = m.store.GetVM(ctx, vm.ID); err != nil {
 		return api.VM{}, err
 	}
 	old := settingsOf(vm)
 	ns := old
 	ns.Egress = &s
-	if err := m.d.store.UpdateVMNetwork(ctx, vm.ID, ns.json()); err != nil {
+	if err := m.store.UpdateVMNetwork(ctx, vm.ID, ns.json()); err != nil {
 		return api.VM{}, err
 	}
 	if m.instance(vm.ID) != nil {
 		if err := m.applyLiveEgress(ctx, vm, ns); err != nil {
-			if rerr := m.d.store.UpdateVMNetwork(ctx, vm.ID, old.json()); rerr != nil {
+			if rerr := m.store.UpdateVMNetwork(ctx, vm.ID, old.json()); rerr != nil {
 				m.log.Warn("restore egress policy after a failed change", "vm", vm.Name, "err", rerr)
 			}
 			return api.VM{}, api.Errorf(api.CodeInternal, "apply egress policy to %s: %v", vm.Name, err)
@@ -284,12 +284,12 @@ func (m *vmManager) Egress(ctx context.Context, req api.VMEgressRequest, _ api.P
 
 // applyLiveEgress applies ns's policy to the running vm.
 func (m *vmManager) applyLiveEgress(ctx context.Context, vm store.VM, ns netSettings) error {
-	l, err := m.d.store.GetLease(ctx, vm.ID)
+	l, err := m.store.GetLease(ctx, vm.ID)
 	if err != nil {
 		return fmt.Errorf("the VM has no address: %w", err)
 	}
 	vm.Network = ns.json()
-	return m.d.net.applyEgress(ctx, vm, network.TapName(vm.ID), l, true)
+	return m.net.applyEgress(ctx, vm, network.TapName(vm.ID), l, true)
 }
 
 // egressView is the VM's policy for the API.

@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/lifecycle"
@@ -51,52 +53,67 @@ func parseForwards(specs []string) ([]string, error) {
 	return out, nil
 }
 
-// startForwards opens the VM's forwards; one that cannot listen (port taken)
+// hostForwards runs the host port forwards of the VMs while they run.
+type hostForwards struct {
+	store *store.Store // a VM's lease: the address its forwards go to
+	// off: the daemon has no VM networking, so nothing to forward to.
+	off bool
+	log *slog.Logger
+
+	mu   sync.Mutex
+	live map[string][]*portforward.Forwarder // VM ID → live forwards
+}
+
+func newHostForwards(st *store.Store, networked bool, log *slog.Logger) *hostForwards {
+	return &hostForwards{store: st, off: !networked, log: log, live: map[string][]*portforward.Forwarder{}}
+}
+
+// start opens the VM's forwards; one that cannot listen (port taken)
 // is logged and skipped rather than failing the VM.
-func (m *vmManager) startForwards(ctx context.Context, vm store.VM) {
-	if m.d.net == nil {
+func (h *hostForwards) start(ctx context.Context, vm store.VM) {
+	if h.off {
 		return
 	}
 	specs := settingsOf(vm).Forwards
 	if len(specs) == 0 {
 		return
 	}
-	lease, err := m.d.store.GetLease(ctx, vm.ID)
+	lease, err := h.store.GetLease(ctx, vm.ID)
 	if err != nil {
-		m.log.Warn("port forwards need an address", "vm", vm.Name, "err", err)
+		h.log.Warn("port forwards need an address", "vm", vm.Name, "err", err)
 		return
 	}
 	for _, raw := range specs {
-		if err := m.startForward(vm, lease.IP, raw); err != nil {
-			m.log.Warn("port forward not started", "vm", vm.Name, "forward", raw, "err", err)
+		if err := h.startOne(vm, lease.IP, raw); err != nil {
+			h.log.Warn("port forward not started", "vm", vm.Name, "forward", raw, "err", err)
 		}
 	}
 }
 
-func (m *vmManager) startForward(vm store.VM, guest netip.Addr, raw string) error {
+func (h *hostForwards) startOne(vm store.VM, guest netip.Addr, raw string) error {
 	sp, err := portforward.ParseSpec(raw)
 	if err != nil {
 		return err
 	}
-	f, err := portforward.Start(netip.AddrPortFrom(sp.HostAddr, sp.HostPort), netip.AddrPortFrom(guest, sp.GuestPort), m.log.With("vm", vm.Name))
+	f, err := portforward.Start(netip.AddrPortFrom(sp.HostAddr, sp.HostPort), netip.AddrPortFrom(guest, sp.GuestPort), h.log.With("vm", vm.Name))
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	m.forwards[vm.ID] = append(m.forwards[vm.ID], f)
-	m.mu.Unlock()
+	h.mu.Lock()
+	h.live[vm.ID] = append(h.live[vm.ID], f)
+	h.mu.Unlock()
 	return nil
 }
 
-// stopForwards closes every forward of the VM.
-func (m *vmManager) stopForwards(id string) {
-	m.mu.Lock()
-	fs := m.forwards[id]
-	delete(m.forwards, id)
-	m.mu.Unlock()
+// stop closes every forward of the VM.
+func (h *hostForwards) stop(id string) {
+	h.mu.Lock()
+	fs := h.live[id]
+	delete(h.live, id)
+	h.mu.Unlock()
 	for _, f := range fs {
 		if err := f.Stop(); err != nil {
-			m.log.Warn("port forward not stopped cleanly", "vm_id", id, "err", err)
+			h.log.Warn("port forward not stopped cleanly", "vm_id", id, "err", err)
 		}
 	}
 }
@@ -108,7 +125,7 @@ func (m *vmManager) PortForward(ctx context.Context, req api.VMPortForwardReques
 	if err != nil {
 		return api.VM{}, err
 	}
-	if m.d.net == nil {
+	if m.net == nil {
 		return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "VM networking is off, so there is nothing to forward to").
 			WithHint("see network.enabled in `banger config defaults`")
 	}
@@ -118,7 +135,7 @@ func (m *vmManager) PortForward(ctx context.Context, req api.VMPortForwardReques
 	}
 	unlock := m.lock(vm.ID)
 	defer unlock()
-	if vm, err = m.d.store.GetVM(ctx, vm.ID); err != nil {
+	if vm, err = m.store.GetVM(ctx, vm.ID); err != nil {
 		return api.VM{}, err
 	}
 	if vm.State == lifecycle.Paused {
@@ -141,17 +158,17 @@ func (m *vmManager) PortForward(ctx context.Context, req api.VMPortForwardReques
 		}
 		s.Forwards = all
 	}
-	if err := m.d.store.UpdateVMNetwork(ctx, vm.ID, s.json()); err != nil {
+	if err := m.store.UpdateVMNetwork(ctx, vm.ID, s.json()); err != nil {
 		return api.VM{}, err
 	}
 	vm.Network = s.json()
 	if m.instance(vm.ID) != nil {
 		// Apply now: restart this VM's forwards from the new list.
-		m.stopForwards(vm.ID)
-		lease, err := m.d.store.GetLease(ctx, vm.ID)
+		m.fwd.stop(vm.ID)
+		lease, err := m.store.GetLease(ctx, vm.ID)
 		if err == nil {
 			for _, raw := range s.Forwards {
-				if err := m.startForward(vm, lease.IP, raw); err != nil && raw == spec && !req.Remove {
+				if err := m.fwd.startOne(vm, lease.IP, raw); err != nil && raw == spec && !req.Remove {
 					return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "forward %s: %v", spec, err)
 				}
 			}

@@ -13,18 +13,20 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/filesync"
+	"github.com/banger-dev/banger/internal/lifecycle"
 	"github.com/banger-dev/banger/internal/ssh"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
-// afterAgentReady runs once the guest agent answers and before the VM is
-// recorded running: install the owner's SSH key, learn and pin the guest's
-// host keys, sync the owner's configured files. A key that cannot be
-// installed or a host key that does not match its pin fails the boot; a
-// file that cannot be synced is reported and skipped.
-func (m *vmManager) afterAgentReady(ctx context.Context, vm store.VM, inst vmm.Instance, p api.Progress) error {
-	err := withAgent(ctx, inst, func(c *agent.Client) error { return m.setupGuest(ctx, vm, c, p) })
+// Setup runs once the guest agent answers and before the VM is recorded
+// running: install the owner's SSH key, learn and pin the guest's host
+// keys, sync the owner's configured files. A key that cannot be installed
+// or a host key that does not match its pin fails the boot; a file that
+// cannot be synced is reported and skipped.
+func (g lcGuest) Setup(ctx context.Context, lvm lifecycle.VM, inst vmm.Instance, p lifecycle.Progress) error {
+	vm := toStoreVM(lvm)
+	err := withAgent(ctx, inst, func(c *agent.Client) error { return g.setup(ctx, vm, c, progressFrom(p)) })
 	if errors.Is(err, errNoAgentDialer) {
 		return nil // nothing to set up without an agent
 	}
@@ -54,27 +56,27 @@ func withAgent(ctx context.Context, inst vmm.Instance, fn func(*agent.Client) er
 	return fn(c)
 }
 
-// setupGuest is the boot-time guest setup over an open agent session.
-func (m *vmManager) setupGuest(ctx context.Context, vm store.VM, c *agent.Client, p api.Progress) error {
-	g := guestSetup{
+// setup is the boot-time guest setup over an open agent session.
+func (g lcGuest) setup(ctx context.Context, vm store.VM, c *agent.Client, p api.Progress) error {
+	s := guestSetup{
 		client:    c,
 		vmID:      vm.ID,
 		vmName:    vm.Name,
-		hosts:     m.hostNames(ctx, vm),
+		hosts:     g.hostNames(ctx, vm),
 		owner:     currentOwner(),
-		configDir: m.d.opts.Layout.OwnerDir(),
-		syncPaths: configuredSyncPaths(m.d.opts.Config),
-		log:       m.log,
+		configDir: g.ownerDir,
+		syncPaths: g.syncPaths,
+		log:       g.log,
 		progress:  p,
 	}
-	return g.run(ctx)
+	return s.run(ctx)
 }
 
 // hostNames are the names the VM's host keys are pinned under: its DNS
 // name, then its address if it has one.
-func (m *vmManager) hostNames(ctx context.Context, vm store.VM) []string {
-	hosts := []string{vm.Name + "." + m.d.opts.Config.Network.Domain}
-	if lease, err := m.d.store.GetLease(ctx, vm.ID); err == nil && lease.IP.IsValid() {
+func (g lcGuest) hostNames(ctx context.Context, vm store.VM) []string {
+	hosts := []string{vm.Name + "." + g.domain}
+	if lease, err := g.store.GetLease(ctx, vm.ID); err == nil && lease.IP.IsValid() {
 		hosts = append(hosts, lease.IP.String())
 	}
 	return hosts
@@ -114,7 +116,7 @@ func loginUser(info agent.GuestInfo, ownerName string) string {
 }
 
 // guestSetup is the boot-time work on a freshly answering guest, apart
-// from the vmManager so it can be tested against an agent alone.
+// from lcGuest so it can be tested against an agent alone.
 type guestSetup struct {
 	client    *agent.Client
 	vmID      string

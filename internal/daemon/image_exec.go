@@ -29,7 +29,7 @@ func (m *vmManager) withImageDefaults(ctx context.Context, vm store.VM, req api.
 	if vm.ImageID == "" {
 		return req
 	}
-	img, err := m.d.store.GetImage(ctx, vm.ImageID)
+	img, err := m.store.GetImage(ctx, vm.ImageID)
 	if err != nil || img.Source != store.ImageSourceOCI {
 		return req
 	}

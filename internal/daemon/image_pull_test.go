@@ -301,7 +301,7 @@ func TestContainerImageBootsBangerInit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	specs := lcSpecs{m: &vmManager{d: d}}
+	specs := lcSpecs{layout: d.opts.Layout}
 	for name, want := range map[string]bool{"oci": true, "plain": false} {
 		img, err := lcStore{st: d.store}.GetImage(ctx, name)
 		if err != nil {

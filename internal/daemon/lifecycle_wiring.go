@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/lifecycle"
+	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/ssh"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/system"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -19,35 +23,43 @@ import (
 // guest agent, events) to the ports of the lifecycle package, and maps its
 // values and errors to and from the API's and the store's.
 
-// newLifecycle builds the VM lifecycle over the daemon's pieces. driver,
-// d.net and d.overlays may each be nil.
-func newLifecycle(d *Daemon, m *vmManager, driver vmm.Driver) *lifecycle.Manager {
+// newLifecycle builds the VM lifecycle over the daemon's pieces, each port
+// given only what it uses. driver, d.net and d.overlays may each be nil;
+// fwd runs the port forwards the vmManager changes live too.
+func newLifecycle(d *Daemon, fwd *hostForwards, driver vmm.Driver) *lifecycle.Manager {
 	cfg := d.opts.Config
+	layout := d.opts.Layout
+	files := lcFiles{layout: layout, overlays: d.overlays, runner: d.opts.Runner, log: d.log}
+	guest := lcGuest{
+		store: d.store, ownerDir: layout.OwnerDir(), domain: cfg.Network.Domain,
+		syncPaths: configuredSyncPaths(cfg), log: d.log,
+	}
 	ports := lifecycle.Ports{
 		Store:      lcStore{d.store},
-		Files:      lcFiles{m},
-		Forwards:   lcForwards{m},
-		Specs:      lcSpecs{m},
+		Files:      files,
+		Forwards:   lcForwards{fwd: fwd, ttl: d.ttl},
+		Specs:      lcSpecs{layout: layout},
 		Agent:      agentWaiter{},
-		Guest:      lcGuest{m},
-		Processes:  hostProcesses{runDir: d.opts.Layout.VMsRunDir()},
-		Events:     lcEvents{d},
+		Guest:      guest,
+		Processes:  hostProcesses{runDir: layout.VMsRunDir()},
+		Events:     lcEvents{hub: d.events, now: d.now},
 		Now:        d.now,
 		Log:        d.log,
 		NewID:      store.NewID,
 		CrashPoint: d.opts.CrashPoint,
 
 		Snapshots:     lcSnapshots{d.store},
-		SnapshotFiles: newSnapshotFiles(m),
-		Identity:      lcIdentity{m},
-		Golden:        newGoldenKeys(d, driver),
+		SnapshotFiles: newSnapshotFiles(files),
+		Identity:      lcIdentity{guest: guest, net: d.net, now: d.now},
+		Golden: newGoldenKeys(driver, goldenMode(d.overlays != nil, d.net != nil), d.opts.Build,
+			cfg, d.opts.Runner),
 	}
 	// Interfaces holding a nil pointer are not nil: set only what exists.
 	if driver != nil {
 		ports.Driver = driver
 	}
 	if d.overlays != nil {
-		ports.Overlays = lcOverlays{m}
+		ports.Overlays = lcOverlays{disks: d.overlays, layout: layout, log: d.log}
 	}
 	if d.net != nil {
 		ports.Network = lcNetwork{d.net}
@@ -189,54 +201,57 @@ func (s lcStore) GetImage(ctx context.Context, ref string) (lifecycle.Image, err
 }
 
 // lcFiles is the lifecycle's Files: the VM's directories and disk.
-type lcFiles struct{ m *vmManager }
-
-func (f lcFiles) CheckFits(size int64) error { return f.m.checkDiskFits(size) }
-
-func (f lcFiles) Prepare(ctx context.Context, vm lifecycle.VM, img lifecycle.Image) error {
-	return f.m.prepareDisk(ctx, toStoreVM(vm), toStoreImage(img))
+type lcFiles struct {
+	layout paths.Layout
+	// overlays, when set, makes VM disks dm-snapshot COW files over their
+	// image (overlay.go); nil: reflink or sparse clones.
+	overlays *overlayDisks
+	// runner grows a cloned disk's file system (resize2fs).
+	runner system.Runner
+	log    *slog.Logger
 }
 
-func (f lcFiles) LockDisk(id string) (*os.File, error) { return lockDisk(f.m.lockedDiskPath(id)) }
+func (f lcFiles) LockDisk(id string) (*os.File, error) { return lockDisk(f.lockedDiskPath(id)) }
 
 func (f lcFiles) MakeRunDir(id string) error {
-	return os.MkdirAll(f.m.d.opts.Layout.VMRunDir(id), 0o700)
+	return os.MkdirAll(f.layout.VMRunDir(id), 0o700)
 }
 
-func (f lcFiles) RemoveRunDir(id string) { _ = os.RemoveAll(f.m.d.opts.Layout.VMRunDir(id)) }
+func (f lcFiles) RemoveRunDir(id string) { _ = os.RemoveAll(f.layout.VMRunDir(id)) }
 
 func (f lcFiles) RemoveAll(id string) error {
-	layout := f.m.d.opts.Layout
-	if err := os.RemoveAll(layout.VMRunDir(id)); err != nil {
+	if err := os.RemoveAll(f.layout.VMRunDir(id)); err != nil {
 		return err
 	}
 	// A jailed VM's chroot (<jail dir>/<vmm binary>/<id>) holds links to its disk.
-	jails, _ := filepath.Glob(filepath.Join(layout.JailDir(), "*", id))
+	jails, _ := filepath.Glob(filepath.Join(f.layout.JailDir(), "*", id))
 	for _, j := range jails {
 		if err := os.RemoveAll(j); err != nil {
 			return err
 		}
 	}
-	return os.RemoveAll(layout.VMStateDir(id))
+	return os.RemoveAll(f.layout.VMStateDir(id))
 }
 
-func (f lcFiles) CleanLeftovers(known map[string]bool) { f.m.cleanLeftovers(known) }
-
 // lcOverlays is the lifecycle's Overlays: dm-snapshot disks.
-type lcOverlays struct{ m *vmManager }
+type lcOverlays struct {
+	disks  *overlayDisks
+	layout paths.Layout // the VM's state dir holds its COW file
+	log    *slog.Logger
+}
 
 func (o lcOverlays) Attach(ctx context.Context, vm lifecycle.VM, img lifecycle.Image) (string, error) {
-	return o.m.d.overlays.attach(ctx, toStoreVM(vm), toStoreImage(img), o.m.d.opts.Layout.VMStateDir(vm.ID), vm.StartedAt.IsZero())
+	return o.disks.attach(ctx, toStoreVM(vm), toStoreImage(img), o.layout.VMStateDir(vm.ID), vm.StartedAt.IsZero())
 }
 
 func (o lcOverlays) Detach(ctx context.Context, id string) {
-	if err := o.m.d.overlays.detach(ctx, id); err != nil {
-		o.m.log.Warn("release vm disk", "vm_id", id, "err", err)
+	if err := o.disks.detach(ctx, id); err != nil {
+		o.log.Warn("release vm disk", "vm_id", id, "err", err)
 	}
 }
 
 func (o lcOverlays) CleanOrphans(ctx context.Context, running map[string]bool) {
-	o.m.d.overlays.cleanOrphans(ctx, running)
+	o.disks.cleanOrphans(ctx, running)
 }
 
 // lcNetwork is the lifecycle's Network: the bridge, taps, leases and DNS.
@@ -256,19 +271,22 @@ func (n lcNetwork) RemoveStaleTaps(ctx context.Context, running map[string]bool)
 }
 
 // lcForwards is the lifecycle's Forwards: host port forwards.
-type lcForwards struct{ m *vmManager }
+type lcForwards struct {
+	fwd *hostForwards
+	ttl *lifetimes // nil: no idle clock to restart
+}
 
 func (f lcForwards) Start(ctx context.Context, vm lifecycle.VM) {
-	f.m.d.ttl.touch(vm.ID) // each run starts the idle clock afresh (ttl.go)
-	f.m.startForwards(ctx, toStoreVM(vm))
+	f.ttl.touch(vm.ID) // each run starts the idle clock afresh (ttl.go)
+	f.fwd.start(ctx, toStoreVM(vm))
 }
-func (f lcForwards) Stop(id string) { f.m.stopForwards(id) }
+func (f lcForwards) Stop(id string) { f.fwd.stop(id) }
 
 // lcSpecs is the lifecycle's Specs.
-type lcSpecs struct{ m *vmManager }
+type lcSpecs struct{ layout paths.Layout }
 
 func (s lcSpecs) LaunchSpec(vm lifecycle.VM, img lifecycle.Image) vmm.LaunchSpec {
-	spec := s.m.launchSpec(toStoreVM(vm), toStoreImage(img))
+	spec := launchSpec(s.layout, toStoreVM(vm), toStoreImage(img))
 	if img.BootArgs != "" {
 		spec.BootArgs += " " + img.BootArgs
 	}
@@ -276,7 +294,7 @@ func (s lcSpecs) LaunchSpec(vm lifecycle.VM, img lifecycle.Image) vmm.LaunchSpec
 }
 
 func (s lcSpecs) ConsoleExcerpt(id string) string {
-	return bootConsoleExcerpt(s.m.serialLogPath(id))
+	return bootConsoleExcerpt(serialLogPath(s.layout, id))
 }
 
 // agentWaiter is the lifecycle's Agent.
@@ -287,26 +305,35 @@ func (agentWaiter) Wait(ctx context.Context, inst vmm.Instance) (string, error) 
 	return info.AgentVersion, err
 }
 
-// lcGuest is the lifecycle's Guest: guest setup and pinned host keys.
-type lcGuest struct{ m *vmManager }
-
-func (g lcGuest) Setup(ctx context.Context, vm lifecycle.VM, inst vmm.Instance, p lifecycle.Progress) error {
-	return g.m.afterAgentReady(ctx, toStoreVM(vm), inst, progressFrom(p))
+// lcGuest is the lifecycle's Guest: guest setup (guest_setup.go) and
+// pinned host keys.
+type lcGuest struct {
+	store *store.Store // a VM's lease: its address is one of its host names
+	// ownerDir holds the owner's SSH key and known_hosts.
+	ownerDir string
+	// domain is the VMs' DNS domain; syncPaths the files synced into each
+	// guest at boot (config [sync] paths).
+	domain    string
+	syncPaths []string
+	log       *slog.Logger
 }
 
 // Forget drops the VM's pinned host keys (a recreate would replace them anyway).
 func (g lcGuest) Forget(vm lifecycle.VM) {
-	_ = ssh.KnownHosts{Path: ssh.KnownHostsPath(g.m.d.opts.Layout.OwnerDir())}.Forget(vm.ID)
+	_ = ssh.KnownHosts{Path: ssh.KnownHostsPath(g.ownerDir)}.Forget(vm.ID)
 }
 
 // lcEvents is the lifecycle's Events: the events.watch hub.
-type lcEvents struct{ d *Daemon }
+type lcEvents struct {
+	hub *hub
+	now func() time.Time
+}
 
 func (e lcEvents) Changed(vm lifecycle.VM) {
-	e.d.events.publish(api.Event{Time: e.d.now(), Kind: "vm.state", VM: vm.Name, State: apiState(vm.State),
+	e.hub.publish(api.Event{Time: e.now(), Kind: "vm.state", VM: vm.Name, State: apiState(vm.State),
 		Stage: string(vm.State), Message: "vm " + vm.Name + " is " + string(vm.State)})
 }
 
 func (e lcEvents) Deleted(vm lifecycle.VM) {
-	e.d.events.publish(api.Event{Time: e.d.now(), Kind: "vm.deleted", VM: vm.Name, Stage: "deleted", Message: "vm " + vm.Name + " deleted"})
+	e.hub.publish(api.Event{Time: e.now(), Kind: "vm.deleted", VM: vm.Name, Stage: "deleted", Message: "vm " + vm.Name + " deleted"})
 }

@@ -99,7 +99,7 @@ func TestRemoveAllRemovesTheJailInSystemMode(t *testing.T) {
 	dir := t.TempDir()
 	layout := testLayoutAt(dir)
 	layout.Mode = paths.ModeSystem
-	f := lcFiles{m: &vmManager{d: &Daemon{opts: Options{Layout: layout}}}}
+	f := lcFiles{layout: layout}
 	const id, other = "00000000000000aa", "00000000000000bb"
 	for _, p := range []string{
 		filepath.Join(layout.JailDir(), "firecracker", id, "root", "rootfs.ext4"),

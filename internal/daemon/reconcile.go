@@ -29,12 +29,12 @@ func processAlive(pid int) bool {
 	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
 
-// cleanLeftovers removes run and state dirs of VMs the database does not
+// CleanLeftovers removes run and state dirs of VMs the database does not
 // know (a delete interrupted before its row went, or a create undone while
 // the daemon died), unless a live process still uses them.
-func (m *vmManager) cleanLeftovers(known map[string]bool) {
-	live := vmmProcesses(m.d.opts.Layout.VMsRunDir())
-	for _, parent := range []string{m.d.opts.Layout.VMsRunDir(), m.d.opts.Layout.VMsStateDir()} {
+func (f lcFiles) CleanLeftovers(known map[string]bool) {
+	live := vmmProcesses(f.layout.VMsRunDir())
+	for _, parent := range []string{f.layout.VMsRunDir(), f.layout.VMsStateDir()} {
 		entries, err := os.ReadDir(parent)
 		if err != nil {
 			continue
@@ -47,7 +47,7 @@ func (m *vmManager) cleanLeftovers(known map[string]bool) {
 				continue
 			}
 			if err := os.RemoveAll(filepath.Join(parent, e.Name())); err == nil {
-				m.log.Info("removed leftover files of a deleted vm", "dir", filepath.Join(parent, e.Name()))
+				f.log.Info("removed leftover files of a deleted vm", "dir", filepath.Join(parent, e.Name()))
 			}
 		}
 	}

@@ -94,13 +94,14 @@ type snapshotFiles struct {
 	log       *slog.Logger
 }
 
-func newSnapshotFiles(m *vmManager) snapshotFiles {
+// newSnapshotFiles keeps snapshots of the disks that vm holds.
+func newSnapshotFiles(vm lcFiles) snapshotFiles {
 	f := snapshotFiles{
-		layout:    m.d.opts.Layout,
-		overlays:  m.d.overlays != nil,
-		diskOf:    m.lockedDiskPath,
+		layout:    vm.layout,
+		overlays:  vm.overlays != nil,
+		diskOf:    vm.lockedDiskPath,
 		freeBytes: disk.FreeBytes,
-		log:       m.log,
+		log:       vm.log,
 	}
 	if f.overlays {
 		f.flush = flushOverlay
@@ -323,7 +324,11 @@ func (f snapshotFiles) CleanLeftovers(known map[string]bool) {
 
 // lcIdentity is the lifecycle's Identity: it makes a VM restored from a
 // snapshot of another VM a machine of its own.
-type lcIdentity struct{ m *vmManager }
+type lcIdentity struct {
+	guest lcGuest    // setup, leases, host names and the known_hosts to repin
+	net   *vmNetwork // nil: VMs get no network, so no address to give
+	now   func() time.Time
+}
 
 // Reidentify sends the guest its identity (hostname, MAC and address as
 // the network attach gave them, a fresh machine-id, RNG seed and the
@@ -331,7 +336,7 @@ type lcIdentity struct{ m *vmManager }
 // runs the usual guest setup over the same agent session.
 func (i lcIdentity) Reidentify(ctx context.Context, lvm lifecycle.VM, inst vmm.Instance, p lifecycle.Progress) error {
 	vm := toStoreVM(lvm)
-	id, err := i.m.identityFor(ctx, vm)
+	id, err := i.identityFor(ctx, vm)
 	if err != nil {
 		return err
 	}
@@ -340,11 +345,11 @@ func (i lcIdentity) Reidentify(ctx context.Context, lvm lifecycle.VM, inst vmm.I
 		if err != nil {
 			return fmt.Errorf("give the guest its own identity: %w", err)
 		}
-		if err := i.m.repinHostKeys(ctx, vm, res.HostKeys); err != nil {
+		if err := i.repinHostKeys(ctx, vm, res.HostKeys); err != nil {
 			return err
 		}
 		p(lifecycle.Report{VM: vm.Name, Stage: "identity", Message: identityLine(id, res)})
-		return i.m.setupGuest(ctx, vm, c, progressFrom(p))
+		return i.guest.setup(ctx, vm, c, progressFrom(p))
 	})
 }
 
@@ -360,31 +365,31 @@ func identityLine(id agent.Identity, res agent.IdentityResult) string {
 // identityFor is VM vm's identity: its name, its network as its lease and
 // the bridge give it (when the daemon has networking), and fresh
 // randomness.
-func (m *vmManager) identityFor(ctx context.Context, vm store.VM) (agent.Identity, error) {
-	id := agent.Identity{Hostname: vm.Name, MachineID: newMachineID(), Seed: randomBytes(64), Time: m.d.now()}
-	if m.d.net == nil {
+func (i lcIdentity) identityFor(ctx context.Context, vm store.VM) (agent.Identity, error) {
+	id := agent.Identity{Hostname: vm.Name, MachineID: newMachineID(), Seed: randomBytes(64), Time: i.now()}
+	if i.net == nil {
 		return id, nil
 	}
-	lease, err := m.d.store.GetLease(ctx, vm.ID)
+	lease, err := i.guest.store.GetLease(ctx, vm.ID)
 	if err != nil {
 		return id, fmt.Errorf("vm %q has no address yet: %w", vm.Name, err)
 	}
-	gp := m.d.net.guestParams(lease)
+	gp := i.net.guestParams(lease)
 	id.MAC, id.Address, id.Gateway, id.DNS, id.Domain = lease.MAC, gp.Address, gp.Gateway, gp.DNS, gp.Domain
 	return id, nil
 }
 
 // repinHostKeys replaces whatever known_hosts holds for the VM with the
 // keys its guest just generated.
-func (m *vmManager) repinHostKeys(ctx context.Context, vm store.VM, keys []string) error {
-	kh := ssh.KnownHosts{Path: ssh.KnownHostsPath(m.d.opts.Layout.OwnerDir())}
+func (i lcIdentity) repinHostKeys(ctx context.Context, vm store.VM, keys []string) error {
+	kh := ssh.KnownHosts{Path: ssh.KnownHostsPath(i.guest.ownerDir)}
 	if err := kh.Forget(vm.ID); err != nil {
 		return fmt.Errorf("forget the snapshot's host keys: %w", err)
 	}
 	if len(keys) == 0 {
 		return nil // no sshd in the guest
 	}
-	if _, err := kh.Pin(vm.ID, m.hostNames(ctx, vm), keys); err != nil {
+	if _, err := kh.Pin(vm.ID, i.guest.hostNames(ctx, vm), keys); err != nil {
 		return fmt.Errorf("pin the new host keys: %w", err)
 	}
 	return nil
@@ -416,11 +421,18 @@ type goldenKeys struct {
 	vmmVersion func() string
 }
 
-func newGoldenKeys(d *Daemon, driver vmm.Driver) goldenKeys {
-	mode := fmt.Sprintf("overlays=%t network=%t", d.overlays != nil, d.net != nil)
-	g := goldenKeys{driver: driver, build: d.opts.Build, mode: mode}
+// goldenMode names the daemon's settings that shape a snapshot's files:
+// whether VM disks are dm-snapshot overlays and whether VMs are networked.
+func goldenMode(overlays, networked bool) string {
+	return fmt.Sprintf("overlays=%t network=%t", overlays, networked)
+}
+
+// newGoldenKeys keys golden snapshots for driver (nil: none), this build
+// and mode (goldenMode); cfg names the VMM binaries, which r asks for
+// their version.
+func newGoldenKeys(driver vmm.Driver, mode string, build buildinfo.Info, cfg config.Config, r system.Runner) goldenKeys {
+	g := goldenKeys{driver: driver, build: build, mode: mode}
 	if driver != nil {
-		cfg, r := d.opts.Config, d.opts.Runner
 		binary := map[string]string{"firecracker": cfg.Firecracker.Binary, "qemu": cfg.QEMU.Binary}[driver.Name()]
 		g.vmmVersion = sync.OnceValue(func() string { return vmmBinaryVersion(r, binary) })
 	}

@@ -414,8 +414,8 @@ func TestIdentityMatchesTheBootsNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 12, 7, 22, 0, 0, 0, time.UTC)
-	m := &vmManager{d: &Daemon{net: n, store: n.store, now: func() time.Time { return now }}}
-	id, err := m.identityFor(ctx, vm)
+	i := lcIdentity{guest: lcGuest{store: n.store}, net: n, now: func() time.Time { return now }}
+	id, err := i.identityFor(ctx, vm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestIdentityMatchesTheBootsNetwork(t *testing.T) {
 	if err := id.Validate(); err != nil {
 		t.Errorf("the agent would refuse the identity: %v", err)
 	}
-	again, _ := m.identityFor(ctx, vm)
+	again, _ := i.identityFor(ctx, vm)
 	if again.MachineID == id.MachineID || bytes.Equal(again.Seed, id.Seed) || len(id.Seed) != 64 {
 		t.Errorf("machine-id %s/%s and seeds of %d bytes: want fresh ones each time", id.MachineID, again.MachineID, len(id.Seed))
 	}

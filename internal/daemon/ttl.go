@@ -311,17 +311,17 @@ func (t *lifetimes) view(id string) *api.Lifetime {
 // errVMGone means the VM to end no longer exists.
 var errVMGone = errors.New("vm no longer exists")
 
-// startLifetimes loads the VMs' lifetimes and runs the scheduler until
-// the returned stop is called (when Run returns).
+// startLifetimes loads the VMs' lifetimes into d.ttl (made before the
+// VM manager, which holds it) and runs the scheduler until the returned
+// stop is called (when Run returns).
 func (d *Daemon) startLifetimes(ctx context.Context) (stop func(), err error) {
-	t := newLifetimes(d.log, d.store, d.now)
+	t := d.ttl
 	t.end = d.vms.endVM
 	t.running = func(id string) bool { return d.vms.instance(id) != nil }
 	t.connected = d.vms.hostConnected
 	if err := t.load(ctx); err != nil {
 		return nil, fmt.Errorf("load VM lifetimes: %w", err)
 	}
-	d.ttl = t
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
@@ -336,10 +336,10 @@ func (d *Daemon) startLifetimes(ctx context.Context) (stop func(), err error) {
 
 // armLifetime sets a new VM's lifetime once it exists.
 func (m *vmManager) armLifetime(ctx context.Context, vm lifecycle.VM, l store.Lifetime) error {
-	if !l.Limited() || m.d.ttl == nil {
+	if !l.Limited() || m.ttl == nil {
 		return nil
 	}
-	if err := m.d.ttl.set(ctx, vm.ID, l); err != nil {
+	if err := m.ttl.set(ctx, vm.ID, l); err != nil {
 		return api.Errorf(api.CodeInternal, "vm %s was created, but its time to live was not set: %v", vm.Name, err).
 			WithHint("set it with `banger vm ttl " + vm.Name + " DURATION`")
 	}
@@ -375,7 +375,7 @@ func (m *vmManager) endVM(ctx context.Context, id, action string) error {
 	} else {
 		_, err = m.lc.Stop(ctx, id, false, 0, quiet)
 	}
-	if _, gone := m.d.store.GetVM(ctx, id); errors.Is(gone, store.ErrNotFound) {
+	if _, gone := m.store.GetVM(ctx, id); errors.Is(gone, store.ErrNotFound) {
 		return errVMGone
 	}
 	return err
@@ -387,10 +387,10 @@ func (m *vmManager) TTL(ctx context.Context, req api.VMTTLRequest, _ api.Progres
 	if err != nil {
 		return api.VM{}, err
 	}
-	if m.d.ttl == nil {
+	if m.ttl == nil {
 		return api.VM{}, api.Errorf(api.CodeUnavailable, "this daemon does not schedule VM lifetimes")
 	}
-	cur := m.d.ttl.get(vm.ID)
+	cur := m.ttl.get(vm.ID)
 	idle := int64(cur.IdleTTL / time.Second)
 	if req.IdleTTLSeconds != nil {
 		idle = *req.IdleTTLSeconds
@@ -399,11 +399,11 @@ func (m *vmManager) TTL(ctx context.Context, req api.VMTTLRequest, _ api.Progres
 	if action == "" {
 		action = cur.Action
 	}
-	l, err := parseLifetime(req.TTLSeconds, idle, action, m.d.now())
+	l, err := parseLifetime(req.TTLSeconds, idle, action, m.now())
 	if err != nil {
 		return api.VM{}, err
 	}
-	if err := m.d.ttl.set(ctx, vm.ID, l); err != nil {
+	if err := m.ttl.set(ctx, vm.ID, l); err != nil {
 		return api.VM{}, err
 	}
 	return m.view(ctx, vm.ID)

@@ -18,7 +18,7 @@ const tcpEstablished = "01"
 // VM's address is open: an ssh session, a port forward's connection to
 // the guest. Such a VM is not idle, whatever the daemon saw.
 func (m *vmManager) hostConnected(ctx context.Context, id string) bool {
-	l, err := m.d.store.GetLease(ctx, id)
+	l, err := m.store.GetLease(ctx, id)
 	if err != nil {
 		return false
 	}

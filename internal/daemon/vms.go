@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/lifecycle"
-	"github.com/banger-dev/banger/internal/network/portforward"
+	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/vmmproc"
@@ -21,21 +20,36 @@ import (
 // agentPort is the vsock port the guest agent listens on.
 const agentPort = 1024
 
-// vmManager serves the VM methods of the API over the lifecycle, and holds
-// the daemon-side pieces the lifecycle's ports are adapted from (see
-// lifecycle_wiring.go).
+// vmManager serves the VM methods of the API over the lifecycle. It holds
+// what those methods use; the lifecycle's ports are separate pieces built
+// by newLifecycle (lifecycle_wiring.go).
 type vmManager struct {
-	d   *Daemon
-	lc  *lifecycle.Manager
-	log *slog.Logger
-
-	mu       sync.Mutex
-	forwards map[string][]*portforward.Forwarder // VM ID → live forwards
+	lc    *lifecycle.Manager
+	store *store.Store
+	net   *vmNetwork    // nil: VMs get no network
+	ttl   *lifetimes    // nil: VM lifetimes are not scheduled
+	fwd   *hostForwards // the VMs' live port forwards
+	// layout places each VM's serial log.
+	layout paths.Layout
+	// domain is the VMs' DNS domain, egress new VMs' default egress
+	// policy (config network.domain and network.egress).
+	domain string
+	egress string
+	now    func() time.Time
+	log    *slog.Logger
 }
 
+// newVMManager wires the VM methods and the lifecycle under them from the
+// daemon's pieces, which it reads once: d.net, d.overlays and d.ttl must
+// be set (or left nil for good) before.
 func newVMManager(d *Daemon, driver vmm.Driver) *vmManager {
-	m := &vmManager{d: d, log: d.log, forwards: map[string][]*portforward.Forwarder{}}
-	m.lc = newLifecycle(d, m, driver)
+	m := &vmManager{
+		store: d.store, net: d.net, ttl: d.ttl,
+		fwd:    newHostForwards(d.store, d.net != nil, d.log),
+		layout: d.opts.Layout, domain: d.opts.Config.Network.Domain, egress: d.opts.Config.Network.Egress,
+		now: d.now, log: d.log,
+	}
+	m.lc = newLifecycle(d, m.fwd, driver)
 	return m
 }
 
@@ -62,7 +76,7 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 		return api.VM{}, apiError(err)
 	}
 	if len(req.Publish) > 0 || req.Isolated {
-		if m.d.net == nil {
+		if m.net == nil {
 			return api.VM{}, api.Errorf(api.CodeFailedPrecondition, "--publish and --isolated need VM networking, which is off on this daemon").
 				WithHint("see network.enabled in `banger config defaults`")
 		}
@@ -76,7 +90,7 @@ func (m *vmManager) Create(ctx context.Context, req api.VMCreateRequest, p api.P
 	if lreq.Network, err = m.withEgress(req, lreq.Network); err != nil {
 		return api.VM{}, err
 	}
-	life, err := parseLifetime(req.TTLSeconds, req.IdleTTLSeconds, req.TTLAction, m.d.now())
+	life, err := parseLifetime(req.TTLSeconds, req.IdleTTLSeconds, req.TTLAction, m.now())
 	if err != nil {
 		return api.VM{}, err
 	}
@@ -117,7 +131,7 @@ func (m *vmManager) present(ctx context.Context, vm lifecycle.VM, err error) (ap
 		return api.VM{}, apiError(err)
 	}
 	var lease *store.Lease
-	if l, err := m.d.store.GetLease(ctx, vm.ID); err == nil {
+	if l, err := m.store.GetLease(ctx, vm.ID); err == nil {
 		lease = &l
 	}
 	return m.toAPI(toStoreVM(vm), lease), nil
@@ -166,11 +180,11 @@ func waitForAgent(ctx context.Context, inst vmm.Instance) (agent.HealthInfo, err
 
 // List returns every VM.
 func (m *vmManager) List(ctx context.Context) ([]api.VM, error) {
-	vms, err := m.d.store.ListVMs(ctx)
+	vms, err := m.store.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	leases, err := m.d.store.ListLeases(ctx)
+	leases, err := m.store.ListLeases(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -196,13 +210,13 @@ func (m *vmManager) toAPI(vm store.VM, lease *store.Lease) api.VM {
 		ID: vm.ID, Name: vm.Name, State: apiState(vm.State), Image: vm.ImageName,
 		VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, DiskSizeBytes: vm.DiskSizeBytes, Autostart: vm.Autostart,
 		VMM: vm.VMM, PID: vm.PID, CreatedAt: vm.CreatedAt, LastError: vm.LastError, ExitStatus: vm.ExitStatus,
-		SerialLog: m.serialLogPath(vm.ID),
-		DNSName:   vm.Name + "." + m.d.opts.Config.Network.Domain,
+		SerialLog: serialLogPath(m.layout, vm.ID),
+		DNSName:   vm.Name + "." + m.domain,
 		Forwards:  forwardsOf(vm),
 		Isolated:  settingsOf(vm).Isolated,
 		Labels:    vm.Labels,
 		Egress:    egressView(vm),
-		Lifetime:  m.d.ttl.view(vm.ID),
+		Lifetime:  m.ttl.view(vm.ID),
 	}
 	if lease != nil {
 		out.IP, out.MAC = lease.IP.String(), lease.MAC
@@ -228,12 +242,13 @@ func (m *vmManager) Logs(ctx context.Context, req api.VMLogsRequest, _ api.Progr
 	if lines <= 0 {
 		lines = 200
 	}
-	path := m.serialLogPath(vm.ID)
+	path := serialLogPath(m.layout, vm.ID)
 	return api.VMLogs{Path: path, Text: tailFile(path, lines)}, nil
 }
 
-func (m *vmManager) serialLogPath(id string) string {
-	return m.d.opts.Layout.VMStateDir(id) + "/serial.log"
+// serialLogPath is VM id's serial console log.
+func serialLogPath(layout paths.Layout, id string) string {
+	return layout.VMStateDir(id) + "/serial.log"
 }
 
 // tailFile returns up to n trailing lines of path ("" if unreadable).

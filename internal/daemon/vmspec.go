@@ -13,6 +13,8 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/lifecycle"
+	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -26,16 +28,16 @@ func guestCID(vmID string) uint32 {
 }
 
 // launchSpec is the one place that turns a VM record into what a driver
-// boots.
-func (m *vmManager) launchSpec(vm store.VM, img store.Image) vmm.LaunchSpec {
-	runDir := m.d.opts.Layout.VMRunDir(vm.ID)
+// boots; layout places the VM's files.
+func launchSpec(layout paths.Layout, vm store.VM, img store.Image) vmm.LaunchSpec {
+	runDir := layout.VMRunDir(vm.ID)
 	return vmm.LaunchSpec{
 		VMID:       vm.ID,
 		Name:       vm.Name,
 		KernelPath: img.KernelPath,
 		InitrdPath: img.InitrdPath,
 		BootArgs:   bootArgs(vm),
-		RootDrive:  vmm.Drive{ID: "rootfs", Path: m.diskPath(vm.ID)},
+		RootDrive:  vmm.Drive{ID: "rootfs", Path: vmDiskPath(layout, vm.ID)},
 		VCPUs:      vm.VCPUs,
 		MemoryMiB:  vm.MemoryMiB,
 		Agent: vmm.AgentChannel{
@@ -44,8 +46,8 @@ func (m *vmManager) launchSpec(vm store.VM, img store.Image) vmm.LaunchSpec {
 			Port:     agentPort,
 		},
 		RunDir:        runDir,
-		SerialLogPath: m.serialLogPath(vm.ID),
-		VMMLogPath:    filepath.Join(m.d.opts.Layout.VMStateDir(vm.ID), "vmm.log"),
+		SerialLogPath: serialLogPath(layout, vm.ID),
+		VMMLogPath:    filepath.Join(layout.VMStateDir(vm.ID), "vmm.log"),
 	}
 }
 
@@ -59,17 +61,17 @@ func bootArgs(vm store.VM) string {
 		"root=/dev/vda", "rootfstype=ext4", "rw"}, guest.Args()...), " ")
 }
 
-// checkDiskFits refuses a VM disk larger than the free space where VM disks
+// CheckFits refuses a VM disk larger than the free space where VM disks
 // live. Disks are sparse, so this is a promise, not an allocation; but a
 // guest that fills a disk larger than the free space fills the host's file
 // system, and growing the disk's ext4 writes metadata in proportion to its
 // size (a 1 TiB grow fails on a host with a few GiB free, deep inside
 // resize2fs). Refusing up front says what fits instead.
-func (m *vmManager) checkDiskFits(size int64) error {
-	return diskFits(size, m.d.opts.Layout.VMsStateDir(), disk.FreeBytes)
+func (f lcFiles) CheckFits(size int64) error {
+	return diskFits(size, f.layout.VMsStateDir(), disk.FreeBytes)
 }
 
-// diskFits is checkDiskFits with the free-space probe passed in (tests).
+// diskFits is CheckFits with the free-space probe passed in (tests).
 // dir need not exist yet: its nearest existing parent is measured.
 func diskFits(size int64, dir string, freeBytes func(string) (int64, error)) error {
 	dir, free, err := freeAt(dir, freeBytes)
@@ -102,25 +104,27 @@ func freeAt(dir string, freeBytes func(string) (int64, error)) (string, int64, e
 	return dir, free, err
 }
 
-func (m *vmManager) diskPath(id string) string {
-	return filepath.Join(m.d.opts.Layout.VMStateDir(id), "rootfs.ext4")
+// vmDiskPath is VM id's root disk file when disks are clones.
+func vmDiskPath(layout paths.Layout, id string) string {
+	return filepath.Join(layout.VMStateDir(id), "rootfs.ext4")
 }
 
-// prepareDisk gives the VM its own root disk: an empty COW file when disks
+// Prepare gives the VM its own root disk: an empty COW file when disks
 // are dm snapshots, else a clone of the image grown to the VM's size.
-func (m *vmManager) prepareDisk(ctx context.Context, vm store.VM, img store.Image) error {
-	dir := m.d.opts.Layout.VMStateDir(vm.ID)
+func (f lcFiles) Prepare(ctx context.Context, lvm lifecycle.VM, limg lifecycle.Image) error {
+	vm, img := toStoreVM(lvm), toStoreImage(limg)
+	dir := f.layout.VMStateDir(vm.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create vm dir: %w", err)
 	}
-	if m.d.overlays != nil {
-		return m.d.overlays.prepare(vm, dir)
+	if f.overlays != nil {
+		return f.overlays.prepare(vm, dir)
 	}
 	// The clone grows to the VM's disk size, file system included.
-	method, err := disk.CloneResized(ctx, m.d.opts.Runner, img.RootfsPath, m.diskPath(vm.ID), vm.DiskSizeBytes)
+	method, err := disk.CloneResized(ctx, f.runner, img.RootfsPath, vmDiskPath(f.layout, vm.ID), vm.DiskSizeBytes)
 	if err != nil {
 		return fmt.Errorf("clone image %q: %w", img.Name, err)
 	}
-	m.log.Debug("disk cloned", "vm", vm.Name, "method", method)
+	f.log.Debug("disk cloned", "vm", vm.Name, "method", method)
 	return nil
 }
