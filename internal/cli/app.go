@@ -114,7 +114,7 @@ QEMU's software emulation boots the default image in 5-15 s (measured on a
 	root.PersistentFlags().BoolVar(&g.system, "system", false, "use the system-wide installation (/etc/banger, /var/lib/banger, /run/banger); the default for its owner (--system=false for a user-mode banger)")
 	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
 		if f := cmd.Flag("system"); f != nil && !f.Changed {
-			g.system = ownsSystemInstall(paths.System(os.Getenv("BANGER_SYSTEM_ROOT")), os.Getuid())
+			g.system = installmeta.OwnedBy(paths.System(os.Getenv("BANGER_SYSTEM_ROOT")), os.Getuid())
 		}
 	}
 	root.AddCommand(
@@ -171,17 +171,4 @@ func (app *App) emit(g *globalFlags, v any, human func() error) error {
 		return writeJSON(app.Stdout, v)
 	}
 	return human()
-}
-
-// ownsSystemInstall reports whether uid is the owner recorded by `banger
-// system install`: after installing, the owner's daily commands mean the
-// system daemon, and without this each plain `banger vm list` started a
-// second, user-mode daemon with an empty database. Root is never switched
-// (a root user-mode banger next to a system install is a supported setup).
-func ownsSystemInstall(system paths.Layout, uid int) bool {
-	if uid == 0 {
-		return false
-	}
-	meta, err := installmeta.Read(system.InstallMetaPath())
-	return err == nil && meta.OwnerUID == uid
 }

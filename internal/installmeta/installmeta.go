@@ -14,6 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/banger-dev/banger/internal/buildinfo"
+	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/system"
 )
 
@@ -37,6 +38,20 @@ type Meta struct {
 // Build returns the build stamp recorded in m.
 func (m Meta) Build() buildinfo.Info {
 	return buildinfo.Info{Version: m.Version, Commit: m.Commit, BuiltAt: m.BuiltAt}
+}
+
+// OwnedBy reports whether uid is the owner recorded by `banger system
+// install` in the system layout: after installing, the owner's daily
+// commands (and pkg/client.Default) mean the system daemon, and without this
+// each plain `banger vm list` started a second, user-mode daemon with an
+// empty database. Root is never switched (a root user-mode banger next to a
+// system install is a supported setup).
+func OwnedBy(system paths.Layout, uid int) bool {
+	if uid == 0 {
+		return false
+	}
+	meta, err := Read(system.InstallMetaPath())
+	return err == nil && meta.OwnerUID == uid
 }
 
 // Read loads path; a missing file is ErrNotInstalled.

@@ -1,4 +1,4 @@
-package cli
+package installmeta
 
 import (
 	"os"
@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/installmeta"
 	"github.com/banger-dev/banger/internal/paths"
 )
 
@@ -15,21 +14,21 @@ import (
 // user-mode daemon with an empty database (found by the systemd tier).
 func TestOwnerDefaultsToTheSystemInstall(t *testing.T) {
 	system := paths.System(t.TempDir())
-	if ownsSystemInstall(system, 1000) {
+	if OwnedBy(system, 1000) {
 		t.Fatal("no install recorded: user mode")
 	}
 	if err := os.MkdirAll(filepath.Dir(system.InstallMetaPath()), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	meta := installmeta.Meta{Version: "v1", OwnerUser: "tester", OwnerUID: 1000, OwnerGID: 1000, InstalledAt: time.Unix(0, 0)}
-	if err := installmeta.Write(system.InstallMetaPath(), meta); err != nil {
+	meta := Meta{Version: "v1", OwnerUser: "tester", OwnerUID: 1000, OwnerGID: 1000, InstalledAt: time.Unix(0, 0)}
+	if err := Write(system.InstallMetaPath(), meta); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		uid  int
 		want bool
 	}{{1000, true}, {1001, false}, {0, false}} {
-		if got := ownsSystemInstall(system, tc.uid); got != tc.want {
+		if got := OwnedBy(system, tc.uid); got != tc.want {
 			t.Errorf("uid %d: system mode %v, want %v", tc.uid, got, tc.want)
 		}
 	}
