@@ -14,6 +14,7 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/lifecycle"
+	"github.com/banger-dev/banger/internal/oci"
 )
 
 // runOptions is one `banger run`.
@@ -34,7 +35,7 @@ const runCreatorLabel = "run"
 func newRunCmd(app *App, g *globalFlags) *cobra.Command {
 	o := runOptions{DeleteWait: time.Minute}
 	cmd := &cobra.Command{
-		Use:   "run [--image I] [--cp HOST:GUEST]... [--out GUEST:HOST]... [--egress MODE] [--keep] -- COMMAND [ARG...]",
+		Use:   "run [--image I] [--cp HOST:GUEST]... [--out GUEST:HOST]... [--egress MODE] [--keep] [-- COMMAND [ARG...]]",
 		Short: "Run one command in a fresh VM and delete the VM afterwards",
 		Long: `Create a VM (warm from the image's golden snapshot when there is one), copy
 the --cp inputs into it, run the command (with a terminal when stdin and
@@ -46,11 +47,19 @@ command, as with vm exec); --keep keeps it.
 --cp HOST:GUEST copies a host file or directory into the VM (into GUEST when
 it is an existing directory, as cp does); --out GUEST:HOST copies a guest path
 back after the command, also when it failed. Guest paths are absolute or
-relative to the guest user's home.`,
+relative to the guest user's home.
+
+An image made from a container image (image pull, image import --oci-layout
+or --docker-archive) runs as docker run does: with no command after --, its
+Entrypoint followed by its Cmd; with one, its Entrypoint followed by the
+command's words (without an Entrypoint, just the command). Its Env,
+WorkingDir and User apply as for vm exec. Other images need a command.`,
 		Example: `  banger run -- uname -a
   banger run --cp ./src:src -- make -C src test
-  banger run --cp .:w --out w/dist:./dist -- sh -c 'cd w && make dist'`,
-		Args: cobra.MinimumNArgs(1),
+  banger run --cp .:w --out w/dist:./dist -- sh -c 'cd w && make dist'
+  banger run --image myapp            # the image's Entrypoint and Cmd
+  banger run --image myapp -- --help  # its Entrypoint with --help`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Argv = args
 			if o.Name == "" {
@@ -131,6 +140,14 @@ func (app *App) runOnce(parent context.Context, g *globalFlags, o runOptions) (i
 	}
 	defer c.Close()
 
+	// With --image the command is settled before a VM is made for it; the
+	// configured default image is known only once the VM exists.
+	argv := o.Argv
+	if o.Create.Image != "" {
+		if argv, err = app.runArgv(ctx, c, o.Create.Image, o.Argv); err != nil {
+			return 0, err
+		}
+	}
 	req := o.Create
 	req.Name = o.Name
 	req.Labels = map[string]string{api.LabelCreator: runCreatorLabel}
@@ -138,7 +155,7 @@ func (app *App) runOnce(parent context.Context, g *globalFlags, o runOptions) (i
 	if _, tty := terminalFd(app.Stderr); tty {
 		progress = app.progress(g)
 	}
-	_, err = c.VMCreate(ctx, req, progress)
+	vm, err := c.VMCreate(ctx, req, progress)
 	if api.IsCode(err, api.CodeAlreadyExists) {
 		return 0, err // someone else's VM: never delete it
 	}
@@ -154,6 +171,11 @@ func (app *App) runOnce(parent context.Context, g *globalFlags, o runOptions) (i
 	if err != nil {
 		return app.stepFailed(ctx, err)
 	}
+	if o.Create.Image == "" {
+		if argv, err = app.runArgv(ctx, c, vm.Image, o.Argv); err != nil {
+			return app.stepFailed(ctx, err)
+		}
+	}
 	for _, spec := range o.Inputs {
 		host, guest, _ := splitCopy("cp", spec)
 		if err := app.runCp(ctx, g, runCopy(host, o.Name+":"+guest)); err != nil {
@@ -161,7 +183,7 @@ func (app *App) runOnce(parent context.Context, g *globalFlags, o runOptions) (i
 		}
 	}
 	tty := isTerminal(app.Stdin) && isTerminal(app.Stdout)
-	code, err := app.runExec(ctx, g, execOptions{Name: o.Name, Argv: o.Argv, TTY: tty})
+	code, err := app.runExec(ctx, g, execOptions{Name: o.Name, Argv: argv, TTY: tty})
 	if err != nil {
 		return app.stepFailed(ctx, err)
 	}
@@ -179,6 +201,35 @@ func (app *App) runOnce(parent context.Context, g *globalFlags, o runOptions) (i
 		}
 	}
 	return code, nil
+}
+
+// runArgv is the command `banger run` runs in a VM of the named image:
+// for an image made from a container image, what docker run would run
+// (oci.ProcessConfig.Command); for any other image, argv itself.
+func (app *App) runArgv(ctx context.Context, c *api.Client, image string, argv []string) ([]string, error) {
+	img, err := c.ImageShow(ctx, image)
+	if err != nil {
+		return nil, err
+	}
+	return commandFor(img, argv)
+}
+
+// commandFor is runArgv's decision, given the image.
+func commandFor(img api.Image, argv []string) ([]string, error) {
+	if img.Origin != nil {
+		cfg, err := oci.ParseProcessConfig(img.Origin.Config)
+		if err != nil {
+			return nil, fmt.Errorf("image %q: %w", img.Name, err)
+		}
+		argv = cfg.Command(argv)
+		if len(argv) == 0 {
+			return nil, fmt.Errorf("image %q has no Entrypoint or Cmd; give the command to run after --", img.Name)
+		}
+	}
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("give the command to run after --: image %q is not a container image, so it has no Entrypoint or Cmd", img.Name)
+	}
+	return argv, nil
 }
 
 // runCopy is a quiet `vm cp SRC DST` with vm cp's default limits.

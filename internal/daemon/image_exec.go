@@ -7,18 +7,9 @@ import (
 	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/oci"
 	"github.com/banger-dev/banger/internal/store"
 )
-
-// containerConfig is the part of a container image's config that says how
-// its processes run.
-type containerConfig struct {
-	Config struct {
-		Env        []string `json:"Env"`
-		WorkingDir string   `json:"WorkingDir"`
-		User       string   `json:"User"`
-	} `json:"config"`
-}
 
 // withImageDefaults fills, for a VM made from a container image, what a
 // vm exec request leaves out from the image's config: its Env comes first
@@ -37,18 +28,18 @@ func (m *vmManager) withImageDefaults(ctx context.Context, vm store.VM, req api.
 }
 
 func applyContainerConfig(raw json.RawMessage, req api.VMExecRequest) api.VMExecRequest {
-	var cfg containerConfig
-	if len(raw) == 0 || json.Unmarshal(raw, &cfg) != nil {
+	cfg, err := oci.ParseProcessConfig(raw)
+	if err != nil {
 		return req
 	}
-	if len(cfg.Config.Env) > 0 {
-		req.Env = append(slices.Clone(cfg.Config.Env), req.Env...)
+	if len(cfg.Env) > 0 {
+		req.Env = append(slices.Clone(cfg.Env), req.Env...)
 	}
 	if req.Dir == "" {
-		req.Dir = cfg.Config.WorkingDir
+		req.Dir = cfg.WorkingDir
 	}
 	if req.User == "" {
-		req.User, _, _ = strings.Cut(cfg.Config.User, ":")
+		req.User, _, _ = strings.Cut(cfg.User, ":")
 	}
 	return req
 }

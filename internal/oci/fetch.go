@@ -121,10 +121,14 @@ func Fetch(ctx context.Context, src Source, opts FetchOptions, cache Cache, prog
 		img          v1.Image
 		digest       string
 		uncompressed bool
+		ranger       *blobRanger
 	)
 	switch {
 	case src.Remote != "":
-		img, digest, err = resolveRemote(ctx, src.Remote, *want, opts)
+		var ref name.Reference
+		if img, digest, ref, err = resolveRemote(ctx, src.Remote, *want, opts); err == nil {
+			ranger = newBlobRanger(ref.Context(), opts)
+		}
 	case src.Layout != "":
 		img, digest, err = resolveLayout(src.Layout, *want)
 	case src.DockerArchive != "":
@@ -150,7 +154,7 @@ func Fetch(ctx context.Context, src Source, opts FetchOptions, cache Cache, prog
 	if uncompressed {
 		err = out.cacheUncompressed(ctx, img, cache, progress)
 	} else {
-		err = out.cacheCompressed(ctx, img, cache, progress)
+		err = out.cacheCompressed(ctx, img, cache, ranger, progress)
 	}
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", out.Ref, err)
@@ -160,14 +164,14 @@ func Fetch(ctx context.Context, src Source, opts FetchOptions, cache Cache, prog
 
 // resolveRemote fetches the reference's manifest (or index, then the
 // wanted platform's manifest) from its registry.
-func resolveRemote(ctx context.Context, ref string, want v1.Platform, opts FetchOptions) (v1.Image, string, error) {
+func resolveRemote(ctx context.Context, ref string, want v1.Platform, opts FetchOptions) (v1.Image, string, name.Reference, error) {
 	nameOpts := []name.Option{}
 	if opts.Insecure {
 		nameOpts = append(nameOpts, name.Insecure)
 	}
 	r, err := name.ParseReference(ref, nameOpts...)
 	if err != nil {
-		return nil, "", fmt.Errorf("%q is not an image reference (e.g. debian:12 or ghcr.io/org/app@sha256:…): %w", ref, err)
+		return nil, "", nil, fmt.Errorf("%q is not an image reference (e.g. debian:12 or ghcr.io/org/app@sha256:…): %w", ref, err)
 	}
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithPlatform(want)}
 	if opts.Auth != nil {
@@ -178,27 +182,27 @@ func resolveRemote(ctx context.Context, ref string, want v1.Platform, opts Fetch
 	}
 	desc, err := remote.Get(r, ropts...)
 	if err != nil {
-		return nil, "", registryError(r, err)
+		return nil, "", nil, registryError(r, err)
 	}
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return nil, "", registryError(r, err)
+			return nil, "", nil, registryError(r, err)
 		}
 		img, digest, err := pickPlatform(idx, want)
 		if err != nil {
-			return nil, "", fmt.Errorf("image %s: %w", ref, err)
+			return nil, "", nil, fmt.Errorf("image %s: %w", ref, err)
 		}
-		return img, digest, nil
+		return img, digest, r, nil
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		if err != nil {
-			return nil, "", registryError(r, err)
+			return nil, "", nil, registryError(r, err)
 		}
-		return img, desc.Digest.String(), nil
+		return img, desc.Digest.String(), r, nil
 	default:
-		return nil, "", fmt.Errorf("image %s: the registry answered with a %q document, which is not an image manifest or index", ref, desc.MediaType)
+		return nil, "", nil, fmt.Errorf("image %s: the registry answered with a %q document, which is not an image manifest or index", ref, desc.MediaType)
 	}
 }
 
@@ -388,7 +392,9 @@ func readConfigBlob(ctx context.Context, img v1.Image, desc v1.Descriptor, cache
 
 // cacheCompressed caches the layers as the manifest lists them (registry
 // and layout sources): the cache key is the blob's own digest.
-func (im *Image) cacheCompressed(ctx context.Context, img v1.Image, cache Cache, progress Progress) error {
+// From a registry (ranger not nil) a layer cut short resumes where it
+// stopped.
+func (im *Image) cacheCompressed(ctx context.Context, img v1.Image, cache Cache, ranger *blobRanger, progress Progress) error {
 	m, err := img.Manifest()
 	if err != nil {
 		return fmt.Errorf("read the manifest: %w", err)
@@ -403,7 +409,11 @@ func (im *Image) cacheCompressed(ctx context.Context, img v1.Image, cache Cache,
 		if err != nil {
 			return fmt.Errorf("layer %d: %w", i+1, err)
 		}
-		path, err := cache.Put(ctx, d.Digest, d.Size, layer.Compressed, meter.add)
+		var openAt OpenAt
+		if ranger != nil {
+			openAt = ranger.opener(d.Digest)
+		}
+		path, err := cache.PutResumable(ctx, d.Digest, d.Size, layer.Compressed, openAt, meter.add)
 		if err != nil {
 			return fmt.Errorf("layer %d: %w", i+1, err)
 		}

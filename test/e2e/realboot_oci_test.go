@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -22,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/system"
 )
 
 // TestRealBootOCI boots a container image: a busybox-based OCI image is
@@ -139,6 +143,17 @@ func busyboxOCILayout(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return writeOCILayout(t, l, "1", v1.Config{
+		Env:        []string{"PATH=/bin", "GREETING=hello-from-oci"},
+		WorkingDir: "/srv",
+		Cmd:        []string{"/bin/sh"},
+	})
+}
+
+// writeOCILayout writes, in a new temporary directory, an OCI layout
+// holding one linux/amd64 image (tag tag) of layer l with process config c.
+func writeOCILayout(t *testing.T, l v1.Layer, tag string, c v1.Config) string {
+	t.Helper()
 	img, err := mutate.AppendLayers(empty.Image, l)
 	if err != nil {
 		t.Fatal(err)
@@ -149,19 +164,17 @@ func busyboxOCILayout(t *testing.T) string {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Env = []string{"PATH=/bin", "GREETING=hello-from-oci"}
-	cf.Config.WorkingDir = "/srv"
-	cf.Config.Cmd = []string{"/bin/sh"}
+	cf.Config = c
 	img, err = mutate.ConfigFile(mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON), cf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "busybox-oci")
+	dir := filepath.Join(t.TempDir(), "oci-layout")
 	lp, err := layout.Write(dir, empty.Index)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "1"})); err != nil {
+	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag})); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -213,4 +226,91 @@ func pushLayout(t *testing.T, dir, tag, ref string) {
 	if err != nil {
 		t.Fatalf("skopeo copy: %v\n%s", err, out)
 	}
+}
+
+// TestRealBootOCIDebian boots a Debian rootfs packed as a container image:
+// a debootstrap tree (systemd, udev and all; its .debs come from the suite's
+// cache) becomes a one-layer OCI layout with an Env and a WorkingDir, is
+// imported with --oci-layout and boots. Container images boot banger's init
+// (init=/.banger/init), never the image's own /sbin/init, even when, as
+// here, that is a working systemd: the agent comes up the same way for
+// every container image, and the image's services stay off as under docker.
+func TestRealBootOCIDebian(t *testing.T) {
+	vmm := needRealBoot(t)
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		t.Skip("the Debian container image flow needs debootstrap")
+	}
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Head("http://deb.debian.org/debian/dists/bookworm/Release")
+	if err != nil {
+		t.Skipf("the Debian mirror is not reachable: %v", err)
+	}
+	_ = resp.Body.Close()
+	before := snapshotHost()
+	h := newRealHost(t, vmm, busyboxBootTimeout)
+	builder := newBuilderHost(t, h)
+	base := builder.buildImage("base", "busybox")
+	builder.run("daemon", "stop")
+
+	start := time.Now()
+	dir := debianOCILayout(t)
+	t.Logf("Debian tree debootstrapped and packed as an OCI layout in %s", time.Since(start).Round(time.Second))
+
+	h.importImage("base", base)
+	start = time.Now()
+	h.must("image", "import", "debian-oci", "--oci-layout", dir+":12", "--boot-from", "base")
+	t.Logf("Debian OCI layout imported (flattened into ext4) in %s", time.Since(start).Round(100*time.Millisecond))
+	start = time.Now()
+	// The tree (systemd and all) is larger than the default 256 MiB disk.
+	h.must("vm", "create", "--name", "deboci", "--image", "debian-oci", "--disk", "1G")
+	t.Logf("Debian container image VM created and agent-ready in %s", time.Since(start).Round(100*time.Millisecond))
+	if got := h.mustExec("deboci", "sh", "-c", `echo "$GREETING $(pwd)"`); got != "hello-from-debian /opt/app\n" {
+		t.Errorf("vm exec saw %q, want the image's Env and WorkingDir (hello-from-debian /opt/app)", got)
+	}
+	if got := h.mustExec("deboci", "sh", "-c", ". /etc/os-release && echo $ID $VERSION_ID"); got != "debian 12\n" {
+		t.Errorf("/etc/os-release says %q, want debian 12", got)
+	}
+	// The image's own tools (bash, dpkg from the layer) run, and PID 1 is
+	// banger's init, not the image's systemd.
+	if got := h.mustExec("deboci", "bash", "-c", "dpkg-query -W -f '${Status}' systemd"); got != "install ok installed" {
+		t.Errorf("dpkg-query in the guest: %q", got)
+	}
+	if got := strings.TrimSpace(h.mustExec("deboci", "cat", "/proc/1/cmdline")); !strings.Contains(got, "/.banger/init") {
+		t.Errorf("PID 1 runs %q, want banger's /.banger/init", got)
+	}
+	h.must("vm", "delete", "--force", "deboci")
+	nothingLeft(t, h.on(t), before)
+}
+
+// debianOCILayout debootstraps a Debian bookworm tree (as the Debian image
+// build does, its .debs cached in the suite's debootstrap cache) and writes
+// it as an OCI layout (tag 12): one layer made by tar with numeric owners
+// and xattrs, a config with Env, WorkingDir and Cmd.
+func debianOCILayout(t *testing.T) string {
+	t.Helper()
+	work := t.TempDir()
+	tree := filepath.Join(work, "tree")
+	spec := image.RootfsSpec{
+		Dir: tree, Mirror: "http://deb.debian.org/debian", Suite: "bookworm", User: "root",
+		CacheDir: filepath.Join(testCache(t), "debootstrap-e2e", "bookworm"), AgentBinary: bins.Agent,
+	}
+	if err := image.Debootstrap(context.Background(), system.ExecRunner{}, spec, func(string, string) {}); err != nil {
+		t.Fatalf("debootstrap: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(tree, "opt", "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	layerTar := filepath.Join(work, "layer.tar")
+	if out, err := exec.Command("tar", "--numeric-owner", "--xattrs", "-C", tree, "-cf", layerTar, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar the tree: %v\n%s", err, out)
+	}
+	l, err := tarball.LayerFromFile(layerTar, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeOCILayout(t, l, "12", v1.Config{
+		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=hello-from-debian"},
+		WorkingDir: "/opt/app",
+		Cmd:        []string{"bash"},
+	})
 }
