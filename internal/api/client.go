@@ -118,10 +118,13 @@ func daemonStopped(method string, cause error) error {
 }
 
 // isHangUp reports whether err is the daemon's end of the connection going
-// away: the connection closed or reset mid-response.
+// away: the connection closed or reset mid-response, or closed before
+// anything was read (net/http reports that with an unexported error, so it
+// is matched by its text).
 func isHangUp(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(err.Error(), "server closed idle connection")
 }
 
 func finish(method string, env envelope, resp any) error {

@@ -30,7 +30,7 @@ func (app *App) connect(ctx context.Context, g *globalFlags) (*api.Client, paths
 		return nil, layout, err
 	}
 	c := api.NewClient(layout.SocketPath())
-	info, err := c.DaemonInfo(ctx)
+	info, err := probeDaemon(ctx, c)
 	switch {
 	case err == nil:
 		why := app.restartReason(ctx, c, layout, info)
@@ -162,6 +162,26 @@ func processAlive(pid int) bool {
 		}
 	}
 	return true
+}
+
+// probeDaemon asks the daemon who it is. A daemon that is dying at this
+// moment (killed, or stopping) can still accept a connection and then drop
+// it: its last threads hold the socket for a moment after the process is a
+// zombie. That answer says nothing about the next daemon, so the probe is
+// repeated until the socket answers or refuses, for up to a second.
+func probeDaemon(ctx context.Context, c *api.Client) (api.DaemonInfo, error) {
+	deadline := time.Now().Add(time.Second)
+	for {
+		info, err := c.DaemonInfo(ctx)
+		if !errors.Is(err, api.ErrDaemonStopped) || time.Now().After(deadline) {
+			return info, err
+		}
+		select {
+		case <-ctx.Done():
+			return info, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // startDaemon launches bangerd detached (own session, log file) and waits
