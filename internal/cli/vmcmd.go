@@ -97,7 +97,7 @@ boots anyway.`,
 	f.StringVar(&req.Image, "image", "", "image to boot (default from config)")
 	f.IntVar(&req.VCPUs, "vcpus", 0, "number of virtual CPUs (default from config)")
 	f.IntVar(&req.MemoryMiB, "memory", 0, "memory in MiB (default from config)")
-	f.StringVar(&disk, "disk", "", "root disk size, e.g. 8G (default from config)")
+	f.StringVar(&disk, "disk", "", "root disk size, e.g. 8G (default from config, or the image's size when it is bigger)")
 	f.BoolVar(&req.Autostart, "autostart", false, "start the VM again when the daemon starts")
 	f.BoolVar(&req.NoStart, "no-start", false, "create the VM without booting it")
 	f.BoolVar(&req.Isolated, "isolated", false, "no traffic to or from other VMs (the host and the internet still work)")

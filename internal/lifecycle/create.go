@@ -117,13 +117,11 @@ func (m *Manager) newVM(ctx context.Context, req CreateRequest) (VM, Image, erro
 	if vm.MemoryMiB == 0 {
 		vm.MemoryMiB = m.cfg.MemoryMiB
 	}
-	if vm.DiskSizeBytes == 0 {
+	defaultDisk := vm.DiskSizeBytes == 0
+	if defaultDisk {
 		vm.DiskSizeBytes = m.cfg.DiskSizeBytes
 	}
 	if err := validateSizes(vm); err != nil {
-		return VM{}, Image{}, err
-	}
-	if err := m.ports.Files.CheckFits(vm.DiskSizeBytes); err != nil {
 		return VM{}, Image{}, err
 	}
 	imageName := req.Image
@@ -139,7 +137,17 @@ func (m *Manager) newVM(ctx context.Context, req CreateRequest) (VM, Image, erro
 		return VM{}, Image{}, err
 	}
 	if vm.DiskSizeBytes < img.RootfsSizeBytes {
-		return VM{}, Image{}, Errorf(Invalid, "disk size %d bytes is smaller than image %q (%d bytes)", vm.DiskSizeBytes, img.Name, img.RootfsSizeBytes)
+		if !defaultDisk {
+			size := m.cfg.FormatBytes(img.RootfsSizeBytes)
+			return VM{}, Image{}, Errorf(Invalid, "disk size %s is smaller than image %q (%s)", m.cfg.FormatBytes(vm.DiskSizeBytes), img.Name, size).
+				WithHint("give a disk of at least " + size + " (`--disk " + size + "`), or leave --disk out to get the image's size")
+		}
+		// The default is a floor, not a ceiling: an image bigger than it
+		// (a pulled container image, say) gets a disk of its own size.
+		vm.DiskSizeBytes = img.RootfsSizeBytes
+	}
+	if err := m.ports.Files.CheckFits(vm.DiskSizeBytes); err != nil {
+		return VM{}, Image{}, err
 	}
 	driver, err := m.driver()
 	if err != nil && !req.NoStart {

@@ -561,3 +561,29 @@ func TestCreateReportsEachStageOfTheBoot(t *testing.T) {
 		t.Errorf("stages %v, want %v", stages, want)
 	}
 }
+
+// TestDefaultDiskGrowsToTheImage: a VM created without a disk size gets
+// the configured default, or the image's size when the image is bigger (a
+// pulled container image is often bigger than the 1G default); an explicit
+// size smaller than the image is refused, saying what would do.
+func TestDefaultDiskGrowsToTheImage(t *testing.T) {
+	w := newWorld(t)
+	w.images["big"] = Image{ID: "big", Name: "big", Kernel: "/k", Rootfs: "/r", RootfsSizeBytes: 3 << 30}
+	m := w.manager()
+	vm, err := m.Create(context.Background(), CreateRequest{Name: "small", NoStart: true}, noProgress)
+	if err != nil || vm.DiskSizeBytes != 1<<30 {
+		t.Fatalf("default disk of a small image: %d, %v; want the configured 1G", vm.DiskSizeBytes, err)
+	}
+	vm, err = m.Create(context.Background(), CreateRequest{Name: "roomy", Image: "big", NoStart: true}, noProgress)
+	if err != nil || vm.DiskSizeBytes != 3<<30 {
+		t.Fatalf("default disk of a 3G image: %d, %v; want the image's 3G", vm.DiskSizeBytes, err)
+	}
+	_, err = m.Create(context.Background(), CreateRequest{Name: "cramped", Image: "big", DiskSizeBytes: 2 << 30, NoStart: true}, noProgress)
+	var e *Error
+	if !errors.As(err, &e) || e.Kind != Invalid || !strings.Contains(e.Hint, "--disk") {
+		t.Fatalf("explicit disk smaller than the image: %v, want Invalid with a --disk hint", err)
+	}
+	if _, err := m.Get(context.Background(), "cramped"); err == nil {
+		t.Error("a refused create left a record")
+	}
+}
