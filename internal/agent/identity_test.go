@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -337,6 +338,41 @@ func TestNetlinkIdentityInNamespace(t *testing.T) {
 	}
 	if gw != "172.30.0.1" {
 		t.Fatalf("default route via %q, routes %v", gw, routes)
+	}
+}
+
+// TestMACChangesOnTheRunningLink: the new MAC goes onto the link without
+// taking it down, so nothing of its configuration (here a route the
+// identity would not re-add) is flushed and no down/up cycle is paid.
+func TestMACChangesOnTheRunningLink(t *testing.T) {
+	requireRoot(t)
+	h := namespaceWithEth0(t)
+	n := NetlinkNetwork{Handle: h}
+	if _, err := n.Configure("eth0", netip.MustParsePrefix("172.30.0.5/24"), netip.Addr{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	link, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dst, _ := net.ParseCIDR("10.9.0.0/16")
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: net.ParseIP("172.30.0.1")}); err != nil {
+		t.Fatalf("add a route: %v", err)
+	}
+	mac, _ := net.ParseMAC("02:fc:00:00:00:09")
+	if name, err := n.SetHardwareAddr("eth0", mac); err != nil || name != "eth0" {
+		t.Fatalf("SetHardwareAddr = %q, %v", name, err)
+	}
+	link, err = h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := link.Attrs(); a.HardwareAddr.String() != mac.String() || a.Flags&net.FlagUp == 0 {
+		t.Fatalf("link: MAC %s up %v", a.HardwareAddr, a.Flags&net.FlagUp != 0)
+	}
+	routes, _ := h.RouteList(link, netlink.FAMILY_V4)
+	if !slices.ContainsFunc(routes, func(r netlink.Route) bool { return r.Dst != nil && r.Dst.String() == "10.9.0.0/16" }) {
+		t.Fatalf("the route to 10.9.0.0/16 is gone (the link went down): %v", routes)
 	}
 }
 

@@ -26,8 +26,16 @@ const (
 	// nonceLen is the hex length of a hello nonce.
 	nonceLen = 32
 	// helloResend is how often a host repeats its hello while waiting for
-	// READY; on a socket the answer comes long before.
-	helloResend = 100 * time.Millisecond
+	// READY; on a socket the answer comes long before. The first
+	// helloFastResends repeats come every helloFastResend instead: on a
+	// serial port a first hello is often lost — the port drops what
+	// arrives while the guest has it closed (an agent reopening it within
+	// reopenFirstDelay), and an agent whose previous session is still open
+	// reads it as that session's bytes — and a whole helloResend before the
+	// next one cost every session after the agent wait 0.1 s.
+	helloResend      = 100 * time.Millisecond
+	helloFastResend  = 5 * time.Millisecond
+	helloFastResends = 40
 	// maxHelloScan bounds the stale bytes a host discards while waiting for
 	// READY, so a peer that streams garbage cannot keep it busy forever.
 	maxHelloScan = 64 << 20
@@ -94,11 +102,11 @@ func clientHello(ctx context.Context, conn net.Conn) (io.Reader, error) {
 	send()
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(helloResend)
-		defer t.Stop()
-		for {
+		for n := 0; ; n++ {
+			t := time.NewTimer(helloResendDelay(n))
 			select {
 			case <-done:
+				t.Stop()
 				return
 			case <-t.C:
 				send()
@@ -126,6 +134,15 @@ func clientHello(ctx context.Context, conn net.Conn) (io.Reader, error) {
 		return nil, err
 	}
 	return br, nil
+}
+
+// helloResendDelay is the wait before the host's n-th repeat (from 0) of
+// its hello.
+func helloResendDelay(n int) time.Duration {
+	if n < helloFastResends {
+		return helloFastResend
+	}
+	return helloResend
 }
 
 // scanForReady reads until the exact READY line, skipping anything else (a

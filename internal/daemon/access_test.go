@@ -25,21 +25,7 @@ import (
 func testGuest(t *testing.T) (sock, root string) {
 	t.Helper()
 	root = t.TempDir()
-	dir, err := os.MkdirTemp("", "bgag")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock = filepath.Join(dir, "a.sock")
-	ln, err := agent.Listen("unix:" + sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &agent.Server{Version: "test", Root: root}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return sock, root
+	return agentWithSetup(t, root, nil), root
 }
 
 func dialGuest(t *testing.T, sock string) *agent.Client {

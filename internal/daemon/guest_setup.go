@@ -58,16 +58,23 @@ func withAgent(ctx context.Context, inst vmm.Instance, fn func(*agent.Client) er
 
 // setup is the boot-time guest setup over an open agent session.
 func (g lcGuest) setup(ctx context.Context, vm store.VM, c *agent.Client, p api.Progress) error {
+	return g.setupWith(ctx, vm, c, p, false)
+}
+
+// setupWith is setup; keysPinnedElsewhere leaves the guest's host keys to
+// the caller (a new identity replaces them while the setup runs).
+func (g lcGuest) setupWith(ctx context.Context, vm store.VM, c *agent.Client, p api.Progress, keysPinnedElsewhere bool) error {
 	s := guestSetup{
-		client:    c,
-		vmID:      vm.ID,
-		vmName:    vm.Name,
-		hosts:     g.hostNames(ctx, vm),
-		owner:     currentOwner(),
-		configDir: g.ownerDir,
-		syncPaths: g.syncPaths,
-		log:       g.log,
-		progress:  p,
+		keysPinnedElsewhere: keysPinnedElsewhere,
+		client:              c,
+		vmID:                vm.ID,
+		vmName:              vm.Name,
+		hosts:               g.hostNames(ctx, vm),
+		owner:               currentOwner(),
+		configDir:           g.ownerDir,
+		syncPaths:           g.syncPaths,
+		log:                 g.log,
+		progress:            p,
 	}
 	return s.run(ctx)
 }
@@ -127,6 +134,9 @@ type guestSetup struct {
 	syncPaths []string
 	log       *slog.Logger
 	progress  api.Progress
+	// keysPinnedElsewhere skips pinning the guest's host keys: a new
+	// identity is replacing them, and its caller pins the new ones.
+	keysPinnedElsewhere bool
 }
 
 func (g guestSetup) run(ctx context.Context) error {
@@ -142,7 +152,10 @@ func (g guestSetup) run(ctx context.Context) error {
 	if _, err := g.client.AuthorizeKey(ctx, agent.AuthorizeKeyRequest{User: login, Key: pub}); err != nil {
 		return fmt.Errorf("guest setup: install SSH key for %s: %w", login, err)
 	}
-	if len(info.HostKeys) > 0 {
+	switch {
+	case g.keysPinnedElsewhere:
+		g.progress(api.Event{VM: g.vmName, Stage: "ssh", Message: "SSH key installed for " + login})
+	case len(info.HostKeys) > 0:
 		kh := ssh.KnownHosts{Path: ssh.KnownHostsPath(g.configDir)}
 		res, err := kh.Pin(g.vmID, g.hosts, info.HostKeys)
 		if errors.Is(err, ssh.ErrHostKeyMismatch) {
@@ -153,7 +166,7 @@ func (g guestSetup) run(ctx context.Context) error {
 			return fmt.Errorf("guest setup: pin host keys: %w", err)
 		}
 		g.progress(api.Event{VM: g.vmName, Stage: "ssh", Message: fmt.Sprintf("SSH host key %s; key installed for %s", res, login)})
-	} else {
+	default:
 		g.progress(api.Event{VM: g.vmName, Stage: "ssh", Message: "the guest has no SSH host keys (no sshd?); `banger vm exec` works, `banger vm ssh` will not"})
 	}
 	if len(g.syncPaths) > 0 {

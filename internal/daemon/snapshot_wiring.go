@@ -332,25 +332,39 @@ type lcIdentity struct {
 
 // Reidentify sends the guest its identity (hostname, MAC and address as
 // the network attach gave them, a fresh machine-id, RNG seed and the
-// host's time), pins the SSH host keys it generated in their place, then
-// runs the usual guest setup over the same agent session.
+// host's time) and pins the SSH host keys it generated in their place;
+// alongside, over another stream of the same agent session, it runs the
+// usual guest setup, which needs nothing the identity changes (the host
+// keys it would pin are the identity's to pin).
 func (i lcIdentity) Reidentify(ctx context.Context, lvm lifecycle.VM, inst vmm.Instance, p lifecycle.Progress) error {
 	vm := toStoreVM(lvm)
 	id, err := i.identityFor(ctx, vm)
 	if err != nil {
 		return err
 	}
-	return withAgent(ctx, inst, func(c *agent.Client) error {
-		res, err := c.Reidentify(ctx, id)
-		if err != nil {
-			return fmt.Errorf("give the guest its own identity: %w", err)
-		}
-		if err := i.repinHostKeys(ctx, vm, res.HostKeys); err != nil {
-			return err
-		}
-		p(lifecycle.Report{VM: vm.Name, Stage: "identity", Message: identityLine(id, res)})
-		return i.guest.setup(ctx, vm, c, progressFrom(p))
-	})
+	return withAgent(ctx, inst, func(c *agent.Client) error { return i.reidentifyOver(ctx, vm, c, id, p) })
+}
+
+// reidentifyOver is Reidentify over the open agent session c.
+func (i lcIdentity) reidentifyOver(ctx context.Context, vm store.VM, c *agent.Client, id agent.Identity, p lifecycle.Progress) error {
+	p = p.Serialized() // the two report concurrently
+	setupErr := make(chan error, 1)
+	go func() { setupErr <- i.guest.setupWith(ctx, vm, c, progressFrom(p), true) }()
+	return errors.Join(i.giveIdentity(ctx, vm, c, id, p), <-setupErr)
+}
+
+// giveIdentity sends the guest id over c and re-pins the host keys it
+// reports.
+func (i lcIdentity) giveIdentity(ctx context.Context, vm store.VM, c *agent.Client, id agent.Identity, p lifecycle.Progress) error {
+	res, err := c.Reidentify(ctx, id)
+	if err != nil {
+		return fmt.Errorf("give the guest its own identity: %w", err)
+	}
+	if err := i.repinHostKeys(ctx, vm, res.HostKeys); err != nil {
+		return err
+	}
+	p(lifecycle.Report{VM: vm.Name, Stage: "identity", Message: identityLine(id, res)})
+	return nil
 }
 
 func identityLine(id agent.Identity, res agent.IdentityResult) string {

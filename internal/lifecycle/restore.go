@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 )
 
 // Rollback returns VM vmRef to snapshot snapRef, one of its own: memory,
@@ -123,8 +125,8 @@ const maxForks = 64
 
 // Fork makes new VMs from a snapshot (or a VM, snapshotted first), each
 // with its own identity, disk, address and name, running when it returns.
-// They are made one after another; a fork that fails is undone entirely,
-// and the VMs made before it are returned with the error, whole.
+// Several are made at once (forkParallelism); a fork that fails is undone
+// entirely, and the VMs the others made are returned with the error, whole.
 func (m *Manager) Fork(ctx context.Context, req ForkRequest, p Progress) ([]VM, error) {
 	if err := m.snapshotsAvailable(); err != nil {
 		return nil, err
@@ -164,15 +166,62 @@ func (m *Manager) Fork(ctx context.Context, req ForkRequest, p Progress) ([]VM, 
 	if err != nil {
 		return nil, err
 	}
-	var made []VM
-	for _, name := range names {
-		vm, err := m.forkOne(ctx, s, img, name, req, p)
-		if err != nil {
-			return made, fmt.Errorf("fork vm %q from snapshot %q: %w", name, s.Name, err)
-		}
-		made = append(made, vm)
+	return m.forkAll(ctx, s, img, names, req, p)
+}
+
+// maxParallelForks bounds how many forks of one request restore at once:
+// each is a VMM loading the snapshot and a guest re-identifying itself,
+// CPU-bound work that gains nothing past the host's cores.
+const maxParallelForks = 4
+
+// forkAll makes the VMs names from snapshot s, up to forkParallelism at a
+// time. A fork that fails is undone entirely and the others still run to
+// the end; the VMs made come back in name order, with every failure joined
+// into the error.
+func (m *Manager) forkAll(ctx context.Context, s Snapshot, img Image, names []string, req ForkRequest, p Progress) ([]VM, error) {
+	p = p.Serialized()
+	made := make([]*VM, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, forkParallelism())
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			vm, err := m.forkOne(ctx, s, img, name, req, p)
+			if err != nil {
+				errs[i] = fmt.Errorf("fork vm %q from snapshot %q: %w", name, s.Name, err)
+				return
+			}
+			made[i] = &vm
+		}()
 	}
-	return made, nil
+	wg.Wait()
+	var out []VM
+	for _, vm := range made {
+		if vm != nil {
+			out = append(out, *vm)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// forkParallelism is how many forks restore at once on this host.
+func forkParallelism() int {
+	return max(1, min(runtime.GOMAXPROCS(0), maxParallelForks))
+}
+
+// Serialized returns p made safe to call from several goroutines: a
+// progress sink writes to one stream.
+func (p Progress) Serialized() Progress {
+	var mu sync.Mutex
+	return func(r Report) {
+		mu.Lock()
+		defer mu.Unlock()
+		p(r)
+	}
 }
 
 // forkNames checks a fork request's name and count and returns the names

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -193,13 +194,17 @@ func TestForkMakesDistinctRunningVMs(t *testing.T) {
 	if !slices.Equal(names, []string{"try-1", "try-2", "try-3"}) || len(ids) != 4 {
 		t.Errorf("forks %v, ids %v", names, ids)
 	}
-	want := []string{"snapfiles.verify"}
+	one := append([]string{"files.fits", "store.insert", "snapfiles.restoredisk"}, restoreCalls...)
+	one = append(one, "identity.reidentify", "store.save:running", "forwards.start")
+	// The forks run concurrently, so their calls interleave: the same calls,
+	// three times over, in any order.
+	var want []string
 	for range 3 {
-		want = append(want, "files.fits", "store.insert", "snapfiles.restoredisk")
-		want = append(append(want, restoreCalls...), "identity.reidentify", "store.save:running", "forwards.start")
+		want = append(want, one...)
 	}
-	if got := since(w, before); !slices.Equal(got, want) {
-		t.Errorf("calls:\n got %v\nwant %v", got, want)
+	got := since(w, before)
+	if len(got) == 0 || got[0] != "snapfiles.verify" || !slices.Equal(slices.Sorted(slices.Values(got[1:])), slices.Sorted(slices.Values(want))) {
+		t.Errorf("calls:\n got %v\nwant snapfiles.verify, then %v three times over", got, one)
 	}
 	if w.count("guest.setup") != 1 {
 		t.Errorf("guest setup ran %d times; forks are reidentified instead", w.count("guest.setup"))
@@ -211,6 +216,14 @@ func TestForkMakesDistinctRunningVMs(t *testing.T) {
 	}
 	if w.vm(src.ID).State != Running {
 		t.Error("the source VM is no longer running")
+	}
+	// One fork alone makes them in order.
+	before = len(w.log())
+	if _, err := m.Fork(context.Background(), ForkRequest{Source: "s1", Name: "alone"}, noProgress); err != nil {
+		t.Fatal(err)
+	}
+	if got := since(w, before); !slices.Equal(got, append([]string{"snapfiles.verify"}, one...)) {
+		t.Errorf("calls of one fork:\n got %v\nwant snapfiles.verify %v", got, one)
 	}
 }
 
@@ -240,28 +253,39 @@ func TestAFailingForkIsUndoneAndTheOthersStay(t *testing.T) {
 			m := w.manager()
 			create(t, w, m, "web", false)
 			snap(t, m, "web", "s1")
-			w.failOn[fail] = w.count(fail) + 2 // the second fork fails
+			// Forks run concurrently: whichever reaches the call second
+			// fails, and the property must hold whichever that is.
+			w.failOn[fail] = w.count(fail) + 2
 			vms, err := m.Fork(context.Background(), ForkRequest{Source: "s1", Name: "try", Count: 3}, noProgress)
 			if !errors.Is(err, errInjected) && !strings.Contains(err.Error(), errInjected.Error()) {
 				t.Fatalf("fork: %v", err)
 			}
-			if len(vms) != 1 || vms[0].Name != "try-1" {
-				t.Fatalf("made %+v, want try-1 alone", vms)
+			if len(vms) != 2 || vms[0].Name >= vms[1].Name {
+				t.Fatalf("made %+v, want two of try-1..3 in name order", vms)
 			}
-			if got := w.vm(vms[0].ID); got.State != Running || m.Instance(vms[0].ID) == nil {
-				t.Errorf("the first fork is %s", got.State)
-			}
-			for _, name := range []string{"try-2", "try-3"} {
-				if _, err := (fakeStore{w}).GetVM(context.Background(), name); err == nil {
-					t.Errorf("%s is recorded", name)
+			var failed []string
+			for _, name := range []string{"try-1", "try-2", "try-3"} {
+				if name != vms[0].Name && name != vms[1].Name {
+					failed = append(failed, name)
 				}
 			}
-			if len(w.vms) != 2 {
+			if len(failed) != 1 || !strings.Contains(err.Error(), `"`+failed[0]+`"`) {
+				t.Fatalf("failed forks %v, error %v", failed, err)
+			}
+			for _, vm := range vms {
+				if got := w.vm(vm.ID); got.State != Running || m.Instance(vm.ID) == nil {
+					t.Errorf("fork %s is %s", vm.Name, got.State)
+				}
+			}
+			if _, err := (fakeStore{w}).GetVM(context.Background(), failed[0]); err == nil {
+				t.Errorf("%s is recorded", failed[0])
+			}
+			if len(w.vms) != 3 {
 				t.Errorf("vms %v", w.vms)
 			}
 			// Nothing of the failed fork runs: one VMM per VM left.
-			if live := len(m.instances); live != 2 {
-				t.Errorf("%d supervised VMMs, want 2", live)
+			if live := len(m.instances); live != 3 {
+				t.Errorf("%d supervised VMMs, want 3", live)
 			}
 			restored := slices.Contains([]string{"agent.wait", "identity.reidentify", "store.save:running"}, fail)
 			if kills := w.count("inst.kill"); kills != map[bool]int{true: 1}[restored] {
@@ -275,6 +299,51 @@ func TestAFailingForkIsUndoneAndTheOthersStay(t *testing.T) {
 				t.Error("the failed fork's address, name and host keys were not forgotten")
 			}
 		})
+	}
+}
+
+func TestForksRestoreConcurrently(t *testing.T) {
+	if forkParallelism() < 2 {
+		t.Skip("GOMAXPROCS is 1: forks run one at a time")
+	}
+	w := newWorld(t)
+	m := w.manager()
+	create(t, w, m, "web", false)
+	snap(t, m, "web", "s1")
+	gate := make(chan struct{})
+	w.mu.Lock()
+	w.agentGate = gate // every fork's agent wait blocks until released
+	w.mu.Unlock()
+	restores := w.count("driver.restore")
+	type result struct {
+		vms []VM
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		vms, err := m.Fork(context.Background(), ForkRequest{Source: "s1", Name: "try", Count: 3}, noProgress)
+		done <- result{vms, err}
+	}()
+	// Two restores while the first fork still waits for its agent: one
+	// after another, the second would never start.
+	deadline := time.Now().Add(10 * time.Second)
+	for w.count("driver.restore") < restores+2 {
+		if time.Now().After(deadline) {
+			close(gate)
+			<-done
+			t.Fatal("the second fork did not start while the first waited for its agent")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	r := <-done
+	if r.err != nil || len(r.vms) != 3 {
+		t.Fatalf("fork: %v, made %+v", r.err, r.vms)
+	}
+	for i, vm := range r.vms {
+		if want := fmt.Sprintf("try-%d", i+1); vm.Name != want {
+			t.Errorf("made[%d] is %s, want %s: not in name order", i, vm.Name, want)
+		}
 	}
 }
 

@@ -366,3 +366,39 @@ func chardevSocket(argv []string, id string) string {
 	}
 	return ""
 }
+
+// BenchmarkRealBootWarmCreate measures warm creates alone (the golden
+// snapshot is made first, untimed): vm.create → response, restore and new
+// identity included, with every create's stages logged. The quick loop for
+// work on the warm path; BenchmarkRealBootSideBySide is the record.
+//
+//	go test -run '^$' -bench RealBootWarmCreate -benchtime 5x -timeout 20m -v ./test/e2e
+func BenchmarkRealBootWarmCreate(b *testing.B) {
+	vmm := needRealBoot(b)
+	h := newRealHost(b, vmm, busyboxBootTimeout)
+	h.buildImage("default", "busybox")
+	stages, total, err := h.createTimed(api.VMCreateRequest{Name: "golden"})
+	if err != nil {
+		b.Fatalf("golden create: %v%s", err, h.diagnostics())
+	}
+	b.Logf("golden create: %s", formatStages(stages, total))
+	var warm []float64
+	b.ResetTimer()
+	for i := range b.N {
+		name := fmt.Sprintf("warm-%d", i)
+		stages, total, err := h.createTimed(api.VMCreateRequest{Name: name})
+		if err != nil {
+			b.Fatalf("warm create: %v%s", err, h.diagnostics())
+		}
+		b.StopTimer()
+		if _, ok := stageAt(stages, "restore"); !ok {
+			b.Fatalf("warm create did not restore the golden snapshot: %s", formatStages(stages, total))
+		}
+		b.Logf("warm: %s", formatStages(stages, total))
+		warm = append(warm, total.Seconds())
+		h.must("vm", "delete", "--force", name)
+		b.StartTimer()
+	}
+	b.ReportMetric(median(warm), "warm-s")
+	b.ReportMetric(0, "ns/op")
+}
