@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/lifecycle"
@@ -65,7 +67,7 @@ func (m *vmManager) Fork(ctx context.Context, req api.VMForkRequest, p api.Progr
 	}
 	vms, err := m.lc.Fork(ctx, lreq, progressTo(p))
 	if err != nil {
-		return api.VMList{}, apiError(err)
+		return api.VMList{}, apiError(forkFailure(err, vms))
 	}
 	out := api.VMList{VMs: make([]api.VM, 0, len(vms))}
 	for _, vm := range vms {
@@ -76,6 +78,20 @@ func (m *vmManager) Fork(ctx context.Context, req api.VMForkRequest, p api.Progr
 		out.VMs = append(out.VMs, v)
 	}
 	return out, nil
+}
+
+// forkFailure is the error of a fork of several VMs of which some were
+// made: the call's answer is the error alone, so it names the VMs that
+// exist and run, lest the user think nothing happened.
+func forkFailure(err error, made []lifecycle.VM) error {
+	if len(made) == 0 {
+		return err
+	}
+	names := make([]string, len(made))
+	for i, vm := range made {
+		names[i] = vm.Name
+	}
+	return fmt.Errorf("%w; made and running: %s", err, strings.Join(names, ", "))
 }
 
 // sourceSettings are the network settings of a fork's source: the
