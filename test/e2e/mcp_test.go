@@ -24,30 +24,44 @@ import (
 type mcpSession struct {
 	t  testing.TB
 	cs *sdk.ClientSession
+	// callTimeout bounds each tool call; zero is 60 s. Real boots under
+	// TCG need longer.
+	callTimeout time.Duration
 }
 
 // startMCP runs `banger mcp ARGS...` in dir (its --root default).
 func (h *host) startMCP(dir string, args ...string) *mcpSession {
 	h.t.Helper()
+	return startMCPWith(h.t, h.env, dir, args...)
+}
+
+// startMCPWith runs `banger mcp ARGS...` with env in dir and connects the
+// SDK's client to it over stdio.
+func startMCPWith(tb testing.TB, env []string, dir string, args ...string) *mcpSession {
+	tb.Helper()
 	cmd := exec.Command(bins.Banger, append([]string{"mcp"}, args...)...)
-	cmd.Env, cmd.Dir = h.env, dir
+	cmd.Env, cmd.Dir = env, dir
 	cmd.Stderr = os.Stderr
 	client := sdk.NewClient(&sdk.Implementation{Name: "e2e", Version: "v0"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
 	if err != nil {
-		h.t.Fatalf("connect to banger mcp: %v", err)
+		tb.Fatalf("connect to banger mcp: %v", err)
 	}
-	h.t.Cleanup(func() { _ = cs.Close() })
-	return &mcpSession{t: h.t, cs: cs}
+	tb.Cleanup(func() { _ = cs.Close() })
+	return &mcpSession{t: tb, cs: cs}
 }
 
 // call calls tool with args and returns the result, failing on a protocol
 // error (a tool error is a result with IsError).
 func (s *mcpSession) call(tool string, args map[string]any) *sdk.CallToolResult {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	timeout := s.callTimeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	res, err := s.cs.CallTool(ctx, &sdk.CallToolParams{Name: tool, Arguments: args})
 	if err != nil {
