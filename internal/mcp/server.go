@@ -35,6 +35,7 @@ type Daemon interface {
 	VMRollback(ctx context.Context, req api.VMRollbackRequest, onEvent func(api.Event)) (api.VM, error)
 	VMFork(ctx context.Context, req api.VMForkRequest, onEvent func(api.Event)) ([]api.VM, error)
 	SnapshotShow(ctx context.Context, name string) (api.Snapshot, error)
+	SnapshotDelete(ctx context.Context, name string) error
 	execer
 	copier
 }

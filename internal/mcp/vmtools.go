@@ -118,6 +118,11 @@ type RollbackArgs struct {
 	Snapshot string `json:"snapshot" jsonschema:"a snapshot of this VM (from vm_snapshot)"`
 }
 
+// SnapshotDeleteArgs are snapshot_delete's arguments.
+type SnapshotDeleteArgs struct {
+	Snapshot string `json:"snapshot" jsonschema:"a snapshot of one of your VMs"`
+}
+
 // ForkArgs are vm_fork's arguments.
 type ForkArgs struct {
 	Source string `json:"source" jsonschema:"a VM of yours (snapshotted first) or a snapshot of one"`
@@ -135,6 +140,7 @@ func (s *Server) addVMTools() {
 	sdk.AddTool(s.srv, &sdk.Tool{Name: "vm_pause", Description: "Freeze a running VM's CPUs; it keeps its memory and address."}, s.vmPause)
 	sdk.AddTool(s.srv, &sdk.Tool{Name: "vm_resume", Description: "Let a paused VM run again."}, s.vmResume)
 	sdk.AddTool(s.srv, &sdk.Tool{Name: "vm_snapshot", Description: "Save a VM's memory, devices and disk at one instant, to roll back to or fork from."}, s.vmSnapshot)
+	sdk.AddTool(s.srv, &sdk.Tool{Name: "snapshot_delete", Description: "Delete a snapshot of one of your VMs and its files (VMs forked from it are not affected)."}, s.snapshotDelete)
 	sdk.AddTool(s.srv, &sdk.Tool{Name: "vm_rollback", Description: "Return a VM to one of its snapshots, discarding its current state."}, s.vmRollback)
 	sdk.AddTool(s.srv, &sdk.Tool{Name: "vm_fork", Description: "Start new VMs from a snapshot of one of your VMs (or from the VM itself, snapshotted first); each gets its own identity, disk and address."}, s.vmFork)
 	sdk.AddTool(s.srv, &sdk.Tool{Name: "port_forward", Description: "Forward a host TCP port to a port in the VM (or remove such a forward)."}, s.portForward)
@@ -307,17 +313,41 @@ func (s *Server) checkForkSource(ctx context.Context, req *sdk.CallToolRequest, 
 	if source == "" {
 		return invalid("no source given: name one of your VMs or a snapshot of one")
 	}
-	snap, err := s.opts.Daemon.SnapshotShow(ctx, source)
-	if err != nil {
-		if !api.IsCode(err, api.CodeNotFound) {
-			return err
-		}
+	exists, err := s.ownedSnapshot(ctx, req, source)
+	if !exists {
 		_, err = s.ownedVM(ctx, req, source)
-		return err
+	}
+	return err
+}
+
+// ownedSnapshot allows a snapshot of one of the agent's VMs (any with
+// --all). A snapshot whose VM is gone, or another creator's, looks missing;
+// exists says whether the daemon has a snapshot of that name at all.
+func (s *Server) ownedSnapshot(ctx context.Context, req *sdk.CallToolRequest, name string) (exists bool, err error) {
+	snap, err := s.opts.Daemon.SnapshotShow(ctx, name)
+	if err != nil {
+		return !api.IsCode(err, api.CodeNotFound), err
+	}
+	if s.opts.All {
+		return true, nil
 	}
 	vm, err := s.opts.Daemon.VMShow(ctx, snap.VMID)
 	if err != nil || !s.mine(req, vm) {
-		return notYours("snapshot", source)
+		return true, notYours("snapshot", name)
 	}
-	return nil
+	return true, nil
+}
+
+func (s *Server) snapshotDelete(ctx context.Context, req *sdk.CallToolRequest, in SnapshotDeleteArgs) (*sdk.CallToolResult, DeleteResult, error) {
+	name := trimmed(in.Snapshot)
+	if name == "" {
+		return nil, DeleteResult{}, toolError(invalid("no snapshot given: name a snapshot of one of your VMs"))
+	}
+	if _, err := s.ownedSnapshot(ctx, req, name); err != nil {
+		return nil, DeleteResult{}, toolError(err)
+	}
+	if err := s.opts.Daemon.SnapshotDelete(ctx, name); err != nil {
+		return nil, DeleteResult{}, toolError(err)
+	}
+	return nil, DeleteResult{Deleted: name}, nil
 }

@@ -467,6 +467,18 @@ func TestMCPSnapshotForkPause(t *testing.T) {
 	if msg := other.fails("vm_fork", map[string]any{"source": "base-1", "name": "stolen"}); !strings.Contains(msg, `no snapshot named "base-1"`) {
 		t.Fatalf("fork of another's snapshot: %q", msg)
 	}
+	// Nor delete it; its owner can.
+	if msg := other.fails("snapshot_delete", map[string]any{"snapshot": "base-1"}); !strings.Contains(msg, `no snapshot named "base-1"`) {
+		t.Fatalf("delete of another's snapshot: %q", msg)
+	}
+	var deleted struct{ Deleted string }
+	s.ok("snapshot_delete", map[string]any{"snapshot": "base-1"}, &deleted)
+	if deleted.Deleted != "base-1" {
+		t.Fatalf("snapshot_delete: %+v", deleted)
+	}
+	if msg := s.fails("snapshot_delete", map[string]any{"snapshot": "base-1"}); !strings.Contains(msg, "base-1") {
+		t.Fatalf("second delete: %q", msg)
+	}
 	// Networking is off in this test: the daemon's refusal comes back as a tool error.
 	if msg := s.fails("port_forward", map[string]any{"name": "base", "spec": "18080:80"}); msg == "" {
 		t.Fatal("port_forward without networking: empty error")
