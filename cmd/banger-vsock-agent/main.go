@@ -126,7 +126,7 @@ func serve(ctx context.Context, stop func(), opts options, logf func(string, ...
 		}
 		setup.Root = srv.Root
 		srv.Hostname = standInHostname(srv.Root)
-		srv.HostKeyEntropy = standInEntropy(sock)
+		srv.HostKeyEntropy = func() io.Reader { return standInEntropy(sock) }
 		// A stand-in's "guest" is this process: powering off ends it, and
 		// the fake Firecracker exits with its guest.
 		srv.Power = func(string) error { stop(); return nil }

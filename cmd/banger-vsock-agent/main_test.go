@@ -166,14 +166,17 @@ func TestStandInGuest(t *testing.T) {
 		t.Fatalf("stand-in health hostname %q, %v; want standin", h.Hostname, err)
 	}
 
-	// A new identity (a fork of this stand-in) renames it and replaces its
-	// host key, under its root only.
+	// A new identity (a fork of this stand-in) renames it and rewrites its
+	// host key, under its root only. A stand-in's key follows from its VM
+	// (its vsock path) alone, so the rewritten key is the one this VM's
+	// next boot presents again; a fork, another VM, gets another key (the
+	// fork e2e tests check that).
 	id := agent.Identity{Hostname: "standin-fork", MAC: "02:fc:00:00:00:09",
 		Address: netip.MustParsePrefix("172.30.0.9/24"), Gateway: netip.MustParseAddr("172.30.0.1"),
 		MachineID: "0123456789abcdef0123456789abcdef", Seed: []byte("seed")}
 	res, err := c.Reidentify(ctx, id)
-	if err != nil || len(res.HostKeys) != 1 || res.HostKeys[0] == info.HostKeys[0] {
-		t.Fatalf("reidentify: %+v %v (old key %s)", res, err, info.HostKeys[0])
+	if err != nil || len(res.HostKeys) != 1 || res.HostKeys[0] != info.HostKeys[0] {
+		t.Fatalf("reidentify: %+v %v, want the VM's own key %s", res, err, info.HostKeys[0])
 	}
 	if h, err := c.Health(ctx); err != nil || h.Hostname != "standin-fork" {
 		t.Fatalf("health after reidentify: %q %v", h.Hostname, err)

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -89,8 +90,8 @@ func genKey(t *testing.T, comment string) string {
 
 func TestGuestInfoReportsAndCreatesHostKeys(t *testing.T) {
 	root := t.TempDir()
-	seed := func() *bytes.Reader { return bytes.NewReader(bytes.Repeat([]byte{7}, 64)) }
-	srv := &Server{Version: "v2", Root: root, HostKeyEntropy: seed(), users: fakeUsers(t), Hostname: func() (string, error) { return "dev", nil }}
+	seed := func() io.Reader { return bytes.NewReader(bytes.Repeat([]byte{7}, 64)) }
+	srv := &Server{Version: "v2", Root: root, HostKeyEntropy: seed, users: fakeUsers(t), Hostname: func() (string, error) { return "dev", nil }}
 	c := newClient(t, startServer(t, srv))
 	info, err := c.GuestInfo(testCtx(t))
 	if err != nil {
@@ -116,7 +117,7 @@ func TestGuestInfoReportsAndCreatesHostKeys(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(again.HostKeys, info.HostKeys) {
 		t.Fatalf("second guest info: %v %v", again.HostKeys, err)
 	}
-	other := &Server{Root: t.TempDir(), HostKeyEntropy: seed()}
+	other := &Server{Root: t.TempDir(), HostKeyEntropy: seed}
 	keys, err := other.hostKeys()
 	if err != nil || !reflect.DeepEqual(keys, info.HostKeys) {
 		t.Fatalf("same seed gave %v, want %v (%v)", keys, info.HostKeys, err)

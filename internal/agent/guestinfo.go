@@ -161,9 +161,9 @@ func (s *Server) generateHostKeys(dir string) error {
 // ssh-keygen's RSA key takes about half a second natively and many under
 // emulation.
 func (s *Server) writeEd25519HostKey(dir string) error {
-	entropy := s.HostKeyEntropy
-	if entropy == nil {
-		entropy = rand.Reader
+	entropy := io.Reader(rand.Reader)
+	if s.HostKeyEntropy != nil {
+		entropy = s.HostKeyEntropy()
 	}
 	// NewKeyFromSeed rather than GenerateKey: the key must follow from the
 	// entropy given, which newer Go versions may not promise for GenerateKey.

@@ -56,8 +56,11 @@ type Server struct {
 	// written. Processes always run on the real system. Root is a
 	// convenience for tests, not a security boundary.
 	Root string
-	// HostKeyEntropy seeds a generated SSH host key; crypto/rand when nil.
-	HostKeyEntropy io.Reader
+	// HostKeyEntropy returns the stream a generated SSH host key is seeded
+	// from, a new one per key (crypto/rand when nil). A stand-in guest
+	// returns the same stream every time, so its key follows from the VM
+	// alone, whichever of guest info or a new identity makes it first.
+	HostKeyEntropy func() io.Reader
 	// Power carries out poweroff and reboot; the default asks systemd when
 	// it is PID 1 and calls reboot(2) otherwise.
 	Power func(action string) error

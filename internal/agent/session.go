@@ -89,13 +89,14 @@ func clientHello(ctx context.Context, conn net.Conn) (io.Reader, error) {
 	// Hellos are resent from a goroutine while the reader scans; both end
 	// when the scan does.
 	var (
-		wmu  sync.Mutex
-		werr error
+		wmu     sync.Mutex
+		werr    error
+		stopped bool // READY seen: the session's bytes may follow, hellos must not
 	)
 	send := func() {
 		wmu.Lock()
 		defer wmu.Unlock()
-		if werr == nil {
+		if werr == nil && !stopped {
 			_, werr = conn.Write(hello)
 		}
 	}
@@ -116,7 +117,12 @@ func clientHello(ctx context.Context, conn net.Conn) (io.Reader, error) {
 	br := bufio.NewReader(conn)
 	err := scanForReady(br, ready)
 	close(done)
+	// A repeat whose timer fired just now may still be on its way to
+	// send; once stopped is set it writes nothing, so no hello can land
+	// after the session's first bytes (the agent skips repeats only
+	// before them).
 	wmu.Lock()
+	stopped = true
 	if err == nil && werr != nil {
 		err = fmt.Errorf("send hello: %w", werr)
 	}
