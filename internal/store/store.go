@@ -120,6 +120,31 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// busy_timeout makes statements wait for another connection's lock,
+	// but not every step of opening does: switching a new database to WAL
+	// while another process converts or migrates it can answer
+	// SQLITE_BUSY at once. Opening has no effect until it succeeds, so it
+	// is simply tried again, for as long as a statement would wait.
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		s, err := open(ctx, path, o)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// isBusy reports SQLITE_BUSY (any extended code of it).
+func isBusy(err error) bool {
+	return sqliteCode(err)&0xff == sqlite3.SQLITE_BUSY
+}
+
+func open(ctx context.Context, path string, o options) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
