@@ -169,16 +169,7 @@ func (s *Store) ListLeases(ctx context.Context) ([]Lease, error) {
 // holds no lease, which undo paths may ignore with errors.Is.
 func (s *Store) ReleaseLease(ctx context.Context, vmID string) error {
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM leases WHERE vm_id = ?`, vmID)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return oneRow(tx.ExecContext(ctx, `DELETE FROM leases WHERE vm_id = ?`, vmID))
 	})
 	if err != nil {
 		return fmt.Errorf("store: release lease of vm %q: %w", vmID, err)

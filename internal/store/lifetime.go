@@ -37,15 +37,8 @@ func (s *Store) SetVMLifetime(ctx context.Context, id string, l Lifetime) error 
 		return fmt.Errorf("store: set lifetime of vm %q: %w: action %q, idle %v", id, ErrInvalid, l.Action, l.IdleTTL)
 	}
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE vms SET expires_at = ?, idle_ttl_seconds = ?, ttl_action = ?, updated_at = ? WHERE id = ?`,
-			nullTime(l.ExpiresAt), int64(l.IdleTTL/time.Second), l.Action, formatTime(s.nowUTC()), id)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return oneRow(tx.ExecContext(ctx, `UPDATE vms SET expires_at = ?, idle_ttl_seconds = ?, ttl_action = ?, updated_at = ? WHERE id = ?`,
+			nullTime(l.ExpiresAt), int64(l.IdleTTL/time.Second), l.Action, formatTime(s.nowUTC()), id))
 	})
 	if err != nil {
 		return fmt.Errorf("store: set lifetime of vm %q: %w", id, err)

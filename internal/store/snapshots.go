@@ -137,15 +137,7 @@ func (s *Store) updateSnapshot(ctx context.Context, sn Snapshot) error {
 		if isUniqueViolation(err) {
 			return alreadyExists(err, "snapshot")
 		}
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return oneRow(res, err)
 	})
 }
 
@@ -190,16 +182,7 @@ func (s *Store) ListSnapshots(ctx context.Context) ([]Snapshot, error) {
 // ErrNotFound.
 func (s *Store) DeleteSnapshot(ctx context.Context, id string) error {
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM snapshots WHERE id = ?`, id)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return oneRow(tx.ExecContext(ctx, `DELETE FROM snapshots WHERE id = ?`, id))
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete snapshot %q: %w", id, err)

@@ -139,6 +139,22 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	}
 }
 
+// oneRow is the outcome of a statement that must touch exactly the row it
+// names: err as is, or ErrNotFound when it touched none.
+func oneRow(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
 // isBusy reports SQLITE_BUSY (any extended code of it).
 func isBusy(err error) bool {
 	return sqliteCode(err)&0xff == sqlite3.SQLITE_BUSY

@@ -292,16 +292,7 @@ func (s *Store) updateVMState(ctx context.Context, id string, upd VMStateUpdate)
 // CASCADE). Unknown ID gives ErrNotFound.
 func (s *Store) DeleteVM(ctx context.Context, id string) error {
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM vms WHERE id = ?`, id)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return oneRow(tx.ExecContext(ctx, `DELETE FROM vms WHERE id = ?`, id))
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete vm %q: %w", id, err)
@@ -317,14 +308,7 @@ func (s *Store) UpdateVMNetwork(ctx context.Context, id string, network json.Raw
 		return fmt.Errorf("store: update network of vm %q: %w", id, err)
 	}
 	err = s.writeTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE vms SET network = ?, updated_at = ? WHERE id = ?`, text, formatTime(s.nowUTC()), id)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return oneRow(tx.ExecContext(ctx, `UPDATE vms SET network = ?, updated_at = ? WHERE id = ?`, text, formatTime(s.nowUTC()), id))
 	})
 	if err != nil {
 		return fmt.Errorf("store: update network of vm %q: %w", id, err)
