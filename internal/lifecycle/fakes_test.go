@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,29 +114,39 @@ func (w *world) vm(id string) VM {
 
 type fakeStore struct{ w *world }
 
+// byRef finds a record by ID (its key in m) or by name, as the store does.
+func byRef[T any](m map[string]T, ref string, name func(T) string) (T, error) {
+	if v, ok := m[ref]; ok {
+		return v, nil
+	}
+	for _, v := range m {
+		if name(v) == ref {
+			return v, nil
+		}
+	}
+	var zero T
+	return zero, ErrNotFound
+}
+
+// sortedByID lists m's records in ID (key) order.
+func sortedByID[T any](m map[string]T) []T {
+	out := make([]T, 0, len(m))
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[id])
+	}
+	return out
+}
+
 func (s fakeStore) GetVM(_ context.Context, ref string) (VM, error) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	if vm, ok := s.w.vms[ref]; ok {
-		return vm, nil
-	}
-	for _, vm := range s.w.vms {
-		if vm.Name == ref {
-			return vm, nil
-		}
-	}
-	return VM{}, ErrNotFound
+	return byRef(s.w.vms, ref, func(vm VM) string { return vm.Name })
 }
 
 func (s fakeStore) ListVMs(context.Context) ([]VM, error) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	var out []VM
-	for _, vm := range s.w.vms {
-		out = append(out, vm)
-	}
-	slices.SortFunc(out, func(a, b VM) int { return strings.Compare(a.ID, b.ID) })
-	return out, nil
+	return sortedByID(s.w.vms), nil
 }
 
 func (s fakeStore) InsertVM(_ context.Context, vm VM) error {
@@ -500,26 +510,13 @@ func (s fakeSnapStore) SaveSnapshot(_ context.Context, snap Snapshot) error {
 func (s fakeSnapStore) GetSnapshot(_ context.Context, ref string) (Snapshot, error) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	if snap, ok := s.w.snaps[ref]; ok {
-		return snap, nil
-	}
-	for _, snap := range s.w.snaps {
-		if snap.Name == ref {
-			return snap, nil
-		}
-	}
-	return Snapshot{}, ErrNotFound
+	return byRef(s.w.snaps, ref, func(snap Snapshot) string { return snap.Name })
 }
 
 func (s fakeSnapStore) ListSnapshots(context.Context) ([]Snapshot, error) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	var out []Snapshot
-	for _, snap := range s.w.snaps {
-		out = append(out, snap)
-	}
-	slices.SortFunc(out, func(a, b Snapshot) int { return strings.Compare(a.ID, b.ID) })
-	return out, nil
+	return sortedByID(s.w.snaps), nil
 }
 
 func (s fakeSnapStore) DeleteSnapshot(_ context.Context, id string) error {
