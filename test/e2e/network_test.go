@@ -10,15 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	mdns "github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 
 	"github.com/banger-dev/banger/internal/network"
+	"github.com/banger-dev/banger/internal/network/nstest"
 )
 
 // netnsHost is a host whose daemon runs inside a network namespace the test
@@ -84,7 +83,7 @@ func linkExists(ns, name string) bool {
 // lookupIn asks the resolver at server for name, from inside namespace ns.
 func lookupIn(t *testing.T, ns, server, name string) (addr string, rcode int) {
 	t.Helper()
-	err := inNS(ns, func() error {
+	err := nstest.InNamed(ns, func() error {
 		c := &mdns.Client{Timeout: 3 * time.Second}
 		m := new(mdns.Msg)
 		m.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
@@ -196,27 +195,6 @@ func TestVMNetworkingInsideNamespace(t *testing.T) {
 	}
 }
 
-// inNS runs fn on a thread inside namespace ns. The thread is never
-// unlocked, so it dies with the goroutine instead of returning to the pool.
-func inNS(ns string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer func() { _ = h.Close() }()
-		if err := netns.Set(h); err != nil {
-			done <- err
-			return
-		}
-		done <- fn()
-	}()
-	return <-done
-}
-
 // serveAt adds addr's IP to the namespace's loopback and answers every
 // connection with msg, until the test ends.
 func serveAt(t *testing.T, ns, addr, msg string) {
@@ -226,7 +204,7 @@ func serveAt(t *testing.T, ns, addr, msg string) {
 		t.Fatalf("add %s: %v %s", ip, err, out)
 	}
 	var ln net.Listener
-	if err := inNS(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+	if err := nstest.InNamed(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
@@ -243,7 +221,7 @@ func serveAt(t *testing.T, ns, addr, msg string) {
 }
 
 func tryDialIn(ns, addr string) error {
-	return inNS(ns, func() error {
+	return nstest.InNamed(ns, func() error {
 		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 		if err == nil {
 			c.Close()
@@ -255,7 +233,7 @@ func tryDialIn(ns, addr string) error {
 func dialIn(t *testing.T, ns, addr string) string {
 	t.Helper()
 	var got []byte
-	err := inNS(ns, func() error {
+	err := nstest.InNamed(ns, func() error {
 		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 		if err != nil {
 			return err

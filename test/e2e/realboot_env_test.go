@@ -33,6 +33,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/network"
+	"github.com/banger-dev/banger/internal/network/nstest"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/test/testbin"
 )
@@ -548,7 +549,7 @@ func serveUpstream(tb testing.TB, ns string) {
 		pc  net.PacketConn
 		dln net.Listener
 	)
-	err := inNS(ns, func() (err error) {
+	err := nstest.InNamed(ns, func() (err error) {
 		if ln, err = net.Listen("tcp", upstreamHTTP); err != nil {
 			return err
 		}

@@ -29,11 +29,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/install"
 	"github.com/banger-dev/banger/internal/installmeta"
+	"github.com/banger-dev/banger/internal/network/nstest"
 	"github.com/banger-dev/banger/internal/updater/updatertest"
 	"github.com/banger-dev/banger/test/testbin"
 )
@@ -725,7 +724,7 @@ func serveReleases(t *testing.T, c *container) (url, caFile string, srv *updater
 		t.Fatal(err)
 	}
 	var ln net.Listener
-	err := inNetns(c.name, func() (err error) {
+	err := nstest.InNamed(c.name, func() (err error) {
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 		return err
 	})
@@ -736,27 +735,6 @@ func serveReleases(t *testing.T, c *container) (url, caFile string, srv *updater
 	go func() { _ = hs.Serve(tls.NewListener(ln, srv.TLS)) }()
 	t.Cleanup(func() { _ = hs.Close() })
 	return "https://" + ln.Addr().String(), caFile, srv
-}
-
-// inNetns runs fn on a thread in network namespace ns; the thread is
-// thrown away afterwards (not unlocked), so no other goroutine inherits it.
-func inNetns(ns string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer func() { _ = h.Close() }()
-		if err := netns.Set(h); err != nil {
-			done <- err
-			return
-		}
-		done <- fn()
-	}()
-	return <-done
 }
 
 // updateFlow: `banger update` to a newer signed release restarts the real

@@ -190,6 +190,17 @@ func (n *NS) Do(fn func() error) error {
 	return <-ch
 }
 
+// InNamed runs fn on a thread inside the named network namespace (one in
+// /run/netns, as `ip netns add` makes), like NS.Do.
+func InNamed(name string, fn func() error) error {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", name, err)
+	}
+	defer func() { _ = h.Close() }()
+	return (&NS{h: h}).Do(fn)
+}
+
 // Listen opens a listener inside the namespace.
 func (n *NS) Listen(network, addr string) (net.Listener, error) {
 	var l net.Listener
