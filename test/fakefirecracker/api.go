@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/test/fcspec"
 )
 
 // apiServer answers the Firecracker API on the unix socket. Every request is

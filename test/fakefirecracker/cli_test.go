@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/test/fcspec"
 )
 
 // runFake runs the fake to completion and returns its exit code and output.

@@ -1,7 +1,8 @@
 // Command fake-firecracker stands in for the firecracker binary where none can
 // run (no binary, no usable KVM). It is honest where banger can notice: it
 // serves the Firecracker API on a unix socket, validates every request against
-// the official OpenAPI description (internal/vmm/firecracker/fcspec), answers
+// the official OpenAPI description (test/fcspec, proven verdict-equal to
+// kin-openapi's reading of it by a differential test), answers
 // faults with Firecracker's status codes and wording, enforces the pre-/post-
 // boot rules, checks that the files it is given exist, implements the
 // hybrid-vsock handshake, and "boots" a stand-in guest process, normally the
@@ -30,7 +31,7 @@
 //	BANGER_FC_SPEC          path of firecracker-api.yaml; otherwise found by walking up
 //	                        from the working directory to shared/firecracker/. Without
 //	                        it the fake refuses to start.
-//	BANGER_FC_SPEC_CACHE    directory for the decoded spec (keyed by its SHA-256);
+//	BANGER_FC_SPEC_CACHE    directory for the compiled spec (keyed by its SHA-256);
 //	                        default banger-fcspec under the user's cache directory.
 //	BANGER_FAKE_GUEST       stand-in guest binary, run at InstanceStart as
 //	                        GUEST --listen unix:<api-sock>.guest/vsock_<port>.sock

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/test/fcspec"
 )
 
 // The binaries under test, built once by TestMain. skipReason is set when

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/test/fcspec"
 )
 
 // capturedRequest is one request as it arrived on the socket.

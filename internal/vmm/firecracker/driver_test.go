@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/test/fcspec"
 )
 
 // fakeEnv configures one run of the fake firecracker.

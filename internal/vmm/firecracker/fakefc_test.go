@@ -15,8 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
 	"github.com/banger-dev/banger/internal/vmm/vmmproc/logcaptest"
+	"github.com/banger-dev/banger/test/fcspec"
+	"github.com/banger-dev/banger/test/fcspec/oas"
 )
 
 // The driver tests run this test binary as a stand-in firecracker (the
@@ -45,7 +46,7 @@ const (
 )
 
 type fakeFirecracker struct {
-	validator *fcspec.Validator
+	validator *oas.Validator
 	record    *os.File
 	fail      string
 	modes     map[string]bool
@@ -93,7 +94,7 @@ func runFakeFirecracker(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 4
 	}
-	v, err := fcspec.Load(path, "")
+	v, err := oas.Load(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 4

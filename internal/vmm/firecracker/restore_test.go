@@ -16,7 +16,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/vmm"
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/test/fcspec"
 	"github.com/banger-dev/banger/test/testbin"
 )
 

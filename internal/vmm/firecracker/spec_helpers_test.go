@@ -3,7 +3,8 @@ package firecracker
 import (
 	"testing"
 
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/test/fcspec"
+	"github.com/banger-dev/banger/test/fcspec/oas"
 )
 
 // specPathForTest returns the spec path or skips the test, saying why.
@@ -16,11 +17,12 @@ func specPathForTest(t testing.TB) string {
 	return p
 }
 
-// loadForTest loads the spec uncached: it skips when the spec is absent
+// loadForTest loads the spec with kin-openapi (the reference reading the
+// client's contract is checked against): it skips when the spec is absent
 // and fails when the spec is present but unusable.
-func loadForTest(t testing.TB) *fcspec.Validator {
+func loadForTest(t testing.TB) *oas.Validator {
 	t.Helper()
-	v, err := fcspec.Load(specPathForTest(t), "")
+	v, err := oas.Load(specPathForTest(t))
 	if err != nil {
 		t.Fatalf("load Firecracker API spec: %v", err)
 	}

@@ -1,22 +1,24 @@
-// Package fcspec validates Firecracker API requests against the official
-// Firecracker OpenAPI (Swagger 2.0) description, read from disk at run time.
-//
-// It exists so that banger's Firecracker client can be contract-tested, and so
-// that the fake Firecracker used in end-to-end tests rejects exactly what the
-// real one would, on a machine where no Firecracker binary can run. The spec
-// file is never vendored into the repository; see SpecPath for how it is found.
-package fcspec
+// Package oas is the reference validator for package oas: the official
+// Firecracker OpenAPI (Swagger 2.0) description read by kin-openapi
+// (converted to OpenAPI 3, routed by its legacy router, requests checked by
+// openapi3filter). The contract test of banger's Firecracker client uses it,
+// and fcspec's differential test requires fcspec's small validator to give
+// the same verdict on every request of a generated corpus. Its errors wrap
+// fcspec's, so the two are interchangeable to a caller.
+package oas
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 
+	"errors"
+
+	"github.com/banger-dev/banger/test/fcspec"
 	"github.com/getkin/kin-openapi/openapi2"
 	"github.com/getkin/kin-openapi/openapi2conv"
 	"github.com/getkin/kin-openapi/openapi3"
@@ -24,17 +26,6 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/oasdiff/yaml"
-)
-
-// Errors ValidateRequest wraps, so callers (such as a fake Firecracker) can
-// choose a status code with errors.Is.
-var (
-	// ErrUnknownPath means the path is not part of the Firecracker API.
-	ErrUnknownPath = errors.New("path is not in the Firecracker API")
-	// ErrMethodNotAllowed means the path exists but not with this method.
-	ErrMethodNotAllowed = errors.New("method not allowed on this path")
-	// ErrInvalidRequest means the request (usually its JSON body) breaks the schema.
-	ErrInvalidRequest = errors.New("request does not match the Firecracker API schema")
 )
 
 // serverURL is the origin requests are built against; it must match the
@@ -49,8 +40,20 @@ type Validator struct {
 	version string
 }
 
-// parseSwagger decodes the YAML spec; this is most of a load's time (≈15 ms
-// for Firecracker's 62 KB), which Load's cache avoids.
+// Load reads the Swagger 2.0 file at path, converts it to OpenAPI 3 and
+// builds its router.
+func Load(path string) (*Validator, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("oas: read spec: %w", err)
+	}
+	doc2, err := parseSwagger(raw)
+	if err != nil {
+		return nil, fmt.Errorf("oas: parse %s: %w", path, err)
+	}
+	return newValidator(path, doc2)
+}
+
 func parseSwagger(raw []byte) (*openapi2.T, error) {
 	var doc2 openapi2.T
 	if _, err := yaml.Unmarshal(raw, &doc2, yaml.DecodeOpts{DisableTimestamps: true}); err != nil {
@@ -68,16 +71,16 @@ func parseSwagger(raw []byte) (*openapi2.T, error) {
 // stay open.
 func newValidator(path string, doc2 *openapi2.T) (*Validator, error) {
 	if doc2.Swagger != "2.0" {
-		return nil, fmt.Errorf("fcspec: %s: want a Swagger 2.0 document, got swagger %q", path, doc2.Swagger)
+		return nil, fmt.Errorf("oas: %s: want a Swagger 2.0 document, got swagger %q", path, doc2.Swagger)
 	}
 	doc3, err := openapi2conv.ToV3(doc2)
 	if err != nil {
-		return nil, fmt.Errorf("fcspec: convert %s to OpenAPI 3: %w", path, err)
+		return nil, fmt.Errorf("oas: convert %s to OpenAPI 3: %w", path, err)
 	}
 	closeObjects(doc3)
 	router, err := legacy.NewRouter(doc3)
 	if err != nil {
-		return nil, fmt.Errorf("fcspec: build router for %s: %w", path, err)
+		return nil, fmt.Errorf("oas: build router for %s: %w", path, err)
 	}
 	return &Validator{doc: doc3, router: router, version: doc2.Info.Version}, nil
 }
@@ -87,12 +90,12 @@ func (v *Validator) SpecVersion() string { return v.version }
 
 // ValidateRequest reports whether Firecracker's API accepts method on path
 // with body (JSON, or empty for no body). The returned error wraps one of
-// ErrUnknownPath, ErrMethodNotAllowed or ErrInvalidRequest and reads well as
-// a Firecracker fault_message.
+// fcspec.ErrUnknownPath, fcspec.ErrMethodNotAllowed or
+// fcspec.ErrInvalidRequest and reads well as a Firecracker fault_message.
 func (v *Validator) ValidateRequest(method, path string, body []byte) error {
 	req, err := http.NewRequest(method, serverURL+path, nil)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w: %w", method, path, ErrInvalidRequest, err)
+		return fmt.Errorf("%s %s: %w: %w", method, path, fcspec.ErrInvalidRequest, err)
 	}
 	if len(body) > 0 {
 		req.Body = io.NopCloser(bytes.NewReader(body))
@@ -122,10 +125,10 @@ func (v *Validator) ValidateRequest(method, path string, body []byte) error {
 		Options:    fopts,
 	}
 	if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
-		return fmt.Errorf("%s %s: %w: %w", method, path, ErrInvalidRequest, err)
+		return fmt.Errorf("%s %s: %w: %w", method, path, fcspec.ErrInvalidRequest, err)
 	}
-	if err := checkPathIDMatchesBody(route.Path, params, body); err != nil {
-		return fmt.Errorf("%s %s: %w: %w", method, path, ErrInvalidRequest, err)
+	if err := fcspec.CheckPathIDMatchesBody(route.Path, params, body); err != nil {
+		return fmt.Errorf("%s %s: %w: %w", method, path, fcspec.ErrInvalidRequest, err)
 	}
 	return nil
 }
@@ -140,39 +143,9 @@ func shortSchemaError(err *openapi3.SchemaError) string {
 func routeError(method, path string, err error) error {
 	var re *routers.RouteError
 	if errors.As(err, &re) && re.Reason == routers.ErrMethodNotAllowed.Error() {
-		return fmt.Errorf("%s %s: %w", method, path, ErrMethodNotAllowed)
+		return fmt.Errorf("%s %s: %w", method, path, fcspec.ErrMethodNotAllowed)
 	}
-	return fmt.Errorf("%s %s: %w", method, path, ErrUnknownPath)
-}
-
-// pathIDField names the path parameter of template that the body must
-// repeat. The schema cannot say this, but Firecracker refuses a mismatch
-// ("The id from the path does not match the id from the body!").
-func pathIDField(template string) (string, bool) {
-	switch template {
-	case "/drives/{drive_id}":
-		return "drive_id", true
-	case "/network-interfaces/{iface_id}":
-		return "iface_id", true
-	case "/pmem/{id}":
-		return "id", true
-	}
-	return "", false
-}
-
-func checkPathIDMatchesBody(template string, params map[string]string, body []byte) error {
-	field, ok := pathIDField(template)
-	if !ok || len(body) == 0 {
-		return nil
-	}
-	var obj map[string]any
-	if err := json.Unmarshal(body, &obj); err != nil {
-		return nil // the schema check already judged the body
-	}
-	if got, _ := obj[field].(string); got != params[field] {
-		return fmt.Errorf("the id from the path (%q) does not match the id from the body (%q)", params[field], got)
-	}
-	return nil
+	return fmt.Errorf("%s %s: %w", method, path, fcspec.ErrUnknownPath)
 }
 
 // closeObjects sets additionalProperties: false on every object schema that

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/vmm/firecracker/fcspec"
+	"github.com/banger-dev/banger/test/fcspec"
 )
 
 type validateCase struct {
@@ -19,8 +19,8 @@ type validateCase struct {
 	wantMsg      string
 }
 
-// validateCases are requests with Firecracker's verdict on each; every way of
-// loading the spec must give the same verdicts.
+// validateCases are requests with Firecracker's verdict on each; both
+// validators, and every way of loading the compiled one, must give them.
 var validateCases = []validateCase{
 	{"boot source", "PUT", "/boot-source", `{"kernel_image_path":"/k","boot_args":"console=ttyS0"}`, nil, ""},
 	{"machine config", "PUT", "/machine-config", `{"vcpu_count":2,"mem_size_mib":512}`, nil, ""},
@@ -49,7 +49,11 @@ func TestValidateRequest(t *testing.T) {
 	checkVerdicts(t, loadForTest(t))
 }
 
-func checkVerdicts(t *testing.T, v *fcspec.Validator) {
+func TestReferenceValidateRequest(t *testing.T) {
+	checkVerdicts(t, referenceForTest(t))
+}
+
+func checkVerdicts(t *testing.T, v requestValidator) {
 	t.Helper()
 	for _, tt := range validateCases {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,5 +116,40 @@ func TestLoadRejectsNonSwagger2(t *testing.T) {
 	}
 	if _, err := fcspec.Load(p, ""); err == nil || !strings.Contains(err.Error(), "Swagger 2.0") {
 		t.Fatalf("want a Swagger 2.0 error, got %v", err)
+	}
+}
+
+// A schema keyword the compiled validator does not implement is refused at
+// load, not silently skipped: a later spec that starts using one must not
+// make the fake more lenient than the reference.
+func TestLoadRefusesUnsupportedKeywords(t *testing.T) {
+	for _, kw := range []string{"pattern: '^a$'", "minLength: 1", "x-nullable: true", "exclusiveMinimum: true", "readOnly: true"} {
+		p := filepath.Join(t.TempDir(), "spec.yaml")
+		spec := `swagger: "2.0"
+info: {title: x, version: "1"}
+basePath: /
+consumes: [application/json]
+paths:
+  /x:
+    put:
+      parameters:
+        - name: body
+          in: body
+          required: true
+          schema:
+            type: object
+            properties:
+              name:
+                type: string
+                ` + kw + `
+      responses: {204: {description: ok}}
+`
+		if err := os.WriteFile(p, []byte(spec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		key, _, _ := strings.Cut(kw, ":")
+		if _, err := fcspec.Load(p, ""); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: want a load error naming it, got %v", key, err)
+		}
 	}
 }

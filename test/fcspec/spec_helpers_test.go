@@ -1,0 +1,45 @@
+package fcspec_test
+
+import (
+	"testing"
+
+	"github.com/banger-dev/banger/test/fcspec"
+	"github.com/banger-dev/banger/test/fcspec/oas"
+)
+
+// specPathForTest returns the spec path or skips the test, saying why.
+func specPathForTest(t testing.TB) string {
+	t.Helper()
+	p, err := fcspec.SpecPath()
+	if err != nil {
+		t.Skipf("skipping: needs the official Firecracker API spec: %v", err)
+	}
+	return p
+}
+
+// requestValidator is what both validators offer.
+type requestValidator interface {
+	ValidateRequest(method, path string, body []byte) error
+	SpecVersion() string
+}
+
+// loadForTest compiles the spec uncached: it skips when the spec is absent
+// and fails when the spec is present but unusable.
+func loadForTest(t testing.TB) *fcspec.Validator {
+	t.Helper()
+	v, err := fcspec.Load(specPathForTest(t), "")
+	if err != nil {
+		t.Fatalf("load Firecracker API spec: %v", err)
+	}
+	return v
+}
+
+// referenceForTest loads the spec with kin-openapi (package oas).
+func referenceForTest(t testing.TB) *oas.Validator {
+	t.Helper()
+	v, err := oas.Load(specPathForTest(t))
+	if err != nil {
+		t.Fatalf("load Firecracker API spec with kin-openapi: %v", err)
+	}
+	return v
+}
