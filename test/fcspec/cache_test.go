@@ -32,7 +32,7 @@ func loadCached(t *testing.T, spec, dir string) *fcspec.Validator {
 // A cold and a warm cached load judge every request as the uncached
 // validator does.
 func TestLoadCachedGivesTheSameVerdicts(t *testing.T) {
-	spec := specPathForTest(t)
+	spec := oas.SpecPathForTest(t)
 	dir := t.TempDir()
 	t.Run("miss", func(t *testing.T) { checkVerdicts(t, loadCached(t, spec, dir)) })
 	if n := len(cacheEntries(t, dir)); n != 1 {
@@ -44,7 +44,7 @@ func TestLoadCachedGivesTheSameVerdicts(t *testing.T) {
 // The cache entry, not the YAML, is what a warm load decodes: an entry
 // whose version was changed shows through.
 func TestLoadCachedReadsTheEntry(t *testing.T) {
-	spec := specPathForTest(t)
+	spec := oas.SpecPathForTest(t)
 	dir := t.TempDir()
 	want := loadCached(t, spec, dir).SpecVersion()
 	entries := cacheEntries(t, dir)
@@ -78,7 +78,7 @@ func TestLoadCachedRecoversFromABadEntry(t *testing.T) {
 		"nested index": `{"version":"1","routes":[{"method":"PUT","template":"/x","body":{"schema":0}}],"schemas":[{"properties":{"a":3}}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			spec := specPathForTest(t)
+			spec := oas.SpecPathForTest(t)
 			dir := t.TempDir()
 			loadCached(t, spec, dir)
 			entry := cacheEntries(t, dir)[0]
@@ -99,7 +99,7 @@ func TestLoadCachedRecoversFromABadEntry(t *testing.T) {
 
 // Without a cache directory Load compiles the YAML every time.
 func TestLoadCachedWithoutADirectory(t *testing.T) {
-	checkVerdicts(t, loadCached(t, specPathForTest(t), ""))
+	checkVerdicts(t, loadCached(t, oas.SpecPathForTest(t), ""))
 }
 
 // BenchmarkLoad compiles the YAML (a cache miss).

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/banger-dev/banger/test/fcspec"
+	"github.com/banger-dev/banger/test/fcspec/oas"
 	"github.com/oasdiff/yaml"
 )
 
@@ -49,8 +50,8 @@ func verdict(err error) string {
 // path as a URL, so it would judge another path than the one given.)
 func TestDifferentialAgainstKinOpenAPI(t *testing.T) {
 	compiled := loadForTest(t)
-	reference := referenceForTest(t)
-	corpus := generateCorpus(t, specPathForTest(t))
+	reference := oas.LoadForTest(t)
+	corpus := generateCorpus(t, oas.SpecPathForTest(t))
 
 	counts := map[string]int{}
 	var mismatches []string

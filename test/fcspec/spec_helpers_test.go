@@ -7,16 +7,6 @@ import (
 	"github.com/banger-dev/banger/test/fcspec/oas"
 )
 
-// specPathForTest returns the spec path or skips the test, saying why.
-func specPathForTest(t testing.TB) string {
-	t.Helper()
-	p, err := fcspec.SpecPath()
-	if err != nil {
-		t.Skipf("skipping: needs the official Firecracker API spec: %v", err)
-	}
-	return p
-}
-
 // requestValidator is what both validators offer.
 type requestValidator interface {
 	ValidateRequest(method, path string, body []byte) error
@@ -27,19 +17,9 @@ type requestValidator interface {
 // and fails when the spec is present but unusable.
 func loadForTest(t testing.TB) *fcspec.Validator {
 	t.Helper()
-	v, err := fcspec.Load(specPathForTest(t), "")
+	v, err := fcspec.Load(oas.SpecPathForTest(t), "")
 	if err != nil {
 		t.Fatalf("load Firecracker API spec: %v", err)
-	}
-	return v
-}
-
-// referenceForTest loads the spec with kin-openapi (package oas).
-func referenceForTest(t testing.TB) *oas.Validator {
-	t.Helper()
-	v, err := oas.Load(specPathForTest(t))
-	if err != nil {
-		t.Fatalf("load Firecracker API spec with kin-openapi: %v", err)
 	}
 	return v
 }

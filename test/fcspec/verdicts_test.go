@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/banger-dev/banger/test/fcspec"
+	"github.com/banger-dev/banger/test/fcspec/oas"
 )
 
 type validateCase struct {
@@ -50,7 +51,7 @@ func TestValidateRequest(t *testing.T) {
 }
 
 func TestReferenceValidateRequest(t *testing.T) {
-	checkVerdicts(t, referenceForTest(t))
+	checkVerdicts(t, oas.LoadForTest(t))
 }
 
 func checkVerdicts(t *testing.T, v requestValidator) {

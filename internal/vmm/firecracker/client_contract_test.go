@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/banger-dev/banger/test/fcspec"
+	"github.com/banger-dev/banger/test/fcspec/oas"
 )
 
 // capturedRequest is one request as it arrived on the socket.
@@ -176,7 +177,7 @@ func contractCalls() map[string]func(context.Context, *Client) error {
 // TestContractRequestsMatchSpec sends every request the client can make and
 // validates each against the official Firecracker API spec.
 func TestContractRequestsMatchSpec(t *testing.T) {
-	v := loadForTest(t)
+	v := oas.LoadForTest(t)
 	client, srv := startCaptureServer(t)
 	for name, call := range contractCalls() {
 		t.Run(name, func(t *testing.T) {
@@ -248,7 +249,7 @@ func TestContractCoversClient(t *testing.T) {
 // TestContractValidatorBites proves the validator used above is not
 // vacuous: deliberately wrong bodies built like the client's are rejected.
 func TestContractValidatorBites(t *testing.T) {
-	v := loadForTest(t)
+	v := oas.LoadForTest(t)
 	bad := []struct {
 		name, method, path, body string
 	}{

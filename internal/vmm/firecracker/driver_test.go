@@ -17,6 +17,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/test/fcspec"
+	"github.com/banger-dev/banger/test/fcspec/oas"
 )
 
 // fakeEnv configures one run of the fake firecracker.
@@ -29,7 +30,7 @@ type fakeEnv struct {
 // acting as the fake, and the file the fake records requests to.
 func newFakeDriver(t *testing.T, fe fakeEnv, cfg Config) (*Driver, string) {
 	t.Helper()
-	spec := specPathForTest(t)
+	spec := oas.SpecPathForTest(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

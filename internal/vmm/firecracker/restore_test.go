@@ -17,6 +17,7 @@ import (
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/test/fcspec"
+	"github.com/banger-dev/banger/test/fcspec/oas"
 	"github.com/banger-dev/banger/test/testbin"
 )
 
@@ -51,7 +52,7 @@ func buildHonestFake() {
 // honestDriver is a driver whose firecracker is the honest fake.
 func honestDriver(t *testing.T) *Driver {
 	t.Helper()
-	spec := specPathForTest(t)
+	spec := oas.SpecPathForTest(t)
 	honestBins.once.Do(buildHonestFake)
 	if honestBins.err != nil {
 		t.Fatalf("build the fake firecracker: %v", honestBins.err)

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"testing"
 
 	"errors"
 
@@ -189,4 +190,26 @@ func closeSchema(ref *openapi3.SchemaRef, seen map[*openapi3.Schema]bool) {
 			closeSchema(sub, seen)
 		}
 	}
+}
+
+// SpecPathForTest returns the spec's path, or skips tb saying why (the
+// spec lives beside the repository, not in it).
+func SpecPathForTest(tb testing.TB) string {
+	tb.Helper()
+	p, err := fcspec.SpecPath()
+	if err != nil {
+		tb.Skipf("skipping: needs the official Firecracker API spec: %v", err)
+	}
+	return p
+}
+
+// LoadForTest loads the reference validator: it skips when the spec is
+// absent and fails when the spec is present but unusable.
+func LoadForTest(tb testing.TB) *Validator {
+	tb.Helper()
+	v, err := Load(SpecPathForTest(tb))
+	if err != nil {
+		tb.Fatalf("load Firecracker API spec with kin-openapi: %v", err)
+	}
+	return v
 }
