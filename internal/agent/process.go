@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Process is the host's handle on a guest process started by exec. It
@@ -106,4 +108,41 @@ func (p *Process) Close() error {
 	var err error
 	p.closeOnce.Do(func() { err = p.rw.Close() })
 	return err
+}
+
+// CappedWriter keeps the first Limit bytes written to it and counts all of
+// them: the guest decides how much a command writes, and a host caller that
+// holds its output (the TUI's exec screen, the MCP server) must not let that
+// decide its memory use. Writes never fail, so a long output does not stop
+// the command.
+type CappedWriter struct {
+	Limit int
+	buf   []byte
+	total int64
+}
+
+func (c *CappedWriter) Write(p []byte) (int, error) {
+	c.total += int64(len(p))
+	if room := c.Limit - len(c.buf); room > 0 {
+		c.buf = append(c.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// Total is how many bytes were written, kept or not.
+func (c *CappedWriter) Total() int64 { return c.total }
+
+// Cut reports whether bytes were dropped.
+func (c *CappedWriter) Cut() bool { return c.total > int64(len(c.buf)) }
+
+// Text is what was kept, as valid UTF-8: a cut may split a character, whose
+// start is dropped; other invalid bytes become U+FFFD.
+func (c *CappedWriter) Text() string {
+	b := c.buf
+	if c.Cut() {
+		for len(b) > 0 && !utf8.Valid(b) && len(c.buf)-len(b) < utf8.UTFMax {
+			b = b[:len(b)-1]
+		}
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
 }

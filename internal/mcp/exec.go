@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -150,13 +148,13 @@ func runCaptured(ctx context.Context, d execer, ereq api.VMExecRequest, stdin []
 		}
 		_ = p.CloseStdin()
 	}()
-	stdout, stderr := &capped{limit: limit}, &capped{limit: limit}
+	stdout, stderr := &agent.CappedWriter{Limit: limit}, &agent.CappedWriter{Limit: limit}
 	st, werr := p.Wait(stdout, stderr)
 	timer.Stop()
 	res := ExecResult{
-		Stdout: stdout.text(), Stderr: stderr.text(),
-		StdoutBytes: stdout.total, StderrBytes: stderr.total,
-		Truncated:  stdout.cut() || stderr.cut(),
+		Stdout: stdout.Text(), Stderr: stderr.Text(),
+		StdoutBytes: stdout.Total(), StderrBytes: stderr.Total(),
+		Truncated:  stdout.Cut() || stderr.Cut(),
 		DurationMS: time.Since(start).Milliseconds(),
 	}
 	switch {
@@ -174,35 +172,3 @@ func runCaptured(ctx context.Context, d execer, ereq api.VMExecRequest, stdin []
 	}
 	return res, nil
 }
-
-// capped keeps the first limit bytes written to it and counts the rest,
-// so a command's output never costs more than limit however much it
-// writes.
-type capped struct {
-	limit int
-	buf   []byte
-	total int64
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	c.total += int64(len(p))
-	if room := c.limit - len(c.buf); room > 0 {
-		c.buf = append(c.buf, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (c *capped) cut() bool { return c.total > int64(len(c.buf)) }
-
-// text is what was kept, as valid UTF-8 (a cut may split a character).
-func (c *capped) text() string {
-	b := c.buf
-	if c.cut() {
-		for len(b) > 0 && !utf8.Valid(b) && len(c.buf)-len(b) < utf8.UTFMax {
-			b = b[:len(b)-1]
-		}
-	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
-}
-
-var _ io.Writer = (*capped)(nil)

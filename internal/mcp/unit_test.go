@@ -9,24 +9,6 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 )
 
-func TestCappedKeepsHeadAndCounts(t *testing.T) {
-	c := &capped{limit: 5}
-	for _, s := range []string{"abc", "defgh", "ij"} {
-		if n, err := c.Write([]byte(s)); n != len(s) || err != nil {
-			t.Fatalf("Write(%q) = %d, %v", s, n, err)
-		}
-	}
-	if c.text() != "abcde" || !c.cut() || c.total != 10 {
-		t.Fatalf("kept %q, cut %v, total %d", c.text(), c.cut(), c.total)
-	}
-	// A cut inside a multi-byte character does not leave half of it.
-	u := &capped{limit: 4}
-	_, _ = u.Write([]byte("abcé"))
-	if got := u.text(); got != "abc" {
-		t.Fatalf("cut UTF-8: %q", got)
-	}
-}
-
 func TestHostRootRefusesEscapes(t *testing.T) {
 	root := t.TempDir()
 	outside := t.TempDir()

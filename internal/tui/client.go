@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -62,38 +61,26 @@ func runExec(ctx context.Context, c Client, name, command string) (execResult, e
 	if err := p.CloseStdin(); err != nil {
 		return execResult{}, fmt.Errorf("vm %q: %w", name, err)
 	}
-	stdout, stderr := &cappedBuffer{max: maxExecOutput}, &cappedBuffer{max: maxExecOutput}
+	stdout, stderr := &agent.CappedWriter{Limit: maxExecOutput}, &agent.CappedWriter{Limit: maxExecOutput}
 	st, err := p.Wait(stdout, stderr)
 	if err != nil {
 		return execResult{}, fmt.Errorf("vm %q: %w", name, err)
 	}
-	errText := stderr.String()
+	errText := shown(stderr)
 	if st.Error != "" {
 		errText += "banger: " + st.Error + "\n"
 	}
-	return execResult{ExitCode: st.ShellCode(), Stdout: stdout.String(), Stderr: errText}, nil
+	return execResult{ExitCode: st.ShellCode(), Stdout: shown(stdout), Stderr: errText}, nil
 }
 
-// cappedBuffer keeps the first max bytes written to it and counts the rest.
-type cappedBuffer struct {
-	buf     bytes.Buffer
-	max     int
-	dropped int64
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	room := b.max - b.buf.Len()
-	keep := min(max(room, 0), len(p))
-	b.buf.Write(p[:keep])
-	b.dropped += int64(len(p) - keep)
-	return len(p), nil
-}
-
-func (b *cappedBuffer) String() string {
-	if b.dropped == 0 {
-		return b.buf.String()
+// shown is what the screen shows of one output stream: what was kept, and
+// how much more there was.
+func shown(w *agent.CappedWriter) string {
+	if !w.Cut() {
+		return w.Text()
 	}
-	return fmt.Sprintf("%s\n[… %d more bytes not shown]\n", b.buf.String(), b.dropped)
+	kept := w.Text()
+	return fmt.Sprintf("%s\n[… %d more bytes not shown]\n", kept, w.Total()-int64(len(kept)))
 }
 
 // sshInfoTimeout bounds the question asked before a shell opens, so a
