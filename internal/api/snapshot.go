@@ -65,6 +65,10 @@ type Snapshot struct {
 	// SizeBytes is what its files take on the host (blocks, not apparent size).
 	SizeBytes int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
+	// LastUsedAt is when a warm create last started from this golden
+	// snapshot; absent when none has. An image keeps its most recently
+	// used golden snapshots (image.golden_snapshots of them).
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
 // SnapshotList is the result of snapshot.list.

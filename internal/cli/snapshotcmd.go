@@ -348,6 +348,13 @@ func renderSnapshot(w io.Writer, s api.Snapshot) error {
 	row("size", config.FormatBytes(s.SizeBytes)+" on disk")
 	row("golden", yesNo(s.Golden))
 	row("created", s.CreatedAt.Local().Format(time.DateTime))
+	if s.Golden {
+		used := "never (a warm create has not started from it yet)"
+		if s.LastUsedAt != nil {
+			used = s.LastUsedAt.Local().Format(time.DateTime)
+		}
+		row("last used", used)
+	}
 	return tw.Flush()
 }
 
@@ -373,8 +380,10 @@ booting (in a fraction of the time) and gives the VM its own identity, so it
 is indistinguishable from a cold-booted one. banger also does this on the
 first create of an image and shape; warm ahead of time to make that first
 create fast too. Golden snapshots are remade when the image, its kernel,
-banger's agent or the VMM change. Unset sizes come from the configuration,
-as for ` + "`banger vm create`" + `.`,
+banger's agent or the VMM change. An image keeps image.golden_snapshots of
+them (3 unless configured; 0 turns warm creates off): making one more
+deletes the one a create last started from longest ago. Unset sizes come
+from the configuration, as for ` + "`banger vm create`" + `.`,
 		Example: `  banger image warm default
   banger image warm default --vcpus 2 --memory 1024 --disk 8G
   banger vm create --name fast       # default shape: starts from the golden snapshot

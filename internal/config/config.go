@@ -84,10 +84,14 @@ type Network struct {
 	Egress string `toml:"egress"`
 }
 
-// Image configures image builds.
+// Image configures image builds and warm starts.
 type Image struct {
 	DebianMirror string `toml:"debian_mirror"`
 	Suite        string `toml:"suite"`
+	// GoldenSnapshots is how many golden snapshots (warm-start states, one
+	// per VM shape) each image keeps; making one more deletes the least
+	// recently used. 0 turns warm creates off.
+	GoldenSnapshots int `toml:"golden_snapshots"`
 }
 
 // Default returns the configuration used when the file is absent.
@@ -107,7 +111,7 @@ func Default() Config {
 		Firecracker: Firecracker{Binary: "firecracker"},
 		QEMU:        QEMU{Binary: "qemu-system-x86_64", Accel: "auto"},
 		Network:     Network{Enabled: "auto", Bridge: "banger0", Subnet: "172.30.0.0/24", Domain: "banger", Egress: "allow"},
-		Image:       Image{DebianMirror: "http://deb.debian.org/debian", Suite: "bookworm"},
+		Image:       Image{DebianMirror: "http://deb.debian.org/debian", Suite: "bookworm", GoldenSnapshots: 3},
 	}
 }
 
@@ -258,6 +262,9 @@ func (c Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.Image.DebianMirror, "http://") && !strings.HasPrefix(c.Image.DebianMirror, "https://") {
 		return bad("image.debian_mirror", quote(c.Image.DebianMirror), "must be an http:// or https:// URL")
+	}
+	if c.Image.GoldenSnapshots < 0 || c.Image.GoldenSnapshots > 64 {
+		return bad("image.golden_snapshots", c.Image.GoldenSnapshots, "must be between 0 (no warm creates) and 64")
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ func TestLoadErrorsNameKeyAndFile(t *testing.T) {
 		{"bad size", "[vm]\ndisk_size = \"lots\"\n", []string{`"vm.disk_size"`, "invalid size"}},
 		{"bad duration", "[vm]\nstop_timeout = \"soon\"\n", []string{`"vm.stop_timeout"`, "invalid duration"}},
 		{"console log cap too small", "[vm]\nconsole_log_max = \"64K\"\n", []string{`"vm.console_log_max"`, "at least 1M"}},
+		{"negative golden snapshots", "[image]\ngolden_snapshots = -1\n", []string{`"image.golden_snapshots"`, "0 (no warm creates)"}},
 		{"bad subnet", "[network]\nsubnet = \"172.30.0.1/24\"\n", []string{`"network.subnet"`}},
 		{"bad bridge", "[network]\nbridge = \"eth0\"\n", []string{`"network.bridge"`}},
 		{"public DNS domain", "[network]\ndomain = \"com\"\n", []string{`"network.domain"`, "public name"}},

@@ -70,7 +70,7 @@ func OwnerMaySet(key string) bool {
 		"vm.image", "vm.vcpus", "vm.memory_mib", "vm.disk_size",
 		"vm.stop_timeout", "vm.boot_timeout", "vm.console_log_max",
 		"qemu.accel",
-		"image.debian_mirror", "image.suite",
+		"image.debian_mirror", "image.suite", "image.golden_snapshots",
 		"sync.paths":
 		return true
 	}

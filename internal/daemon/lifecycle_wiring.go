@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,6 +73,9 @@ func newLifecycle(d *Daemon, fwd *hostForwards, driver vmm.Driver) *lifecycle.Ma
 		BootTimeout:   cfg.VM.BootTimeout.Std(),
 		StopTimeout:   cfg.VM.StopTimeout.Std(),
 		FormatBytes:   config.FormatBytes,
+		// The config's 0 means "no warm creates"; the lifecycle's 0 means
+		// "no limit", which the config does not offer.
+		GoldenPerImage: cmp.Or(cfg.Image.GoldenSnapshots, -1),
 	}, ports)
 }
 

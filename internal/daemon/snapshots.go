@@ -109,9 +109,14 @@ func (m *vmManager) sourceSettings(ctx context.Context, ref string) (netSettings
 
 // snapshotToAPI maps a snapshot to the wire.
 func snapshotToAPI(sn lifecycle.Snapshot) api.Snapshot {
-	return api.Snapshot{
+	out := api.Snapshot{
 		ID: sn.ID, Name: sn.Name, VM: sn.VMName, VMID: sn.VMID, Image: sn.ImageName, VMM: sn.VMM,
 		VCPUs: sn.VCPUs, MemoryMiB: sn.MemoryMiB, DiskSizeBytes: sn.DiskSizeBytes, Golden: sn.Golden,
 		State: api.SnapshotState(sn.State), SizeBytes: sn.SizeBytes, CreatedAt: sn.CreatedAt,
 	}
+	if !sn.LastUsedAt.IsZero() {
+		used := sn.LastUsedAt
+		out.LastUsedAt = &used
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -23,7 +24,7 @@ type goldenPlan struct {
 // nil when it cannot (no golden keys, snapshots, identity or restoring
 // driver, or no key for this image and shape).
 func (m *Manager) goldenPlan(ctx context.Context, vm VM, img Image) *goldenPlan {
-	if m.ports.Golden == nil || m.ports.Identity == nil || m.snapshotsAvailable() != nil {
+	if m.cfg.GoldenPerImage < 0 || m.ports.Golden == nil || m.ports.Identity == nil || m.snapshotsAvailable() != nil {
 		return nil
 	}
 	if _, err := m.restorer(); err != nil {
@@ -74,7 +75,22 @@ func (m *Manager) createWarm(ctx context.Context, vm *VM, img Image, g Snapshot,
 		return err
 	}
 	m.crash(CrashCreateDiskReady)
-	return m.bootIn(ctx, vm, img, bootMode{from: &s, reidentify: true, failTo: Creating}, p)
+	if err := m.bootIn(ctx, vm, img, bootMode{from: &s, reidentify: true, failTo: Creating}, p); err != nil {
+		return err
+	}
+	m.markUsed(ctx, s)
+	return nil
+}
+
+// markUsed records that a warm create just restored golden snapshot s
+// (whose lock the caller holds shared, so no writer changed it since it
+// was read), for pruning to keep the most recently used. A failure is only
+// logged: the VM is running.
+func (m *Manager) markUsed(ctx context.Context, s Snapshot) {
+	s.LastUsedAt = m.ports.Now().UTC()
+	if err := m.ports.Snapshots.SaveSnapshot(context.WithoutCancel(ctx), s); err != nil {
+		m.ports.Log.Warn("record the golden snapshot's use", "snapshot", s.Name, "err", err)
+	}
 }
 
 // brokenGolden is a golden snapshot that cannot be restored (its files
@@ -124,32 +140,59 @@ func (m *Manager) makeGolden(ctx context.Context, b *booting) error {
 		return nil
 	}
 	plan.made = &made
-	m.dropStaleGoldens(ctx, made)
+	m.retireGoldens(ctx, made)
 	return nil
 }
 
-// dropStaleGoldens deletes the golden snapshots that current replaces:
-// those of the same image and shape with another key (the image, kernel,
-// agent or VMM changed since).
-func (m *Manager) dropStaleGoldens(ctx context.Context, current Snapshot) {
+// retireGoldens deletes the golden snapshots that current makes
+// unnecessary: those of the same image and shape with another key (stale:
+// the image, kernel, agent or VMM changed since), then, while the image has
+// more than cfg.GoldenPerImage, the least recently used (last warm create,
+// else when made). current itself always stays. Failures are only logged.
+func (m *Manager) retireGoldens(ctx context.Context, current Snapshot) {
 	all, err := m.ports.Snapshots.ListSnapshots(ctx)
 	if err != nil {
-		m.ports.Log.Warn("list snapshots for stale golden ones", "err", err)
+		m.ports.Log.Warn("list golden snapshots to retire", "err", err)
 		return
 	}
+	var kept []Snapshot
 	for _, s := range all {
-		stale := s.Golden && s.ID != current.ID && s.Key != current.Key && s.State == SnapshotReady &&
-			(s.ImageID == current.ImageID || s.ImageName == current.ImageName) &&
+		if !s.Golden || s.ID == current.ID || s.State != SnapshotReady ||
+			(s.ImageID != current.ImageID && s.ImageName != current.ImageName) {
+			continue
+		}
+		stale := s.Key != current.Key &&
 			s.VCPUs == current.VCPUs && s.MemoryMiB == current.MemoryMiB && s.DiskSizeBytes == current.DiskSizeBytes
 		if !stale {
+			kept = append(kept, s)
 			continue
 		}
-		if err := m.DeleteSnapshot(ctx, s.ID); err != nil && !isKind(err, NotFound) {
-			m.ports.Log.Warn("delete stale golden snapshot", "snapshot", s.Name, "err", err)
-			continue
-		}
-		m.ports.Log.Info("deleted stale golden snapshot", "snapshot", s.Name, "replaced_by", current.Name)
+		m.retireGolden(ctx, s, "deleted stale golden snapshot", current)
 	}
+	excess := len(kept) + 1 - m.cfg.GoldenPerImage
+	if m.cfg.GoldenPerImage <= 0 || excess <= 0 {
+		return
+	}
+	slices.SortFunc(kept, func(a, b Snapshot) int { return lastUse(a).Compare(lastUse(b)) })
+	for _, s := range kept[:excess] {
+		m.retireGolden(ctx, s, "deleted least recently used golden snapshot", current)
+	}
+}
+
+func (m *Manager) retireGolden(ctx context.Context, s Snapshot, why string, current Snapshot) {
+	if err := m.DeleteSnapshot(ctx, s.ID); err != nil && !isKind(err, NotFound) {
+		m.ports.Log.Warn("delete golden snapshot", "snapshot", s.Name, "err", err)
+		return
+	}
+	m.ports.Log.Info(why, "snapshot", s.Name, "image", current.ImageName, "made", current.Name)
+}
+
+// lastUse is when golden snapshot s last started a VM, or was made.
+func lastUse(s Snapshot) time.Time {
+	if s.LastUsedAt.After(s.CreatedAt) {
+		return s.LastUsedAt
+	}
+	return s.CreatedAt
 }
 
 // isKind reports whether err is an Error of kind.
@@ -179,6 +222,10 @@ func (m *Manager) Warm(ctx context.Context, req WarmRequest, p Progress) (Snapsh
 	if m.ports.Golden == nil {
 		return Snapshot{}, Errorf(Unavailable, "this daemon cannot start VMs warm").
 			WithHint("`banger doctor` says what is missing")
+	}
+	if m.cfg.GoldenPerImage < 0 {
+		return Snapshot{}, Errorf(Unavailable, "warm starts are off on this host (image.golden_snapshots is 0)").
+			WithHint("`banger config set image.golden_snapshots 3` turns them on")
 	}
 	creq := CreateRequest{Name: "warm-" + m.ports.NewID()[:8], Image: req.Image, VCPUs: req.VCPUs,
 		MemoryMiB: req.MemoryMiB, DiskSizeBytes: req.DiskSizeBytes}

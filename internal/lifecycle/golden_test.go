@@ -3,9 +3,11 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // goldens lists the golden snapshots in w.
@@ -296,5 +298,81 @@ func TestGoldenNameFollowsTheNameRule(t *testing.T) {
 		if got != c.want || ValidateSnapshotName(got) != nil {
 			t.Errorf("goldenName(%q, %q) = %q, want %q", c.image, c.key, got, c.want)
 		}
+	}
+}
+
+// An image keeps at most GoldenPerImage golden snapshots: making one more
+// deletes the least recently used — by its last warm create, else by when
+// it was made — and never the one just made.
+func TestGoldenSnapshotsPerImageKeepTheMostRecentlyUsed(t *testing.T) {
+	w := newWorld(t)
+	m := w.manager()
+	m.cfg.GoldenPerImage = 2
+	clock := time.Date(2026, 12, 8, 9, 0, 0, 0, time.UTC)
+	m.ports.Now = func() time.Time { return clock }
+	step := func(name, key string, mem int) VM {
+		t.Helper()
+		clock = clock.Add(time.Minute)
+		w.goldenKey = key // keys hash the shape
+		vm, err := m.Create(context.Background(), CreateRequest{Name: name, MemoryMiB: mem}, noProgress)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vm
+	}
+	step("a", "small", 256) // makes golden "small" at 09:01
+	step("b", "mid", 512)   // makes golden "mid" at 09:02
+	before := len(w.log())
+	step("c", "small", 256) // warm from "small": used at 09:03
+	if !slices.Contains(since(w, before), "driver.restore") {
+		t.Fatal("the third create did not start warm")
+	}
+	step("d", "big", 1024) // makes "big": one too many, "mid" is the least recently used
+	keys := map[string]Snapshot{}
+	for _, g := range goldens(w) {
+		keys[g.Key] = g
+	}
+	if len(keys) != 2 || keys["small"].ID == "" || keys["big"].ID == "" {
+		t.Fatalf("golden snapshots %v, want small and big", slices.Collect(maps.Keys(keys)))
+	}
+	if want := time.Date(2026, 12, 8, 9, 3, 0, 0, time.UTC); !keys["small"].LastUsedAt.Equal(want) {
+		t.Errorf("small's last use %v, want %v", keys["small"].LastUsedAt, want)
+	}
+	if !keys["big"].LastUsedAt.IsZero() {
+		t.Errorf("a golden snapshot no create used has last use %v", keys["big"].LastUsedAt)
+	}
+
+	// Without a warm create in between, age decides: "small" (used 09:03)
+	// is now older than "big" (made 09:04).
+	step("e", "huge", 2048)
+	var got []string
+	for _, g := range goldens(w) {
+		got = append(got, g.Key)
+	}
+	slices.Sort(got)
+	if want := []string{"big", "huge"}; !slices.Equal(got, want) {
+		t.Errorf("golden snapshots %v, want %v", got, want)
+	}
+}
+
+// Negative GoldenPerImage (image.golden_snapshots = 0) turns warm creates
+// off: no golden snapshot is made or used, and Warm says how to turn them on.
+func TestWarmCreatesOff(t *testing.T) {
+	w := newWorld(t)
+	w.goldenKey = "k1"
+	m := w.manager()
+	create(t, w, m, "first", false) // made while on
+	m.cfg.GoldenPerImage = -1
+	before := len(w.log())
+	create(t, w, m, "second", false)
+	calls := since(w, before)
+	if slices.Contains(calls, "driver.restore") || slices.Contains(calls, "inst.snapshot") {
+		t.Errorf("calls %v: want a cold boot that makes no golden snapshot", calls)
+	}
+	_, err := m.Warm(context.Background(), WarmRequest{}, noProgress)
+	wantKind(t, err, Unavailable, "warm starts are off")
+	var le *Error
+	if !errors.As(err, &le) || !strings.Contains(le.Hint, "image.golden_snapshots") {
+		t.Errorf("hint %q does not name the setting", le.Hint)
 	}
 }

@@ -21,6 +21,10 @@ type Config struct {
 
 	BootTimeout time.Duration
 	StopTimeout time.Duration
+	// GoldenPerImage is how many golden snapshots (one per shape) an image
+	// keeps: making one more deletes the least recently used. 0: no limit;
+	// negative: warm creates are off (no golden snapshot is made or used).
+	GoldenPerImage int
 	// FormatBytes shows a byte count to people (the daemon passes
 	// config.FormatBytes, banger's one way to).
 	FormatBytes func(int64) string

@@ -44,6 +44,9 @@ type Snapshot struct {
 	// SizeBytes is what its files take on the host (blocks, not apparent size).
 	SizeBytes int64
 	CreatedAt time.Time
+	// LastUsedAt is when a warm create last restored it (zero: never);
+	// only golden snapshots are used this way.
+	LastUsedAt time.Time
 }
 
 // SnapshotStore keeps snapshots (the same database as the VMs).

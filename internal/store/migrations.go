@@ -191,6 +191,16 @@ ALTER TABLE images ADD COLUMN config TEXT NOT NULL DEFAULT '{}' CHECK (json_vali
 ALTER TABLE images ADD COLUMN blobs TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(blobs));
 `,
 	},
+	{
+		ID:   10,
+		Name: "snapshot last use",
+		SQL: `
+-- When a warm create last restored a golden snapshot (NULL: never since it
+-- was made): an image keeps its most recently used golden snapshots and
+-- the least recently used goes when the count passes image.golden_snapshots.
+ALTER TABLE snapshots ADD COLUMN last_used_at TEXT;
+`,
+	},
 }
 
 // schemaMigrationsDDL creates the bookkeeping table. It is not a numbered

@@ -27,7 +27,7 @@ func validSnapshotState(s SnapshotState) bool {
 }
 
 const snapshotColumns = `id, name, vm_id, vm_name, image_id, image_name, vmm, vcpus, memory_mib,
-	disk_size_bytes, golden, key, network, state, size_bytes, created_at`
+	disk_size_bytes, golden, key, network, state, size_bytes, created_at, last_used_at`
 
 func scanSnapshot(sc interface{ Scan(...any) error }) (Snapshot, error) {
 	var (
@@ -35,10 +35,11 @@ func scanSnapshot(sc interface{ Scan(...any) error }) (Snapshot, error) {
 		golden         int
 		network, state string
 		created        string
+		lastUsed       sql.NullString
 	)
 	if err := sc.Scan(&sn.ID, &sn.Name, &sn.VMID, &sn.VMName, &sn.ImageID, &sn.ImageName, &sn.VMM,
 		&sn.VCPUs, &sn.MemoryMiB, &sn.DiskSizeBytes, &golden, &sn.Key, &network, &state,
-		&sn.SizeBytes, &created); err != nil {
+		&sn.SizeBytes, &created, &lastUsed); err != nil {
 		return Snapshot{}, err
 	}
 	sn.Golden = golden != 0
@@ -46,6 +47,9 @@ func scanSnapshot(sc interface{ Scan(...any) error }) (Snapshot, error) {
 	sn.State = SnapshotState(state)
 	var err error
 	if sn.CreatedAt, err = parseTime(created); err != nil {
+		return Snapshot{}, err
+	}
+	if sn.LastUsedAt, err = parseNullTime(lastUsed); err != nil {
 		return Snapshot{}, err
 	}
 	return sn, nil
@@ -97,10 +101,10 @@ func (s *Store) createSnapshot(ctx context.Context, sn Snapshot) error {
 	}
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO snapshots (`+snapshotColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			sn.ID, sn.Name, sn.VMID, sn.VMName, sn.ImageID, sn.ImageName, sn.VMM,
 			sn.VCPUs, sn.MemoryMiB, sn.DiskSizeBytes, boolInt(sn.Golden), sn.Key, network,
-			string(sn.State), sn.SizeBytes, formatTime(created))
+			string(sn.State), sn.SizeBytes, formatTime(created), nullTime(sn.LastUsedAt))
 		if isUniqueViolation(err) {
 			return alreadyExists(err, "snapshot")
 		}
@@ -129,11 +133,12 @@ func (s *Store) updateSnapshot(ctx context.Context, sn Snapshot) error {
 	return s.writeTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE snapshots SET
 			name = ?, vm_id = ?, vm_name = ?, image_id = ?, image_name = ?, vmm = ?, vcpus = ?,
-			memory_mib = ?, disk_size_bytes = ?, golden = ?, key = ?, network = ?, state = ?, size_bytes = ?
+			memory_mib = ?, disk_size_bytes = ?, golden = ?, key = ?, network = ?, state = ?, size_bytes = ?,
+			last_used_at = ?
 			WHERE id = ?`,
 			sn.Name, sn.VMID, sn.VMName, sn.ImageID, sn.ImageName, sn.VMM, sn.VCPUs,
 			sn.MemoryMiB, sn.DiskSizeBytes, boolInt(sn.Golden), sn.Key, network, string(sn.State), sn.SizeBytes,
-			sn.ID)
+			nullTime(sn.LastUsedAt), sn.ID)
 		if isUniqueViolation(err) {
 			return alreadyExists(err, "snapshot")
 		}

@@ -43,9 +43,14 @@ func TestSnapshotCRUD(t *testing.T) {
 		t.Errorf("GetSnapshot(id) = %+v, %v", byID, err)
 	}
 
-	// Save: saving → ready with its size; a golden key is kept.
+	if !got.LastUsedAt.IsZero() {
+		t.Errorf("a new snapshot has LastUsedAt %v, want never", got.LastUsedAt)
+	}
+
+	// Save: saving → ready with its size; a golden key and its last use are kept.
 	ready := got
 	ready.State, ready.SizeBytes, ready.Golden, ready.Key = SnapshotReady, 123456, true, "k1"
+	ready.LastUsedAt = time.Date(2026, 12, 8, 1, 2, 3, 456, time.UTC)
 	if err := s.UpdateSnapshot(ctx, ready); err != nil {
 		t.Fatal(err)
 	}

@@ -257,6 +257,24 @@ func TestWarmCreateRestoresTheGoldenSnapshot(t *testing.T) {
 	if a, b := h.vm("warm"), h.vm("cold"); a.IP == b.IP || a.MAC == b.MAC {
 		t.Errorf("warm and cold VMs share an address or MAC: %s/%s", a.IP, a.MAC)
 	}
+	if golden.LastUsedAt != nil {
+		t.Errorf("a fresh golden snapshot has last use %v", golden.LastUsedAt)
+	}
+	var used api.Snapshot
+	if err := json.Unmarshal([]byte(h.must("snapshot", "show", golden.Name, "--json")), &used); err != nil || used.LastUsedAt == nil || used.LastUsedAt.Before(golden.CreatedAt) {
+		t.Errorf("after a warm create the golden snapshot's last use is %v (%v)", used.LastUsedAt, err)
+	}
+
+	// image.golden_snapshots caps them per image: with 1, warming another
+	// shape deletes this one; the daemon restarts to take the setting.
+	h.must("config", "set", "image.golden_snapshots", "1")
+	var other api.Snapshot
+	if err := json.Unmarshal([]byte(h.must("image", "warm", "default", "--memory", "160", "--disk", "64M", "--vcpus", "1", "--json")), &other); err != nil {
+		t.Fatal(err)
+	}
+	if _, goldens := h.snapshots(); len(goldens) != 1 || goldens[0].ID != other.ID {
+		t.Errorf("golden snapshots after warming a second shape with a cap of 1: %+v, want only %s", goldens, other.Name)
+	}
 	h.must("vm", "delete", "--force", "warm", "cold")
 	// The image's golden snapshots go with it.
 	h.must("image", "delete", "--force", "default")
