@@ -239,8 +239,11 @@ func BenchmarkCreateToRunning20Parallel(b *testing.B) {
 			}()
 		}
 		wg.Wait()
-		wall += time.Since(waveStart)
+		waveWall := time.Since(waveStart)
+		wall += waveWall
 		cpu.stop()
+		// Per wave, so a slowdown as the daemon ages shows (-v).
+		b.Logf("wave %d: %d creates in %v (%.1f/s)", i/20, min(i+20, b.N)-i, waveWall.Round(time.Millisecond), float64(min(i+20, b.N)-i)/waveWall.Seconds())
 		b.StopTimer()
 		deleteAll(b, c, names)
 		names = nil
