@@ -320,7 +320,8 @@ func (d *Daemon) privilegedOps() (privileged.Ops, string, error) {
 
 // startNetwork sets up VM networking with ops, or returns nil without it.
 func (d *Daemon) startNetwork(ctx context.Context, ops privileged.Ops, how string) (*vmNetwork, error) {
-	n, err := setupNetwork(ctx, d, netPort(ops), how)
+	in := netSetup{cfg: d.opts.Config.Network, log: d.log, store: d.store, stateDir: d.opts.Layout.StateDir}
+	n, err := setupNetwork(ctx, in, netPort(ops), how)
 	if err != nil && d.opts.Config.Network.Enabled == "auto" {
 		d.log.Warn("vm networking disabled", "err", err)
 		return nil, nil

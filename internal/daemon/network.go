@@ -11,6 +11,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/network"
 	"github.com/banger-dev/banger/internal/network/dns"
 	"github.com/banger-dev/banger/internal/network/firewall"
@@ -86,20 +87,28 @@ type vmNetwork struct {
 	dns *dns.Server
 }
 
+// netSetup is what setupNetwork needs from the daemon.
+type netSetup struct {
+	cfg      config.Network
+	log      *slog.Logger
+	store    *store.Store
+	stateDir string
+}
+
 // setupNetwork prepares the bridge, forwarding, NAT and the resolver. It
 // returns nil (and logs why) when networking is off, or "auto" and no
 // privileged operations are available; with "on" that is an error.
-func setupNetwork(ctx context.Context, d *Daemon, ops netOps, how string) (*vmNetwork, error) {
-	cfg := d.opts.Config.Network
+func setupNetwork(ctx context.Context, in netSetup, ops netOps, how string) (*vmNetwork, error) {
+	cfg := in.cfg
 	if cfg.Enabled == "off" {
-		d.log.Info("vm networking off (network.enabled = \"off\")")
+		in.log.Info("vm networking off (network.enabled = \"off\")")
 		return nil, nil
 	}
 	if ops == nil {
 		if cfg.Enabled == "on" {
 			return nil, fmt.Errorf("network.enabled is \"on\" but privileged operations are %s; run `sudo banger system install` or run bangerd as root", how)
 		}
-		d.log.Warn("vm networking unavailable; VMs get no network", "privileged", how)
+		in.log.Warn("vm networking unavailable; VMs get no network", "privileged", how)
 		return nil, nil
 	}
 	subnet, err := network.ParseSubnet(cfg.Subnet)
@@ -114,9 +123,9 @@ func setupNetwork(ctx context.Context, d *Daemon, ops netOps, how string) (*vmNe
 		return nil, fmt.Errorf("network.subnet %s: %w; choose another subnet in the config", subnet, err)
 	}
 	n := &vmNetwork{
-		log: d.log.With("component", "network"), ops: ops, store: d.store,
+		log: in.log.With("component", "network"), ops: ops, store: in.store,
 		bridge: network.Bridge{Name: cfg.Bridge, Subnet: subnet}, domain: cfg.Domain,
-		uid: os.Getuid(), gid: os.Getgid(), stateDir: d.opts.Layout.StateDir,
+		uid: os.Getuid(), gid: os.Getgid(), stateDir: in.stateDir,
 	}
 	steps := []struct {
 		what string
