@@ -128,6 +128,29 @@ func byRef[T any](m map[string]T, ref string, name func(T) string) (T, error) {
 	return zero, ErrNotFound
 }
 
+// insertNamed adds v under id, refusing a taken name as the store does.
+func insertNamed[T any](m map[string]T, id string, v T, name func(T) string) error {
+	for _, o := range m {
+		if name(o) == name(v) {
+			return ErrExists
+		}
+	}
+	m[id] = v
+	return nil
+}
+
+// replace rewrites the record under id, which must exist.
+func replace[T any](m map[string]T, id string, v T) error {
+	if _, ok := m[id]; !ok {
+		return ErrNotFound
+	}
+	m[id] = v
+	return nil
+}
+
+func vmName(vm VM) string           { return vm.Name }
+func snapName(snap Snapshot) string { return snap.Name }
+
 // sortedByID lists m's records in ID (key) order.
 func sortedByID[T any](m map[string]T) []T {
 	out := make([]T, 0, len(m))
@@ -140,7 +163,7 @@ func sortedByID[T any](m map[string]T) []T {
 func (s fakeStore) GetVM(_ context.Context, ref string) (VM, error) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	return byRef(s.w.vms, ref, func(vm VM) string { return vm.Name })
+	return byRef(s.w.vms, ref, vmName)
 }
 
 func (s fakeStore) ListVMs(context.Context) ([]VM, error) {
@@ -155,13 +178,7 @@ func (s fakeStore) InsertVM(_ context.Context, vm VM) error {
 	}
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	for _, o := range s.w.vms {
-		if o.Name == vm.Name {
-			return ErrExists
-		}
-	}
-	s.w.vms[vm.ID] = vm
-	return nil
+	return insertNamed(s.w.vms, vm.ID, vm, vmName)
 }
 
 func (s fakeStore) SaveVM(_ context.Context, vm VM) error {
@@ -170,11 +187,7 @@ func (s fakeStore) SaveVM(_ context.Context, vm VM) error {
 	}
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	if _, ok := s.w.vms[vm.ID]; !ok {
-		return ErrNotFound
-	}
-	s.w.vms[vm.ID] = vm
-	return nil
+	return replace(s.w.vms, vm.ID, vm)
 }
 
 func (s fakeStore) DeleteVM(_ context.Context, id string) error {
@@ -485,13 +498,7 @@ func (s fakeSnapStore) InsertSnapshot(_ context.Context, snap Snapshot) error {
 	}
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	for _, o := range s.w.snaps {
-		if o.Name == snap.Name {
-			return ErrExists
-		}
-	}
-	s.w.snaps[snap.ID] = snap
-	return nil
+	return insertNamed(s.w.snaps, snap.ID, snap, snapName)
 }
 
 func (s fakeSnapStore) SaveSnapshot(_ context.Context, snap Snapshot) error {
@@ -500,17 +507,13 @@ func (s fakeSnapStore) SaveSnapshot(_ context.Context, snap Snapshot) error {
 	}
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	if _, ok := s.w.snaps[snap.ID]; !ok {
-		return ErrNotFound
-	}
-	s.w.snaps[snap.ID] = snap
-	return nil
+	return replace(s.w.snaps, snap.ID, snap)
 }
 
 func (s fakeSnapStore) GetSnapshot(_ context.Context, ref string) (Snapshot, error) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
-	return byRef(s.w.snaps, ref, func(snap Snapshot) string { return snap.Name })
+	return byRef(s.w.snaps, ref, snapName)
 }
 
 func (s fakeSnapStore) ListSnapshots(context.Context) ([]Snapshot, error) {

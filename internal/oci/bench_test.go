@@ -46,7 +46,7 @@ func BenchmarkPull(b *testing.B) {
 	layers := benchLayers(b)
 	img := testImage(b, "linux/amd64", []compression.Compression{compression.GZip, compression.GZip, compression.GZip}, layers...)
 	reg.push(b, writeLayout(b, "v1", img), "v1", "bench/app:v1", "")
-	ref := Source{Remote: reg.host + "/bench/app:v1"}
+	ref := Source{Remote: reg.Host + "/bench/app:v1"}
 	opts := FetchOptions{Insecure: true}
 	warm := Cache{Dir: b.TempDir()}
 	fetched, err := Fetch(context.Background(), ref, opts, warm, nil)

@@ -3,9 +3,7 @@ package oci
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,7 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/banger-dev/banger/test/ocireg"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/compression"
@@ -25,67 +24,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"golang.org/x/crypto/bcrypt"
 )
 
-// registry is Debian's docker-registry (distribution 2.8) on 127.0.0.1.
-type registry struct {
-	host    string // 127.0.0.1:PORT
-	storage string
-}
+// registry is a real registry (test/ocireg) the tests push to with skopeo.
+type registry struct{ ocireg.Registry }
 
-// startRegistry starts docker-registry with a temp config and storage,
-// with htpasswd auth for user/pass when withAuth. The process is killed
-// (by PID) at cleanup.
 func startRegistry(t testing.TB, withAuth bool) registry {
-	t.Helper()
-	needCmd(t, "docker-registry")
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := l.Addr().String()
-	_ = l.Close()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), host)
-	if withAuth {
-		hash, err := bcrypt.GenerateFromPassword([]byte("pass"), bcrypt.MinCost)
-		if err != nil {
-			t.Fatal(err)
-		}
-		htpasswd := filepath.Join(dir, "htpasswd")
-		if err := os.WriteFile(htpasswd, []byte("user:"+string(hash)+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: banger-test\n    path: %s\n", htpasswd)
-	}
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	cmd := exec.Command("docker-registry", "serve", cfgPath)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + host + "/v2/")
-		if err == nil {
-			_ = resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not come up on %s: %v\n%s", host, err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return registry{host: host, storage: filepath.Join(dir, "data")}
+	return registry{ocireg.Start(t, withAuth)}
 }
 
 // push copies an OCI layout (all of an index with all) to the registry
@@ -103,7 +48,7 @@ func (r registry) push(t testing.TB, layoutDir, tag, repo string, creds string) 
 	if creds != "" {
 		args = append(args, "--dest-creds", creds)
 	}
-	args = append(args, "oci:"+layoutDir+":"+tag, "docker://"+r.host+"/"+repo)
+	args = append(args, "oci:"+layoutDir+":"+tag, "docker://"+r.Host+"/"+repo)
 	if out, err := exec.Command("skopeo", args...).CombinedOutput(); err != nil {
 		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -210,7 +155,7 @@ func TestPullFromRegistry(t *testing.T) {
 	cache := Cache{Dir: t.TempDir()}
 	counter := &blobCounter{base: http.DefaultTransport}
 	var events []int64
-	img, err := Fetch(context.Background(), Source{Remote: reg.host + "/test/app:v1"}, FetchOptions{Insecure: true, Transport: counter}, cache,
+	img, err := Fetch(context.Background(), Source{Remote: reg.Host + "/test/app:v1"}, FetchOptions{Insecure: true, Transport: counter}, cache,
 		func(_ string, done, total int64) { events = append(events, done) })
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +182,7 @@ func TestPullFromRegistry(t *testing.T) {
 	}
 
 	counter.n.Store(0)
-	again, err := Fetch(context.Background(), Source{Remote: reg.host + "/test/app:v1"}, FetchOptions{Insecure: true, Transport: counter}, cache, nil)
+	again, err := Fetch(context.Background(), Source{Remote: reg.Host + "/test/app:v1"}, FetchOptions{Insecure: true, Transport: counter}, cache, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +203,7 @@ func TestPullPlatforms(t *testing.T) {
 	}
 	reg.push(t, writeLayout(t, "multi", gzipOnly("linux/amd64"), gzipOnly("linux/arm64")), "multi", "test/multi:1", "")
 	cache := Cache{Dir: t.TempDir()}
-	ref := reg.host + "/test/multi:1"
+	ref := reg.Host + "/test/multi:1"
 	img, err := Fetch(context.Background(), Source{Remote: ref}, FetchOptions{Insecure: true, Platform: "linux/arm64"}, cache, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -276,14 +221,14 @@ func TestPullPlatforms(t *testing.T) {
 // credential, served with it.
 func TestPullAuth(t *testing.T) {
 	reg := startRegistry(t, true)
-	reg.push(t, writeLayout(t, "v1", twoLayers(t, "linux/amd64")), "v1", "private/app:v1", "user:pass")
-	ref := reg.host + "/private/app:v1"
+	reg.push(t, writeLayout(t, "v1", twoLayers(t, "linux/amd64")), "v1", "private/app:v1", ocireg.User+":"+ocireg.Password)
+	ref := reg.Host + "/private/app:v1"
 	cache := Cache{Dir: t.TempDir()}
 	_, err := Fetch(context.Background(), Source{Remote: ref}, FetchOptions{Insecure: true}, cache, nil)
 	if err == nil || !strings.Contains(err.Error(), "refused access") {
 		t.Fatalf("anonymous pull: err = %v, want refused access", err)
 	}
-	_, err = Fetch(context.Background(), Source{Remote: ref}, FetchOptions{Insecure: true, Auth: &authn.AuthConfig{Username: "user", Password: "pass"}}, cache, nil)
+	_, err = Fetch(context.Background(), Source{Remote: ref}, FetchOptions{Insecure: true, Auth: &authn.AuthConfig{Username: ocireg.User, Password: ocireg.Password}}, cache, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +248,7 @@ func TestPullCorruptBlob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := filepath.Join(reg.storage, "docker/registry/v2/blobs/sha256", d.Hex[:2], d.Hex, "data")
+	data := filepath.Join(reg.Storage, "docker/registry/v2/blobs/sha256", d.Hex[:2], d.Hex, "data")
 	blob, err := os.ReadFile(data)
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +258,7 @@ func TestPullCorruptBlob(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := Cache{Dir: t.TempDir()}
-	_, err = Fetch(context.Background(), Source{Remote: reg.host + "/test/bad:v1"}, FetchOptions{Insecure: true}, cache, nil)
+	_, err = Fetch(context.Background(), Source{Remote: reg.Host + "/test/bad:v1"}, FetchOptions{Insecure: true}, cache, nil)
 	if err == nil || !strings.Contains(err.Error(), "layer 1") {
 		t.Fatalf("err = %v, want layer 1 refused", err)
 	}

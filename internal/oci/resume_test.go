@@ -141,7 +141,7 @@ func TestPullResumesInsideBlob(t *testing.T) {
 	cache := Cache{Dir: t.TempDir()}
 	const cutAt = 100 << 10
 	tr := &cuttingTransport{base: http.DefaultTransport, n: cutAt, cut: map[string]bool{}}
-	src := Source{Remote: reg.host + "/test/big:v1"}
+	src := Source{Remote: reg.Host + "/test/big:v1"}
 	if _, err := Fetch(context.Background(), src, FetchOptions{Insecure: true, Transport: tr}, cache, nil); err == nil {
 		t.Fatal("the pull whose connection dropped succeeded")
 	}

@@ -264,6 +264,22 @@ func newInstall(tb testing.TB, prefix, daemon string) (string, []string) {
 	return dir, env
 }
 
+// newBusyboxHost is a real-boot host whose image "default" is the busybox
+// image, built by a second daemon (newBuilderHost) and imported, with this
+// host's daemon running.
+func newBusyboxHost(t *testing.T, vmm string) *realHost {
+	t.Helper()
+	h := newRealHost(t, vmm, busyboxBootTimeout)
+	start := time.Now()
+	builder := newBuilderHost(t, h)
+	img := builder.buildImage("default", "busybox")
+	builder.run("daemon", "stop")
+	h.importImage("default", img)
+	h.daemonPID()
+	t.Logf("busybox image built and imported in %s", time.Since(start).Round(100*time.Millisecond))
+	return h
+}
+
 // newBuilderHost is a second installation for image builds, its daemon in
 // the host's network namespace with networking off. Builds download
 // (Debian's kernel, debootstrap's packages) and the daemon's namespace

@@ -17,21 +17,14 @@ import (
 func TestRealBootMCP(t *testing.T) {
 	vmm := needRealBoot(t)
 	before := snapshotHost()
-	h := newRealHost(t, vmm, busyboxBootTimeout)
-	start := time.Now()
-	builder := newBuilderHost(t, h)
-	img := builder.buildImage("default", "busybox")
-	builder.run("daemon", "stop")
-	h.importImage("default", img)
-	h.daemonPID()
-	t.Logf("busybox image built and imported in %s", time.Since(start).Round(100*time.Millisecond))
+	h := newBusyboxHost(t, vmm)
 
 	s := startMCPWith(t, h.env, t.TempDir(), "--agent-name", "realboot")
 	// A cold create under TCG boots the guest and makes the image's golden
 	// snapshot: give each call the boot budget and then some.
 	s.callTimeout = 2 * busyboxBootTimeout
 
-	start = time.Now()
+	start := time.Now()
 	var vm mcpVM
 	s.ok("vm_create", map[string]any{"name": "mcpvm", "image": "default"}, &vm)
 	t.Logf("vm_create → running in %s", time.Since(start).Round(100*time.Millisecond))

@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/test/ocireg"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -46,7 +46,7 @@ func TestRealBootOCI(t *testing.T) {
 	builder := newBuilderHost(t, h)
 	base := builder.buildImage("base", "busybox")
 	dir := busyboxOCILayout(t)
-	ref := startE2ERegistry(t) + "/e2e/busybox:1"
+	ref := ocireg.Start(t, false).Host + "/e2e/busybox:1"
 	pushLayout(t, dir, "1", ref)
 
 	start := time.Now()
@@ -178,45 +178,6 @@ func writeOCILayout(t *testing.T, l v1.Layer, tag string, c v1.Config) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-// startE2ERegistry runs docker-registry on 127.0.0.1 (loopback only) and
-// returns its host:port; it is killed, by PID, at cleanup.
-func startE2ERegistry(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := l.Addr().String()
-	_ = l.Close()
-	cfg := filepath.Join(dir, "config.yml")
-	body := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), host)
-	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	cmd := exec.Command("docker-registry", "serve", cfg)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		resp, err := http.Get("http://" + host + "/v2/")
-		if err == nil {
-			_ = resp.Body.Close()
-			return host
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not come up on %s: %v\n%s", host, err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // pushLayout copies layout:tag to ref with skopeo, blobs as they are.

@@ -24,17 +24,10 @@ import (
 func TestRealBootSnapshots(t *testing.T) {
 	vmm := needRealBoot(t)
 	before := snapshotHost()
-	h := newRealHost(t, vmm, busyboxBootTimeout)
-	start := time.Now()
-	builder := newBuilderHost(t, h)
-	img := builder.buildImage("default", "busybox")
-	builder.run("daemon", "stop")
-	h.importImage("default", img)
-	h.daemonPID()
-	t.Logf("busybox image built and imported in %s", time.Since(start).Round(100*time.Millisecond))
+	h := newBusyboxHost(t, vmm)
 
 	// The first create boots cold and makes the image's golden snapshot.
-	start = time.Now()
+	start := time.Now()
 	h.must("vm", "create", "--name", "orig")
 	t.Logf("cold create (with the golden snapshot) in %s", time.Since(start).Round(100*time.Millisecond))
 	orig := h.vm("orig")
