@@ -14,9 +14,6 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -25,6 +22,7 @@ import (
 	"github.com/banger-dev/banger/internal/lifecycle"
 	"github.com/banger-dev/banger/internal/oci"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/test/ocireg"
 )
 
 // ociLayoutWith writes a one-layer OCI layout tagged v1 whose layer has
@@ -55,32 +53,12 @@ func ociLayoutWith(t *testing.T, files map[string]string, mt types.MediaType) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := mutate.AppendLayers(empty.Image, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Env = []string{"PATH=/usr/bin:/bin", "GREETING=hello"}
-	cf.Config.WorkingDir = "/srv"
-	cf.Config.User = "app:app"
-	cf.Config.Cmd = []string{"/bin/app"}
-	if img, err = mutate.ConfigFile(mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON), cf); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(t.TempDir(), "layout")
-	lp, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "v1"})); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return ocireg.WriteLayout(t, l, "v1", v1.Config{
+		Env:        []string{"PATH=/usr/bin:/bin", "GREETING=hello"},
+		WorkingDir: "/srv",
+		User:       "app:app",
+		Cmd:        []string{"/bin/app"},
+	})
 }
 
 // pullTestDaemon is imageTestDaemon with a built kernel and an agent, so a

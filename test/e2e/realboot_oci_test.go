@@ -14,18 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/test/ocireg"
-
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/system"
+	"github.com/banger-dev/banger/test/ocireg"
 )
 
 // TestRealBootOCI boots a container image: a busybox-based OCI image is
@@ -143,41 +139,11 @@ func busyboxOCILayout(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return writeOCILayout(t, l, "1", v1.Config{
+	return ocireg.WriteLayout(t, l, "1", v1.Config{
 		Env:        []string{"PATH=/bin", "GREETING=hello-from-oci"},
 		WorkingDir: "/srv",
 		Cmd:        []string{"/bin/sh"},
 	})
-}
-
-// writeOCILayout writes, in a new temporary directory, an OCI layout
-// holding one linux/amd64 image (tag tag) of layer l with process config c.
-func writeOCILayout(t *testing.T, l v1.Layer, tag string, c v1.Config) string {
-	t.Helper()
-	img, err := mutate.AppendLayers(empty.Image, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config = c
-	img, err = mutate.ConfigFile(mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON), cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(t.TempDir(), "oci-layout")
-	lp, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag})); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // pushLayout copies layout:tag to ref with skopeo, blobs as they are.
@@ -269,7 +235,7 @@ func debianOCILayout(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return writeOCILayout(t, l, "12", v1.Config{
+	return ocireg.WriteLayout(t, l, "12", v1.Config{
 		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=hello-from-debian"},
 		WorkingDir: "/opt/app",
 		Cmd:        []string{"bash"},

@@ -11,6 +11,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/banger-dev/banger/test/ocireg"
 )
 
 // TestRunContainerImageEntrypoint: `banger run --image` of a container
@@ -39,7 +41,7 @@ func TestRunContainerImageEntrypoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := writeOCILayout(t, l, "1", v1.Config{
+	dir := ocireg.WriteLayout(t, l, "1", v1.Config{
 		Env:        []string{"GREETING=hi"},
 		WorkingDir: "/tmp",
 		Entrypoint: []string{"sh", "-c", `echo "ep[$*] $GREETING $(pwd)"`, "ep"},
