@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/banger-dev/banger/internal/unixmode"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,7 +124,7 @@ func (ts TreeSender) walk(fw *frameWriter, root string) (CopyResult, error) {
 
 // entryFor describes info; ok is false for a type that is not copied.
 func entryFor(rel, full string, info fs.FileInfo) (Entry, bool, error) {
-	e := Entry{Path: rel, Mode: unixMode(info.Mode()), ModTime: info.ModTime().UnixNano(), UID: -1, GID: -1}
+	e := Entry{Path: rel, Mode: unixmode.FromFileMode(info.Mode()), ModTime: info.ModTime().UnixNano(), UID: -1, GID: -1}
 	if st, ok := info.Sys().(*syscall.Stat_t); ok {
 		e.UID, e.GID = int(st.Uid), int(st.Gid)
 	}
@@ -170,36 +171,6 @@ func (ts TreeSender) sendFile(fw *frameWriter, path string, size int64) (int64, 
 		return n, fmt.Errorf("%s changed size while being copied (%d of %d bytes)", path, n, size)
 	}
 	return n, nil
-}
-
-// unixMode turns Go's FileMode into the Unix permission and special bits.
-func unixMode(m fs.FileMode) uint32 {
-	out := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		out |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		out |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		out |= 0o1000
-	}
-	return out
-}
-
-// fileMode is the inverse of unixMode.
-func fileMode(m uint32) fs.FileMode {
-	out := fs.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		out |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		out |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		out |= fs.ModeSticky
-	}
-	return out
 }
 
 // TreeReceiver writes a received tree under a local destination.
@@ -271,13 +242,13 @@ var ErrCopyStalled = errors.New("copy stalled")
 // modeFor is the mode entry e is written with.
 func (tr TreeReceiver) modeFor(e Entry) fs.FileMode {
 	if tr.Trusted {
-		return fileMode(e.Mode)
+		return unixmode.ToFileMode(e.Mode)
 	}
 	keep := uint32(0o777)
 	if tr.KeepSpecial {
 		keep = 0o7777
 	}
-	return fileMode(e.Mode & keep &^ uint32(tr.Umask.Perm()))
+	return unixmode.ToFileMode(e.Mode & keep &^ uint32(tr.Umask.Perm()))
 }
 
 // ProcessUmask reads the process umask without changing it (umask(2) can
@@ -480,7 +451,7 @@ func (tr TreeReceiver) makeDir(target string, e Entry) (bool, error) {
 	case err != nil:
 		return false, err
 	default:
-		if err := os.Chmod(target, fileMode(e.Mode)|0o700); err != nil {
+		if err := os.Chmod(target, unixmode.ToFileMode(e.Mode)|0o700); err != nil {
 			return false, err
 		}
 	}

@@ -324,11 +324,3 @@ func TestReceiveTreeRefusesUnsafeStreams(t *testing.T) {
 		})
 	}
 }
-
-func TestModeBitsRoundTrip(t *testing.T) {
-	for _, m := range []uint32{0o644, 0o4755, 0o2750, 0o1777, 0o7777, 0} {
-		if got := unixMode(fileMode(m)); got != m {
-			t.Errorf("mode %o came back as %o", m, got)
-		}
-	}
-}

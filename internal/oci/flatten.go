@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"sort"
 	"strings"
 
+	"github.com/banger-dev/banger/internal/unixmode"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -451,27 +451,13 @@ func (t *Tree) Finish() error {
 		if perm == n.onDisk {
 			return nil
 		}
-		if err := t.fs.Chmod(n.rel(), fileMode(perm)); err != nil {
+		if err := t.fs.Chmod(n.rel(), unixmode.ToFileMode(uint32(perm))); err != nil {
 			return fmt.Errorf("set the mode of /%s: %w", n.rel(), err)
 		}
 		n.onDisk = perm
 		// Hard links share the inode: all of them now have this mode.
 		return nil
 	})
-}
-
-func fileMode(perm int64) fs.FileMode {
-	m := fs.FileMode(perm & 0o777)
-	if perm&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if perm&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if perm&0o1000 != 0 {
-		m |= fs.ModeSticky
-	}
-	return m
 }
 
 func (t *Tree) walkPost(n *node, fn func(*node) error) error {
