@@ -15,7 +15,7 @@ const EnvCacheDir = "BANGER_FC_SPEC_CACHE"
 
 // tableFormat names the compiled table's layout; it is part of a cache
 // entry's name, so entries written by an older layout are never read.
-const tableFormat = "rules-v1"
+const tableFormat = "rules-v2"
 
 // Load reads the Swagger 2.0 file at path and compiles it. Processes that
 // start often (the fake Firecracker starts once per VM) pass a cacheDir: the
@@ -97,7 +97,7 @@ func (t *table) check() error {
 		for _, p := range s.Properties {
 			bad = bad || !ok(p)
 		}
-		if bad || (len(s.Types) > 0 && s.Types[0] == "") {
+		if bad {
 			return fmt.Errorf("schema %d: bad reference", i)
 		}
 	}

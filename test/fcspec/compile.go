@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/oasdiff/yaml"
@@ -53,7 +53,7 @@ const (
 // starts using one fails loudly instead of being checked less than the
 // reference validator checks it.
 type schema struct {
-	Types       []string       `json:"types,omitempty"` // empty: any type
+	Type        string         `json:"type,omitempty"` // empty: any type
 	Format      string         `json:"format,omitempty"`
 	Enum        []any          `json:"enum,omitempty"`
 	Min         *float64       `json:"min,omitempty"`
@@ -105,7 +105,7 @@ func compile(raw []byte) (*table, error) {
 	defs, _ := doc["definitions"].(map[string]any)
 	c := &compiler{defs: defs, index: map[string]int{}, t: &table{Version: version}}
 	paths, _ := doc["paths"].(map[string]any)
-	for _, tmpl := range sortedKeys(paths) {
+	for _, tmpl := range slices.Sorted(maps.Keys(paths)) {
 		item, ok := paths[tmpl].(map[string]any)
 		if !ok {
 			return nil, fmt.Errorf("paths.%s: not an object", tmpl)
@@ -136,7 +136,7 @@ func (c *compiler) addPath(tmpl string, item map[string]any) error {
 	if !strings.HasPrefix(tmpl, "/") {
 		return fmt.Errorf("paths.%s: a path must start with /", tmpl)
 	}
-	for _, key := range sortedKeys(item) {
+	for _, key := range slices.Sorted(maps.Keys(item)) {
 		if strings.HasPrefix(key, "x-") {
 			continue
 		}
@@ -219,7 +219,7 @@ func (c *compiler) schema(v any, where string) (int, error) {
 	idx := len(c.t.Schemas)
 	c.t.Schemas = append(c.t.Schemas, schema{})
 	var s schema
-	for _, key := range sortedKeys(m) {
+	for _, key := range slices.Sorted(maps.Keys(m)) {
 		val := m[key]
 		at := where + "." + key
 		switch {
@@ -232,7 +232,7 @@ func (c *compiler) schema(v any, where string) (int, error) {
 			if !ok || !slices.Contains([]string{"object", "array", "string", "integer", "number", "boolean"}, t) {
 				return 0, fmt.Errorf("%s: type %v is not supported", at, val)
 			}
-			s.Types = []string{t}
+			s.Type = t
 		case key == "format":
 			s.Format, _ = val.(string)
 		case key == "enum":
@@ -270,7 +270,7 @@ func (c *compiler) schema(v any, where string) (int, error) {
 				return 0, fmt.Errorf("%s: not an object", at)
 			}
 			s.Properties = map[string]int{}
-			for _, name := range sortedKeys(props) {
+			for _, name := range slices.Sorted(maps.Keys(props)) {
 				pi, err := c.schema(props[name], at+"."+name)
 				if err != nil {
 					return 0, err
@@ -349,7 +349,7 @@ func (c *compiler) isEmpty(i int, seen map[int]bool) bool {
 	}
 	seen[i] = true
 	s := c.t.Schemas[i]
-	if len(s.Types) > 0 || s.Format != "" || len(s.Enum) > 0 || s.Min != nil || s.Max != nil || len(s.Required) > 0 || s.Extra == extraDenied {
+	if s.Type != "" || s.Format != "" || len(s.Enum) > 0 || s.Min != nil || s.Max != nil || len(s.Required) > 0 || s.Extra == extraDenied {
 		return false
 	}
 	if s.Extra == extraSchema && !c.isEmpty(s.ExtraSchema, seen) {
@@ -364,13 +364,4 @@ func (c *compiler) isEmpty(i int, seen map[int]bool) bool {
 		}
 	}
 	return true
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

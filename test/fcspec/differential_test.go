@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -108,7 +108,7 @@ func generateCorpus(t *testing.T, path string) []request {
 
 	var out []request
 	allMethods := []string{"GET", "PUT", "PATCH", "POST", "DELETE"}
-	for _, tmpl := range sortedMapKeys(d.paths) {
+	for _, tmpl := range slices.Sorted(maps.Keys(d.paths)) {
 		item, _ := d.paths[tmpl].(map[string]any)
 		p := strings.NewReplacer("{drive_id}", "rootfs_1", "{iface_id}", "eth0", "{id}", "pm_0").Replace(tmpl)
 		// Every method on every shape of the path, with no body and an
@@ -118,7 +118,7 @@ func generateCorpus(t *testing.T, path string) []request {
 				out = append(out, request{m, shape, nil}, request{m, shape, []byte(`{}`)})
 			}
 		}
-		for _, key := range sortedMapKeys(item) {
+		for _, key := range slices.Sorted(maps.Keys(item)) {
 			op, _ := item[key].(map[string]any)
 			method := strings.ToUpper(key)
 			bodySchema := d.bodySchema(op)
@@ -190,7 +190,7 @@ func (d specDoc) mutations(v any) []any {
 		switch c := cur.(type) {
 		case map[string]any:
 			out = append(out, setAt(v, path, withKey(c, "zz_unknown", "x")))
-			for _, k := range sortedMapKeys(c) {
+			for _, k := range slices.Sorted(maps.Keys(c)) {
 				out = append(out, setAt(v, path, withoutKey(c, k)))
 				for _, r := range replacements {
 					out = append(out, setAt(v, append(slices.Clone(path), k), r))
@@ -252,7 +252,7 @@ func (d specDoc) example(s map[string]any, full bool) any {
 			required[r.(string)] = true
 		}
 		obj := map[string]any{}
-		for _, k := range sortedMapKeys(props) {
+		for _, k := range slices.Sorted(maps.Keys(props)) {
 			if full || required[k] {
 				ps, _ := props[k].(map[string]any)
 				obj[k] = d.example(ps, full)
@@ -380,13 +380,4 @@ func mustJSON(v any) []byte {
 func asList(v any) []any {
 	l, _ := v.([]any)
 	return l
-}
-
-func sortedMapKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
 	"net/url"
@@ -209,7 +210,7 @@ func (v *Validator) checkObject(s *schema, obj map[string]any, at string) error 
 	if !s.permits("object") {
 		return s.typeError(at)
 	}
-	for _, k := range sortedKeys(obj) {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		if pi, ok := s.Properties[k]; ok {
 			if err := v.visit(pi, obj[k], join(at, k)); err != nil {
 				return err
@@ -234,11 +235,11 @@ func (v *Validator) checkObject(s *schema, obj map[string]any, at string) error 
 }
 
 func (s *schema) permits(typ string) bool {
-	return len(s.Types) == 0 || slices.Contains(s.Types, typ)
+	return s.Type == "" || s.Type == typ
 }
 
 func (s *schema) typeError(at string) error {
-	return fieldError(at, fmt.Sprintf("value must be %s", article(s.Types[0])))
+	return fieldError(at, fmt.Sprintf("value must be %s", article(s.Type)))
 }
 
 func article(t string) string {
